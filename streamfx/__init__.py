@@ -1,0 +1,32 @@
+"""streamfx: bounded, backpressured, cancellation-safe streaming for asyncio.
+
+The core (this package's top level) is a set of typed async-iterator combinators that
+know nothing about HTTP. See ``DESIGN.md`` in the project for the layers.
+"""
+
+from ._buffer import buffer
+from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
+from ._ensuring import ensuring
+from ._heartbeat import heartbeat
+from ._merge import merge
+from ._policy import BufferPolicy, Strategy
+from ._progress import Progress, progress
+from ._tap import tap
+
+__all__ = [
+    "BufferPolicy",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "Progress",
+    "Strategy",
+    "buffer",
+    "circuit",
+    "ensuring",
+    "heartbeat",
+    "merge",
+    "progress",
+    "tap",
+]
+
+__version__ = "0.1.0"

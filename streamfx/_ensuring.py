@@ -1,0 +1,81 @@
+"""`ensuring`: run a finalizer exactly once when a stream's iteration ends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._util import aclose_iterator, call_maybe_async
+
+T = TypeVar("T")
+
+
+def ensuring(
+    source: AsyncIterable[T], finalizer: Callable[[], object] | Callable[[], Awaitable[object]]
+) -> AsyncGenerator[T, None]:
+    """Pass `source` through and run ``finalizer()`` exactly once when iteration ends.
+
+    "Ends" covers every way: the source is exhausted, it raises, the consumer stops
+    early with ``aclose()`` (even before the first item was asked for), or the task
+    iterating it is cancelled. The source is closed first, then the finalizer runs; an
+    async finalizer is awaited. An error from the finalizer propagates (after the
+    source's own error, if any, as its ``__context__``).
+
+    A stream dropped without ``aclose()`` relies on the event loop's async-generator
+    finalization (as every async generator does); adapters and `contextlib.aclosing`
+    always close explicitly.
+    """
+    if not callable(finalizer):
+        raise TypeError(f"ensuring() needs a callable finalizer, got {type(finalizer).__name__}")
+    return _Ensuring(source, finalizer)
+
+
+class _Ensuring(AsyncGenerator[T, None]):
+    __slots__ = ("_finalized", "_finalizer", "_generator", "_source")
+
+    def __init__(self, source: AsyncIterable[T], finalizer: Callable[[], object]) -> None:
+        self._source = source
+        self._finalizer = finalizer
+        self._finalized = False
+        self._generator = self._run()
+
+    async def _run(self) -> AsyncGenerator[T, None]:
+        iterator = aiter(self._source)
+        try:
+            async for item in iterator:
+                yield item
+        finally:
+            try:
+                await aclose_iterator(iterator)
+            finally:
+                await self._finalize()
+
+    async def _finalize(self) -> None:
+        if not self._finalized:
+            self._finalized = True
+            await call_maybe_async(self._finalizer)
+
+    def __anext__(self) -> Coroutine[Any, Any, T]:
+        return self._generator.__anext__()
+
+    def asend(self, value: None) -> Coroutine[Any, Any, T]:
+        return self._generator.asend(value)
+
+    def athrow(
+        self,
+        typ: type[BaseException] | BaseException,
+        val: Any = None,
+        tb: TracebackType | None = None,
+    ) -> Coroutine[Any, Any, T]:
+        return self._generator.athrow(typ, val, tb)
+
+    async def aclose(self) -> None:
+        try:
+            await self._generator.aclose()
+        finally:
+            if not self._finalized:  # closed before the first item: the body never ran
+                try:
+                    await aclose_iterator(self._source)
+                finally:
+                    await self._finalize()

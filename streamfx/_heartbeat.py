@@ -1,0 +1,63 @@
+"""`heartbeat`: fill silences in a stream with a keep-alive value."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from typing import TypeVar
+
+from ._channel import Channel
+
+T = TypeVar("T")
+B = TypeVar("B")
+
+
+def heartbeat(
+    source: AsyncIterable[T], interval: float, beat: B | Callable[[], B]
+) -> AsyncGenerator[T | B, None]:
+    """Pass the items of `source` through and emit `beat` during silences.
+
+    Whenever `interval` seconds pass without an item, `beat` is emitted (if `beat` is
+    callable it is called with no arguments to make each beat). Each item resets the
+    timer, so a busy stream gets no beats. The stream ends when the source ends, and an
+    error from the source is raised after the items before it.
+
+    The source is read by a task one item ahead (so that waiting for it can be timed
+    out without cancelling it); closing this stream cancels that task and closes the
+    source. Raises `ValueError` at the call if `interval` is not a positive number.
+    """
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+        raise ValueError(
+            f"heartbeat interval must be a positive number of seconds, got {interval!r}"
+        )
+    if interval == float("inf"):
+        raise ValueError("heartbeat interval must be finite")
+    make: Callable[[], B] = beat if callable(beat) else (lambda: beat)
+    return _heartbeat(Channel(1, "suspend", None), source, float(interval), make)
+
+
+async def _heartbeat(
+    channel: Channel[T], source: AsyncIterable[T], interval: float, make: Callable[[], B]
+) -> AsyncGenerator[T | B, None]:
+    channel.start((source,), "streamfx.heartbeat")
+    loop = asyncio.get_running_loop()
+    items = channel.items
+    deadline: float | None = None
+    try:
+        while True:
+            if items:
+                deadline = None
+                yield channel.pop()
+                continue
+            if channel.done:
+                break
+            now = loop.time()
+            if deadline is None:
+                deadline = now + interval
+            if deadline - now <= 0 or not await channel.wait(deadline - now):
+                deadline = loop.time() + interval
+                yield make()
+        if channel.error is not None:
+            raise channel.error
+    finally:
+        await channel.aclose()

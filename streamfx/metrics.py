@@ -1,0 +1,168 @@
+"""The metrics hook: what streams report, and where it goes.
+
+Streams report to a `MetricsHook`: a stream opened or closed (with its duration and
+outcome), items and bytes sent, items dropped, and circuit-breaker state changes. Each
+report carries the stream's *kind* (``"sse"``, ``"export"``, ``"download"``,
+``"upload"``, or your own) and *name* (a route or topic), which exporters turn into
+labels.
+
+The default hook is `NullMetrics` (every call does nothing). Install another one
+process-wide with `set_metrics`, or pass ``metrics=`` to the combinators that take it.
+`InMemoryMetrics` records everything and is what tests use. Prometheus and
+OpenTelemetry exporters implement the same protocol.
+
+Calls are made from the event loop thread, synchronously, on the hot path: a hook
+must be cheap and must not block. Counts are reported per batch where streams batch
+(one call for many items), so the cost is per write, not per item.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+
+from ._util import aclose_iterator
+
+T = TypeVar("T")
+
+Outcome = Literal["completed", "error", "closed"]
+"""How a stream ended: exhausted, raised, or stopped early (closed, cancelled, disconnect)."""
+
+
+class MetricsHook(Protocol):
+    """What streams report. Implementations must be cheap and must not block."""
+
+    def stream_opened(self, kind: str, name: str) -> None: ...
+
+    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None: ...
+
+    def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None: ...
+
+    def items_dropped(self, kind: str, name: str, items: int) -> None: ...
+
+    def circuit_changed(self, name: str, old: str, new: str) -> None: ...
+
+
+class NullMetrics:
+    """The default hook: records nothing."""
+
+    def stream_opened(self, kind: str, name: str) -> None:
+        pass
+
+    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
+        pass
+
+    def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
+        pass
+
+    def items_dropped(self, kind: str, name: str, items: int) -> None:
+        pass
+
+    def circuit_changed(self, name: str, old: str, new: str) -> None:
+        pass
+
+
+Key = tuple[str, str]
+
+
+@dataclass
+class InMemoryMetrics:
+    """A hook that keeps every figure in memory, keyed by ``(kind, name)``.
+
+    Meant for tests and for small dashboards: ``active``, ``opened``, ``items``,
+    ``bytes`` and ``dropped`` are counters; ``durations`` lists every closed stream's
+    duration; ``outcomes`` counts ``(kind, name, outcome)``; ``circuit`` holds each
+    breaker's current state and ``transitions`` every change in order.
+    """
+
+    active: Counter[Key] = field(default_factory=Counter)
+    opened: Counter[Key] = field(default_factory=Counter)
+    items: Counter[Key] = field(default_factory=Counter)
+    bytes: Counter[Key] = field(default_factory=Counter)
+    dropped: Counter[Key] = field(default_factory=Counter)
+    durations: dict[Key, list[float]] = field(default_factory=dict)
+    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    circuit: dict[str, str] = field(default_factory=dict)
+    transitions: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def stream_opened(self, kind: str, name: str) -> None:
+        self.active[kind, name] += 1
+        self.opened[kind, name] += 1
+
+    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
+        self.active[kind, name] -= 1
+        self.durations.setdefault((kind, name), []).append(duration)
+        self.outcomes[kind, name, outcome] += 1
+
+    def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
+        self.items[kind, name] += items
+        self.bytes[kind, name] += nbytes
+
+    def items_dropped(self, kind: str, name: str, items: int) -> None:
+        self.dropped[kind, name] += items
+
+    def circuit_changed(self, name: str, old: str, new: str) -> None:
+        self.circuit[name] = new
+        self.transitions.append((name, old, new))
+
+    def total(self, figure: Literal["active", "opened", "items", "bytes", "dropped"]) -> int:
+        """The sum of one counter over every ``(kind, name)``."""
+        counter: Counter[Key] = getattr(self, figure)
+        return sum(counter.values())
+
+
+_hook: MetricsHook = NullMetrics()
+
+
+def get_metrics() -> MetricsHook:
+    """The process-wide hook that streams report to when none is passed."""
+    return _hook
+
+
+def set_metrics(hook: MetricsHook) -> MetricsHook:
+    """Install `hook` process-wide and return the previous one (to restore it later)."""
+    global _hook
+    previous, _hook = _hook, hook
+    return previous
+
+
+def metered(
+    source: AsyncIterable[T], kind: str, name: str = "", *, metrics: MetricsHook | None = None
+) -> AsyncGenerator[T, None]:
+    """Pass `source` through, reporting it to `metrics` (default: the process-wide hook).
+
+    Reports ``stream_opened`` at the first iteration, ``items_sent`` for each item (with
+    its length in bytes for ``bytes``/``bytearray``/``memoryview`` items, else 0), and
+    ``stream_closed`` exactly once with the elapsed time and the outcome when iteration
+    ends for any reason. Closing this stream closes the source.
+    """
+    return _metered(source, kind, name, metrics)
+
+
+async def _metered(
+    source: AsyncIterable[T], kind: str, name: str, metrics: MetricsHook | None
+) -> AsyncGenerator[T, None]:
+    hook = metrics if metrics is not None else _hook
+    iterator = aiter(source)
+    hook.stream_opened(kind, name)
+    started = time.monotonic()
+    outcome: Outcome = "closed"
+    try:
+        async for item in iterator:
+            nbytes = len(item) if isinstance(item, bytes | bytearray) else 0
+            if isinstance(item, memoryview):
+                nbytes = item.nbytes
+            hook.items_sent(kind, name, 1, nbytes)
+            yield item
+        outcome = "completed"
+    except Exception:
+        outcome = "error"
+        raise
+    finally:
+        try:
+            await aclose_iterator(iterator)
+        finally:
+            hook.stream_closed(kind, name, time.monotonic() - started, outcome)

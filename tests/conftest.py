@@ -1,0 +1,32 @@
+"""Shared test fixtures: every async test fails on a task left pending or an error
+that the event loop only logs (such as "Task was destroyed but it is pending")."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    logged: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: logged.append(context))
+    try:
+        yield
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gc.collect()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        assert not pending, f"tasks left pending: {pending}"
+        assert not logged, f"the event loop logged errors: {logged}"
+    finally:
+        loop.set_exception_handler(previous)
