@@ -11,6 +11,7 @@ from ._heartbeat import heartbeat
 from ._merge import merge
 from ._policy import BufferPolicy, Strategy
 from ._progress import Progress, progress
+from ._response import FileRange, StreamResponse
 from ._tap import tap
 
 __all__ = [
@@ -18,8 +19,10 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
+    "FileRange",
     "Progress",
     "Strategy",
+    "StreamResponse",
     "buffer",
     "circuit",
     "ensuring",

@@ -95,6 +95,11 @@ class Channel(Generic[T]):
             self._wake_putter()
         return item
 
+    def release(self) -> None:
+        """Wake producers waiting for room (after items were taken out directly)."""
+        while self._putters and len(self.items) < self.capacity:
+            self._wake_putter()
+
     async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until an item is ready or every producer has finished.
 
