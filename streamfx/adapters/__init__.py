@@ -1,0 +1,1 @@
+"""Adapters that send a `StreamResponse` through ASGI, aiohttp or WSGI servers."""
