@@ -464,6 +464,37 @@ async def test_closing_while_a_read_is_in_flight_waits_for_it(
     assert open_fds() == before
 
 
+async def test_cancelled_again_during_cleanup_the_file_closes_when_the_read_ends(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    original = file_body._ThreadedFile._read
+
+    def slow(self: Any, *args: Any) -> list[bytes]:
+        started.set()
+        release.wait(5)
+        return original(self, *args)
+
+    monkeypatch.setattr(file_body._ThreadedFile, "_read", slow)
+    before = open_fds()
+    body = file_body.read_spans(path, [ByteRange(0, 100)])
+    reader = asyncio.ensure_future(anext(body))
+    await asyncio.to_thread(started.wait, 5)
+    reader.cancel()
+    await asyncio.sleep(0.01)
+    reader.cancel()  # gives up waiting for the read
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert open_fds() == before + 1  # still in use by the thread
+    release.set()
+    for _ in range(200):
+        if open_fds() == before:
+            break
+        await asyncio.sleep(0.005)
+    assert open_fds() == before
+
+
 async def test_a_body_never_iterated_holds_nothing(path: Path) -> None:
     before = open_fds()
     responses = [download(path).for_request("GET", [("Range", "bytes=0-1,5-6")]) for _ in range(5)]
