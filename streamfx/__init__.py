@@ -9,10 +9,13 @@ from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
 from ._ensuring import ensuring
 from ._heartbeat import heartbeat
 from ._merge import merge
+from ._multipart import parse_multipart
+from ._part import Part
 from ._policy import BufferPolicy, Strategy
 from ._progress import Progress, progress
 from ._response import FileRange, StreamResponse
 from ._tap import tap
+from ._upload_errors import MalformedUpload, UnsupportedMediaType, UploadError, UploadTooLarge
 
 __all__ = [
     "BufferPolicy",
@@ -20,14 +23,20 @@ __all__ = [
     "CircuitOpenError",
     "CircuitState",
     "FileRange",
+    "MalformedUpload",
+    "Part",
     "Progress",
     "Strategy",
     "StreamResponse",
+    "UnsupportedMediaType",
+    "UploadError",
+    "UploadTooLarge",
     "buffer",
     "circuit",
     "ensuring",
     "heartbeat",
     "merge",
+    "parse_multipart",
     "progress",
     "tap",
 ]
