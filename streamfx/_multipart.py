@@ -20,10 +20,15 @@ How data moves (pull-driven, no task):
   cancel. Servers already buffer the socket; reading the body on demand keeps memory
   flat and leaves nothing to clean up but the body itself.
 
-Limits are checked as the bytes arrive, so `UploadTooLarge` is raised at the chunk that
-passes a limit, before the rest of the body is read: ``max_size`` on the body bytes
-pulled, ``max_part_size`` on one part's content, ``max_parts`` when the part after the
-last allowed one begins. Limits apply to parts the caller skips as well.
+Limits are checked as the bytes arrive, and `UploadTooLarge` comes before the rest of
+the body is read: the parser is fed at most ``max_size`` body bytes, a part's content is
+cut after ``max_part_size`` bytes, and the part after ``max_parts`` is refused as it
+begins. Limits apply to parts the caller skips as well.
+
+Errors found in the body (`UploadError`) are raised in order: the caller first gets
+what was parsed before the fault, then the error, and the parser is never fed again.
+So for any way of splitting the same body into chunks, the caller sees the same parts,
+the same content and the same error.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
 from ._part import Part, check_allowed_types, describe_part
-from ._upload_errors import MalformedUpload, UnsupportedMediaType, UploadTooLarge
+from ._upload_errors import MalformedUpload, UnsupportedMediaType, UploadError, UploadTooLarge
 from ._util import aclose_iterator
 
 if TYPE_CHECKING:
@@ -134,6 +139,7 @@ class PartStream:
         self._chunk = b""
         self._offset = 0
         self._received = 0
+        self._over_size = False
         self._parts = 0
         self._part_size = 0
         self._header_bytes = 0
@@ -213,43 +219,53 @@ class PartStream:
     # -- pulling the body --------------------------------------------------------
 
     async def _next_event(self) -> object:
-        """The next parsed event, pulling the body only if none is waiting."""
-        if self._error is not None:
-            raise self._error
+        """The next parsed event, pulling the body only if none is waiting.
+
+        An `UploadError` found while parsing is raised after the events parsed before
+        it (so what a caller receives does not depend on how the body was chunked);
+        any other error from the body is raised at once.
+        """
         events = self._events
+        if not events and self._error is None and not self._ended:
+            if self._busy:
+                raise RuntimeError("the upload is already being read by another task")
+            self._busy = True
+            try:
+                await self._pull()
+            except BaseException as exc:
+                self._error = (
+                    exc
+                    if isinstance(exc, Exception)
+                    else RuntimeError("reading the upload was interrupted")
+                )
+                events.clear()
+                await self.aclose()
+                raise
+            finally:
+                self._busy = False
         if events:
             return events.popleft()
-        if self._ended:
-            return _END
-        if self._busy:
-            raise RuntimeError("the upload is already being read by another task")
-        self._busy = True
-        try:
-            await self._pull()
-        except BaseException as exc:
-            self._error = (
-                exc
-                if isinstance(exc, Exception)
-                else RuntimeError("reading the upload was interrupted")
-            )
-            events.clear()
+        if self._error is not None:
             await self.aclose()
-            raise
-        finally:
-            self._busy = False
-        return events.popleft() if events else _END
+            raise self._error
+        return _END
 
     async def _pull(self) -> None:
-        """Feed the parser until it has produced an event or the message has ended."""
+        """Feed the parser until it has produced an event, the message has ended or an
+        `UploadError` was found (stored in `_error`; the parser is not fed again)."""
         events = self._events
         parser = self._parser
         while not events and not self._ended:
             if self._closed:
-                raise RuntimeError("the upload was closed")
+                raise RuntimeError("the upload was closed while it was being read")
             chunk = self._chunk
             offset = self._offset
             if offset >= len(chunk):
-                chunk = await self._receive()
+                try:
+                    chunk = await self._receive()
+                except UploadError as exc:
+                    self._error = exc
+                    return
                 offset = 0
             if offset == 0 and len(chunk) <= FEED_SIZE:
                 piece = chunk
@@ -259,10 +275,20 @@ class PartStream:
             self._offset = offset + len(piece)
             try:
                 parser.write(piece)
+            except UploadError as exc:
+                self._error = exc
+                return
             except self._parse_error as exc:
-                raise MalformedUpload(f"malformed multipart body: {exc}") from exc
+                error = MalformedUpload(f"malformed multipart body: {exc}")
+                error.__cause__ = exc
+                self._error = error
+                return
 
     async def _receive(self) -> bytes:
+        """The next body chunk, cut at `max_size`: the parser sees at most `max_size`
+        bytes, and the bytes after them are refused without being parsed."""
+        if self._over_size:
+            raise UploadTooLarge(f"the upload is larger than {self._max_size} bytes")
         try:
             chunk = await anext(self._body)
         except StopAsyncIteration:
@@ -273,9 +299,11 @@ class PartStream:
             if not isinstance(chunk, bytearray | memoryview):
                 raise TypeError(f"the body must yield bytes, not {type(chunk).__name__}")
             chunk = bytes(chunk)
+        room = self._max_size - self._received
+        if len(chunk) > room:
+            chunk = chunk[:room]
+            self._over_size = True
         self._received += len(chunk)
-        if self._received > self._max_size:
-            raise UploadTooLarge(f"the upload is larger than {self._max_size} bytes")
         return chunk
 
     # -- parser callbacks (run inside parser.write) --------------------------------
@@ -311,9 +339,12 @@ class PartStream:
         self._events.append(Part(self, name, filename, content_type, headers))
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
-        self._part_size += end - start
-        if self._part_size > self._max_part_size:
+        room = self._max_part_size - self._part_size
+        if end - start > room:
+            if room:
+                self._events.append(data[start : start + room])
             raise UploadTooLarge(f"a part is larger than {self._max_part_size} bytes")
+        self._part_size += end - start
         self._events.append(data[start:end])
 
     def _on_part_end(self) -> None:
