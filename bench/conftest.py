@@ -23,6 +23,6 @@ def run(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], Awaitable[Any
     """``run(make_coro)`` runs one fresh coroutine to completion on the module's loop."""
 
     def runner(make: Callable[[], Awaitable[Any]]) -> Any:
-        return loop.run_until_complete(make())  # type: ignore[arg-type]
+        return loop.run_until_complete(make())
 
     return runner
