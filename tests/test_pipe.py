@@ -29,7 +29,7 @@ async def test_every_operator_works_in_a_pipeline() -> None:
         | sfpipe.progress(reports.append)
         | sfpipe.ensuring(lambda: finalized.append(True))
     )
-    got = await stream.list(xs)  # type: ignore[arg-type]
+    got: list[int] = await stream.list(xs)  # type: ignore[arg-type]
     assert sorted(got) == [0, 1, 2, 3, 4, 100, 101, 102]
     assert sorted(seen) == sorted(got)
     assert finalized == [True]
