@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 from waitress.server import TcpWSGIServer, create_server
-from wsgi_flask_app import FileReportingMetrics, create_app
 
 from streamfx import SSEDecoder
 from streamfx.metrics import set_metrics
+from tests.wsgi_flask_app import FileReportingMetrics, create_app
 
 TESTS = Path(__file__).parent
 WAITRESS_HIGH_WATERMARK = 256 * 1024
@@ -94,12 +94,12 @@ def _serve_gunicorn(directory: Path, worker: str) -> Iterator[Server]:
     port = listener.getsockname()[1]
     command = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}"]
     command += ["--workers", "1", "--worker-class", worker, "--graceful-timeout", "2"]
-    command += ["--log-level", "warning", "--pythonpath", str(TESTS)]
+    command += ["--log-level", "warning", "--pythonpath", str(TESTS.parent)]
     env = dict(os.environ, STREAMFX_TEST_DIR=str(directory), STREAMFX_TEST_METRICS="1")
     if worker == "gthread":
         command += ["--threads", "80", "--preload"]
         env["STREAMFX_TEST_WARM"] = "1"
-    command.append("wsgi_flask_app:create_app()")
+    command.append("tests.wsgi_flask_app:create_app()")
     with (directory / "gunicorn.log").open("wb") as log:
         process = subprocess.Popen(
             command, pass_fds=(listener.fileno(),), env=env, stdout=log, stderr=log
