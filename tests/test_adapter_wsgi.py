@@ -9,6 +9,10 @@ server side is read from the files the app writes (see tests/wsgi_flask_app.py).
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import json
 import os
 import re
 import socket
@@ -69,7 +73,7 @@ def _serve_waitress(directory: Path) -> Iterator[Server]:
         create_app(str(directory)),
         host="127.0.0.1",
         port=0,
-        threads=80,
+        threads=220,
         connection_limit=400,
         outbuf_high_watermark=WAITRESS_HIGH_WATERMARK,
         expose_tracebacks=False,
@@ -97,7 +101,7 @@ def _serve_gunicorn(directory: Path, worker: str) -> Iterator[Server]:
     command += ["--log-level", "warning", "--pythonpath", str(TESTS.parent)]
     env = dict(os.environ, STREAMFX_TEST_DIR=str(directory), STREAMFX_TEST_METRICS="1")
     if worker == "gthread":
-        command += ["--threads", "80", "--preload"]
+        command += ["--threads", "220", "--preload"]
         env["STREAMFX_TEST_WARM"] = "1"
     command.append("tests.wsgi_flask_app:create_app()")
     with (directory / "gunicorn.log").open("wb") as log:
@@ -259,13 +263,17 @@ def test_head_sends_headers_and_never_starts_the_body(server: Server) -> None:
 
 
 def test_many_clients_disconnecting_mid_stream_run_every_finalizer(server: Server) -> None:
-    clients = 8 if server.kind == "gunicorn-sync" else 60
+    # gunicorn's sync worker serves one request at a time: its clients queue up.
+    one_at_a_time = server.kind == "gunicorn-sync"
+    clients = 8 if one_at_a_time else 200
     tokens = [new_token("many") for _ in range(clients)]
+    all_streaming = threading.Barrier(1 if one_at_a_time else clients, timeout=30)
 
     def one_client(token: str) -> None:
         sock = open_get(server, f"/sse?token={token}&events=2&hold=1&heartbeat=0.05")
         with sock:
             read_until(sock, b"data: 00000001")
+            all_streaming.wait()  # every stream is open at once, then they all leave
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one_client, tokens))
@@ -388,3 +396,227 @@ def test_slow_reader_makes_a_sliding_stream_drop_and_count(server: Server) -> No
     dropped = int(match.group(1))
     assert dropped > 0
     assert dropped + len(indexes) == count
+
+
+# -- downloads -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stored_file(server: Server) -> tuple[str, bytes]:
+    data = os.urandom(300_000)
+    name = f"{new_token('file')}.bin"
+    (server.directory / "files" / name).write_bytes(data)
+    return name, data
+
+
+def test_download_whole_file(server: Server, stored_file: tuple[str, bytes]) -> None:
+    name, data = stored_file
+    reply = httpx.get(f"{server.url}/download/{name}", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-length"] == str(len(data))
+    assert reply.headers["accept-ranges"] == "bytes"
+    assert reply.content == data
+
+
+def test_download_single_range(server: Server, stored_file: tuple[str, bytes]) -> None:
+    name, data = stored_file
+    reply = httpx.get(
+        f"{server.url}/download/{name}", headers={"Range": "bytes=1000-70999"}, timeout=10
+    )
+    assert reply.status_code == 206
+    assert reply.headers["content-range"] == f"bytes 1000-70999/{len(data)}"
+    assert reply.content == data[1000:71000]
+
+
+def test_download_suffix_and_multiple_ranges(
+    server: Server, stored_file: tuple[str, bytes]
+) -> None:
+    name, data = stored_file
+    url = f"{server.url}/download/{name}"
+    reply = httpx.get(url, headers={"Range": "bytes=-500"}, timeout=10)
+    assert reply.status_code == 206
+    assert reply.content == data[-500:]
+    reply = httpx.get(url, headers={"Range": "bytes=0-9,100-199"}, timeout=10)
+    assert reply.status_code == 206
+    assert reply.headers["content-type"].startswith("multipart/byteranges; boundary=")
+    assert data[0:10] in reply.content
+    assert data[100:200] in reply.content
+
+
+def test_download_conditional_304_and_unsatisfiable_416(
+    server: Server, stored_file: tuple[str, bytes]
+) -> None:
+    name, data = stored_file
+    url = f"{server.url}/download/{name}"
+    etag = httpx.head(url, timeout=10).headers["etag"]
+    reply = httpx.get(url, headers={"If-None-Match": etag}, timeout=10)
+    assert reply.status_code == 304
+    assert reply.content == b""
+    reply = httpx.get(url, headers={"Range": f"bytes={len(data)}-"}, timeout=10)
+    assert reply.status_code == 416
+    assert reply.headers["content-range"] == f"bytes */{len(data)}"
+    reply = httpx.get(url, headers={"Range": "bytes=0-9", "If-Range": '"stale"'}, timeout=10)
+    assert reply.status_code == 200
+    assert reply.content == data
+
+
+def test_download_head_has_headers_only(server: Server, stored_file: tuple[str, bytes]) -> None:
+    name, data = stored_file
+    reply = httpx.head(f"{server.url}/download/{name}", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-length"] == str(len(data))
+    assert reply.content == b""
+
+
+def test_download_of_a_missing_file_is_a_plain_404(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/download/nothing-here.bin", timeout=10)
+    assert reply.status_code == 404
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    assert server.background_tasks() == 0
+
+
+# -- exports ---------------------------------------------------------------------------
+
+
+def test_export_json(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/export/json?rows=500", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("application/json")
+    assert 'filename="rows.json"' in reply.headers["content-disposition"]
+    rows = reply.json()
+    assert [row["id"] for row in rows] == list(range(500))
+
+
+def test_export_ndjson(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/export/ndjson?rows=500", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("application/x-ndjson")
+    lines = reply.text.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == list(range(500))
+
+
+def test_export_csv(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/export/csv?rows=500", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(reply.text)))
+    assert [int(row["id"]) for row in rows] == list(range(500))
+    assert rows[0]["formula"] != "=1+1"  # neutralized against formula injection
+
+
+@pytest.mark.parametrize("kind", ["json", "ndjson", "csv"])
+def test_export_failing_midway_never_looks_complete(server: Server, kind: str) -> None:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", f"{server.url}/export/{kind}?rows=5000&fail_at=4000") as response,
+    ):
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+
+
+def test_export_failing_before_the_first_row_is_a_500(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/export/ndjson?rows=5&fail_at=0", timeout=10)
+    assert reply.status_code == 500
+    assert reply.text == "Internal Server Error\n"
+
+
+# -- uploads ---------------------------------------------------------------------------
+
+
+def uploaded_files(server: Server) -> set[str]:
+    return {path.name for path in (server.directory / "uploads").iterdir()}
+
+
+def multipart_body(parts: list[tuple[str, str | None, str, bytes]], boundary: str) -> bytes:
+    out = bytearray()
+    for name, filename, content_type, content in parts:
+        out += f"--{boundary}\r\n".encode()
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += f"Content-Disposition: {disposition}\r\n".encode()
+        out += f"Content-Type: {content_type}\r\n\r\n".encode()
+        out += content + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)
+
+
+def post_upload(
+    server: Server, body: bytes, query: str = "", *, chunked: bool = False, boundary: str = "b0"
+) -> httpx.Response:
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 50_000):
+            yield body[start : start + 50_000]
+
+    content: bytes | Iterator[bytes] = pieces() if chunked else body
+    return httpx.post(f"{server.url}/upload?{query}", content=content, headers=headers, timeout=20)
+
+
+BIG = os.urandom(3_000_000)
+UPLOAD = [
+    ("title", None, "text/plain", b"hello"),
+    ("photo", "cat.png", "image/png", BIG),
+    ("notes", "notes.txt", "text/plain", b"some notes\n" * 100),
+]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_upload_is_streamed_to_disk(server: Server, chunked: bool) -> None:
+    before = uploaded_files(server)
+    reply = post_upload(server, multipart_body(UPLOAD, "b0"), chunked=chunked)
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert result["fields"] == {"title": "hello"}
+    assert result["files"]["photo"] == ["cat.png", len(BIG), hashlib.sha256(BIG).hexdigest()]
+    assert result["files"]["notes"][1] == 1100
+    assert len(uploaded_files(server) - before) == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "chunked", "status", "message"),
+    [
+        ("max_size=1000000", False, 413, "the upload is larger than 1000000 bytes"),
+        ("max_size=1000000", True, 413, "1000000"),
+        ("max_part_size=100000", False, 413, "100000"),
+        ("max_parts=2", False, 413, "2"),
+        ("allowed=image/jpeg,text/*", False, 415, "image/png"),
+    ],
+)
+def test_refused_upload_keeps_nothing(
+    server: Server, query: str, chunked: bool, status: int, message: str
+) -> None:
+    before = uploaded_files(server)
+    reply = post_upload(server, multipart_body(UPLOAD, "b0"), query, chunked=chunked)
+    assert reply.status_code == status
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    assert message in reply.text
+    assert reply.text.endswith("\n")
+    assert len(reply.text) < 300
+    assert uploaded_files(server) == before
+    assert server.background_tasks() == 0
+
+
+def test_upload_that_is_not_multipart_is_415(server: Server) -> None:
+    reply = httpx.post(f"{server.url}/upload", json={"a": 1}, timeout=10)
+    assert reply.status_code == 415
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_upload_with_broken_framing_is_400(server: Server) -> None:
+    before = uploaded_files(server)
+    body = multipart_body(UPLOAD, "b0")
+    truncated = body[: len(body) // 2]
+    reply = post_upload(server, truncated)
+    assert reply.status_code == 400
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    reply = httpx.post(
+        f"{server.url}/upload",
+        content=b"x",
+        headers={"Content-Type": "multipart/form-data"},
+        timeout=10,
+    )
+    assert reply.status_code == 400
+    assert uploaded_files(server) == before

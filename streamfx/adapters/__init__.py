@@ -1,1 +1,1 @@
-"""Adapters that send a `StreamResponse` through ASGI, aiohttp or WSGI servers."""
+"""Adapters that send a `streamfx.StreamResponse` through a web framework or server."""
