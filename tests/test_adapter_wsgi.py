@@ -9,6 +9,7 @@ server side is read from the files the app writes (see tests/wsgi_flask_app.py).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -20,16 +21,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from wsgiref.types import WSGIApplication
+from wsgiref.util import setup_testing_defaults
 
 import httpx
 import pytest
 from waitress.server import TcpWSGIServer, create_server
 
-from streamfx import SSEDecoder
+from streamfx import DownloadNotFound, SSEDecoder, StreamResponse
+from streamfx.adapters import wsgi
+from streamfx.adapters.wsgi import background_loop, to_wsgi
 from streamfx.metrics import set_metrics
 from tests.wsgi_flask_app import FileReportingMetrics, create_app
 
@@ -61,10 +67,18 @@ class Server:
             time.sleep(0.02)
 
     def background_tasks(self) -> int:
+        tasks: int = self.status()["tasks"]
+        return tasks
+
+    def download_bodies_started(self) -> int:
+        started: int = self.status()["download_bodies_started"]
+        return started
+
+    def status(self) -> dict[str, int]:
         reply = httpx.get(f"{self.url}/tasks", timeout=10)
         reply.raise_for_status()
-        tasks: int = reply.json()["tasks"]
-        return tasks
+        status: dict[str, int] = reply.json()
+        return status
 
 
 def _serve_waitress(directory: Path) -> Iterator[Server]:
@@ -411,7 +425,9 @@ def stored_file(server: Server) -> tuple[str, bytes]:
 
 def test_download_whole_file(server: Server, stored_file: tuple[str, bytes]) -> None:
     name, data = stored_file
+    started = server.download_bodies_started()
     reply = httpx.get(f"{server.url}/download/{name}", timeout=10)
+    assert server.download_bodies_started() == started  # sent from the file wrapper
     assert reply.status_code == 200
     assert reply.headers["content-length"] == str(len(data))
     assert reply.headers["accept-ranges"] == "bytes"
@@ -436,7 +452,9 @@ def test_download_suffix_and_multiple_ranges(
     reply = httpx.get(url, headers={"Range": "bytes=-500"}, timeout=10)
     assert reply.status_code == 206
     assert reply.content == data[-500:]
+    started = server.download_bodies_started()
     reply = httpx.get(url, headers={"Range": "bytes=0-9,100-199"}, timeout=10)
+    assert server.download_bodies_started() == started + 1  # several ranges: the body
     assert reply.status_code == 206
     assert reply.headers["content-type"].startswith("multipart/byteranges; boundary=")
     assert data[0:10] in reply.content
@@ -620,3 +638,187 @@ def test_upload_with_broken_framing_is_400(server: Server) -> None:
     )
     assert reply.status_code == 400
     assert uploaded_files(server) == before
+
+
+@pytest.mark.parametrize("headers", [{}, {"Range": "bytes=1000-70999"}])
+def test_download_straight_to_the_server_file_wrapper(
+    server: Server, stored_file: tuple[str, bytes], headers: dict[str, str]
+) -> None:
+    name, data = stored_file
+    started = server.download_bodies_started()
+    reply = httpx.get(f"{server.url}/raw/download/{name}", headers=headers, timeout=10)
+    assert server.download_bodies_started() == started  # the file went, not the body
+    if headers:
+        assert reply.status_code == 206
+        assert reply.content == data[1000:71000]
+    else:
+        assert reply.status_code == 200
+        assert reply.content == data
+
+
+# -- the application itself, called as a WSGI server would -----------------------------
+
+
+@dataclass
+class Started:
+    status: str = ""
+    headers: list[tuple[str, str]] | None = None
+
+
+def call(
+    app: WSGIApplication, method: str = "GET", **extra: str
+) -> tuple[Started, Iterable[bytes]]:
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ["REQUEST_METHOD"] = method
+    environ.update(extra)
+    started = Started()
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None, /
+    ) -> Callable[[bytes], object]:
+        started.status, started.headers = status, headers
+        return lambda _: None
+
+    return started, app(environ, start_response)
+
+
+def loop_tasks() -> int:
+    async def count() -> int:
+        current = asyncio.current_task()
+        return sum(1 for task in asyncio.all_tasks() if task is not current)
+
+    return asyncio.run_coroutine_threadsafe(count(), background_loop()).result(timeout=5)
+
+
+def test_the_application_sends_its_response_once() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"once"
+
+    app = to_wsgi(StreamResponse(200, [], body()))
+    started, iterable = call(app)
+    assert started.status == "200 OK"
+    assert list(iterable) == [b"once"]
+    with pytest.raises(RuntimeError, match="already called"):
+        call(app)
+
+
+def test_request_headers_reach_for_request_and_hop_by_hop_headers_are_dropped() -> None:
+    seen: list[tuple[str, Sequence[tuple[str, str]]]] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    def respond(method: str, headers: Sequence[tuple[str, str]]) -> StreamResponse:
+        seen.append((method, headers))
+        wire = [("content-type", "text/plain"), ("Connection", "keep-alive")]
+        return StreamResponse(299, [*wire, ("Transfer-Encoding", "chunked")], body())
+
+    response = StreamResponse(200, [], body(), respond_to=respond)
+    started, iterable = call(
+        to_wsgi(response), "POST", HTTP_RANGE="bytes=0-1", CONTENT_TYPE="text/csv"
+    )
+    assert list(iterable) == [b"x"]
+    assert started.status == "299 "
+    assert started.headers == [("content-type", "text/plain")]
+    method, headers = seen[0]
+    assert method == "POST"
+    assert ("range", "bytes=0-1") in headers
+    assert ("content-type", "text/csv") in headers
+
+
+def test_an_error_from_for_request_becomes_its_status() -> None:
+    def respond(method: str, headers: Sequence[tuple[str, str]]) -> StreamResponse:
+        raise DownloadNotFound("no such file: a.txt")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"never sent"
+
+    response = StreamResponse(200, [], body(), respond_to=respond)
+    started, iterable = call(to_wsgi(response))
+    assert started.status == "404 Not Found"
+    assert list(iterable) == [b"no such file: a.txt\n"]
+
+
+def test_close_waits_for_a_stuck_finalizer_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wsgi, "CLOSE_TIMEOUT", 0.2)
+    release = threading.Event()
+    finished = threading.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield b"a"
+            yield b"b"
+        finally:
+            await asyncio.to_thread(release.wait, 10)
+            finished.set()
+
+    _, iterable = call(to_wsgi(StreamResponse(200, [], body())))
+    assert next(iter(iterable)) == b"a"
+    closable: Any = iterable
+    closable.close()  # returns although the finalizer is still running
+    assert not finished.is_set()
+    release.set()
+    assert finished.wait(5)
+    deadline = time.monotonic() + 5
+    while loop_tasks() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loop_tasks() == 0
+
+
+def test_concurrent_first_calls_start_one_loop_and_forks_start_their_own() -> None:
+    script = """
+import os, threading
+from streamfx.adapters.wsgi import background_loop
+loops = []
+threads = [threading.Thread(target=lambda: loops.append(background_loop())) for _ in range(50)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert len({id(loop) for loop in loops}) == 1 and loops[0].is_running()
+parent = loops[0]
+pid = os.fork()
+if pid == 0:
+    import asyncio
+    child = background_loop()
+    async def ping(): return os.getpid()
+    answer = asyncio.run_coroutine_threadsafe(ping(), child).result(5)
+    ok = child is not parent and answer == os.getpid()
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_stalled_uploader_holds_only_its_own_request(server: Server) -> None:
+    if server.kind == "gunicorn-sync":
+        pytest.skip("the sync worker serves one request at a time, by design")
+    before = uploaded_files(server)
+    body = multipart_body(UPLOAD, "b0")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
+        head = (
+            "POST /upload HTTP/1.1\r\nHost: test\r\n"
+            "Content-Type: multipart/form-data; boundary=b0\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        stalled.sendall(head.encode() + body[:500_000])
+        if server.kind != "waitress":  # waitress reads the whole body before the app runs
+            server.wait_for(
+                "the stalled part to be stored", lambda: uploaded_files(server) != before
+            )
+        reply = post_upload(server, body)
+        assert reply.status_code == 200
+        token = new_token("beside")
+        events = httpx.get(f"{server.url}/sse?token={token}&events=2", timeout=10)
+        assert len(SSEDecoder().feed(events.content)) == 2
+        stored = uploaded_files(server) - before
+    # The stalled client leaves: its upload is truncated, refused, and its file removed.
+    server.wait_for(
+        "the refused part to be removed", lambda: len(uploaded_files(server) - before) == 2
+    )
+    assert (uploaded_files(server) - before) < stored or server.kind == "waitress"
+    server.wait_for("no task left", lambda: server.background_tasks() == 0)

@@ -18,10 +18,10 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
-from wsgiref.types import WSGIApplication
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Flask, request
 
@@ -42,7 +42,7 @@ from streamfx.adapters.wsgi import (
     parts_from_wsgi,
     to_wsgi,
 )
-from streamfx.metrics import InMemoryMetrics, Outcome, set_metrics
+from streamfx.metrics import InMemoryMetrics, Outcome, get_metrics, set_metrics
 
 
 class FileReportingMetrics(InMemoryMetrics):
@@ -214,6 +214,19 @@ def create_app(log_dir: str | None = None) -> Flask:
             return error_response(exc)
         return {"fields": fields, "files": stored}
 
+    flask_app = app.wsgi_app
+
+    def raw_routes(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """``/raw/download/NAME`` bypasses Flask: the server gets `to_wsgi`'s own
+        iterable, so a file range goes to ``wsgi.file_wrapper`` unwrapped (sendfile)."""
+        path: str = environ.get("PATH_INFO", "")
+        if path.startswith("/raw/download/"):
+            response = download(path.removeprefix("/raw/download/"), root=files)
+            return to_wsgi(response)(environ, start_response)
+        return flask_app(environ, start_response)
+
+    app.wsgi_app = raw_routes  # type: ignore[method-assign]
+
     @app.get("/tasks")
     def tasks_view() -> dict[str, int]:
         loop = background_loop()
@@ -223,6 +236,9 @@ def create_app(log_dir: str | None = None) -> Flask:
             return sum(1 for task in asyncio.all_tasks() if task is not current)
 
         pending = asyncio.run_coroutine_threadsafe(count(), loop).result(timeout=5)
-        return {"tasks": pending, "pid": os.getpid()}
+        hook = get_metrics()
+        opened = hook.opened if isinstance(hook, InMemoryMetrics) else {}
+        downloads = sum(n for (kind, _), n in opened.items() if kind == "download")
+        return {"tasks": pending, "pid": os.getpid(), "download_bodies_started": downloads}
 
     return app
