@@ -1,12 +1,17 @@
-"""WSGI (PEP 3333): send a `StreamResponse` from Flask, Django or any WSGI server.
+"""WSGI (PEP 3333): send a `StreamResponse` from Flask or any WSGI server.
 
 `to_wsgi(response)` is a WSGI application. A Flask view may return it as it is (Flask
-runs a returned WSGI callable); any WSGI router or server can call it. The async body
-runs on the process's background event loop (`background_loop`, one daemon thread,
-fork-safe); the server's thread pulls one chunk at a time through
-`asyncio.run_coroutine_threadsafe`, so the body advances only as fast as the server
-writes (backpressure). Chunks are not re-batched here: bodies built by streamfx already
-hand over every ready item as one chunk.
+runs a returned WSGI callable, and keeps our iterable and its ``close()``); any WSGI
+router or server can call it. (A Django view must return an ``HttpResponse``, which
+this is not: there, route the request to the application beside Django.)
+
+The async body runs on the process's background event loop (`background_loop`: one
+daemon thread, started on first use, fork-safe). One task per response iterates the
+body; each ``next()`` from the server's thread asks it for a chunk and waits for the
+answer, so the body advances only as the server writes (backpressure): at most one
+chunk ahead. Chunks that are ready at once leave together, joined into one answer (up
+to `COALESCE_BYTES`), so a body that yields many small chunks does not pay a thread
+hop per chunk; a lone chunk leaves at once.
 
 What the application does, in order (the adapter promises of `StreamResponse`):
 
@@ -45,8 +50,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import Future
+import types
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
+from concurrent.futures import Future, InvalidStateError
 from http import HTTPStatus
 from typing import Any, Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -254,18 +260,42 @@ class _FileSlice:
 
 
 class _Body(Iterator[bytes]):
-    """The WSGI iterable: pulls the async body on the loop, one chunk per ``next()``."""
+    """The WSGI iterable. One task on the loop (the *driver*) iterates the async body;
+    each ``next()`` asks it for a chunk and waits for the answer.
 
-    __slots__ = ("_closed", "_done", "_first", "_iterator", "_loop", "_pulling", "_response")
+    The driver answers with the next chunk joined with every further chunk that is
+    ready at once (up to `COALESCE_BYTES`): it steps the body's next ``__anext__``
+    synchronously, and if that completes without suspending, the chunk joins the batch.
+    When it does suspend, the batch is answered at once and the driver finishes that
+    one step, in the same task, holding its chunk for the next ``next()``: the body
+    runs at most one chunk ahead of the server. Errors are answered after the chunks
+    before them.
+    """
+
+    __slots__ = (
+        "_asked",
+        "_closed",
+        "_done",
+        "_driver",
+        "_first",
+        "_iterator",
+        "_loop",
+        "_response",
+        "_wake",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, response: StreamResponse) -> None:
         self._loop = loop
         self._response = response
-        self._iterator: AsyncIterator[bytes] | None = None
-        self._pulling: asyncio.Task[Any] | None = None
+        # Used on the server's thread only:
         self._first: bytes | None = None
         self._done = False
         self._closed = False
+        # Used on the loop only:
+        self._iterator: AsyncIterator[bytes] | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._asked: Future[bytes | None] | None = None
+        self._wake: asyncio.Future[None] | None = None
 
     def pull_first(self) -> None:
         """Pull the first chunk now (before the status line goes out); raise its error."""
@@ -287,32 +317,90 @@ class _Body(Iterator[bytes]):
     def _pull_now(self) -> bytes | None:
         if self._done or self._closed:
             return None
-        future: Future[bytes | None] = asyncio.run_coroutine_threadsafe(self._pull(), self._loop)
+        answer: Future[bytes | None] = Future()
+        self._loop.call_soon_threadsafe(self._ask, answer)
         try:
-            chunk = future.result()
+            chunk = answer.result()
         except BaseException:
             self._done = True
-            future.cancel()
+            answer.cancel()
             raise
         if chunk is None:
             self._done = True
         return chunk
 
-    async def _pull(self) -> bytes | None:
-        self._pulling = asyncio.current_task()
+    # -- on the loop ---------------------------------------------------------------
+
+    def _ask(self, answer: Future[bytes | None]) -> None:
+        if self._driver is None:
+            self._driver = self._loop.create_task(self._drive(), name="streamfx.wsgi body")
+        self._asked = answer
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _next_question(self) -> Future[bytes | None]:
+        while (asked := self._asked) is None:
+            self._wake = self._loop.create_future()
+            await self._wake
+        self._asked = None
+        return asked
+
+    async def _drive(self) -> None:
+        iterator = self._iterator = aiter(self._response.body)
+        held: list[bytes] = []
+        outcome: Exception | None = None  # StopAsyncIteration or the body's error
+        answer: Future[bytes | None] | None = None
+        try:
+            while True:
+                answer = await self._next_question()
+                while not held and outcome is None:
+                    try:
+                        chunk = await anext(iterator)
+                    except Exception as exc:
+                        outcome = exc
+                    else:
+                        if chunk:
+                            held.append(chunk)
+                suspended = None
+                if outcome is None:
+                    suspended, outcome = _take_ready(iterator, held)
+                if not held:
+                    if isinstance(outcome, StopAsyncIteration):
+                        _answer(answer, None, None)
+                    else:
+                        _answer(answer, None, outcome)
+                    return
+                _answer(answer, held[0] if len(held) == 1 else b"".join(held), None)
+                held.clear()
+                if suspended is not None:
+                    try:
+                        chunk = await _resume(*suspended)
+                    except Exception as exc:
+                        outcome = exc
+                    else:
+                        if chunk:
+                            held.append(chunk)
+        finally:
+            if answer is not None and not answer.done():
+                _answer(answer, None, RuntimeError("the response body was closed"))
+
+    async def _aclose(self) -> None:
+        driver = self._driver
+        if driver is not None and not driver.done():
+            driver.cancel()
+            await asyncio.wait([driver])
         iterator = self._iterator
-        if iterator is None:
-            iterator = self._iterator = aiter(self._response.body)
-        while True:
-            try:
-                chunk = await anext(iterator)
-            except StopAsyncIteration:
-                return None
-            if chunk:
-                return chunk
+        if iterator is not None and iterator is not self._response.body:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await self._response.aclose()
+
+    # -- on the server's thread ----------------------------------------------------
 
     def close(self) -> None:
-        """Cancel the pull in progress, close the body; wait at most `CLOSE_TIMEOUT`."""
+        """Stop the driver, close the body; wait at most `CLOSE_TIMEOUT` seconds."""
         if self._closed:
             return
         self._closed = True
@@ -325,14 +413,60 @@ class _Body(Iterator[bytes]):
         except Exception:
             _logger.exception("stream cleanup failed")
 
-    async def _aclose(self) -> None:
-        pulling = self._pulling
-        if pulling is not None and not pulling.done():
-            pulling.cancel()
-            await asyncio.wait([pulling])
-        iterator = self._iterator
-        if iterator is not None and iterator is not self._response.body:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        await self._response.aclose()
+
+COALESCE_BYTES: Final = 64 * 1024
+"""Ready chunks are joined into one answer while it is smaller than this."""
+
+_Step = Generator[Any, None, bytes]
+
+
+def _take_ready(
+    iterator: AsyncIterator[bytes], held: list[bytes]
+) -> tuple[tuple[_Step, Any] | None, Exception | None]:
+    """Append to `held` every chunk `iterator` gives without suspending, up to
+    `COALESCE_BYTES`. Returns the step that suspended (with what it yielded), or the
+    error / `StopAsyncIteration` that ended the body."""
+    size = sum(map(len, held))
+    while size < COALESCE_BYTES:
+        step = anext(iterator).__await__()
+        try:
+            yielded = step.send(None)
+        except StopIteration as stop:
+            chunk: bytes = stop.value
+            held.append(chunk)
+            size += len(chunk)
+        except Exception as exc:
+            return None, exc
+        else:
+            return (step, yielded), None
+    return None, None
+
+
+@types.coroutine
+def _resume(step: _Step, yielded: Any) -> Generator[Any, Any, bytes]:
+    """Await the rest of `step`, which already ran until it yielded `yielded`: what
+    ``await`` would have done had it been awaited from the start (same task)."""
+    while True:
+        try:
+            yield yielded
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = step.throw(exc)
+            except StopIteration as stop:
+                result: bytes = stop.value
+                return result
+        else:
+            return (yield from step)
+
+
+def _answer(answer: Future[bytes | None], chunk: bytes | None, error: BaseException | None) -> None:
+    try:
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(chunk)
+    except InvalidStateError:  # the server's thread gave up waiting (cancelled it)
+        pass
