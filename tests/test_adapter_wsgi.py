@@ -34,7 +34,7 @@ import pytest
 from waitress.server import TcpWSGIServer, create_server
 
 from streamfx import DownloadNotFound, SSEDecoder, StreamResponse
-from streamfx.adapters import wsgi
+from streamfx.adapters import _wsgi_body
 from streamfx.adapters.wsgi import background_loop, to_wsgi
 from streamfx.metrics import set_metrics
 from tests.wsgi_flask_app import FileReportingMetrics, create_app
@@ -776,7 +776,7 @@ def test_the_body_runs_at_most_one_chunk_ahead_in_one_task() -> None:
 
 
 def test_close_waits_for_a_stuck_finalizer_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wsgi, "CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(_wsgi_body, "CLOSE_TIMEOUT", 0.2)
     release = threading.Event()
     finished = threading.Event()
 
