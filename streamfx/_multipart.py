@@ -21,7 +21,8 @@ How data moves (pull-driven, no task):
   flat and leaves nothing to clean up but the body itself.
 
 Limits are checked as the bytes arrive, and `UploadTooLarge` comes before the rest of
-the body is read: the parser is fed at most ``max_size`` body bytes, a part's content is
+the body is read: the parser is fed at most ``max_size`` body bytes (what follows the
+closing boundary is never read, so it does not count), a part's content is
 cut after ``max_part_size`` bytes, and the part after ``max_parts`` is refused as it
 begins. Limits apply to parts the caller skips as well.
 

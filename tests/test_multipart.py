@@ -216,6 +216,50 @@ def test_the_fast_disposition_path_agrees_with_python_multipart(
     assert disposition_params(disposition) == (params[b"name"], params.get(b"filename"))
 
 
+async def outcome(body: Body, **limits: Any) -> tuple[Result, str | None]:
+    """What a caller reading everything sees: the parts and content, then the error."""
+    out: Result = []
+    try:
+        async with parse_multipart(body, CONTENT_TYPE, **{**LIMITS, **limits}) as parts:
+            async for part in parts:
+                out.append((part.name, part.filename, part.content_type, b""))
+                async for chunk in part:
+                    name, filename, content_type, content = out[-1]
+                    out[-1] = (name, filename, content_type, content + chunk)
+    except UploadError as error:
+        return out, f"{type(error).__name__}: {error}"
+    return out, None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specs=specs_strategy,
+    sizes=chunkings,
+    max_size=st.integers(1, 2000),
+    max_part_size=st.integers(1, 300),
+    max_parts=st.integers(1, 6),
+)
+async def test_limits_give_the_same_outcome_for_any_chunking(
+    specs: list[Spec], sizes: list[int], max_size: int, max_part_size: int, max_parts: int
+) -> None:
+    data = encode(specs)
+    limits = {"max_size": max_size, "max_part_size": max_part_size, "max_parts": max_parts}
+    whole = await outcome(Body(data), **limits)
+    assert await outcome(Body(data, sizes), **limits) == whole
+    parts, error = whole
+    too_large = (
+        len(data) - len(b"\r\n") > max_size  # the CRLF after the closing boundary is not read
+        or len(specs) > max_parts
+        or any(len(spec.content) > max_part_size for spec in specs)
+    )
+    assert (error is not None) == too_large
+    if error is None:
+        assert parts == expected(specs)
+    else:
+        assert error.startswith("UploadTooLarge")
+        assert all(len(content) <= max_part_size for *_, content in parts)
+
+
 async def test_headers_are_kept_in_order_with_lower_case_names() -> None:
     specs = [
         Spec("doc", b"%PDF", "a.pdf", "application/pdf", [("X-Checksum", "abc"), ("X-Note", "é")])
@@ -474,6 +518,10 @@ async def test_exactly_at_every_limit_is_accepted() -> None:
     data = encode(specs)
     result = await collect(Body(data, 7), max_size=len(data), max_part_size=100, max_parts=2)
     assert result == expected(specs)
+    # max_size counts the message up to the end of its closing boundary, not what follows
+    assert await collect(Body(data, 7), max_size=len(data) - 2) == expected(specs)
+    with pytest.raises(UploadTooLarge):
+        await collect(Body(data, 7), max_size=len(data) - 3)
 
 
 @pytest.mark.parametrize("name", ["max_size", "max_part_size", "max_parts"])
