@@ -87,7 +87,21 @@ def parse_multipart(
 
     The returned stream closes the body (``aclose()``) when it ends, fails or is closed:
     use ``async with parse_multipart(...) as parts:`` or call ``await parts.aclose()``
-    when stopping early.
+    when stopping early. It starts no task.
+
+    Example (Starlette; any async iterable of the body's bytes will do)::
+
+        async with parse_multipart(
+            request.stream(), request.headers.get("content-type"),
+            max_size=100 << 20, max_part_size=50 << 20, max_parts=20,
+            allowed_types=["image/*"],
+        ) as parts:
+            async for part in parts:
+                if part.filename is None:
+                    fields[part.name] = (await part.read()).decode()
+                else:
+                    async for chunk in part:
+                        await sink.write(chunk)
     """
     try:
         import python_multipart  # noqa: F401
