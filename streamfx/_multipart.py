@@ -52,6 +52,9 @@ FEED_SIZE: Final = 64 * 1024
 MAX_HEADER_BYTES: Final = 64 * 1024
 """The most header bytes one part may have (python-multipart limits each line too)."""
 
+MAX_BOUNDARY_BYTES: Final = 256
+"""RFC 2046 asks for at most 70; python-multipart accepts 256, and so does this module."""
+
 _END: Final = object()
 Event = Part | bytes | None  # a part's headers are complete / content / the part ended
 
@@ -391,10 +394,13 @@ def _boundary(content_type: str | bytes | None) -> bytes:
     if isinstance(content_type, bytes):
         content_type = content_type.decode("latin-1")
     media, params = parse_options_header(content_type)
+    media = media.strip().lower()  # python-multipart 0.0.20 keeps the case as sent
     if media != b"multipart/form-data":
         sent = media.decode("latin-1") if media else "no Content-Type"
         raise UnsupportedMediaType(f"expected multipart/form-data, got {sent}")
     boundary = params.get(b"boundary")
     if not boundary:
         raise MalformedUpload("the multipart/form-data Content-Type has no boundary")
+    if len(boundary) > MAX_BOUNDARY_BYTES:
+        raise MalformedUpload(f"the multipart boundary is longer than {MAX_BOUNDARY_BYTES} bytes")
     return boundary
