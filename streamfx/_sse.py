@@ -22,8 +22,10 @@ Encoding promises (`ServerSentEvent.encode`):
   non-negative ``int`` (``bool`` is not accepted) -> `ValueError`; a value of the wrong
   type -> `TypeError`.
 
-Events are immutable; `encode` caches its bytes, so an event published to many
-subscribers is encoded once.
+Events are immutable and encoded once, when created (`encode` returns the same bytes
+every time), so an event published to many subscribers costs one encoding; text that
+UTF-8 cannot encode (a lone surrogate) is a `UnicodeEncodeError`, a `ValueError`, at
+construction too.
 
 Why hand-written: the format is a few lines of text per event, and the encoder is on
 the hot path of every stream; the Python SSE libraries each tie the encoder to their
@@ -64,6 +66,13 @@ def _check_line(field: str, value: object) -> str:
     return text
 
 
+def _check_id(value: object) -> str:
+    text = _check_line("id", value)
+    if "\0" in text:
+        raise ValueError(f"ServerSentEvent id must not contain NUL: {text!r}")
+    return text
+
+
 def _check_retry(retry: object) -> int:
     if isinstance(retry, bool) or not isinstance(retry, int):
         raise ValueError(
@@ -92,24 +101,40 @@ class ServerSentEvent:
         retry: int | None = None,
         comment: str | None = None,
     ) -> None:
+        # Exact-type fast checks first; anything unusual gets the full check (which raises
+        # or accepts a str subclass).
         if data is not None and type(data) is not str:
             _check_text("data", data)
-        if event is not None:
+        if event is not None and (type(event) is not str or "\n" in event or "\r" in event):
             _check_line("event", event)
-        if id is not None:
-            _check_line("id", id)
-            if "\0" in id:
-                raise ValueError(f"ServerSentEvent id must not contain NUL: {id!r}")
-        if retry is not None:
+        if id is not None and (type(id) is not str or "\n" in id or "\r" in id or "\0" in id):
+            _check_id(id)
+        if retry is not None and (type(retry) is not int or retry < 0):
             _check_retry(retry)
-        if comment is not None:
+        if comment is not None and type(comment) is not str:
             _check_text("comment", comment)
         self._data = data
         self._event = event
         self._id = id
         self._retry = retry
         self._comment = comment
-        self._encoded: bytes | None = None
+        if (
+            comment is None
+            and retry is None
+            and data is not None
+            and "\n" not in data
+            and "\r" not in data
+        ):
+            # The common shapes, without building a list of lines.
+            if event is None:
+                text = f"data: {data}\n\n" if id is None else f"id: {id}\ndata: {data}\n\n"
+            elif id is None:
+                text = f"event: {event}\ndata: {data}\n\n"
+            else:
+                text = f"event: {event}\nid: {id}\ndata: {data}\n\n"
+        else:
+            text = _render(data, event, id, retry, comment)
+        self._encoded = text.encode()
 
     @property
     def data(self) -> str | None:
@@ -133,36 +158,7 @@ class ServerSentEvent:
 
     def encode(self) -> bytes:
         """The event as UTF-8 bytes, ending with the blank line that dispatches it."""
-        encoded = self._encoded
-        if encoded is None:
-            encoded = self._encoded = self._render().encode()
-        return encoded
-
-    def _render(self) -> str:
-        data = self._data
-        if (
-            self._comment is None
-            and self._event is None
-            and self._id is None
-            and self._retry is None
-            and data is not None
-            and "\n" not in data
-            and "\r" not in data
-        ):
-            return "data: " + data + "\n\n"
-        parts: list[str] = []
-        if self._comment is not None:
-            parts.extend(": " + line if line else ":" for line in _lines(self._comment))
-        if self._event is not None:
-            parts.append("event: " + self._event)
-        if self._id is not None:
-            parts.append("id: " + self._id)
-        if self._retry is not None:
-            parts.append(f"retry: {self._retry}")
-        if data is not None:
-            parts.extend("data: " + line for line in _lines(data))
-        parts.append("\n")
-        return "\n".join(parts)
+        return self._encoded
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ServerSentEvent):
@@ -183,6 +179,24 @@ class ServerSentEvent:
             if value is not None
         )
         return f"ServerSentEvent({shown})"
+
+
+def _render(
+    data: str | None, event: str | None, id: str | None, retry: int | None, comment: str | None
+) -> str:
+    parts: list[str] = []
+    if comment is not None:
+        parts.extend(": " + line if line else ":" for line in _lines(comment))
+    if event is not None:
+        parts.append("event: " + event)
+    if id is not None:
+        parts.append("id: " + id)
+    if retry is not None:
+        parts.append(f"retry: {retry}")
+    if data is not None:
+        parts.extend("data: " + line for line in _lines(data))
+    parts.append("\n")
+    return "\n".join(parts)
 
 
 def encode_data(text: str) -> bytes:
