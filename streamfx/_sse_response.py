@@ -18,8 +18,10 @@ Promises:
   *oldest* waiting events are dropped (a live feed wants the newest); each drop is
   reported to the metrics hook as ``items_dropped("sse", name, 1)``. Pass
   ``buffer=BufferPolicy(n, "suspend")`` to slow the source down instead.
-- Order is kept. An error from the source (or an item that cannot be encoded) is raised
-  from the body after the events before it, so the adapter aborts the connection.
+- Order is kept. An error from the source is raised from the body after the events
+  before it, so the adapter aborts the connection. An item that cannot be encoded (not
+  JSON-serializable, a bad `serialize` result, a lone surrogate) raises from the body
+  too; the events batched in the same chunk before it are not sent.
 - Closing the body cancels the source's task and waits for its cleanup.
 """
 
@@ -113,7 +115,7 @@ _EVENT: Final = {ServerSentEvent}
 def _json_dumps() -> Callable[[Any], bytes]:
     try:
         import orjson
-    except ImportError:  # pragma: no cover - orjson is installed in the test environment
+    except ImportError:
         import json
 
         encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -165,9 +167,10 @@ def _batch_encoder(
         # Fast paths for batches of one kind: C-level joins instead of a Python loop.
         kinds = set(map(type, batch))
         if kinds == _STR:
-            joined = "".join(batch)
-            if "\n" not in joined and "\r" not in joined:
-                return ("data: " + "\n\ndata: ".join(batch) + "\n\n").encode()
+            text = "\n\ndata: ".join(batch)
+            # Only the separators' line breaks: no item holds one of its own.
+            if "\r" not in text and text.count("\n") == 2 * len(batch) - 2:
+                return ("data: " + text + "\n\n").encode()
         elif kinds == _EVENT:
             return b"".join(map(_encode_event, batch))
         return encode_mixed(batch)

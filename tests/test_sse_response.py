@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -148,6 +149,22 @@ async def test_each_item_type() -> None:
 
 async def test_json_is_utf8_not_escaped() -> None:
     assert await chunks_of(sse(items({"k": "é✓"}))) == [b":\n\n", 'data: {"k":"é✓"}\n\n'.encode()]
+
+
+async def test_json_without_orjson_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [{"k": "é✓", "n": [1, 2.5, None]}, "x", [True]]
+    with_orjson = await chunks_of(sse(items(*values)))
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson now raises ImportError
+    assert await chunks_of(sse(items(*values))) == with_orjson
+
+
+async def test_str_batches_with_and_without_line_breaks() -> None:
+    values = ["a", "b\nc", "", "d\re", "f"]
+    chunks = await chunks_of(sse(items(*values)))
+    assert len(chunks) == 2
+    assert decode(chunks) == [ServerSentEvent(v.replace("\r", "\n")) for v in values]
+    plain = await chunks_of(sse(items("a", "", "b")))
+    assert plain == [b":\n\n", b"data: a\n\ndata: \n\ndata: b\n\n"]
 
 
 async def test_serialize_converts_every_item() -> None:
