@@ -93,7 +93,7 @@ def sse(
     elif not isinstance(buffer, BufferPolicy):
         raise TypeError(f"buffer must be a BufferPolicy or None, not {type(buffer).__name__}")
     prefix = OPENING if retry is None else f"retry: {_check_retry(retry)}\n\n".encode()
-    encode = _batch_encoder(_json_dumps(), serialize)
+    encode = _batch_encoder(serialize)
     body = encode_batches(
         events,
         buffer,
@@ -112,21 +112,32 @@ _STR: Final = {str}
 _EVENT: Final = {ServerSentEvent}
 
 
-def _json_dumps() -> Callable[[Any], bytes]:
+def _stdlib_dumps() -> Callable[[Any], bytes]:
+    import json
+
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+    return lambda value: encoder.encode(value).encode()
+
+
+def _json_dumps() -> tuple[Callable[[Any], bytes], Callable[[Any], bytes]]:
+    """(orjson's ``dumps`` when installed, else ``json``'s; ``json``'s).
+
+    What orjson refuses but ``json`` takes (an int beyond 64 bits, a dict with int
+    keys) is handed to ``json``, so orjson changes the speed, never what can be sent.
+    """
+    stdlib = _stdlib_dumps()
     try:
         import orjson
     except ImportError:
-        import json
-
-        encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-        return lambda value: encoder.encode(value).encode()
-    return orjson.dumps
+        return stdlib, stdlib
+    return orjson.dumps, stdlib
 
 
 def _batch_encoder(
-    dumps: Callable[[Any], bytes], serialize: Callable[[T], Serialized] | None
+    serialize: Callable[[T], Serialized] | None,
 ) -> Callable[[list[T]], bytes]:
     """One function that encodes a whole batch of items into one chunk."""
+    dumps, stdlib_dumps = _json_dumps()
 
     def encode_other(item: Any) -> bytes:
         if isinstance(item, str):  # a str subclass, such as a StrEnum member
@@ -135,15 +146,19 @@ def _batch_encoder(
             return bytes(item)
         if isinstance(item, ServerSentEvent):
             return item.encode()
+        # Compact JSON never holds a raw line break (they are escaped in strings).
         try:
-            # Compact JSON never holds a raw line break (they are escaped in strings).
             return b"data: " + dumps(item) + b"\n\n"
         except TypeError as exc:
+            error = exc
+        try:
+            return b"data: " + stdlib_dumps(item) + b"\n\n"
+        except TypeError:
             raise TypeError(
                 f"sse() cannot send an item of type {type(item).__name__}: it is not "
                 "JSON-serializable; pass serialize= to turn it into a ServerSentEvent, "
                 "str or bytes"
-            ) from exc
+            ) from error
 
     def encode_mixed(batch: list[Any]) -> bytes:
         parts: list[bytes] = []
