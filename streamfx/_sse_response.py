@@ -80,9 +80,14 @@ def sse(
     (None: never). `retry` (milliseconds) is sent first so clients use it to reconnect.
     `buffer` overrides the default sliding buffer of 64. `name` labels the stream in
     metrics. Raises `ValueError` (or `TypeError` for a wrong type) at once for a
-    heartbeat that is not a positive number, a bad `retry` or a `buffer` that is not a
-    `BufferPolicy`.
+    heartbeat that is not a positive number, a bad `retry`, a `buffer` that is not a
+    `BufferPolicy` or `events` that is not an async iterable.
     """
+    if not hasattr(events, "__aiter__"):
+        raise TypeError(
+            f"sse() needs an async iterable of events, not {type(events).__name__} "
+            "(wrap a list or a sync generator in an async generator)"
+        )
     if heartbeat is not None:
         if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float):
             raise TypeError(f"heartbeat must be a number of seconds or None, not {heartbeat!r}")

@@ -105,6 +105,11 @@ def test_bad_retry_is_refused(retry: object) -> None:
         sse(items(), retry=retry)  # type: ignore[arg-type]
 
 
+def test_events_must_be_async_iterable() -> None:
+    with pytest.raises(TypeError, match="needs an async iterable of events, not list"):
+        sse(["a", "b"])  # type: ignore[arg-type]
+
+
 def test_buffer_must_be_a_policy() -> None:
     with pytest.raises(TypeError, match="buffer must be a BufferPolicy"):
         sse(items(), buffer=64)  # type: ignore[arg-type]
