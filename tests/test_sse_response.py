@@ -326,6 +326,8 @@ async def test_sliding_buffer_drops_oldest_and_counts_drops(metrics: InMemoryMet
     assert dropped > 0
     assert delivered == sorted(delivered)
     assert delivered[-1] == count - 1  # the newest event is never the one dropped
+    # The default buffer holds 64 events: a full buffer leaves as one chunk of 64.
+    assert max(chunk.count(b"data: ") for chunk in chunks) == 64
     assert metrics.dropped["sse", "feed"] == dropped
     assert metrics.items["sse", "feed"] == len(delivered)
     assert metrics.outcomes["sse", "feed", "completed"] == 1
