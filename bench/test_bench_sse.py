@@ -18,6 +18,8 @@ creating and validating the event objects, which the recipe does not do), and
 subscribers, vs the f-string from the same fields). The
 ``chunks`` figure in each result's ``extra_info`` (``--benchmark-json``) counts writes.
 
+The event loop is the module-wide one from ``bench/conftest.py``.
+
 Run: ``.venv/bin/python -m pytest bench/test_bench_sse.py --benchmark-enable -q``
 """
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -99,15 +101,6 @@ def sse_prebuilt(values: list[ServerSentEvent], capacity: int) -> AsyncIterator[
 # -- harness --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-
-
 async def drain(body: AsyncIterator[bytes]) -> tuple[int, int]:
     chunks = nbytes = 0
     async for chunk in body:
@@ -116,7 +109,7 @@ async def drain(body: AsyncIterator[bytes]) -> tuple[int, int]:
     return chunks, nbytes
 
 
-def run(
+def measure(
     benchmark: BenchmarkFixture,
     loop: asyncio.AbstractEventLoop,
     make_body: Callable[[], AsyncIterator[bytes]],
@@ -146,7 +139,7 @@ CASES: dict[str, Callable[[], AsyncIterator[bytes]]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_sse_body(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, case: str) -> None:
     benchmark.group = "sse-" + case.split("-")[0]
-    run(benchmark, loop, CASES[case])
+    measure(benchmark, loop, CASES[case])
 
 
 def test_same_bytes_as_the_recipe(loop: asyncio.AbstractEventLoop) -> None:
