@@ -6,6 +6,8 @@ know nothing about HTTP. See ``DESIGN.md`` in the project for the layers.
 
 from ._buffer import buffer
 from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
+from ._download import download
+from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
 from ._ensuring import ensuring
 from ._heartbeat import heartbeat
 from ._merge import merge
@@ -14,6 +16,8 @@ from ._part import Part
 from ._policy import BufferPolicy, Strategy
 from ._progress import Progress, progress
 from ._response import FileRange, StreamResponse
+from ._sse import ServerSentEvent, SSEDecoder
+from ._sse_response import sse
 from ._tap import tap
 from ._upload_errors import MalformedUpload, UnsupportedMediaType, UploadError, UploadTooLarge
 
@@ -22,10 +26,15 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
+    "DownloadError",
+    "DownloadNotFound",
     "FileRange",
     "MalformedUpload",
     "Part",
+    "PathOutsideRoot",
     "Progress",
+    "SSEDecoder",
+    "ServerSentEvent",
     "Strategy",
     "StreamResponse",
     "UnsupportedMediaType",
@@ -33,11 +42,13 @@ __all__ = [
     "UploadTooLarge",
     "buffer",
     "circuit",
+    "download",
     "ensuring",
     "heartbeat",
     "merge",
     "parse_multipart",
     "progress",
+    "sse",
     "tap",
 ]
 
