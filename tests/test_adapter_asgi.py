@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,9 @@ def routes(tally: Tally) -> dict[str, Callable[[Request], StreamResponse]]:
             )
         )
 
+    def stall(request: Request) -> StreamResponse:
+        return text_response(body_of(tally, 1, delay=60))
+
     def empty(request: Request) -> StreamResponse:
         return text_response(body_of(tally, 0))
 
@@ -144,6 +148,7 @@ def routes(tally: Tally) -> dict[str, Callable[[Request], StreamResponse]]:
         "/fail-after": fail_after,
         "/slow": slow,
         "/empty": empty,
+        "/stall": stall,
     }
 
 
@@ -280,3 +285,126 @@ async def raw_get(port: int, path: str, seconds: float = 5.0) -> bytes:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+# -- disconnects ----------------------------------------------------------------------
+
+
+async def open_raw(port: int, path: str, rcvbuf: int | None = None) -> socket.socket:
+    """A non-blocking socket that sent ``GET path``; `rcvbuf` is set before connecting."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    return sock
+
+
+async def recv_until(sock: socket.socket, marker: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = b""
+    async with asyncio.timeout(5):
+        while marker not in data:
+            chunk = await loop.sock_recv(sock, 65536)
+            assert chunk, f"connection closed before {marker!r}: {data!r}"
+            data += chunk
+    return data
+
+
+async def test_200_clients_disconnecting_mid_stream(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (_client, port):
+        socks = await asyncio.gather(*(open_raw(port, "/forever") for _ in range(200)))
+        try:
+            await asyncio.gather(*(recv_until(sock, b"\n3\n") for sock in socks))
+            assert tally.started == 200
+            assert tally.finalized == 0
+        finally:
+            for sock in socks:
+                sock.close()
+        await settle(lambda: tally.finalized == 200)
+        await settle(lambda: not app_tasks())
+    assert tally.metrics.outcomes[("test", "", "closed")] == 200
+    assert tally.metrics.active[("test", "")] == 0
+
+
+async def test_disconnect_before_first_chunk(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (_client, port):
+        sock = await open_raw(port, "/stall")
+        await settle(lambda: tally.started == 1)
+        sock.close()
+        await settle(lambda: tally.finalized == 1)
+        await settle(lambda: not app_tasks())
+
+
+# -- slow readers ---------------------------------------------------------------------
+
+ITEM = 1000  # bytes per line in the slow-reader tests
+ITEMS = 20_000  # 20 MB: far more than the socket buffers and the 16-item body buffer
+
+
+async def read_all_slowly(sock: socket.socket) -> bytes:
+    """Read in small pieces until the chunked body's terminating chunk arrives."""
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    async with asyncio.timeout(30):
+        while not data.endswith(b"\r\n0\r\n\r\n"):
+            chunk = await loop.sock_recv(sock, 16384)
+            assert chunk, "connection closed before the end of the body"
+            data += chunk
+    return bytes(data)
+
+
+def body_lines(raw: bytes) -> list[bytes]:
+    """The lines of a chunked HTTP/1.1 response body (headers and framing removed)."""
+    _, _, chunked = raw.partition(b"\r\n\r\n")
+    body = bytearray()
+    while True:
+        size_line, _, rest = chunked.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body += rest[:size]
+        chunked = rest[size + 2 :]
+    return bytes(body).splitlines()
+
+
+async def test_slow_reader_blocks_a_suspend_producer(server: Server) -> None:
+    tally = Tally()
+    async with running(starlette_app(tally), server) as (_client, port):
+        path = f"/slow?strategy=suspend&capacity=16&size={ITEM}&n={ITEMS}"
+        sock = await open_raw(port, path, rcvbuf=4096)
+        try:
+            await settle(lambda: tally.produced > 0)
+            stalled = -1
+            while stalled != tally.produced:  # until the producer stops making progress
+                stalled = tally.produced
+                await asyncio.sleep(0.2)
+            # Blocked by the client: what is out is at most the socket buffers' worth.
+            assert stalled * ITEM < ITEMS * ITEM // 3, stalled
+            received = body_lines(await read_all_slowly(sock))
+        finally:
+            sock.close()
+    assert received == [b"x" * ITEM + b"%d" % index for index in range(ITEMS)]
+    assert tally.metrics.dropped[("test", "")] == 0
+
+
+async def test_slow_reader_drops_with_sliding(server: Server) -> None:
+    tally = Tally()
+    async with running(starlette_app(tally), server) as (_client, port):
+        path = f"/slow?strategy=sliding&capacity=16&size={ITEM}&n={ITEMS}"
+        sock = await open_raw(port, path, rcvbuf=4096)
+        try:
+            await settle(lambda: tally.produced == ITEMS, seconds=10)
+            received = body_lines(await read_all_slowly(sock))
+        finally:
+            sock.close()
+    dropped = tally.metrics.dropped[("test", "")]
+    assert dropped > 0
+    numbers = [int(line[ITEM:]) for line in received]
+    assert numbers == sorted(set(numbers))  # a subsequence, in order
+    assert len(numbers) + dropped == ITEMS
+    assert numbers[-1] == ITEMS - 1  # sliding keeps the newest
