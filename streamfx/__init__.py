@@ -6,12 +6,16 @@ know nothing about HTTP. See ``DESIGN.md`` in the project for the layers.
 
 from ._buffer import buffer
 from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
+from ._download import download
+from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
 from ._ensuring import ensuring
 from ._heartbeat import heartbeat
 from ._merge import merge
 from ._policy import BufferPolicy, Strategy
 from ._progress import Progress, progress
 from ._response import FileRange, StreamResponse
+from ._sse import ServerSentEvent, SSEDecoder
+from ._sse_response import sse
 from ._tap import tap
 
 __all__ = [
@@ -19,16 +23,23 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
+    "DownloadError",
+    "DownloadNotFound",
     "FileRange",
+    "PathOutsideRoot",
     "Progress",
+    "SSEDecoder",
+    "ServerSentEvent",
     "Strategy",
     "StreamResponse",
     "buffer",
     "circuit",
+    "download",
     "ensuring",
     "heartbeat",
     "merge",
     "progress",
+    "sse",
     "tap",
 ]
 
