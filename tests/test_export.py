@@ -245,6 +245,8 @@ class NeverIterated:
         ({"format": "csv", "fields": ["a", "a"]}, ValueError, "repeated: \\['a'\\]"),
         ({"format": "csv", "fields": ["a", 1]}, TypeError, "field names must be str"),
         ({"format": "csv", "buffer": 128}, TypeError, "BufferPolicy"),
+        ({"format": "csv", "buffer": BufferPolicy(8, "sliding")}, ValueError, "lose rows"),
+        ({"format": "json", "buffer": BufferPolicy(8, "dropping")}, ValueError, "lose rows"),
     ],
 )
 def test_bad_arguments_raise_at_the_call(
