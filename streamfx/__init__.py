@@ -6,6 +6,8 @@ know nothing about HTTP. See ``DESIGN.md`` in the project for the layers.
 
 from ._buffer import buffer
 from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
+from ._download import download
+from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
 from ._ensuring import ensuring
 from ._export import export
 from ._heartbeat import heartbeat
@@ -20,12 +22,16 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
+    "DownloadError",
+    "DownloadNotFound",
     "FileRange",
+    "PathOutsideRoot",
     "Progress",
     "Strategy",
     "StreamResponse",
     "buffer",
     "circuit",
+    "download",
     "ensuring",
     "export",
     "heartbeat",
