@@ -3,7 +3,8 @@
 The recipe is what the Django and Starlette docs suggest: a `csv.writer` over a
 pseudo-buffer whose ``write`` returns the line, one chunk per row; ``json.dumps`` per
 row for NDJSON (and for a JSON array, a ``"["``, ``","``-prefixed rows, ``"]"``).
-Both sides read the same async source of 20,000 rows and emit UTF-8 bytes.
+Both sides read the same async source of 20,000 rows and emit UTF-8 bytes, on the
+module's event loop (``bench/conftest.py``).
 
 Two consumers:
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -134,13 +135,6 @@ PARAMS = [
 
 
 # -- consumers --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 async def count_bytes(chunks: AsyncIterator[bytes]) -> int:
