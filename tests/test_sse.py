@@ -203,6 +203,19 @@ def test_retry() -> None:
     assert decoder.retry == 1500
     decoder.feed(b"retry: 0\n\n")
     assert decoder.retry == 0
+    decoder.feed(b"retry: " + b"9" * 5000 + b"\n\n")  # absurd: ignored, no error
+    assert decoder.retry == 0
+
+
+def test_long_line_split_over_many_chunks() -> None:
+    decoder = SSEDecoder()
+    for _ in range(1000):
+        assert decoder.feed(b"x" * 100) == []
+    assert decoder.feed(b"\n") == []  # a field named "xxx...", unknown
+    assert decoder.feed(b"data: ") == []
+    for _ in range(1000):
+        assert decoder.feed(b"y" * 100) == []
+    assert decoder.feed(b"\r\n\r\n") == [ServerSentEvent("y" * 100_000)]
 
 
 def test_event_type_resets_after_dispatch() -> None:
