@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import SERVERS, Server, serve
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,6 +35,7 @@ from streamfx import (
 from streamfx._batching import encode_batches
 from streamfx.adapters.asgi import error_response, parts, to_asgi
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests._servers import SERVERS, Server, serve
 
 pytestmark = pytest.mark.parametrize("server", SERVERS)
 
