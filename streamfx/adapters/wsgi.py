@@ -36,7 +36,10 @@ What the application does, in order (the adapter promises of `StreamResponse`):
 A WSGI server learns that a client left only when a write fails, so a stream that
 writes nothing never notices: keep a heartbeat on long-lived streams. gunicorn's sync
 worker serves one request at a time per process and kills a worker whose request lasts
-longer than ``--timeout``; use the gthread worker (or waitress) for SSE.
+longer than ``--timeout``; use the gthread worker (or waitress) for SSE. The body runs
+on the loop's thread, outside the framework's request context (read what it needs from
+the request in the view). gevent and eventlet workers are not supported (untested: they
+patch the threads the loop runs on).
 
 Uploads: `parts_from_wsgi(environ, ...)` feeds ``wsgi.input`` to `streamfx.parse_multipart`
 and gives synchronous parts; answer its `UploadError` with `error_response(exc)`.
