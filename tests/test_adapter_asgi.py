@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import BackgroundTasks, FastAPI
 from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -50,6 +51,7 @@ class Tally:
     started: int = 0
     finalized: int = 0
     produced: int = 0
+    background: int = 0
     metrics: InMemoryMetrics = field(default_factory=InMemoryMetrics)
     root: Path = Path()
     uploads: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -271,6 +273,7 @@ def starlette_app(tally: Tally) -> Starlette:
         async def endpoint(request: Request) -> Response:
             app = await handler(request)
             assert isinstance(app, Response)  # Starlette sends it as its own
+            app.headers["x-via"] = "starlette"  # headers added here are sent too
             return app
 
         return endpoint
@@ -287,6 +290,15 @@ def fastapi_app(tally: Tally) -> FastAPI:
     app = FastAPI()
     for path, handler in all_routes(tally).items():
         app.add_api_route(path, handler, methods=["GET", "HEAD", "POST"])
+
+    @app.get("/with-background")
+    async def with_background(background: BackgroundTasks) -> Response:
+        def after() -> None:
+            tally.background += 1
+
+        background.add_task(after)
+        return to_asgi(text_response(body_of(tally, 5)))  # type: ignore[return-value]
+
     return app
 
 
@@ -336,8 +348,18 @@ async def test_streams_whole_body_and_closes(server: Server, framework: str) -> 
         empty = await client.get("/empty")
         assert empty.status_code == 200
         assert empty.content == b""
+    if framework == "starlette":
+        assert reply.headers["x-via"] == "starlette"
     assert tally.finalized == tally.started == 2
     assert tally.metrics.outcomes[("test", "", "completed")] == 2
+
+
+async def test_fastapi_background_tasks_run_after_the_body(server: Server) -> None:
+    tally = Tally()
+    async with running(fastapi_app(tally), server) as (client, _port):
+        reply = await client.get("/with-background")
+        assert reply.content == lines(list(range(5)))
+        await settle(lambda: tally.background == 1)
 
 
 async def test_head_sends_headers_only(server: Server, framework: str) -> None:
@@ -720,3 +742,33 @@ async def test_export_failing_midway_is_never_complete(server: Server, framework
         raw = await raw_get(port, "/export/csv?n=50000&fail_at=20000")
         assert not raw.endswith(b"0\r\n\r\n")
         await settle(lambda: tally.finalized == tally.started == 2)
+
+
+# -- inside middleware ------------------------------------------------------------------
+
+
+async def test_behind_base_http_middleware(server: Server) -> None:
+    """BaseHTTPMiddleware runs the endpoint in its own task and wraps receive/send."""
+    tally = Tally()
+    app = starlette_app(tally)
+
+    async def passthrough(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-seen"] = "yes"
+        return response
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=passthrough)
+    async with running(app, server) as (client, port):
+        reply = await client.get("/lines", params={"n": 500})
+        assert reply.headers["x-seen"] == "yes"
+        assert reply.content == lines(list(range(500)))
+        failed = await client.get("/fail-before")
+        assert failed.status_code == 500
+        socks = await asyncio.gather(*(open_raw(port, "/forever") for _ in range(20)))
+        try:
+            await asyncio.gather(*(recv_until(sock, b"\n3\n") for sock in socks))
+        finally:
+            for sock in socks:
+                sock.close()
+        await settle(lambda: tally.finalized == tally.started == 22)
+        await settle(lambda: not app_tasks())
