@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +40,14 @@ from streamfx import (
 from streamfx._batching import encode_batches
 from streamfx.adapters.asgi import error_response, parts, to_asgi
 from streamfx.metrics import InMemoryMetrics, set_metrics
-from tests._servers import SERVERS, Server, serve
+from tests._servers import SERVERS, Server, free_port, serve, serve_command
 
-pytestmark = pytest.mark.parametrize("server", SERVERS)
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each test runs under each in-process server."""
+    name: Server = request.param
+    return name
 
 
 @dataclass
@@ -772,3 +778,30 @@ async def test_behind_base_http_middleware(server: Server) -> None:
                 sock.close()
         await settle(lambda: tally.finalized == tally.started == 22)
         await settle(lambda: not app_tasks())
+
+
+# -- zero copy ----------------------------------------------------------------------------
+
+
+async def test_pathsend_for_whole_files_under_granian(files: Tally) -> None:
+    """granian offers ``http.response.pathsend``: a whole file goes by path, its body never
+    iterated; a range still goes through the body."""
+    content = (files.root / "data.bin").read_bytes()
+    port = free_port()
+    argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--workers", "1", "tests._pathsend_app:app"]
+    env = {"STREAMFX_TEST_ROOT": str(files.root)}
+    async with (
+        serve_command(argv, port, env) as (host, _),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}") as client,
+    ):
+        whole = await client.get("/files/data.bin")
+        assert whole.status_code == 200
+        assert whole.headers["content-length"] == str(SIZE)
+        assert whole.content == content
+        assert (await client.get("/stats")).json() == {"opened": 0, "closed": 0}
+
+        part = await client.get("/files/data.bin", headers={"range": "bytes=10-19"})
+        assert part.status_code == 206
+        assert part.content == content[10:20]
+        assert (await client.get("/stats")).json() == {"opened": 1, "closed": 1}
