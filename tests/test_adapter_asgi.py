@@ -13,10 +13,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
 from fastapi import BackgroundTasks, FastAPI
+from litestar import Litestar, asgi
+from litestar.types import Receive as LitestarReceive
+from litestar.types import Scope as LitestarScope
+from litestar.types import Send as LitestarSend
 from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -805,3 +810,46 @@ async def test_pathsend_for_whole_files_under_granian(files: Tally) -> None:
         assert part.status_code == 206
         assert part.content == content[10:20]
         assert (await client.get("/stats")).json() == {"opened": 1, "closed": 1}
+
+
+# -- Litestar -----------------------------------------------------------------------------
+
+
+def litestar_app(tally: Tally) -> Litestar:
+    """`to_asgi` mounted in Litestar through ``@asgi`` route handlers."""
+
+    @asgi("/lines", copy_scope=True)
+    async def lines_handler(
+        scope: LitestarScope, receive: LitestarReceive, send: LitestarSend
+    ) -> None:
+        query = parse_qs(scope["query_string"].decode())
+        count = int(query.get("n", ["10"])[0])
+        app = to_asgi(text_response(body_of(tally, count)))
+        await app(scope, receive, send)  # type: ignore[arg-type]
+
+    @asgi("/forever", copy_scope=True)
+    async def forever_handler(
+        scope: LitestarScope, receive: LitestarReceive, send: LitestarSend
+    ) -> None:
+        app = to_asgi(text_response(body_of(tally, None, delay=0.001)))
+        await app(scope, receive, send)  # type: ignore[arg-type]
+
+    return Litestar(route_handlers=[lines_handler, forever_handler])
+
+
+async def test_mounted_in_litestar(server: Server) -> None:
+    tally = Tally()
+    async with running(litestar_app(tally), server) as (client, port):
+        reply = await client.get("/lines", params={"n": 300})
+        assert reply.content == lines(list(range(300)))
+        head = await client.head("/lines")
+        assert head.status_code == 200
+        assert head.content == b""
+        socks = await asyncio.gather(*(open_raw(port, "/forever") for _ in range(20)))
+        try:
+            await asyncio.gather(*(recv_until(sock, b"\n3\n") for sock in socks))
+        finally:
+            for sock in socks:
+                sock.close()
+        await settle(lambda: tally.finalized == tally.started == 21)
+        await settle(lambda: not app_tasks())
