@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from streamfx import (
     sse,
 )
 from streamfx._batching import encode_batches
-from streamfx.adapters.asgi import error_response, parts, to_asgi
+from streamfx.adapters.asgi import error_response, parts, send_response, to_asgi
 from streamfx.metrics import InMemoryMetrics, set_metrics
 from tests._servers import SERVERS, Server, free_port, serve, serve_command
 
@@ -853,3 +854,83 @@ async def test_mounted_in_litestar(server: Server) -> None:
                 sock.close()
         await settle(lambda: tally.finalized == tally.started == 21)
         await settle(lambda: not app_tasks())
+
+
+# -- the ASGI contract without a server ---------------------------------------------------
+# Servers here never make `send` raise; ASGI 2.4 allows it, so the adapter's answer to it
+# is checked by calling the application directly.
+
+
+def http_scope(method: str = "GET") -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": "/", "headers": [(b"host", b"test")]}
+
+
+async def test_send_raising_oserror_is_a_disconnect() -> None:
+    tally = Tally()
+    sent: list[dict[str, Any]] = []
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        if len(sent) == 3:
+            raise ConnectionResetError("peer went away")
+        sent.append(message)
+
+    completed = await send_response(
+        text_response(body_of(tally, None, delay=0.001)), http_scope(), receive, send
+    )
+    assert completed is False
+    assert [message["type"] for message in sent] == ["http.response.start"] + [
+        "http.response.body"
+    ] * 2
+    assert tally.finalized == tally.started == 1
+    assert not app_tasks()
+
+
+async def test_cancelled_by_the_server_closes_the_body() -> None:
+    tally = Tally()
+    never = asyncio.Event()
+    sending = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sending.set()
+
+    app = to_asgi(text_response(body_of(tally, None, delay=0.001)))
+
+    async def run() -> None:
+        await app(http_scope(), receive, send)
+
+    task = asyncio.create_task(run())
+    await sending.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert tally.finalized == tally.started == 1
+    assert not app_tasks()
+
+
+def test_works_without_starlette() -> None:
+    """Starlette is optional: imported only by `to_asgi`, and only if it is installed."""
+    script = """
+import sys
+import streamfx.adapters.asgi as adapter
+assert "starlette" not in sys.modules, "importing the adapter imported starlette"
+sys.modules["starlette"] = None  # as if it were not installed
+from streamfx import StreamResponse
+async def body():
+    yield b"x"
+app = adapter.to_asgi(StreamResponse(200, [], body()))
+assert type(app) is adapter.StreamingASGIResponse, type(app)
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
