@@ -131,7 +131,9 @@ def _starlette_response_class() -> Any:
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             original = self.stream_response
-            response = _resolve(original, scope)
+            response = await _resolve(original, scope, send)
+            if response is None:
+                return
             if response is original:
                 headers = self.raw_headers  # with whatever was added to `headers`
             else:
@@ -153,18 +155,25 @@ async def send_response(
     Returns True when the whole response was sent, False when the client went away
     first or an error before the start was answered with an error status.
     """
-    response = _resolve(response, scope)
-    return await _send(response, _encode_headers(response.headers), scope, receive, send)
+    resolved = await _resolve(response, scope, send)
+    if resolved is None:
+        return False
+    return await _send(resolved, _encode_headers(resolved.headers), scope, receive, send)
 
 
-def _resolve(response: StreamResponse, scope: Scope) -> StreamResponse:
-    """``response.for_request(method, headers)`` (skipped when it would return itself)."""
+async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> StreamResponse | None:
+    """``response.for_request(method, headers)`` (skipped when it would return itself);
+    if that raises, the error is answered (see `error_status`) and None returned."""
     if response.respond_to is None:
         return response
     headers = [
         (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
     ]
-    return response.for_request(scope.get("method", "GET"), headers)
+    try:
+        return response.for_request(scope.get("method", "GET"), headers)
+    except Exception as exc:
+        await _send_error(send, exc)
+        return None
 
 
 def _encode_headers(headers: Sequence[tuple[str, str]]) -> RawHeaders:
