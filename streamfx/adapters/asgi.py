@@ -314,13 +314,17 @@ async def _once(chunk: bytes) -> AsyncIterator[bytes]:
 
 
 async def _send_error(send: Send, exc: Exception) -> None:
+    """Answer `exc` (raised before the start); a client already gone is not an error."""
     status = error_status(exc)
     if status >= 500:
         logger.error("streamfx response failed before it started", exc_info=exc)
     text = error_text(exc, status)
     headers = [(name.encode(), value.encode()) for name, value in _error_headers(text)]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": text, "more_body": False})
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": text, "more_body": False})
+    except OSError:
+        pass
 
 
 class _DisconnectWatch:
