@@ -74,6 +74,18 @@ def test_multiline_comment_becomes_several_comment_lines() -> None:
     assert decode(event.encode() + ServerSentEvent("x").encode()) == [ServerSentEvent("x")]
 
 
+def test_comment_only_and_empty_events_dispatch_nothing() -> None:
+    assert ServerSentEvent(comment="keep-alive").encode() == b": keep-alive\n\n"
+    assert ServerSentEvent().encode() == b"\n"
+    stream = ServerSentEvent(comment="c").encode() + ServerSentEvent().encode()
+    assert decode(stream + ServerSentEvent("x").encode()) == [ServerSentEvent("x")]
+
+
+def test_lone_surrogate_is_refused_at_construction() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        ServerSentEvent("\ud800")
+
+
 def test_utf8() -> None:
     assert ServerSentEvent("héllo ✓").encode() == "data: héllo ✓\n\n".encode()
 
