@@ -41,6 +41,8 @@ from streamfx import (
     UploadTooLarge,
     download,
     export,
+    request_shutdown,
+    reset_shutdown,
     sse,
 )
 from streamfx._batching import encode_batches
@@ -207,7 +209,8 @@ def feature_routes(tally: Tally) -> dict[str, Handler]:
                 tally.finalized += 1
 
         heartbeat = float(request.query_params.get("heartbeat", "15"))
-        return to_asgi(sse(source(), heartbeat=heartbeat))
+        farewell = ServerSentEvent("bye", event="shutdown")
+        return to_asgi(sse(source(), heartbeat=heartbeat, farewell=farewell))
 
     async def files(request: Request) -> Any:
         try:
@@ -1006,5 +1009,28 @@ async def test_shutdown_with_open_streams_ends_them(server: Server) -> None:
         await settle(lambda: not app_tasks())
     finally:
         loop.set_exception_handler(previous)
+        for sock in socks:
+            sock.close()
+
+
+async def test_request_shutdown_ends_sse_streams_cleanly(server: Server) -> None:
+    """`request_shutdown()`: open SSE streams send their farewell and end cleanly (the
+    chunked body's terminating chunk), so the server can stop at once."""
+    tally = Tally()
+    socks: list[socket.socket] = []
+    try:
+        async with running(starlette_app(tally), server) as (_client, port):
+            path = "/sse?n=1000&gap=0.5&heartbeat=10"
+            socks += await asyncio.gather(*(open_raw(port, path) for _ in range(5)))
+            await asyncio.gather(*(recv_until(sock, b"data: event 0\n") for sock in socks))
+            request_shutdown()
+            ends = await asyncio.gather(*(read_all_slowly(sock) for sock in socks))
+            for raw in ends:
+                assert b"event: shutdown\ndata: bye\n\n" in raw
+                assert raw.endswith(b"\r\n0\r\n\r\n")
+            await settle(lambda: tally.finalized == tally.started == 5)
+            await settle(lambda: not app_tasks())
+    finally:
+        reset_shutdown()
         for sock in socks:
             sock.close()
