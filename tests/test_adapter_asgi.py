@@ -1034,3 +1034,27 @@ async def test_request_shutdown_ends_sse_streams_cleanly(server: Server) -> None
         reset_shutdown()
         for sock in socks:
             sock.close()
+
+
+async def test_upload_cut_by_a_disconnect_is_refused(server: Server) -> None:
+    tally = Tally()
+    async with running(starlette_app(tally), server) as (_client, port):
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            head = (
+                "POST /upload HTTP/1.1\r\nHost: test\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\n"
+                "Content-Length: 100000\r\n\r\n"
+            )
+            part = b'--xyz\r\nContent-Disposition: form-data; name="f"\r\n\r\n' + b"a" * 1000
+            await loop.sock_sendall(sock, head.encode() + part)
+            await asyncio.sleep(0.1)
+        finally:
+            sock.close()
+        await settle(lambda: len(tally.refused) == 1)
+    assert isinstance(tally.refused[0], MalformedUpload)
+    assert "disconnected" in tally.refused[0].message
+    assert tally.uploads == []
