@@ -6,6 +6,8 @@ know nothing about HTTP. See ``DESIGN.md`` in the project for the layers.
 
 from ._buffer import buffer
 from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
+from ._download import download
+from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
 from ._ensuring import ensuring
 from ._heartbeat import heartbeat
 from ._merge import merge
@@ -21,7 +23,10 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
+    "DownloadError",
+    "DownloadNotFound",
     "FileRange",
+    "PathOutsideRoot",
     "Progress",
     "SSEDecoder",
     "ServerSentEvent",
@@ -29,6 +34,7 @@ __all__ = [
     "StreamResponse",
     "buffer",
     "circuit",
+    "download",
     "ensuring",
     "heartbeat",
     "merge",
