@@ -11,12 +11,15 @@ from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
 from ._ensuring import ensuring
 from ._heartbeat import heartbeat
 from ._merge import merge
+from ._multipart import parse_multipart
+from ._part import Part
 from ._policy import BufferPolicy, Strategy
 from ._progress import Progress, progress
 from ._response import FileRange, StreamResponse
 from ._sse import ServerSentEvent, SSEDecoder
 from ._sse_response import sse
 from ._tap import tap
+from ._upload_errors import MalformedUpload, UnsupportedMediaType, UploadError, UploadTooLarge
 
 __all__ = [
     "BufferPolicy",
@@ -26,18 +29,24 @@ __all__ = [
     "DownloadError",
     "DownloadNotFound",
     "FileRange",
+    "MalformedUpload",
+    "Part",
     "PathOutsideRoot",
     "Progress",
     "SSEDecoder",
     "ServerSentEvent",
     "Strategy",
     "StreamResponse",
+    "UnsupportedMediaType",
+    "UploadError",
+    "UploadTooLarge",
     "buffer",
     "circuit",
     "download",
     "ensuring",
     "heartbeat",
     "merge",
+    "parse_multipart",
     "progress",
     "sse",
     "tap",

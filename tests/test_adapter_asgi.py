@@ -1,0 +1,410 @@
+"""`streamfx.adapters.asgi` under real servers (uvicorn, hypercorn) with real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from _servers import SERVERS, Server, serve
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from streamfx import BufferPolicy, StreamResponse
+from streamfx._batching import encode_batches
+from streamfx.adapters.asgi import to_asgi
+from streamfx.metrics import InMemoryMetrics
+
+pytestmark = pytest.mark.parametrize("server", SERVERS)
+
+
+@dataclass
+class Tally:
+    """What the app's bodies did, shared with the test (same process, same loop)."""
+
+    started: int = 0
+    finalized: int = 0
+    produced: int = 0
+    metrics: InMemoryMetrics = field(default_factory=InMemoryMetrics)
+
+
+class Refused(Exception):
+    status = 403
+
+
+def lines(items: list[int]) -> bytes:
+    return b"".join(b"%d\n" % item for item in items)
+
+
+def body_of(
+    tally: Tally,
+    count: int | None,
+    *,
+    delay: float = 0.0,
+    size: int = 0,
+    policy: BufferPolicy | None = None,
+    fail_at: int | None = None,
+    error: Exception | None = None,
+    keepalive: float | None = None,
+) -> AsyncIterator[bytes]:
+    """A batching body of `count` numbered lines (forever when None)."""
+
+    async def source() -> AsyncIterator[int]:
+        tally.started += 1
+        try:
+            index = 0
+            while count is None or index < count:
+                if index == fail_at:
+                    raise error or RuntimeError("source failed")
+                if delay:
+                    await asyncio.sleep(delay)
+                tally.produced += 1
+                yield index
+                index += 1
+        finally:
+            tally.finalized += 1
+
+    pad = b"x" * size
+
+    def encode(batch: list[int]) -> bytes:
+        return b"".join(b"%s%d\n" % (pad, item) for item in batch)
+
+    return encode_batches(
+        source(),
+        policy or BufferPolicy(16, "suspend"),
+        encode,
+        kind="test",
+        keepalive=keepalive,
+        beat=b":\n",
+        metrics=tally.metrics,
+    )
+
+
+def text_response(body: AsyncIterator[bytes]) -> StreamResponse:
+    return StreamResponse(200, [("content-type", "text/plain")], body)
+
+
+def routes(tally: Tally) -> dict[str, Callable[[Request], StreamResponse]]:
+    def number(request: Request, name: str, default: int | None) -> int | None:
+        value = request.query_params.get(name)
+        return default if value is None else int(value)
+
+    def lines_route(request: Request) -> StreamResponse:
+        delay = float(request.query_params.get("delay", "0"))
+        keepalive = request.query_params.get("keepalive")
+        return text_response(
+            body_of(
+                tally,
+                number(request, "n", 10),
+                delay=delay,
+                keepalive=float(keepalive) if keepalive else None,
+            )
+        )
+
+    def forever(request: Request) -> StreamResponse:
+        return text_response(body_of(tally, None, delay=0.001))
+
+    def fail_before(request: Request) -> StreamResponse:
+        return text_response(body_of(tally, 5, fail_at=0))
+
+    def refused(request: Request) -> StreamResponse:
+        return text_response(body_of(tally, 5, fail_at=0, error=Refused("no")))
+
+    def fail_after(request: Request) -> StreamResponse:
+        return text_response(body_of(tally, 50, fail_at=20, delay=0.001))
+
+    def slow(request: Request) -> StreamResponse:
+        strategy = request.query_params["strategy"]
+        capacity = number(request, "capacity", 16)
+        assert capacity is not None
+        return text_response(
+            body_of(
+                tally,
+                number(request, "n", 1000),
+                size=number(request, "size", 1000) or 0,
+                policy=BufferPolicy(capacity, strategy),  # type: ignore[arg-type]
+            )
+        )
+
+    def stall(request: Request) -> StreamResponse:
+        return text_response(body_of(tally, 1, delay=60))
+
+    def empty(request: Request) -> StreamResponse:
+        return text_response(body_of(tally, 0))
+
+    return {
+        "/lines": lines_route,
+        "/forever": forever,
+        "/fail-before": fail_before,
+        "/refused": refused,
+        "/fail-after": fail_after,
+        "/slow": slow,
+        "/empty": empty,
+        "/stall": stall,
+    }
+
+
+def starlette_app(tally: Tally) -> Starlette:
+    def endpoint(make: Callable[[Request], StreamResponse]) -> Callable[..., Any]:
+        async def handler(request: Request) -> Response:
+            app = to_asgi(make(request))
+            assert isinstance(app, Response)
+            return app
+
+        return handler
+
+    return Starlette(
+        routes=[
+            Route(path, endpoint(make), methods=["GET", "HEAD"])
+            for path, make in routes(tally).items()
+        ]
+    )
+
+
+def fastapi_app(tally: Tally) -> FastAPI:
+    app = FastAPI()
+    for path, make in routes(tally).items():
+
+        def handler(request: Request, make: Callable[[Request], StreamResponse] = make) -> Any:
+            return to_asgi(make(request))
+
+        app.add_api_route(path, handler, methods=["GET", "HEAD"])
+    return app
+
+
+APPS = {"starlette": starlette_app, "fastapi": fastapi_app}
+
+
+@pytest.fixture(params=list(APPS))
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def settle(condition: Callable[[], bool], seconds: float = 1.0) -> None:
+    """Wait (polling) up to `seconds` for `condition`; fail if it never holds."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - polling counters the app updates
+            await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any, server: Server) -> AsyncIterator[tuple[httpx.AsyncClient, int]]:
+    """`app` under `server`, and an httpx client for it; yields ``(client, port)``."""
+    async with (
+        serve(app, server) as (host, port),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}") as client,
+    ):
+        yield client, port
+
+
+def app_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("streamfx") and not task.done()
+    ]
+
+
+# -- plain streaming ------------------------------------------------------------------
+
+
+async def test_streams_whole_body_and_closes(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (client, _port):
+        reply = await client.get("/lines", params={"n": 1000})
+        assert reply.status_code == 200
+        assert reply.headers["content-type"] == "text/plain"
+        assert reply.content == lines(list(range(1000)))
+        empty = await client.get("/empty")
+        assert empty.status_code == 200
+        assert empty.content == b""
+    assert tally.finalized == tally.started == 2
+    assert tally.metrics.outcomes[("test", "", "completed")] == 2
+
+
+async def test_head_sends_headers_only(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (client, _port):
+        reply = await client.head("/lines")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "text/plain"
+    assert reply.content == b""
+    assert tally.started == 0
+
+
+async def test_error_before_start_is_500(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (client, _port):
+        failed = await client.get("/fail-before")
+        refused = await client.get("/refused")
+        after = await client.get("/lines", params={"n": 3})
+    assert failed.status_code == 500
+    assert failed.headers["content-type"].startswith("text/plain")
+    assert failed.text == "Internal Server Error"
+    assert refused.status_code == 403
+    assert refused.text == "Forbidden"
+    assert after.content == lines([0, 1, 2])
+    assert tally.finalized == tally.started == 3
+
+
+async def test_error_after_start_aborts_connection(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (client, port):
+        received = bytearray()
+        async with client.stream("GET", "/fail-after") as reply:
+            assert reply.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                await read_into(received, reply)
+        assert received == lines(list(range(20)))
+        raw = await raw_get(port, "/fail-after")
+        assert raw.endswith(b"19\n\r\n"), raw[-40:]
+        assert not raw.endswith(b"0\r\n\r\n")
+    await settle(lambda: tally.finalized == tally.started == 2)
+
+
+async def read_into(received: bytearray, reply: httpx.Response) -> None:
+    async for chunk in reply.aiter_raw():
+        received += chunk
+
+
+async def raw_get(port: int, path: str, seconds: float = 5.0) -> bytes:
+    """Everything a raw HTTP/1.1 GET receives until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        async with asyncio.timeout(seconds):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+# -- disconnects ----------------------------------------------------------------------
+
+
+async def open_raw(port: int, path: str, rcvbuf: int | None = None) -> socket.socket:
+    """A non-blocking socket that sent ``GET path``; `rcvbuf` is set before connecting."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    return sock
+
+
+async def recv_until(sock: socket.socket, marker: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = b""
+    async with asyncio.timeout(5):
+        while marker not in data:
+            chunk = await loop.sock_recv(sock, 65536)
+            assert chunk, f"connection closed before {marker!r}: {data!r}"
+            data += chunk
+    return data
+
+
+async def test_200_clients_disconnecting_mid_stream(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (_client, port):
+        socks = await asyncio.gather(*(open_raw(port, "/forever") for _ in range(200)))
+        try:
+            await asyncio.gather(*(recv_until(sock, b"\n3\n") for sock in socks))
+            assert tally.started == 200
+            assert tally.finalized == 0
+        finally:
+            for sock in socks:
+                sock.close()
+        await settle(lambda: tally.finalized == 200)
+        await settle(lambda: not app_tasks())
+    assert tally.metrics.outcomes[("test", "", "closed")] == 200
+    assert tally.metrics.active[("test", "")] == 0
+
+
+async def test_disconnect_before_first_chunk(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (_client, port):
+        sock = await open_raw(port, "/stall")
+        await settle(lambda: tally.started == 1)
+        sock.close()
+        await settle(lambda: tally.finalized == 1)
+        await settle(lambda: not app_tasks())
+
+
+# -- slow readers ---------------------------------------------------------------------
+
+ITEM = 1000  # bytes per line in the slow-reader tests
+ITEMS = 20_000  # 20 MB: far more than the socket buffers and the 16-item body buffer
+
+
+async def read_all_slowly(sock: socket.socket) -> bytes:
+    """Read in small pieces until the chunked body's terminating chunk arrives."""
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    async with asyncio.timeout(30):
+        while not data.endswith(b"\r\n0\r\n\r\n"):
+            chunk = await loop.sock_recv(sock, 16384)
+            assert chunk, "connection closed before the end of the body"
+            data += chunk
+    return bytes(data)
+
+
+def body_lines(raw: bytes) -> list[bytes]:
+    """The lines of a chunked HTTP/1.1 response body (headers and framing removed)."""
+    _, _, chunked = raw.partition(b"\r\n\r\n")
+    body = bytearray()
+    while True:
+        size_line, _, rest = chunked.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body += rest[:size]
+        chunked = rest[size + 2 :]
+    return bytes(body).splitlines()
+
+
+async def test_slow_reader_blocks_a_suspend_producer(server: Server) -> None:
+    tally = Tally()
+    async with running(starlette_app(tally), server) as (_client, port):
+        path = f"/slow?strategy=suspend&capacity=16&size={ITEM}&n={ITEMS}"
+        sock = await open_raw(port, path, rcvbuf=4096)
+        try:
+            await settle(lambda: tally.produced > 0)
+            stalled = -1
+            while stalled != tally.produced:  # until the producer stops making progress
+                stalled = tally.produced
+                await asyncio.sleep(0.2)
+            # Blocked by the client: what is out is at most the socket buffers' worth.
+            assert stalled * ITEM < ITEMS * ITEM // 3, stalled
+            received = body_lines(await read_all_slowly(sock))
+        finally:
+            sock.close()
+    assert received == [b"x" * ITEM + b"%d" % index for index in range(ITEMS)]
+    assert tally.metrics.dropped[("test", "")] == 0
+
+
+async def test_slow_reader_drops_with_sliding(server: Server) -> None:
+    tally = Tally()
+    async with running(starlette_app(tally), server) as (_client, port):
+        path = f"/slow?strategy=sliding&capacity=16&size={ITEM}&n={ITEMS}"
+        sock = await open_raw(port, path, rcvbuf=4096)
+        try:
+            await settle(lambda: tally.produced == ITEMS, seconds=10)
+            received = body_lines(await read_all_slowly(sock))
+        finally:
+            sock.close()
+    dropped = tally.metrics.dropped[("test", "")]
+    assert dropped > 0
+    numbers = [int(line[ITEM:]) for line in received]
+    assert numbers == sorted(set(numbers))  # a subsequence, in order
+    assert len(numbers) + dropped == ITEMS
+    assert numbers[-1] == ITEMS - 1  # sliding keeps the newest
