@@ -1,0 +1,1 @@
+"""Adapters that send a `streamfx.StreamResponse` through a web framework or server."""
