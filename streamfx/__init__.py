@@ -12,6 +12,8 @@ from ._merge import merge
 from ._policy import BufferPolicy, Strategy
 from ._progress import Progress, progress
 from ._response import FileRange, StreamResponse
+from ._sse import ServerSentEvent, SSEDecoder
+from ._sse_response import sse
 from ._tap import tap
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "CircuitState",
     "FileRange",
     "Progress",
+    "SSEDecoder",
+    "ServerSentEvent",
     "Strategy",
     "StreamResponse",
     "buffer",
@@ -29,6 +33,7 @@ __all__ = [
     "heartbeat",
     "merge",
     "progress",
+    "sse",
     "tap",
 ]
 

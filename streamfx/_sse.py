@@ -1,0 +1,308 @@
+"""Server-Sent Events on the wire: `ServerSentEvent` (encode) and `SSEDecoder` (parse).
+
+Both follow the WHATWG HTML standard, section "Server-sent events" (9.2.5 "Parsing an
+event stream" and 9.2.6 "Interpreting an event stream").
+
+Encoding promises (`ServerSentEvent.encode`):
+
+- Fields are written in the order comment, ``event``, ``id``, ``retry``, ``data``, then
+  the blank line that dispatches the event. Text is UTF-8.
+- Every value is written after ``": "`` (colon and ONE space). A conformant parser strips
+  exactly one space after the colon, so a value that itself starts with a space keeps it.
+- Data with line breaks (``\\n``, ``\\r`` or ``\\r\\n``) becomes one ``data:`` line per
+  line; a parser joins them with ``\\n``, so ``\\r`` and ``\\r\\n`` come back as ``\\n``.
+  Only those three are line breaks in SSE: other characters that `str.splitlines`
+  would split on (``\\x0b``, ``\\u2028``, ...) are plain text here.
+- ``data=""`` is written as one empty ``data:`` line and dispatches an empty message;
+  ``data=None`` writes no data line (such an event only sets id/retry on the client).
+- A comment with line breaks becomes one comment line per line.
+- Invalid values are refused when the event is *created*, never half-way through a
+  stream: CR or LF in ``event`` or ``id`` (they would end the line and let a value inject
+  fields), NUL in ``id`` (a client ignores such an id), a ``retry`` that is not a
+  non-negative ``int`` (``bool`` is not accepted) -> `ValueError`; a value of the wrong
+  type -> `TypeError`.
+
+Events are immutable; `encode` caches its bytes, so an event published to many
+subscribers is encoded once.
+
+Why hand-written: the format is a few lines of text per event, and the encoder is on
+the hot path of every stream; the Python SSE libraries each tie the encoder to their
+own response class (sse-starlette) or only parse (httpx-sse), so neither fits here.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from typing import Final
+
+__all__ = ["SSEDecoder", "ServerSentEvent"]
+
+_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
+
+
+def _lines(text: str) -> list[str]:
+    """`text` split on SSE line breaks (CRLF, CR, LF) and nothing else."""
+    if "\r" in text:
+        return _LINE_BREAK.split(text)
+    return text.split("\n")
+
+
+def _check_text(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        kind = type(value).__name__
+        raise TypeError(f"ServerSentEvent {field} must be a str or None, not {kind}")
+    return value
+
+
+def _check_line(field: str, value: object) -> str:
+    text = _check_text(field, value)
+    if "\n" in text or "\r" in text:
+        raise ValueError(
+            f"ServerSentEvent {field} must not contain CR or LF (it would end the line): {text!r}"
+        )
+    return text
+
+
+def _check_retry(retry: object) -> int:
+    if isinstance(retry, bool) or not isinstance(retry, int):
+        raise ValueError(
+            f"ServerSentEvent retry must be a non-negative int (milliseconds), "
+            f"not {type(retry).__name__}"
+        )
+    if retry < 0:
+        raise ValueError(f"ServerSentEvent retry must be a non-negative int, got {retry}")
+    return retry
+
+
+class ServerSentEvent:
+    """One event: `data`, an `event` type, an `id`, a `retry` time (ms), a `comment`.
+
+    Every field is optional. See the module docstring for the exact encoding and for
+    what is refused at construction. Two events are equal when all five fields are.
+    """
+
+    __slots__ = ("_comment", "_data", "_encoded", "_event", "_id", "_retry")
+
+    def __init__(
+        self,
+        data: str | None = None,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> None:
+        if data is not None and type(data) is not str:
+            _check_text("data", data)
+        if event is not None:
+            _check_line("event", event)
+        if id is not None:
+            _check_line("id", id)
+            if "\0" in id:
+                raise ValueError(f"ServerSentEvent id must not contain NUL: {id!r}")
+        if retry is not None:
+            _check_retry(retry)
+        if comment is not None:
+            _check_text("comment", comment)
+        self._data = data
+        self._event = event
+        self._id = id
+        self._retry = retry
+        self._comment = comment
+        self._encoded: bytes | None = None
+
+    @property
+    def data(self) -> str | None:
+        return self._data
+
+    @property
+    def event(self) -> str | None:
+        return self._event
+
+    @property
+    def id(self) -> str | None:
+        return self._id
+
+    @property
+    def retry(self) -> int | None:
+        return self._retry
+
+    @property
+    def comment(self) -> str | None:
+        return self._comment
+
+    def encode(self) -> bytes:
+        """The event as UTF-8 bytes, ending with the blank line that dispatches it."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = self._render().encode()
+        return encoded
+
+    def _render(self) -> str:
+        data = self._data
+        if (
+            self._comment is None
+            and self._event is None
+            and self._id is None
+            and self._retry is None
+            and data is not None
+            and "\n" not in data
+            and "\r" not in data
+        ):
+            return "data: " + data + "\n\n"
+        parts: list[str] = []
+        if self._comment is not None:
+            parts.extend(": " + line if line else ":" for line in _lines(self._comment))
+        if self._event is not None:
+            parts.append("event: " + self._event)
+        if self._id is not None:
+            parts.append("id: " + self._id)
+        if self._retry is not None:
+            parts.append(f"retry: {self._retry}")
+        if data is not None:
+            parts.extend("data: " + line for line in _lines(data))
+        parts.append("\n")
+        return "\n".join(parts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple[str | None, str | None, str | None, int | None, str | None]:
+        return (self._data, self._event, self._id, self._retry, self._comment)
+
+    def __repr__(self) -> str:
+        fields = ("data", "event", "id", "retry", "comment")
+        shown = ", ".join(
+            f"{name}={value!r}"
+            for name, value in zip(fields, self._key(), strict=True)
+            if value is not None
+        )
+        return f"ServerSentEvent({shown})"
+
+
+def encode_data(text: str) -> bytes:
+    """`ServerSentEvent(data=text).encode()` without building the event (hot path)."""
+    if "\n" in text or "\r" in text:
+        return ("data: " + "\ndata: ".join(_LINE_BREAK.split(text)) + "\n\n").encode()
+    return ("data: " + text + "\n\n").encode()
+
+
+class SSEDecoder:
+    """The standard's incremental event-stream parser.
+
+    Feed it the bytes of a ``text/event-stream`` as they arrive, split anywhere;
+    `feed` returns the events that those bytes completed, in order.
+
+    - Line ends are CRLF, CR or LF; a CRLF split across two chunks is one line end.
+    - One leading byte order mark (U+FEFF) is stripped; UTF-8 is decoded incrementally
+      (a character split across chunks is fine; invalid bytes become U+FFFD).
+    - Lines starting with ``:`` are comments and are ignored; a line without a colon is
+      a field with an empty value; one space after the colon is stripped; unknown
+      fields are ignored; an ``id`` containing NUL is ignored; ``retry`` is taken only
+      when it is all ASCII digits.
+    - A blank line dispatches: nothing if no ``data`` line came since the last one,
+      otherwise an event whose `data` is the data lines joined with ``\\n``.
+
+    A dispatched event has `event` None when the stream set no type (a browser
+    delivers it as ``"message"``), `id` the last event ID in effect (carried over from
+    earlier events; None while it is empty), `retry` the value of a valid ``retry``
+    field in the same block (else None), and no comment. An event whose
+    blank line has not arrived yet is never returned.
+    """
+
+    __slots__ = (
+        "_data",
+        "_decoder",
+        "_event",
+        "_has_data",
+        "_id_buffer",
+        "_pending",
+        "_skip_lf",
+        "_started",
+        "_this_retry",
+        "last_event_id",
+        "retry",
+    )
+
+    def __init__(self) -> None:
+        self.last_event_id: str = ""
+        """The last event ID string, updated at each dispatch ("" until an id is sent)."""
+        self.retry: int | None = None
+        """The reconnection time (ms) from the latest valid ``retry`` field, if any."""
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._skip_lf = False
+        self._started = False
+        self._data: list[str] = []
+        self._has_data = False
+        self._event = ""
+        self._id_buffer = ""
+        self._this_retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Parse `chunk`; return the events it completed (possibly none)."""
+        text = self._decoder.decode(chunk)
+        if not text:
+            return []
+        if not self._started:
+            self._started = True
+            if text[0] == "\ufeff":
+                text = text[1:]
+        if self._skip_lf:
+            self._skip_lf = False
+            if text.startswith("\n"):
+                text = text[1:]
+        if "\n" not in text and "\r" not in text:
+            self._pending += text
+            return []
+        if self._pending:
+            text = self._pending + text
+        lines = _lines(text)
+        self._pending = lines.pop()
+        if text.endswith("\r"):
+            # The CR ended a line; an LF at the start of the next chunk is its pair.
+            self._skip_lf = True
+        events: list[ServerSentEvent] = []
+        for line in lines:
+            if not line:
+                event = self._dispatch()
+                if event is not None:
+                    events.append(event)
+            elif line[0] != ":":
+                self._field(line)
+        return events
+
+    def _field(self, line: str) -> None:
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._has_data = True
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id_buffer = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = self._this_retry = int(value)
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        self.last_event_id = self._id_buffer
+        event: ServerSentEvent | None = None
+        if self._has_data:
+            event = ServerSentEvent(
+                data="\n".join(self._data),
+                event=self._event or None,
+                id=self.last_event_id or None,
+                retry=self._this_retry,
+            )
+        self._this_retry = None
+        self._data = []
+        self._has_data = False
+        self._event = ""
+        return event

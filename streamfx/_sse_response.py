@@ -1,0 +1,174 @@
+"""`sse()`: a stream of items as a ``text/event-stream`` `StreamResponse`.
+
+The body runs on `encode_batches` (kind ``"sse"``): the source runs in its own task into
+a bounded buffer, and every event that is ready when the client can take more leaves in
+one body chunk. So a producer that is ahead of the client sends many events per write,
+and a lone event leaves at once, without waiting for company.
+
+Promises:
+
+- The body's first chunk is produced at once, before the source is awaited: ``retry: N``
+  and a blank line when `retry` is given, otherwise an empty comment line (``:`` and a
+  blank line). A client ignores both as events; they let an adapter send the status and
+  headers immediately, so ``EventSource`` reports the connection open even when the
+  first event is minutes away.
+- During silence, a comment ``: ping`` (plus the blank line) is sent every `heartbeat`
+  seconds, which keeps proxies and load balancers from closing an idle connection.
+- Buffer: sliding, 64 by default. When the client is slower than the source, the
+  *oldest* waiting events are dropped (a live feed wants the newest); each drop is
+  reported to the metrics hook as ``items_dropped("sse", name, 1)``. Pass
+  ``buffer=BufferPolicy(n, "suspend")`` to slow the source down instead.
+- Order is kept. An error from the source (or an item that cannot be encoded) is raised
+  from the body after the events before it, so the adapter aborts the connection.
+- Closing the body cancels the source's task and waits for its cleanup.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, Callable
+from typing import Any, Final, TypeVar
+
+from ._batching import encode_batches
+from ._policy import BufferPolicy
+from ._response import StreamResponse
+from ._sse import ServerSentEvent, _check_retry, encode_data
+
+__all__ = ["sse"]
+
+T = TypeVar("T")
+
+SSE_HEADERS: Final[tuple[tuple[str, str], ...]] = (
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+)
+DEFAULT_BUFFER: Final = BufferPolicy(64, "sliding")
+OPENING: Final = b":\n\n"
+HEARTBEAT: Final = b": ping\n\n"
+
+Serialized = ServerSentEvent | str | bytes
+
+
+def sse(
+    events: AsyncIterable[T],
+    *,
+    heartbeat: float | None = 15.0,
+    buffer: BufferPolicy | None = None,
+    serialize: Callable[[T], Serialized] | None = None,
+    retry: int | None = None,
+    name: str = "",
+) -> StreamResponse:
+    """A ``200 text/event-stream`` response whose body sends `events`.
+
+    Each item becomes one event:
+
+    - a `ServerSentEvent` is sent as it encodes;
+    - a ``str`` is the event's data (line breaks in it become several ``data:`` lines);
+    - ``bytes`` are taken as already encoded and passed through untouched (they must be
+      whole events, ending with a blank line);
+    - anything else is sent as its compact JSON as the data (orjson when installed,
+      else the standard ``json`` module); an item JSON cannot encode raises `TypeError`
+      from the body.
+
+    With `serialize`, *every* item goes through it first, and it must return a
+    `ServerSentEvent`, a ``str`` or ``bytes`` (used as above).
+
+    `heartbeat` is the silence, in seconds, after which a ``: ping`` comment is sent
+    (None: never). `retry` (milliseconds) is sent first so clients use it to reconnect.
+    `buffer` overrides the default sliding buffer of 64. `name` labels the stream in
+    metrics. Raises `ValueError` (or `TypeError` for a wrong type) at once for a
+    heartbeat that is not a positive number, a bad `retry` or a `buffer` that is not a
+    `BufferPolicy`.
+    """
+    if heartbeat is not None:
+        if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float):
+            raise TypeError(f"heartbeat must be a number of seconds or None, not {heartbeat!r}")
+        if not (heartbeat > 0 and math.isfinite(heartbeat)):
+            raise ValueError(f"heartbeat must be a positive, finite number, got {heartbeat!r}")
+    if buffer is None:
+        buffer = DEFAULT_BUFFER
+    elif not isinstance(buffer, BufferPolicy):
+        raise TypeError(f"buffer must be a BufferPolicy or None, not {type(buffer).__name__}")
+    prefix = OPENING if retry is None else f"retry: {_check_retry(retry)}\n\n".encode()
+    encode = _batch_encoder(_json_dumps(), serialize)
+    body = encode_batches(
+        events,
+        buffer,
+        encode,
+        kind="sse",
+        name=name,
+        prefix=prefix,
+        keepalive=heartbeat,
+        beat=HEARTBEAT,
+    )
+    return StreamResponse(200, list(SSE_HEADERS), body)
+
+
+def _json_dumps() -> Callable[[Any], bytes]:
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is installed in the test environment
+        import json
+
+        encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+        return lambda value: encoder.encode(value).encode()
+    return orjson.dumps
+
+
+def _batch_encoder(
+    dumps: Callable[[Any], bytes], serialize: Callable[[T], Serialized] | None
+) -> Callable[[list[T]], bytes]:
+    """One function that encodes a whole batch of items into one chunk."""
+
+    def encode_other(item: Any) -> bytes:
+        if isinstance(item, str):  # a str subclass, such as a StrEnum member
+            return encode_data(str(item))
+        if isinstance(item, bytes | bytearray | memoryview):
+            return bytes(item)
+        if isinstance(item, ServerSentEvent):
+            return item.encode()
+        try:
+            # Compact JSON never holds a raw line break (they are escaped in strings).
+            return b"data: " + dumps(item) + b"\n\n"
+        except TypeError as exc:
+            raise TypeError(
+                f"sse() cannot send an item of type {type(item).__name__}: it is not "
+                "JSON-serializable; pass serialize= to turn it into a ServerSentEvent, "
+                "str or bytes"
+            ) from exc
+
+    def encode(batch: list[Any]) -> bytes:
+        parts: list[bytes] = []
+        append = parts.append
+        for item in batch:
+            kind = type(item)
+            if kind is ServerSentEvent:
+                append(item.encode())
+            elif kind is str:
+                if "\n" in item or "\r" in item:
+                    append(encode_data(item))
+                else:
+                    append(("data: " + item + "\n\n").encode())
+            elif kind is bytes:
+                append(item)
+            else:
+                append(encode_other(item))
+        return b"".join(parts)
+
+    if serialize is None:
+        return encode
+
+    def encode_serialized(batch: list[T]) -> bytes:
+        converted: list[Serialized] = []
+        for item in batch:
+            result = serialize(item)
+            if not isinstance(result, ServerSentEvent | str | bytes):
+                raise TypeError(
+                    "sse(serialize=...) must return a ServerSentEvent, str or bytes, "
+                    f"not {type(result).__name__}"
+                )
+            converted.append(result)
+        return encode(converted)
+
+    return encode_serialized
