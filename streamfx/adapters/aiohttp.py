@@ -15,7 +15,7 @@ What `to_aiohttp` promises, in order:
    is an int from 400 to 599, else 500 (logged to ``streamfx.adapters.aiohttp``).
 4. Without a ``Content-Length`` header the body goes out chunked; with one, exactly
    that many bytes are sent (a body that ends short is an error, see 5).
-5. An error after the status line aborts the connection (TCP reset, no closing chunk)
+5. An error after the status line resets the connection (TCP RST, no closing chunk)
    and is re-raised, so a client never takes a truncated body for a complete one.
 6. A client that goes away (a write raising `ConnectionError`, or the connection seen
    closed while the body is idle: it is checked every `disconnect_check` seconds) is
@@ -37,7 +37,10 @@ the body, and a ``"suspend"`` body stops its producer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -52,6 +55,7 @@ __all__ = ["to_aiohttp"]
 logger = logging.getLogger("streamfx.adapters.aiohttp")
 
 _NO_BODY_METHODS = frozenset({"HEAD"})
+_LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
 def _has_no_body(method: str, status: int) -> bool:
@@ -182,6 +186,12 @@ async def _send_file(
         try:
             if file.length:
                 await loop.sendfile(transport, fobj, file.offset, file.length)
+        except ConnectionError:
+            # The client went away mid-file; the socket is broken but the transport
+            # may not know yet, so close it rather than keep the connection alive.
+            out.force_close()
+            transport.abort()
+            return out
         except NotImplementedError:
             # No sendfile on this loop or transport: send the body's chunks instead.
             watch.start()
@@ -218,9 +228,16 @@ async def _error_response(request: web.BaseRequest, exc: Exception) -> web.Strea
 
 
 def _abort(request: web.BaseRequest) -> None:
+    """Reset the connection: SO_LINGER 0 makes the close a TCP RST, not a FIN that an
+    HTTP/1.0 client (whose body ends at the close) would take for a complete body."""
     transport = request.transport
-    if transport is not None:
-        transport.abort()
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # the socket may already be gone
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    transport.abort()
 
 
 class _DisconnectWatch:
