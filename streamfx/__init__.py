@@ -7,6 +7,7 @@ know nothing about HTTP. See ``DESIGN.md`` in the project for the layers.
 from ._buffer import buffer
 from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
 from ._ensuring import ensuring
+from ._export import export
 from ._heartbeat import heartbeat
 from ._merge import merge
 from ._policy import BufferPolicy, Strategy
@@ -30,6 +31,7 @@ __all__ = [
     "buffer",
     "circuit",
     "ensuring",
+    "export",
     "heartbeat",
     "merge",
     "progress",
