@@ -6,6 +6,8 @@ know nothing about HTTP. See ``DESIGN.md`` in the project for the layers.
 
 from ._buffer import buffer
 from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
+from ._download import download
+from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
 from ._ensuring import ensuring
 from ._export import export
 from ._heartbeat import heartbeat
@@ -22,7 +24,10 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
+    "DownloadError",
+    "DownloadNotFound",
     "FileRange",
+    "PathOutsideRoot",
     "Progress",
     "SSEDecoder",
     "ServerSentEvent",
@@ -30,6 +35,7 @@ __all__ = [
     "StreamResponse",
     "buffer",
     "circuit",
+    "download",
     "ensuring",
     "export",
     "heartbeat",
