@@ -12,12 +12,15 @@ from ._ensuring import ensuring
 from ._export import export
 from ._heartbeat import heartbeat
 from ._merge import merge
+from ._multipart import parse_multipart
+from ._part import Part
 from ._policy import BufferPolicy, Strategy
 from ._progress import Progress, progress
 from ._response import FileRange, StreamResponse
 from ._sse import ServerSentEvent, SSEDecoder
 from ._sse_response import sse
 from ._tap import tap
+from ._upload_errors import MalformedUpload, UnsupportedMediaType, UploadError, UploadTooLarge
 
 __all__ = [
     "BufferPolicy",
@@ -27,12 +30,17 @@ __all__ = [
     "DownloadError",
     "DownloadNotFound",
     "FileRange",
+    "MalformedUpload",
+    "Part",
     "PathOutsideRoot",
     "Progress",
     "SSEDecoder",
     "ServerSentEvent",
     "Strategy",
     "StreamResponse",
+    "UnsupportedMediaType",
+    "UploadError",
+    "UploadTooLarge",
     "buffer",
     "circuit",
     "download",
@@ -40,6 +48,7 @@ __all__ = [
     "export",
     "heartbeat",
     "merge",
+    "parse_multipart",
     "progress",
     "sse",
     "tap",
