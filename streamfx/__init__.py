@@ -9,6 +9,7 @@ from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
 from ._download import download
 from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
 from ._ensuring import ensuring
+from ._export import export
 from ._heartbeat import heartbeat
 from ._merge import merge
 from ._multipart import parse_multipart
@@ -44,6 +45,7 @@ __all__ = [
     "circuit",
     "download",
     "ensuring",
+    "export",
     "heartbeat",
     "merge",
     "parse_multipart",

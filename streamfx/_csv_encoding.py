@@ -1,0 +1,188 @@
+"""CSV encoder for exports: RFC 4180 text in batches, guarded against formula injection.
+
+Quoting is the standard `csv` module's (``QUOTE_MINIMAL``, ``"\\r\\n"`` line ends,
+UTF-8 output), writing each batch with one `writerows` call into a reused buffer.
+
+Promises:
+
+- Header: `fields` when given, else the first row's keys (dict rows). Sequence rows
+  without `fields` get no header. The header goes out with the first rows, or alone at
+  the end when the source was empty (no header at all if none is known).
+- Dict rows: with explicit `fields`, the fields select and order the columns (other
+  keys are left out on purpose); with a header taken from the first row, a later row
+  with a key the header lacks raises `ValueError` (its data would be lost silently).
+  A missing key, like ``None``, gives an empty cell.
+- Sequence rows must all have the header's width (or the first row's): `ValueError`
+  otherwise. A row of the wrong kind (a ``str``, a mapping among sequences, ...) is a
+  `TypeError`.
+- Formula injection (OWASP "CSV Injection"): with the guard on (the default), every
+  ``str`` cell, header included, that starts with ``=``, ``+``, ``-``, ``@``, tab or CR
+  gets a leading ``'`` so spreadsheets show it as text. Numbers (``int``, ``float``,
+  ``Decimal``, ...) are never touched, so ``-5`` stays a number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+FORMULA_TRIGGERS = frozenset("=+-@\t\r")
+"""First characters that make a spreadsheet treat a cell as a formula."""
+
+
+def neutralize(row: Sequence[Any]) -> list[Any]:
+    """`row` with every ``str`` cell that starts with a formula trigger prefixed by ``'``."""
+    return [
+        "'" + cell if isinstance(cell, str) and cell[:1] in FORMULA_TRIGGERS else cell
+        for cell in row
+    ]
+
+
+class CsvEncoder:
+    """Encodes batches of rows (dicts or sequences) as CSV; see the module docstring."""
+
+    __slots__ = (
+        "_buffer",
+        "_explicit",
+        "_fields",
+        "_getter",
+        "_guard",
+        "_header_sent",
+        "_mapping_rows",
+        "_rows_seen",
+        "_width",
+        "_writer",
+    )
+
+    def __init__(self, fields: Sequence[str] | None = None, *, formula_guard: bool = True) -> None:
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
+        self._guard = formula_guard
+        self._explicit = fields is not None
+        self._fields: tuple[str, ...] | None = None
+        self._getter: Any = None
+        self._width = 0
+        self._mapping_rows: bool | None = None
+        self._header_sent = False
+        self._rows_seen = 0
+        if fields is not None:
+            self._set_fields(tuple(fields))
+
+    def _set_fields(self, fields: tuple[str, ...]) -> None:
+        self._fields = fields
+        self._width = len(fields)
+        if len(fields) == 1:
+            key = fields[0]
+            self._getter = lambda row: (row[key],)
+        else:
+            self._getter = itemgetter(*fields)
+
+    def encode(self, batch: list[Any]) -> bytes:
+        if not batch:
+            return b""
+        if self._mapping_rows is None:
+            self._start(batch[0])
+        rows = self._dict_rows(batch) if self._mapping_rows else self._sequence_rows(batch)
+        if self._guard:
+            rows = list(map(neutralize, rows))
+        buffer = self._buffer
+        buffer.seek(0)
+        buffer.truncate()
+        if not self._header_sent:
+            self._write_header()
+        self._writer.writerows(rows)
+        self._rows_seen += len(batch)
+        return buffer.getvalue().encode("utf-8")
+
+    def finish(self) -> bytes:
+        """The header alone if no row was ever written and a header is known; else b""."""
+        if self._header_sent or self._fields is None:
+            return b""
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        self._write_header()
+        return self._buffer.getvalue().encode("utf-8")
+
+    # -- internals ----------------------------------------------------------------
+
+    def _start(self, first: Any) -> None:
+        self._mapping_rows = isinstance(first, Mapping)
+        if self._fields is not None:
+            return
+        if self._mapping_rows:
+            keys = tuple(first)
+            if not keys:
+                raise ValueError("the first CSV row is an empty dict, so it names no columns")
+            bad = next((key for key in keys if not isinstance(key, str)), None)
+            if bad is not None:
+                raise TypeError(f"CSV column names must be str, got {bad!r}")
+            self._set_fields(keys)
+        else:
+            _check_sequence_row(first, 0)
+            self._width = len(first)
+
+    def _write_header(self) -> None:
+        self._header_sent = True
+        if self._fields is not None:
+            header = self._fields
+            self._writer.writerow(neutralize(header) if self._guard else header)
+
+    def _dict_rows(self, batch: list[Any]) -> list[Any]:
+        try:
+            rows = list(map(self._getter, batch))
+        except (KeyError, TypeError):
+            return [self._dict_row(row, index) for index, row in enumerate(batch)]
+        if not self._explicit and max(map(len, batch)) > self._width:
+            for index, row in enumerate(batch):
+                self._check_extras(row, index)
+        return rows
+
+    def _dict_row(self, row: Any, index: int) -> list[Any]:
+        if not isinstance(row, Mapping):
+            raise TypeError(
+                f"CSV row {self._rows_seen + index} is a {type(row).__name__}, "
+                "but the rows started as dicts"
+            )
+        if not self._explicit:
+            self._check_extras(row, index)
+        assert self._fields is not None
+        return [row.get(key, "") for key in self._fields]
+
+    def _check_extras(self, row: Mapping[Any, Any], index: int) -> None:
+        assert self._fields is not None
+        extra = row.keys() - set(self._fields)
+        if extra:
+            raise ValueError(
+                f"CSV row {self._rows_seen + index} has keys that are not in the header "
+                f"{list(self._fields)!r}: {sorted(map(repr, extra))}; pass fields= to "
+                "choose the columns explicitly"
+            )
+
+    def _sequence_rows(self, batch: list[Any]) -> list[Any]:
+        for row_type in set(map(type, batch)):
+            if issubclass(row_type, (str, bytes, bytearray, Mapping)) or not issubclass(
+                row_type, Sequence
+            ):
+                index = next(i for i, row in enumerate(batch) if type(row) is row_type)
+                _check_sequence_row(batch[index], self._rows_seen + index)
+        if set(map(len, batch)) != {self._width}:
+            index, row = next((i, r) for i, r in enumerate(batch) if len(r) != self._width)
+            raise ValueError(
+                f"CSV row {self._rows_seen + index} has {len(row)} cells, expected {self._width}"
+            )
+        return batch
+
+
+def _check_sequence_row(row: Any, index: int) -> None:
+    if isinstance(row, (str, bytes, bytearray)):
+        raise TypeError(f"CSV row {index} is a {type(row).__name__}; rows are dicts or sequences")
+    if isinstance(row, Mapping):
+        raise TypeError(f"CSV row {index} is a mapping, but the rows started as sequences")
+    if not isinstance(row, Sequence):
+        raise TypeError(
+            f"CSV row {index} is a {type(row).__name__}; rows are dicts or sequences "
+            "(lists, tuples)"
+        )

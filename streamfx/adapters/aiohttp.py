@@ -1,0 +1,282 @@
+"""Send a `StreamResponse` from an aiohttp handler: `to_aiohttp`.
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await to_aiohttp(request, export(rows(), format="csv"))
+
+This module is the only one that imports aiohttp (the ``streamfx[aiohttp]`` extra).
+
+What `to_aiohttp` promises, in order:
+
+1. ``response.for_request(request.method, request headers)`` is called first, so a
+   download sees Range, If-Range and the conditional headers, and HEAD is answered.
+2. HEAD, 1xx, 204 and 304 get the status and headers only; the body is never iterated.
+3. The first body chunk is pulled *before* the status line is sent. An error there
+   becomes a short ``text/plain`` response with the error's ``status`` attribute when it
+   is an int from 400 to 599, else 500 (logged to ``streamfx.adapters.aiohttp``).
+4. Without a ``Content-Length`` header the body goes out chunked; with one, exactly
+   that many bytes are sent (a body that ends short is an error, see 5).
+5. An error after the status line resets the connection (TCP RST, no closing chunk)
+   and is re-raised, so a client never takes a truncated body for a complete one.
+6. A client that goes away (a write raising `ConnectionError`, or the connection seen
+   closed while the body is idle: it is checked every `disconnect_check` seconds) is
+   not an error: the body is closed and the prepared response is returned. If the
+   handler's task is cancelled (aiohttp's ``handler_cancellation``, server shutdown),
+   the body is closed and `CancelledError` propagates.
+7. The body is closed (``aclose()``) exactly once, whatever happened, before this
+   returns or raises; with streamfx bodies that cancels the producer tasks and runs
+   every finalizer.
+8. When ``response.file`` is set, the file range goes out through the event loop's
+   ``sendfile`` on the connection's transport, as aiohttp's own ``web.FileResponse``
+   does (zero copy on plain TCP); where the loop cannot, the body is iterated instead.
+
+Writes go straight to aiohttp's payload writer, which drains (waits for the socket)
+once more than 64 KiB are pending: a slow client therefore stops the loop that pulls
+the body, and a ``"suspend"`` body stops its producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from .._response import FileRange, StreamResponse
+
+__all__ = ["to_aiohttp"]
+
+logger = logging.getLogger("streamfx.adapters.aiohttp")
+
+_NO_BODY_METHODS = frozenset({"HEAD"})
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def _has_no_body(method: str, status: int) -> bool:
+    return method in _NO_BODY_METHODS or status < 200 or status in (204, 304)
+
+
+async def to_aiohttp(
+    request: web.BaseRequest,
+    response: StreamResponse,
+    *,
+    disconnect_check: float = 0.5,
+) -> web.StreamResponse:
+    """Prepare and write `response` for `request`; return the aiohttp response used.
+
+    See the module docstring for the promises. `disconnect_check` is how often (in
+    seconds) an idle stream checks that its client is still connected.
+    """
+    if disconnect_check <= 0:
+        raise ValueError(f"disconnect_check must be positive, got {disconnect_check!r}")
+    response = response.for_request(request.method, list(request.headers.items()))
+    task = asyncio.current_task()
+    assert task is not None, "to_aiohttp must run inside a task"
+    watch = _DisconnectWatch(request, task, disconnect_check)
+    out = web.StreamResponse(status=response.status, headers=response.headers)
+    iterator = aiter(response.body)
+    try:
+        return await _send(request, response, out, iterator, watch)
+    except asyncio.CancelledError:
+        if watch.stop() and task.uncancel() == 0:
+            # Our own cancellation: the client went away while the body was idle.
+            out.force_close()
+            return out
+        raise
+    finally:
+        if watch.stop():
+            # The watch fired, but the body swallowed the CancelledError it delivered.
+            task.uncancel()
+        try:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            if iterator is not response.body:
+                await response.aclose()
+
+
+async def _send(
+    request: web.BaseRequest,
+    response: StreamResponse,
+    out: web.StreamResponse,
+    iterator: AsyncIterator[bytes],
+    watch: _DisconnectWatch,
+) -> web.StreamResponse:
+    if _has_no_body(request.method, response.status):
+        await out.prepare(request)
+        await out.write_eof()
+        return out
+
+    if response.file is not None and _can_sendfile(request):
+        return await _send_file(request, response.file, out, iterator, watch)
+
+    watch.start()
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        first = b""
+    except Exception as exc:
+        return await _error_response(request, exc)
+
+    writer = await out.prepare(request)
+    assert writer is not None
+    try:
+        if first:
+            await writer.write(first)
+        await _pump(iterator, writer)
+        watch.stop()
+        await out.write_eof()
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            return out
+        _abort(request)
+        raise
+    return out
+
+
+async def _pump(iterator: AsyncIterator[bytes], writer: AbstractStreamWriter) -> None:
+    """The hot path: every chunk of the body to the writer, then check the length."""
+    write = writer.write
+    async for chunk in iterator:
+        if chunk:
+            await write(chunk)
+    if writer.length:
+        raise RuntimeError(f"body ended {writer.length} bytes short of its Content-Length")
+
+
+def _client_gone(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _can_sendfile(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return (
+        transport is not None
+        and transport.get_extra_info("sslcontext") is None
+        and hasattr(asyncio.get_running_loop(), "sendfile")
+    )
+
+
+async def _send_file(
+    request: web.BaseRequest,
+    file: FileRange,
+    out: web.StreamResponse,
+    iterator: AsyncIterator[bytes],
+    watch: _DisconnectWatch,
+) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    try:
+        fobj = await loop.run_in_executor(None, file.path.open, "rb")
+    except Exception as exc:
+        return await _error_response(request, exc)
+    try:
+        writer = await out.prepare(request)
+        assert writer is not None
+        transport = request.transport
+        if transport is None:
+            return out
+        try:
+            if file.length:
+                await loop.sendfile(transport, fobj, file.offset, file.length)
+        except ConnectionError:
+            # The client went away mid-file; the socket is broken but the transport
+            # may not know yet, so close it rather than keep the connection alive.
+            out.force_close()
+            transport.abort()
+            return out
+        except NotImplementedError:
+            # No sendfile on this loop or transport: send the body's chunks instead.
+            watch.start()
+            await _pump(iterator, writer)
+            watch.stop()
+        await out.write_eof()
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            return out
+        _abort(request)
+        raise
+    finally:
+        await loop.run_in_executor(None, fobj.close)
+    return out
+
+
+async def _error_response(request: web.BaseRequest, exc: Exception) -> web.StreamResponse:
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        status = 500
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    if status >= 500:
+        logger.error("stream failed before its response started", exc_info=exc)
+        text = f"{status} {phrase}".strip()
+    else:
+        text = str(exc).splitlines()[0][:200] if str(exc) else f"{status} {phrase}".strip()
+    out = web.Response(status=status, text=text + "\n", content_type="text/plain")
+    await out.prepare(request)
+    await out.write_eof()
+    return out
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Reset the connection: SO_LINGER 0 makes the close a TCP RST, not a FIN that an
+    HTTP/1.0 client (whose body ends at the close) would take for a complete body."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # the socket may already be gone
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    transport.abort()
+
+
+class _DisconnectWatch:
+    """Checks, every `interval` seconds, that the client of `request` is connected;
+    if it is not, cancels `task` (the handler) once and remembers that it did.
+
+    aiohttp does not cancel handlers on disconnect by default and tells nothing to a
+    handler that is not writing, so an idle stream (a quiet SSE channel, an export
+    waiting on a slow query) would otherwise hold its resources until its next write.
+    A timer handle costs no task.
+    """
+
+    __slots__ = ("_handle", "_interval", "_loop", "_request", "_task", "fired")
+
+    def __init__(self, request: web.BaseRequest, task: asyncio.Task[Any], interval: float):
+        self._request = request
+        self._task = task
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    def start(self) -> None:
+        if self._handle is None and not self.fired:
+            self._handle = self._loop.call_later(self._interval, self._check)
+
+    def stop(self) -> bool:
+        """Stop watching; True if the watch fired and this is the first stop to say so."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        fired, self.fired = self.fired, False
+        return fired
+
+    def _check(self) -> None:
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            self._handle = None
+            self.fired = True
+            self._task.cancel("streamfx: client disconnected")
+        else:
+            self._handle = self._loop.call_later(self._interval, self._check)

@@ -1,0 +1,541 @@
+"""`streamfx.adapters.aiohttp.to_aiohttp` under aiohttp's own server on 127.0.0.1.
+
+Every test starts a real `web.AppRunner` + `web.TCPSite` on a free port and talks to it
+with httpx or with raw sockets (for disconnects, HTTP/1.0 and slow readers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from streamfx import BufferPolicy, FileRange, ServerSentEvent, SSEDecoder, StreamResponse, sse
+from streamfx.adapters.aiohttp import to_aiohttp
+from streamfx.metrics import InMemoryMetrics, set_metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def serve(handler: Handler, *, handler_cancellation: bool = False) -> AsyncIterator[int]:
+    """Run `handler` for every path and method on 127.0.0.1; yield the bound port."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=handler_cancellation, shutdown_timeout=2
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+def respond_with(make: Callable[[], StreamResponse]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await to_aiohttp(request, make())
+
+    return handler
+
+
+async def raw_request(
+    port: int,
+    request: bytes,
+    *,
+    rcvbuf: int | None = None,
+    limit: int = 2**16,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Open a socket, send `request`, read the response head; return it with the streams."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    return reader, writer, head
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def eventually(condition: Callable[[], bool], within: float) -> bool:
+    """Poll `condition` until it holds or `within` seconds pass; return its last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            return condition()
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def read_streamed(client: httpx.AsyncClient, url: str) -> bytes:
+    async with client.stream("GET", url) as reply:
+        return b"".join([chunk async for chunk in reply.aiter_bytes()])
+
+
+async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    received = b""
+    while chunk := await reader.read(65536):
+        received += chunk
+    return received
+
+
+def get(path: str = "/") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+
+
+def streamfx_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("streamfx.") and not t.done()]
+
+
+def chunks_body(parts: Sequence[bytes], log: list[str]) -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        log.append("started")
+        try:
+            for part in parts:
+                yield part
+        finally:
+            log.append("finalized")
+
+    return body()
+
+
+# -- plain bodies ---------------------------------------------------------------------
+
+
+async def test_body_without_length_goes_out_chunked_and_is_closed() -> None:
+    log: list[str] = []
+    parts = [b"alpha,", b"", b"beta,", b"gamma"]
+
+    def make() -> StreamResponse:
+        return StreamResponse(200, [("content-type", "text/plain")], chunks_body(parts, log))
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/")
+    assert reply.status_code == 200
+    assert reply.headers["transfer-encoding"] == "chunked"
+    assert reply.content == b"alpha,beta,gamma"
+    assert log == ["started", "finalized"]
+
+
+async def test_content_length_is_respected() -> None:
+    log: list[str] = []
+    parts = [b"x" * 1000, b"y" * 24]
+
+    def make() -> StreamResponse:
+        return StreamResponse(200, [("content-length", "1024")], chunks_body(parts, log))
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/")
+    assert reply.headers["content-length"] == "1024"
+    assert "transfer-encoding" not in reply.headers
+    assert reply.content == b"x" * 1000 + b"y" * 24
+    assert log == ["started", "finalized"]
+
+
+async def test_head_sends_headers_only_and_never_iterates_the_body() -> None:
+    log: list[str] = []
+
+    def make() -> StreamResponse:
+        return StreamResponse(200, [("content-length", "5")], chunks_body([b"hello"], log))
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        reply = await client.head(f"http://127.0.0.1:{port}/")
+    assert reply.status_code == 200
+    assert reply.headers["content-length"] == "5"
+    assert reply.content == b""
+    assert log == []
+
+
+async def test_for_request_sees_method_and_headers() -> None:
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def answer(method: str, headers: Sequence[tuple[str, str]]) -> StreamResponse:
+        seen.append((method, list(headers)))
+        probe = dict((k.lower(), v) for k, v in headers)["x-probe"]
+        return StreamResponse(200, [], chunks_body([probe.encode()], []))
+
+    def make() -> StreamResponse:
+        return StreamResponse(500, [], chunks_body([], []), respond_to=answer)
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/", headers={"X-Probe": "here"})
+    assert reply.status_code == 200
+    assert reply.content == b"here"
+    assert seen[0][0] == "GET"
+
+
+# -- failures -------------------------------------------------------------------------
+
+
+class Forbidden(Exception):
+    status = 403
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "text"),
+    [
+        (RuntimeError("database exploded: secret detail"), 500, "500 Internal Server Error\n"),
+        (ConnectionRefusedError("db down"), 500, "500 Internal Server Error\n"),
+        (Forbidden("not yours"), 403, "not yours\n"),
+    ],
+)
+async def test_error_before_the_first_chunk_becomes_a_plain_status(
+    error: Exception, status: int, text: str
+) -> None:
+    log: list[str] = []
+
+    async def failing() -> AsyncIterator[bytes]:
+        try:
+            raise error
+            yield b""  # pragma: no cover - makes this an async generator
+        finally:
+            log.append("finalized")
+
+    def make() -> StreamResponse:
+        return StreamResponse(200, [("content-type", "text/csv")], failing())
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/")
+    assert reply.status_code == status
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert reply.text == text
+    assert log == ["finalized"]
+
+
+def broken_after(parts: int, log: list[str]) -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            for _ in range(parts):
+                yield b"row\n" * 100
+            raise RuntimeError("source failed mid-stream")
+        finally:
+            log.append("finalized")
+
+    return body()
+
+
+@pytest.mark.parametrize("headers", [[], [("content-length", "100000")]])
+async def test_error_after_start_leaves_the_client_an_incomplete_body(
+    headers: list[tuple[str, str]],
+) -> None:
+    log: list[str] = []
+
+    def make() -> StreamResponse:
+        return StreamResponse(200, list(headers), broken_after(3, log))
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await read_streamed(client, f"http://127.0.0.1:{port}/")
+    assert log == ["finalized"]
+
+
+async def test_error_after_start_resets_an_http10_connection() -> None:
+    """Without chunked framing the end of a body is the end of the connection: a clean
+    close would look complete, so the adapter resets it."""
+    log: list[str] = []
+
+    def make() -> StreamResponse:
+        return StreamResponse(200, [], broken_after(3, log))
+
+    async with serve(respond_with(make)) as port:
+        reader, writer, head = await raw_request(port, b"GET / HTTP/1.0\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200")
+        with pytest.raises(ConnectionResetError):
+            await read_to_eof(reader)
+        await close(writer)
+    assert log == ["finalized"]
+
+
+async def test_body_ending_short_of_its_content_length_is_aborted() -> None:
+    def make() -> StreamResponse:
+        return StreamResponse(200, [("content-length", "10")], chunks_body([b"12345"], []))
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await client.get(f"http://127.0.0.1:{port}/")
+
+
+# -- disconnects ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("handler_cancellation", [False, True])
+async def test_200_clients_disconnecting_mid_stream(handler_cancellation: bool) -> None:
+    """Half the streams are busy (writes notice the disconnect), half are idle after
+    their first event (only the disconnect watch, or aiohttp's cancellation, can)."""
+    started = 0
+    finalized = 0
+
+    async def source(busy: bool) -> AsyncIterator[str]:
+        nonlocal started, finalized
+        started += 1
+        try:
+            yield "first"
+            while busy:
+                yield "x" * 200
+                await asyncio.sleep(0.001)
+            await asyncio.Event().wait()
+        finally:
+            finalized += 1
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        busy = request.path == "/busy"
+        return await to_aiohttp(request, sse(source(busy), heartbeat=None))
+
+    async def client(port: int, path: str) -> None:
+        reader, writer, head = await raw_request(
+            port, f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+        )
+        assert head.startswith(b"HTTP/1.1 200")
+        seen = b""
+        while b"data: first" not in seen:
+            seen += await reader.read(4096)
+        await close(writer)
+
+    count = 200
+    async with serve(handler, handler_cancellation=handler_cancellation) as port:
+        paths = ["/busy" if i % 2 else "/idle" for i in range(count)]
+        await asyncio.gather(*(client(port, path) for path in paths))
+        assert started == count
+        assert await eventually(lambda: finalized == count, within=1.0), finalized
+        assert await eventually(lambda: not streamfx_tasks(), within=0.1), streamfx_tasks()
+
+
+async def test_disconnect_during_sendfile_returns_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    size = 8 * 2**20
+    path.write_bytes(os.urandom(size))
+    outcomes: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = StreamResponse(
+            200,
+            [("content-length", str(size))],
+            chunks_body([], []),
+            file=FileRange(path, 0, size),
+        )
+        try:
+            out = await to_aiohttp(request, response)
+        except BaseException as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+        outcomes.append("returned")
+        return out
+
+    async with serve(handler) as port:
+        reader, writer, _ = await raw_request(
+            port, b"GET / HTTP/1.1\r\nHost: test\r\n\r\n", rcvbuf=4096
+        )
+        await reader.read(65536)
+        await close(writer)
+        assert await eventually(lambda: bool(outcomes), within=2.0)
+    assert outcomes == ["returned"]
+
+
+# -- zero-copy downloads --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "offset", "length"), [(200, 0, 300_000), (206, 1000, 5000)])
+async def test_file_range_is_sent_with_sendfile(
+    tmp_path: Path, status: int, offset: int, length: int
+) -> None:
+    path = tmp_path / "data.bin"
+    data = os.urandom(300_000)
+    path.write_bytes(data)
+    log: list[str] = []
+
+    def make() -> StreamResponse:
+        return StreamResponse(
+            status,
+            [("content-length", str(length)), ("content-type", "application/octet-stream")],
+            chunks_body([b"never sent"], log),
+            file=FileRange(path, offset, length),
+        )
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/")
+        again = await client.get(f"http://127.0.0.1:{port}/")  # the connection is reusable
+    assert reply.status_code == status
+    assert reply.content == data[offset : offset + length]
+    assert again.content == reply.content
+    assert log == []  # the body was never iterated: the bytes went through sendfile
+
+
+async def test_missing_file_before_start_becomes_500(tmp_path: Path) -> None:
+    def make() -> StreamResponse:
+        return StreamResponse(
+            200,
+            [("content-length", "10")],
+            chunks_body([], []),
+            file=FileRange(tmp_path / "gone.bin", 0, 10),
+        )
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/")
+    assert reply.status_code == 500
+    assert reply.text == "500 Internal Server Error\n"
+
+
+# -- SSE ------------------------------------------------------------------------------
+
+
+async def test_sse_events_and_heartbeats() -> None:
+    finalized = asyncio.Event()
+
+    async def events() -> AsyncIterator[ServerSentEvent | str]:
+        try:
+            yield ServerSentEvent("hello", event="greeting", id="1")
+            yield "plain"
+            await asyncio.Event().wait()
+        finally:
+            finalized.set()
+
+    def make() -> StreamResponse:
+        return sse(events(), heartbeat=0.05)
+
+    async with serve(respond_with(make)) as port:
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream("GET", f"http://127.0.0.1:{port}/") as reply,
+        ):
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            decoder = SSEDecoder()
+            received: list[ServerSentEvent] = []
+            raw = b""
+            async for chunk in reply.aiter_raw():
+                raw += chunk
+                received += decoder.feed(chunk)
+                if raw.count(b": ping\n\n") >= 3:
+                    break
+        assert [(e.event, e.data, e.id) for e in received] == [
+            ("greeting", "hello", "1"),
+            (None, "plain", "1"),
+        ]
+        await asyncio.wait_for(finalized.wait(), 1.0)
+
+
+# -- slow readers ---------------------------------------------------------------------
+
+
+def numbered_events(total: int, produced: list[int]) -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[str]:
+        for number in range(total):
+            produced[0] = number + 1
+            yield f"{number:06d}:" + "z" * 993  # 1000 bytes of data per event
+            await asyncio.sleep(0)
+
+    return events()
+
+
+async def read_events(
+    reader: asyncio.StreamReader, decoder: SSEDecoder, until: Callable[[int], bool]
+) -> list[int]:
+    numbers: list[int] = []
+    while not until(len(numbers)):
+        chunk = await reader.read(4096)
+        if not chunk:
+            break
+        numbers += [int((event.data or "").split(":")[0]) for event in decoder.feed(chunk)]
+    return numbers
+
+
+async def stable(read: Callable[[], int], period: float = 0.1, within: float = 5.0) -> int:
+    """Wait until `read()` stops changing for `period` seconds; return its value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    value = read()
+    while loop.time() < deadline:
+        await asyncio.sleep(period)
+        if read() == value:
+            return value
+        value = read()
+    return value
+
+
+async def test_slow_reader_slows_a_suspend_producer() -> None:
+    capacity = 16
+    total = 3000  # events of ~1 KB: 3 MB, far beyond every buffer on the way
+    produced = [0]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        response = sse(
+            numbered_events(total, produced),
+            heartbeat=None,
+            buffer=BufferPolicy(capacity, "suspend"),
+        )
+        return await to_aiohttp(request, response)
+
+    async with serve(handler) as port:
+        reader, writer, _ = await raw_request(
+            port, b"GET / HTTP/1.0\r\n\r\n", rcvbuf=8192, limit=1024
+        )
+        decoder = SSEDecoder()
+        numbers = await read_events(reader, decoder, until=lambda n: n >= 20)
+        # The client stops reading. What the producer may be ahead by: the buffer, one
+        # batch in hand, aiohttp's and asyncio's write buffers (64 KiB + 64 KiB) and the
+        # kernel's socket buffers (a few KiB at these settings).
+        ahead_limit = 2 * capacity + 160
+        paused_at = await stable(lambda: produced[0])
+        assert paused_at <= len(numbers) + ahead_limit, (paused_at, len(numbers))
+        assert paused_at < total / 10
+        numbers += await read_events(reader, decoder, until=lambda n: False)
+        await close(writer)
+    assert numbers == list(range(total))
+
+
+async def test_slow_reader_makes_a_sliding_stream_drop_and_count() -> None:
+    total = 3000
+    produced = [0]
+    metrics = InMemoryMetrics()
+    previous = set_metrics(metrics)
+    try:
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            sock = request.transport.get_extra_info("socket") if request.transport else None
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+            response = sse(
+                numbered_events(total, produced),
+                heartbeat=None,
+                buffer=BufferPolicy(8, "sliding"),
+                name="feed",
+            )
+            return await to_aiohttp(request, response)
+
+        async with serve(handler) as port:
+            reader, writer, _ = await raw_request(
+                port, b"GET / HTTP/1.0\r\n\r\n", rcvbuf=8192, limit=1024
+            )
+            decoder = SSEDecoder()
+            numbers = await read_events(reader, decoder, until=lambda n: n >= 20)
+            # The client pauses; the producer runs to its end regardless.
+            assert await eventually(lambda: produced[0] == total, within=5.0)
+            numbers += await read_events(reader, decoder, until=lambda n: False)
+            await close(writer)
+    finally:
+        set_metrics(previous)
+    dropped = metrics.dropped["sse", "feed"]
+    assert dropped > 0
+    assert metrics.items["sse", "feed"] + dropped == total
+    assert len(numbers) + dropped == total
+    assert numbers == sorted(set(numbers))
+    assert numbers[-1] == total - 1  # sliding keeps the newest
