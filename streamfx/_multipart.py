@@ -88,6 +88,12 @@ def parse_multipart(
     use ``async with parse_multipart(...) as parts:`` or call ``await parts.aclose()``
     when stopping early.
     """
+    try:
+        import python_multipart  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "parse_multipart needs python-multipart: pip install 'streamfx[multipart]'"
+        ) from exc
     limits = (
         _check_limit("max_size", max_size),
         _check_limit("max_part_size", max_part_size),

@@ -15,6 +15,7 @@ rules are written here because no library gives them the way uploads need them:
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Literal
@@ -149,6 +150,7 @@ def _filename_star(disposition: bytes) -> str | None:
         raise MalformedUpload("a part's filename* is not charset'language'value")
     charset, value = ext.groups()
     try:
+        codecs.lookup(charset)
         return unquote(value, encoding=charset, errors="strict")
     except (LookupError, UnicodeDecodeError) as exc:
         raise MalformedUpload(f"a part's filename* cannot be decoded as {charset}") from exc
