@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import SERVERS, Server, serve
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from streamfx import BufferPolicy, StreamResponse
 from streamfx._batching import encode_batches
 from streamfx.adapters.asgi import to_asgi
 from streamfx.metrics import InMemoryMetrics
+from tests._servers import SERVERS, Server, serve
 
 pytestmark = pytest.mark.parametrize("server", SERVERS)
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 from waitress.server import TcpWSGIServer, create_server
-from wsgi_flask_app import FileReportingMetrics, create_app
 
 from streamfx import SSEDecoder
 from streamfx.metrics import set_metrics
+from tests.wsgi_flask_app import FileReportingMetrics, create_app
 
 TESTS = Path(__file__).parent
 WAITRESS_HIGH_WATERMARK = 256 * 1024

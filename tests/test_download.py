@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from byteranges_parser import parse_byteranges
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from streamfx import (
 )
 from streamfx._ranges import ByteRange
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests.byteranges_parser import parse_byteranges
 
 CHUNK = 64 * 1024
 

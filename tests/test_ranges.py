@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from byteranges_parser import parse_byteranges
 from hypothesis import given
 from hypothesis import strategies as st
 
 from streamfx._ranges import DEFAULT_MAX_RANGES, ByteRange, multipart_byteranges, parse_range
+from tests.byteranges_parser import parse_byteranges
 
 R = ByteRange
 
