@@ -175,7 +175,8 @@ class PartStream:
                 current._state = "skipped"
             if current._state == "open":
                 current._state = "done"
-        event = await self._next_event()
+        events = self._events
+        event = events.popleft() if events else await self._next_event()
         if event is _END:
             await self.aclose()
             raise StopAsyncIteration
@@ -196,7 +197,8 @@ class PartStream:
             )
         if state == "closed":
             raise RuntimeError(f"the upload was closed before part {part.name!r} was read")
-        event = await self._next_event()
+        events = self._events
+        event = events.popleft() if events else await self._next_event()
         if event is None:
             part._state = "done"
             raise StopAsyncIteration

@@ -24,6 +24,7 @@ from streamfx import (
     UploadTooLarge,
     parse_multipart,
 )
+from streamfx._part import disposition_params
 
 BOUNDARY = "----streamfxBoundary7MA4YWxkTrZu0gW"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -196,6 +197,23 @@ async def test_a_truncated_body_is_refused_the_same_way_for_any_chunking(
     assert isinstance(chunked[1], MalformedUpload)
     assert chunked[1].status == 400
     assert chunked[0] == reference[0]
+
+
+quoted_values = st.binary(max_size=20).filter(lambda v: b'"' not in v and b"\\" not in v)
+
+
+@given(name=quoted_values, filename=st.none() | quoted_values)
+def test_the_fast_disposition_path_agrees_with_python_multipart(
+    name: bytes, filename: bytes | None
+) -> None:
+    from python_multipart.multipart import parse_options_header
+
+    disposition = b'form-data; name="' + name + b'"'
+    if filename is not None:
+        disposition += b'; filename="' + filename + b'"'
+    kind, params = parse_options_header(disposition)
+    assert kind == b"form-data"
+    assert disposition_params(disposition) == (params[b"name"], params.get(b"filename"))
 
 
 async def test_headers_are_kept_in_order_with_lower_case_names() -> None:
