@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,10 +19,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from streamfx import BufferPolicy, StreamResponse
+from streamfx import (
+    BufferPolicy,
+    DownloadError,
+    MalformedUpload,
+    ServerSentEvent,
+    SSEDecoder,
+    StreamResponse,
+    UnsupportedMediaType,
+    UploadError,
+    UploadTooLarge,
+    download,
+    sse,
+)
 from streamfx._batching import encode_batches
-from streamfx.adapters.asgi import to_asgi
-from streamfx.metrics import InMemoryMetrics
+from streamfx.adapters.asgi import error_response, parts, to_asgi
+from streamfx.metrics import InMemoryMetrics, set_metrics
 from tests._servers import SERVERS, Server, serve
 
 pytestmark = pytest.mark.parametrize("server", SERVERS)
@@ -34,6 +48,9 @@ class Tally:
     finalized: int = 0
     produced: int = 0
     metrics: InMemoryMetrics = field(default_factory=InMemoryMetrics)
+    root: Path = Path()
+    uploads: list[list[dict[str, Any]]] = field(default_factory=list)
+    refused: list[UploadError] = field(default_factory=list)
 
 
 class Refused(Exception):
@@ -152,31 +169,100 @@ def routes(tally: Tally) -> dict[str, Callable[[Request], StreamResponse]]:
     }
 
 
-def starlette_app(tally: Tally) -> Starlette:
-    def endpoint(make: Callable[[Request], StreamResponse]) -> Callable[..., Any]:
-        async def handler(request: Request) -> Response:
-            app = to_asgi(make(request))
-            assert isinstance(app, Response)
-            return app
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+def feature_routes(tally: Tally) -> dict[str, Handler]:
+    """Routes built on the response builders (sse, download) and the upload helper."""
+
+    async def events(request: Request) -> Any:
+        count = int(request.query_params.get("n", "3"))
+        gap = float(request.query_params.get("gap", "0"))
+
+        async def source() -> AsyncIterator[ServerSentEvent]:
+            tally.started += 1
+            try:
+                for index in range(count):
+                    if index:
+                        await asyncio.sleep(gap)
+                    yield ServerSentEvent(data=f"event {index}", id=str(index))
+            finally:
+                tally.finalized += 1
+
+        heartbeat = float(request.query_params.get("heartbeat", "15"))
+        return to_asgi(sse(source(), heartbeat=heartbeat))
+
+    async def files(request: Request) -> Any:
+        try:
+            response = download(request.path_params["name"], root=tally.root)
+        except DownloadError as exc:
+            return error_response(exc)
+        return to_asgi(response)
+
+    async def upload(request: Request) -> Any:
+        query = request.query_params
+        allowed = query.get("allowed")
+        received: list[dict[str, Any]] = []
+        try:
+            async with parts(
+                request,
+                max_size=int(query.get("max_size", "1000000")),
+                max_part_size=int(query.get("max_part_size", "1000000")),
+                max_parts=int(query.get("max_parts", "10")),
+                allowed_types=allowed.split(",") if allowed else None,
+            ) as stream:
+                async for part in stream:
+                    size = 0
+                    async for chunk in part:
+                        size += len(chunk)
+                    received.append({"name": part.name, "filename": part.filename, "size": size})
+        except UploadError as exc:
+            tally.refused.append(exc)
+            return error_response(exc)
+        tally.uploads.append(received)
+        text = json.dumps(received).encode()
+        return to_asgi(StreamResponse(200, [("content-type", "application/json")], once(text)))
+
+    return {"/sse": events, "/files/{name}": files, "/upload": upload}
+
+
+async def once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+def all_routes(tally: Tally) -> dict[str, Handler]:
+    def lift(make: Callable[[Request], StreamResponse]) -> Handler:
+        async def handler(request: Request) -> Any:
+            return to_asgi(make(request))
 
         return handler
 
+    handlers = {path: lift(make) for path, make in routes(tally).items()}
+    handlers.update(feature_routes(tally))
+    return handlers
+
+
+def starlette_app(tally: Tally) -> Starlette:
+    def checked(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            app = await handler(request)
+            assert isinstance(app, Response)  # Starlette sends it as its own
+            return app
+
+        return endpoint
+
     return Starlette(
         routes=[
-            Route(path, endpoint(make), methods=["GET", "HEAD"])
-            for path, make in routes(tally).items()
+            Route(path, checked(handler), methods=["GET", "HEAD", "POST"])
+            for path, handler in all_routes(tally).items()
         ]
     )
 
 
 def fastapi_app(tally: Tally) -> FastAPI:
     app = FastAPI()
-    for path, make in routes(tally).items():
-
-        def handler(request: Request, make: Callable[[Request], StreamResponse] = make) -> Any:
-            return to_asgi(make(request))
-
-        app.add_api_route(path, handler, methods=["GET", "HEAD"])
+    for path, handler in all_routes(tally).items():
+        app.add_api_route(path, handler, methods=["GET", "HEAD", "POST"])
     return app
 
 
@@ -408,3 +494,163 @@ async def test_slow_reader_drops_with_sliding(server: Server) -> None:
     assert numbers == sorted(set(numbers))  # a subsequence, in order
     assert len(numbers) + dropped == ITEMS
     assert numbers[-1] == ITEMS - 1  # sliding keeps the newest
+
+
+# -- SSE --------------------------------------------------------------------------------
+
+
+async def test_sse_with_heartbeats(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with (
+        running(APPS[framework](tally), server) as (client, _port),
+        client.stream("GET", "/sse", params={"n": 3, "gap": 0.3, "heartbeat": 0.05}) as reply,
+    ):
+        assert reply.status_code == 200
+        assert reply.headers["content-type"] == "text/event-stream; charset=utf-8"
+        raw = b"".join([chunk async for chunk in reply.aiter_raw()])
+    events = SSEDecoder().feed(raw)
+    assert [(event.data, event.id) for event in events] == [
+        ("event 0", "0"),
+        ("event 1", "1"),
+        ("event 2", "2"),
+    ]
+    # 0.6 s of silence in all, a ping every 0.05 s of it.
+    assert raw.count(b": ping\n\n") >= 4
+    assert tally.finalized == tally.started == 1
+
+
+async def test_sse_client_leaving_closes_the_source(server: Server) -> None:
+    tally = Tally()
+    async with running(starlette_app(tally), server) as (_client, port):
+        sock = await open_raw(port, "/sse?n=1000&gap=0.5&heartbeat=0.05")
+        try:
+            await recv_until(sock, b"data: event 0\n")
+        finally:
+            sock.close()
+        await settle(lambda: tally.finalized == 1)
+        await settle(lambda: not app_tasks())
+
+
+# -- downloads ----------------------------------------------------------------------------
+
+SIZE = 300_000
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Tally:
+    (tmp_path / "data.bin").write_bytes(bytes(range(256)) * (SIZE // 256) + b"x" * (SIZE % 256))
+    return Tally(root=tmp_path)
+
+
+async def test_download_range_conditional_head(
+    server: Server, framework: str, files: Tally
+) -> None:
+    content = (files.root / "data.bin").read_bytes()
+    async with running(APPS[framework](files), server) as (client, _port):
+        whole = await client.get("/files/data.bin")
+        assert whole.status_code == 200
+        assert whole.content == content
+        assert whole.headers["content-length"] == str(SIZE)
+        assert whole.headers["accept-ranges"] == "bytes"
+        etag = whole.headers["etag"]
+
+        part = await client.get("/files/data.bin", headers={"range": "bytes=1000-1999"})
+        assert part.status_code == 206
+        assert part.headers["content-range"] == f"bytes 1000-1999/{SIZE}"
+        assert part.content == content[1000:2000]
+
+        tail = await client.get("/files/data.bin", headers={"range": "bytes=-10"})
+        assert tail.status_code == 206
+        assert tail.content == content[-10:]
+
+        several = await client.get("/files/data.bin", headers={"range": "bytes=0-9,500-509"})
+        assert several.status_code == 206
+        assert several.headers["content-type"].startswith("multipart/byteranges; boundary=")
+        assert content[0:10] in several.content
+        assert content[500:510] in several.content
+
+        unchanged = await client.get("/files/data.bin", headers={"if-none-match": etag})
+        assert unchanged.status_code == 304
+        assert unchanged.content == b""
+
+        beyond = await client.get("/files/data.bin", headers={"range": f"bytes={SIZE}-"})
+        assert beyond.status_code == 416
+        assert beyond.headers["content-range"] == f"bytes */{SIZE}"
+
+        head = await client.head("/files/data.bin", headers={"range": "bytes=0-9"})
+        assert head.status_code == 200
+        assert head.headers["content-length"] == str(SIZE)
+        assert head.content == b""
+
+        missing = await client.get("/files/nothing.bin")
+        assert missing.status_code == 404
+        assert missing.text == "Not Found"
+        outside = await client.get("/files/..%2Fescape.bin")
+        assert outside.status_code in (403, 404)
+
+
+async def test_download_client_leaving_closes_the_file(
+    server: Server, files: Tally, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"y" * 50_000_000)
+    metrics = InMemoryMetrics()
+    previous = set_metrics(metrics)
+    try:
+        async with running(starlette_app(files), server) as (_client, port):
+            sock = await open_raw(port, "/files/big.bin", rcvbuf=4096)
+            try:
+                await recv_until(sock, b"yyyy")
+            finally:
+                sock.close()
+            await settle(lambda: metrics.outcomes[("download", "", "closed")] == 1)
+            await settle(lambda: not app_tasks())
+    finally:
+        set_metrics(previous)
+    assert metrics.bytes[("download", "")] < 50_000_000
+
+
+# -- uploads ------------------------------------------------------------------------------
+
+
+async def test_upload_accepted_and_each_limit_refused(server: Server, framework: str) -> None:
+    tally = Tally()
+    picture = {"picture": ("a.png", b"p" * 5000, "image/png")}
+    form = {"field": "value"}
+    async with running(APPS[framework](tally), server) as (client, _port):
+        accepted = await client.post("/upload", files=picture, data=form)
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json() == [
+            {"name": "field", "filename": None, "size": 5},
+            {"name": "picture", "filename": "a.png", "size": 5000},
+        ]
+
+        refusals: list[tuple[dict[str, int | str], Any, type[UploadError], int]] = [
+            ({"max_size": 1000}, picture, UploadTooLarge, 413),
+            ({"max_part_size": 1000}, picture, UploadTooLarge, 413),
+            ({"max_parts": 1}, picture, UploadTooLarge, 413),
+            ({"allowed": "text/*"}, picture, UnsupportedMediaType, 415),
+        ]
+        for limits, upload, kind, status in refusals:
+            refused = await client.post("/upload", params=limits, files=upload, data=form)
+            assert refused.status_code == status, (limits, refused.text)
+            assert refused.headers["content-type"] == "text/plain; charset=utf-8"
+            assert refused.text == tally.refused[-1].message
+            assert type(tally.refused[-1]) is kind
+
+        not_multipart = await client.post("/upload", json={"a": 1})
+        assert not_multipart.status_code == 415
+        assert isinstance(tally.refused[-1], UnsupportedMediaType)
+
+        truncated = await client.post(
+            "/upload",
+            content=b'--xyz\r\nContent-Disposition: form-data; name="f"\r\n\r\nhalf',
+            headers={"content-type": "multipart/form-data; boundary=xyz"},
+        )
+        assert truncated.status_code == 400
+        assert isinstance(tally.refused[-1], MalformedUpload)
+
+        again = await client.post("/upload", files=picture)
+        assert again.status_code == 200
+    assert len(tally.uploads) == 2  # only the accepted uploads reached the end
+    assert len(tally.refused) == 6

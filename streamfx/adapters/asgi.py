@@ -37,6 +37,12 @@ What the application promises, for one HTTP request:
 
 Nothing is done per chunk beyond one ``send`` call with a fresh three-key message:
 no task, no timer, no copy.
+
+Errors raised before any response exists (``download()`` refusing a path, an upload
+refused by its limits) are answered with ``error_response(exc)``: the exception's
+``status`` and a short plain-text body. Uploads: ``parts(request, ...)`` (Starlette,
+FastAPI) or ``parts_from_asgi(scope, receive, ...)`` feed the request body to
+`streamfx.parse_multipart`.
 """
 
 from __future__ import annotations
@@ -44,21 +50,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import cache
 from http import HTTPStatus
 from typing import Any
 
 from .._response import StreamResponse
+from .._upload_errors import UploadError
 from .._util import aclose_iterator, cancel_and_wait
+from ._asgi_types import ASGIApp, Message, Receive, Scope, Send
+from ._asgi_upload import HasASGIRequest, parts, parts_from_asgi
 
-__all__ = ["ASGIApp", "Receive", "Scope", "Send", "send_response", "to_asgi"]
+__all__ = [
+    "ASGIApp",
+    "HasASGIRequest",
+    "Receive",
+    "Scope",
+    "Send",
+    "StreamingASGIResponse",
+    "error_response",
+    "error_status",
+    "error_text",
+    "parts",
+    "parts_from_asgi",
+    "send_response",
+    "to_asgi",
+]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RawHeaders = list[tuple[bytes, bytes]]
 
 logger = logging.getLogger("streamfx.adapters.asgi")
@@ -221,26 +239,59 @@ def _can_pathsend(response: StreamResponse, scope: Scope) -> bool:
         return False
 
 
-async def _send_error(send: Send, exc: Exception) -> None:
+def error_status(exc: BaseException) -> int:
+    """The HTTP status for `exc`: its ``status`` attribute when that is an int in
+    400..599, else 500."""
     status = getattr(exc, "status", None)
-    if not isinstance(status, int) or not 400 <= status <= 599:
-        status = 500
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        return status
+    return 500
+
+
+def error_text(exc: BaseException, status: int) -> bytes:
+    """The short plain-text body for `exc`: an `UploadError`'s message (written for the
+    client), otherwise only the status phrase (messages of other errors may hold server
+    paths or internals)."""
+    if isinstance(exc, UploadError):
+        return exc.message.encode("utf-8", "replace")
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Error"
+
+
+def error_response(exc: BaseException) -> ASGIApp:
+    """An ASGI application answering `exc` with `error_status` and `error_text`.
+
+    Meant for errors raised before a response exists: ``download(...)`` refusing a
+    path (403/404), an upload refused by its limits (413/415/400). The response is
+    ``text/plain`` with a ``Content-Length``. What is left unread of a refused upload
+    is the server's to discard (uvicorn and hypercorn read and drop it, keeping the
+    connection).
+    """
+    status = error_status(exc)
+    text = error_text(exc, status)
+    return to_asgi(StreamResponse(status, _error_headers(text), _once(text)))
+
+
+def _error_headers(text: bytes) -> list[tuple[str, str]]:
+    return [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(text))),
+    ]
+
+
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+async def _send_error(send: Send, exc: Exception) -> None:
+    status = error_status(exc)
     if status >= 500:
         logger.error("streamfx response failed before it started", exc_info=exc)
-    try:
-        text = HTTPStatus(status).phrase.encode()
-    except ValueError:
-        text = b"Error"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(text)).encode()),
-            ],
-        }
-    )
+    text = error_text(exc, status)
+    headers = [(name.encode(), value.encode()) for name, value in _error_headers(text)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": text, "more_body": False})
 
 
