@@ -10,6 +10,16 @@ The source never waits, so the sse() variants use a ``"suspend"`` buffer: with t
 default sliding buffer a source that is always ahead of the client loses events by
 design, and the two sides would not do the same job.
 
+Three pairs: ``text`` (str items vs ``f"data: {text}\\n\\n"``), ``json`` (dict items vs
+``json.dumps`` per event) and ``named`` (`ServerSentEvent` objects with event and id,
+built in the source, vs an f-string with the same fields; there the cost is mostly
+creating and validating the event objects, which the recipe does not do), and
+``prebuilt`` (the same events created beforehand, as a broadcast hub does once for all
+subscribers, vs the f-string from the same fields). The
+``chunks`` figure in each result's ``extra_info`` (``--benchmark-json``) counts writes.
+
+The event loop is the module-wide one from ``bench/conftest.py``.
+
 Run: ``.venv/bin/python -m pytest bench/test_bench_sse.py --benchmark-enable -q``
 """
 
@@ -17,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -28,6 +38,8 @@ from streamfx import BufferPolicy, ServerSentEvent, sse
 EVENTS = 10_000
 PAYLOADS = [{"seq": i, "user": "alice", "text": f"message number {i}"} for i in range(EVENTS)]
 TEXTS = [f"message number {i} from alice" for i in range(EVENTS)]
+PAIRS = [(str(i), text) for i, text in enumerate(TEXTS)]
+PREBUILT = [ServerSentEvent(text, event="chat", id=seq) for seq, text in PAIRS]
 
 
 async def source(values: list[Any]) -> AsyncIterator[Any]:
@@ -55,6 +67,11 @@ async def recipe_named(values: list[str]) -> AsyncIterator[bytes]:
         seq += 1
 
 
+async def recipe_prebuilt(values: list[tuple[str, str]]) -> AsyncIterator[bytes]:
+    async for seq, text in source(values):
+        yield f"event: chat\nid: {seq}\ndata: {text}\n\n".encode()
+
+
 # -- the sse() side -------------------------------------------------------------------
 
 
@@ -77,16 +94,11 @@ def sse_named(values: list[str], capacity: int) -> AsyncIterator[bytes]:
     return aiter(sse(named_events(values), buffer=BufferPolicy(capacity, "suspend")).body)
 
 
+def sse_prebuilt(values: list[ServerSentEvent], capacity: int) -> AsyncIterator[bytes]:
+    return aiter(sse(source(values), buffer=BufferPolicy(capacity, "suspend")).body)
+
+
 # -- harness --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 async def drain(body: AsyncIterator[bytes]) -> tuple[int, int]:
@@ -97,7 +109,7 @@ async def drain(body: AsyncIterator[bytes]) -> tuple[int, int]:
     return chunks, nbytes
 
 
-def run(
+def measure(
     benchmark: BenchmarkFixture,
     loop: asyncio.AbstractEventLoop,
     make_body: Callable[[], AsyncIterator[bytes]],
@@ -118,13 +130,16 @@ CASES: dict[str, Callable[[], AsyncIterator[bytes]]] = {
     "named-recipe": lambda: recipe_named(TEXTS),
     "named-sse-64": lambda: sse_named(TEXTS, 64),
     "named-sse-256": lambda: sse_named(TEXTS, 256),
+    "prebuilt-recipe": lambda: recipe_prebuilt(PAIRS),
+    "prebuilt-sse-64": lambda: sse_prebuilt(PREBUILT, 64),
+    "prebuilt-sse-256": lambda: sse_prebuilt(PREBUILT, 256),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_sse_body(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, case: str) -> None:
     benchmark.group = "sse-" + case.split("-")[0]
-    run(benchmark, loop, CASES[case])
+    measure(benchmark, loop, CASES[case])
 
 
 def test_same_bytes_as_the_recipe(loop: asyncio.AbstractEventLoop) -> None:
@@ -139,5 +154,7 @@ def test_same_bytes_as_the_recipe(loop: asyncio.AbstractEventLoop) -> None:
         recipe, ours = pair
         expected = loop.run_until_complete(joined(recipe(TEXTS)))
         assert loop.run_until_complete(joined(ours(TEXTS, 64))) == opening + expected, kind
+    expected = loop.run_until_complete(joined(recipe_prebuilt(PAIRS)))
+    assert loop.run_until_complete(joined(sse_prebuilt(PREBUILT, 64))) == opening + expected
     compact = loop.run_until_complete(joined(sse_json(PAYLOADS, 64)))
     assert compact.count(b"data: ") == EVENTS

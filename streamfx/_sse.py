@@ -35,6 +35,7 @@ own response class (sse-starlette) or only parse (httpx-sse), so neither fits he
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 from typing import Final
 
@@ -249,7 +250,7 @@ class SSEDecoder:
         self.retry: int | None = None
         """The reconnection time (ms) from the latest valid ``retry`` field, if any."""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        self._pending: list[str] = []  # the start of a line whose end has not come
         self._skip_lf = False
         self._started = False
         self._data: list[str] = []
@@ -272,12 +273,13 @@ class SSEDecoder:
             if text.startswith("\n"):
                 text = text[1:]
         if "\n" not in text and "\r" not in text:
-            self._pending += text
+            self._pending.append(text)
             return []
         if self._pending:
-            text = self._pending + text
+            self._pending.append(text)
+            text = "".join(self._pending)
         lines = _lines(text)
-        self._pending = lines.pop()
+        self._pending = [lines.pop()]
         if text.endswith("\r"):
             # The CR ended a line; an LF at the start of the next chunk is its pair.
             self._skip_lf = True
@@ -303,7 +305,9 @@ class SSEDecoder:
         elif name == "id" and "\0" not in value:
             self._id_buffer = value
         elif name == "retry" and value.isascii() and value.isdigit():
-            self.retry = self._this_retry = int(value)
+            # More digits than int() takes (4300 by default) is absurd: ignored.
+            with contextlib.suppress(ValueError):
+                self.retry = self._this_retry = int(value)
 
     def _dispatch(self) -> ServerSentEvent | None:
         self.last_event_id = self._id_buffer

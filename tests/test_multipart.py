@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -214,6 +215,83 @@ def test_the_fast_disposition_path_agrees_with_python_multipart(
     kind, params = parse_options_header(disposition)
     assert kind == b"form-data"
     assert disposition_params(disposition) == (params[b"name"], params.get(b"filename"))
+
+
+async def outcome(body: Body, **limits: Any) -> tuple[Result, str | None]:
+    """What a caller reading everything sees: the parts and content, then the error."""
+    out: Result = []
+    try:
+        async with parse_multipart(body, CONTENT_TYPE, **{**LIMITS, **limits}) as parts:
+            async for part in parts:
+                out.append((part.name, part.filename, part.content_type, b""))
+                async for chunk in part:
+                    name, filename, content_type, content = out[-1]
+                    out[-1] = (name, filename, content_type, content + chunk)
+    except UploadError as error:
+        return out, f"{type(error).__name__}: {error}"
+    return out, None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specs=specs_strategy,
+    sizes=chunkings,
+    max_size=st.integers(1, 2000),
+    max_part_size=st.integers(1, 300),
+    max_parts=st.integers(1, 6),
+)
+async def test_limits_give_the_same_outcome_for_any_chunking(
+    specs: list[Spec], sizes: list[int], max_size: int, max_part_size: int, max_parts: int
+) -> None:
+    data = encode(specs)
+    limits = {"max_size": max_size, "max_part_size": max_part_size, "max_parts": max_parts}
+    whole = await outcome(Body(data), **limits)
+    assert await outcome(Body(data, sizes), **limits) == whole
+    parts, error = whole
+    too_large = (
+        len(data) - len(b"\r\n") > max_size  # the CRLF after the closing boundary is not read
+        or len(specs) > max_parts
+        or any(len(spec.content) > max_part_size for spec in specs)
+    )
+    assert (error is not None) == too_large
+    if error is None:
+        assert parts == expected(specs)
+    else:
+        assert error.startswith("UploadTooLarge")
+        assert all(len(content) <= max_part_size for *_, content in parts)
+
+
+@pytest.mark.parametrize("size", [1, 13, 4096])
+async def test_bodies_encoded_by_a_real_client_httpx(size: int) -> None:
+    payload = bytes(range(256)) * 40 + f"\r\n--{BOUNDARY}".encode()[:-1]
+    request = httpx.Request(
+        "POST",
+        "http://127.0.0.1/upload",
+        data={"title": "café", "tags": ["a", "b"]},
+        files=[
+            ("doc", ("résumé 2024.pdf", payload, "application/pdf")),
+            ("empty", ("empty.txt", b"", "text/plain")),
+        ],
+    )
+    body = Body(request.read(), size)
+    assert await collect(body, request.headers["content-type"]) == [
+        ("title", None, None, "café".encode()),
+        ("tags", None, None, b"a"),
+        ("tags", None, None, b"b"),
+        ("doc", "résumé 2024.pdf", "application/pdf", payload),
+        ("empty", "empty.txt", "text/plain", b""),
+    ]
+
+
+async def test_the_body_is_pulled_only_as_the_consumer_reads() -> None:
+    body = Body(encode([Spec("big", b"x" * 1_000_000, "big.bin")]), 4 * KIB)
+    async with parse_multipart(body, CONTENT_TYPE, **LIMITS) as parts:
+        part = await anext(parts)
+        assert body.sent == 4 * KIB
+        for _ in range(10):
+            await anext(aiter(part))
+        assert body.sent <= 12 * 4 * KIB
+    assert body.closed
 
 
 async def test_headers_are_kept_in_order_with_lower_case_names() -> None:
@@ -474,6 +552,10 @@ async def test_exactly_at_every_limit_is_accepted() -> None:
     data = encode(specs)
     result = await collect(Body(data, 7), max_size=len(data), max_part_size=100, max_parts=2)
     assert result == expected(specs)
+    # max_size counts the message up to the end of its closing boundary, not what follows
+    assert await collect(Body(data, 7), max_size=len(data) - 2) == expected(specs)
+    with pytest.raises(UploadTooLarge):
+        await collect(Body(data, 7), max_size=len(data) - 3)
 
 
 @pytest.mark.parametrize("name", ["max_size", "max_part_size", "max_parts"])

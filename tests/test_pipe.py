@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from aiostream import pipe, stream
 
@@ -29,7 +31,8 @@ async def test_every_operator_works_in_a_pipeline() -> None:
         | sfpipe.progress(reports.append)
         | sfpipe.ensuring(lambda: finalized.append(True))
     )
-    got: list[int] = await stream.list(xs)  # type: ignore[arg-type]
+    result: Any = await stream.list(xs)  # type: ignore[arg-type]
+    got: list[int] = result
     assert sorted(got) == [0, 1, 2, 3, 4, 100, 101, 102]
     assert sorted(seen) == sorted(got)
     assert finalized == [True]

@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamfx import BufferPolicy, ServerSentEvent, SSEDecoder, StreamResponse, sse
 from streamfx.metrics import InMemoryMetrics, set_metrics
@@ -101,6 +105,11 @@ def test_bad_retry_is_refused(retry: object) -> None:
         sse(items(), retry=retry)  # type: ignore[arg-type]
 
 
+def test_events_must_be_async_iterable() -> None:
+    with pytest.raises(TypeError, match="needs an async iterable of events, not list"):
+        sse(["a", "b"])  # type: ignore[arg-type]
+
+
 def test_buffer_must_be_a_policy() -> None:
     with pytest.raises(TypeError, match="buffer must be a BufferPolicy"):
         sse(items(), buffer=64)  # type: ignore[arg-type]
@@ -148,6 +157,27 @@ async def test_each_item_type() -> None:
 
 async def test_json_is_utf8_not_escaped() -> None:
     assert await chunks_of(sse(items({"k": "é✓"}))) == [b":\n\n", 'data: {"k":"é✓"}\n\n'.encode()]
+
+
+async def test_json_that_orjson_refuses_goes_to_json() -> None:
+    chunks = await chunks_of(sse(items({1: 2**70})))
+    assert chunks[1] == b'data: {"1":1180591620717411303424}\n\n'
+
+
+async def test_json_without_orjson_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [{"k": "é✓", "n": [1, 2.5, None]}, "x", [True]]
+    with_orjson = await chunks_of(sse(items(*values)))
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson now raises ImportError
+    assert await chunks_of(sse(items(*values))) == with_orjson
+
+
+async def test_str_batches_with_and_without_line_breaks() -> None:
+    values = ["a", "b\nc", "", "d\re", "f"]
+    chunks = await chunks_of(sse(items(*values)))
+    assert len(chunks) == 2
+    assert decode(chunks) == [ServerSentEvent(v.replace("\r", "\n")) for v in values]
+    plain = await chunks_of(sse(items("a", "", "b")))
+    assert plain == [b":\n\n", b"data: a\n\ndata: \n\ndata: b\n\n"]
 
 
 async def test_serialize_converts_every_item() -> None:
@@ -296,6 +326,8 @@ async def test_sliding_buffer_drops_oldest_and_counts_drops(metrics: InMemoryMet
     assert dropped > 0
     assert delivered == sorted(delivered)
     assert delivered[-1] == count - 1  # the newest event is never the one dropped
+    # The default buffer holds 64 events: a full buffer leaves as one chunk of 64.
+    assert max(chunk.count(b"data: ") for chunk in chunks) == 64
     assert metrics.dropped["sse", "feed"] == dropped
     assert metrics.items["sse", "feed"] == len(delivered)
     assert metrics.outcomes["sse", "feed", "completed"] == 1
@@ -330,3 +362,44 @@ async def test_early_close_runs_source_cleanup(metrics: InMemoryMetrics) -> None
     assert cleaned == [True]
     assert metrics.active["sse", "live"] == 0
     assert metrics.outcomes["sse", "live", "closed"] == 1
+
+
+# -- property -------------------------------------------------------------------------
+
+line_free = st.text().filter(lambda s: "\r" not in s and "\n" not in s)
+any_item = st.one_of(
+    st.text(),
+    st.dictionaries(st.text(), st.integers() | st.text() | st.none(), max_size=3),
+    st.builds(
+        ServerSentEvent,
+        data=st.text(),
+        event=st.none() | line_free.filter(bool),
+        id=st.none() | line_free.filter(lambda s: "\0" not in s),
+    ),
+)
+
+
+def expected_events(values: list[Any]) -> list[ServerSentEvent]:
+    result = []
+    last_id = ""
+    for value in values:
+        if isinstance(value, ServerSentEvent):
+            last_id = value.id if value.id is not None else last_id
+            data, event = value.data or "", value.event
+        elif isinstance(value, str):
+            data, event = value, None
+        else:
+            data, event = json.dumps(value, separators=(",", ":"), ensure_ascii=False), None
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
+        result.append(ServerSentEvent(data, event=event, id=last_id or None))
+    return result
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(any_item, max_size=40), st.integers(min_value=1, max_value=8))
+def test_body_decodes_to_the_items(values: list[Any], capacity: int) -> None:
+    async def run() -> list[bytes]:
+        response = sse(items(*values), buffer=BufferPolicy(capacity, "suspend"))
+        return await chunks_of(response)
+
+    assert decode(asyncio.run(run())) == expected_events(values)
