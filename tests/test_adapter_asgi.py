@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +32,7 @@ from streamfx import (
     UploadError,
     UploadTooLarge,
     download,
+    export,
     sse,
 )
 from streamfx._batching import encode_batches
@@ -223,7 +226,28 @@ def feature_routes(tally: Tally) -> dict[str, Handler]:
         text = json.dumps(received).encode()
         return to_asgi(StreamResponse(200, [("content-type", "application/json")], once(text)))
 
-    return {"/sse": events, "/files/{name}": files, "/upload": upload}
+    async def exported(request: Request) -> Any:
+        count = int(request.query_params.get("n", "100"))
+        fail_at = int(request.query_params.get("fail_at", "-1"))
+
+        async def rows() -> AsyncIterator[dict[str, Any]]:
+            tally.started += 1
+            try:
+                for index in range(count):
+                    if index == fail_at:
+                        raise RuntimeError("the database went away")
+                    yield {"id": index, "name": f"row {index}", "formula": "=1+1"}
+            finally:
+                tally.finalized += 1
+
+        return to_asgi(export(rows(), request.path_params["format"], filename="rows.out"))
+
+    return {
+        "/sse": events,
+        "/files/{name}": files,
+        "/upload": upload,
+        "/export/{format}": exported,
+    }
 
 
 async def once(chunk: bytes) -> AsyncIterator[bytes]:
@@ -654,3 +678,45 @@ async def test_upload_accepted_and_each_limit_refused(server: Server, framework:
         assert again.status_code == 200
     assert len(tally.uploads) == 2  # only the accepted uploads reached the end
     assert len(tally.refused) == 6
+
+
+# -- exports ------------------------------------------------------------------------------
+
+
+async def test_each_export_format(server: Server, framework: str) -> None:
+    tally = Tally()
+    expected = [{"id": index, "name": f"row {index}", "formula": "=1+1"} for index in range(500)]
+    async with running(APPS[framework](tally), server) as (client, _port):
+        as_json = await client.get("/export/json", params={"n": 500})
+        as_ndjson = await client.get("/export/ndjson", params={"n": 500})
+        as_csv = await client.get("/export/csv", params={"n": 500})
+        empty = await client.get("/export/json", params={"n": 0})
+    assert as_json.headers["content-type"].startswith("application/json")
+    assert "rows.out" in as_json.headers["content-disposition"]
+    assert as_json.json() == expected
+    assert as_ndjson.headers["content-type"].startswith("application/x-ndjson")
+    assert [json.loads(line) for line in as_ndjson.text.splitlines()] == expected
+    assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert rows == [
+        {"id": str(row["id"]), "name": row["name"], "formula": "'=1+1"} for row in expected
+    ]
+    assert empty.json() == []
+    assert tally.finalized == tally.started == 4
+
+
+async def test_export_failing_midway_is_never_complete(server: Server, framework: str) -> None:
+    tally = Tally()
+    async with running(APPS[framework](tally), server) as (client, port):
+        received = bytearray()
+        async with client.stream(
+            "GET", "/export/json", params={"n": 50_000, "fail_at": 20_000}
+        ) as reply:
+            assert reply.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                await read_into(received, reply)
+        assert received.startswith(b"[")
+        assert not received.rstrip().endswith(b"]")
+        raw = await raw_get(port, "/export/csv?n=50000&fail_at=20000")
+        assert not raw.endswith(b"0\r\n\r\n")
+        await settle(lambda: tally.finalized == tally.started == 2)
