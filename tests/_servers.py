@@ -1,9 +1,13 @@
-"""Real ASGI servers on 127.0.0.1 for integration tests, run in the test's own loop.
+"""Real servers on 127.0.0.1 for integration tests.
 
-`serve(app, server)` starts uvicorn or hypercorn on a socket bound to a free port,
-waits until it accepts connections, yields ``(host, port)`` and shuts the server down
-afterwards (open connections get a short grace period). Running in the test's loop
-lets a test count the app's tasks and finalizers directly.
+`serve(app, server)` starts uvicorn or hypercorn *in the test's own loop* on a socket
+bound to a free port, waits until it accepts connections, yields ``(host, port)`` and
+shuts the server down afterwards (open connections get a short grace period). Running
+in the test's loop lets a test count the app's tasks and finalizers directly.
+
+`serve_command(argv, port)` runs a server as a subprocess (for servers that cannot run
+in process, such as granian), waits until it accepts connections on `port` (take one
+from `free_port`), and terminates it afterwards.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 Server = Literal["uvicorn", "hypercorn"]
@@ -99,3 +103,29 @@ async def _hypercorn(app: Any, sock: socket.socket) -> AsyncIterator[None]:
     finally:
         stop.set()
         await task
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for servers that must bind it themselves)."""
+    with bound_socket() as sock:
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def serve_command(
+    argv: Sequence[str], port: int, env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[str, int]]:
+    """Run `argv` (a server listening on 127.0.0.1:`port`) for the duration."""
+    process = await asyncio.create_subprocess_exec(*argv, env={**os.environ, **(env or {})})
+    try:
+        await wait_until_accepting(port, seconds=30)
+        yield "127.0.0.1", port
+    finally:
+        process.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()

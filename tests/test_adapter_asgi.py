@@ -8,15 +8,23 @@ import csv
 import io
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import BackgroundTasks, FastAPI
+from litestar import Litestar, asgi
+from litestar.types import Receive as LitestarReceive
+from litestar.types import Scope as LitestarScope
+from litestar.types import Send as LitestarSend
 from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,11 +44,16 @@ from streamfx import (
     sse,
 )
 from streamfx._batching import encode_batches
-from streamfx.adapters.asgi import error_response, parts, to_asgi
+from streamfx.adapters.asgi import error_response, parts, send_response, to_asgi
 from streamfx.metrics import InMemoryMetrics, set_metrics
-from tests._servers import SERVERS, Server, serve
+from tests._servers import SERVERS, Server, free_port, serve, serve_command
 
-pytestmark = pytest.mark.parametrize("server", SERVERS)
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each test runs under each in-process server."""
+    name: Server = request.param
+    return name
 
 
 @dataclass
@@ -50,6 +63,7 @@ class Tally:
     started: int = 0
     finalized: int = 0
     produced: int = 0
+    background: int = 0
     metrics: InMemoryMetrics = field(default_factory=InMemoryMetrics)
     root: Path = Path()
     uploads: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -271,6 +285,7 @@ def starlette_app(tally: Tally) -> Starlette:
         async def endpoint(request: Request) -> Response:
             app = await handler(request)
             assert isinstance(app, Response)  # Starlette sends it as its own
+            app.headers["x-via"] = "starlette"  # headers added here are sent too
             return app
 
         return endpoint
@@ -287,6 +302,15 @@ def fastapi_app(tally: Tally) -> FastAPI:
     app = FastAPI()
     for path, handler in all_routes(tally).items():
         app.add_api_route(path, handler, methods=["GET", "HEAD", "POST"])
+
+    @app.get("/with-background")
+    async def with_background(background: BackgroundTasks) -> Response:
+        def after() -> None:
+            tally.background += 1
+
+        background.add_task(after)
+        return to_asgi(text_response(body_of(tally, 5)))  # type: ignore[return-value]
+
     return app
 
 
@@ -336,8 +360,18 @@ async def test_streams_whole_body_and_closes(server: Server, framework: str) -> 
         empty = await client.get("/empty")
         assert empty.status_code == 200
         assert empty.content == b""
+    if framework == "starlette":
+        assert reply.headers["x-via"] == "starlette"
     assert tally.finalized == tally.started == 2
     assert tally.metrics.outcomes[("test", "", "completed")] == 2
+
+
+async def test_fastapi_background_tasks_run_after_the_body(server: Server) -> None:
+    tally = Tally()
+    async with running(fastapi_app(tally), server) as (client, _port):
+        reply = await client.get("/with-background")
+        assert reply.content == lines(list(range(5)))
+        await settle(lambda: tally.background == 1)
 
 
 async def test_head_sends_headers_only(server: Server, framework: str) -> None:
@@ -720,3 +754,183 @@ async def test_export_failing_midway_is_never_complete(server: Server, framework
         raw = await raw_get(port, "/export/csv?n=50000&fail_at=20000")
         assert not raw.endswith(b"0\r\n\r\n")
         await settle(lambda: tally.finalized == tally.started == 2)
+
+
+# -- inside middleware ------------------------------------------------------------------
+
+
+async def test_behind_base_http_middleware(server: Server) -> None:
+    """BaseHTTPMiddleware runs the endpoint in its own task and wraps receive/send."""
+    tally = Tally()
+    app = starlette_app(tally)
+
+    async def passthrough(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-seen"] = "yes"
+        return response
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=passthrough)
+    async with running(app, server) as (client, port):
+        reply = await client.get("/lines", params={"n": 500})
+        assert reply.headers["x-seen"] == "yes"
+        assert reply.content == lines(list(range(500)))
+        failed = await client.get("/fail-before")
+        assert failed.status_code == 500
+        socks = await asyncio.gather(*(open_raw(port, "/forever") for _ in range(20)))
+        try:
+            await asyncio.gather(*(recv_until(sock, b"\n3\n") for sock in socks))
+        finally:
+            for sock in socks:
+                sock.close()
+        await settle(lambda: tally.finalized == tally.started == 22)
+        await settle(lambda: not app_tasks())
+
+
+# -- zero copy ----------------------------------------------------------------------------
+
+
+async def test_pathsend_for_whole_files_under_granian(files: Tally) -> None:
+    """granian offers ``http.response.pathsend``: a whole file goes by path, its body never
+    iterated; a range still goes through the body."""
+    content = (files.root / "data.bin").read_bytes()
+    port = free_port()
+    argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--workers", "1", "tests._pathsend_app:app"]
+    env = {"STREAMFX_TEST_ROOT": str(files.root)}
+    async with (
+        serve_command(argv, port, env) as (host, _),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}") as client,
+    ):
+        whole = await client.get("/files/data.bin")
+        assert whole.status_code == 200
+        assert whole.headers["content-length"] == str(SIZE)
+        assert whole.content == content
+        assert (await client.get("/stats")).json() == {"opened": 0, "closed": 0}
+
+        part = await client.get("/files/data.bin", headers={"range": "bytes=10-19"})
+        assert part.status_code == 206
+        assert part.content == content[10:20]
+        assert (await client.get("/stats")).json() == {"opened": 1, "closed": 1}
+
+
+# -- Litestar -----------------------------------------------------------------------------
+
+
+def litestar_app(tally: Tally) -> Litestar:
+    """`to_asgi` mounted in Litestar through ``@asgi`` route handlers."""
+
+    @asgi("/lines", copy_scope=True)
+    async def lines_handler(
+        scope: LitestarScope, receive: LitestarReceive, send: LitestarSend
+    ) -> None:
+        query = parse_qs(scope["query_string"].decode())
+        count = int(query.get("n", ["10"])[0])
+        app = to_asgi(text_response(body_of(tally, count)))
+        await app(scope, receive, send)  # type: ignore[arg-type]
+
+    @asgi("/forever", copy_scope=True)
+    async def forever_handler(
+        scope: LitestarScope, receive: LitestarReceive, send: LitestarSend
+    ) -> None:
+        app = to_asgi(text_response(body_of(tally, None, delay=0.001)))
+        await app(scope, receive, send)  # type: ignore[arg-type]
+
+    return Litestar(route_handlers=[lines_handler, forever_handler])
+
+
+async def test_mounted_in_litestar(server: Server) -> None:
+    tally = Tally()
+    async with running(litestar_app(tally), server) as (client, port):
+        reply = await client.get("/lines", params={"n": 300})
+        assert reply.content == lines(list(range(300)))
+        head = await client.head("/lines")
+        assert head.status_code == 200
+        assert head.content == b""
+        socks = await asyncio.gather(*(open_raw(port, "/forever") for _ in range(20)))
+        try:
+            await asyncio.gather(*(recv_until(sock, b"\n3\n") for sock in socks))
+        finally:
+            for sock in socks:
+                sock.close()
+        await settle(lambda: tally.finalized == tally.started == 21)
+        await settle(lambda: not app_tasks())
+
+
+# -- the ASGI contract without a server ---------------------------------------------------
+# Servers here never make `send` raise; ASGI 2.4 allows it, so the adapter's answer to it
+# is checked by calling the application directly.
+
+
+def http_scope(method: str = "GET") -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": "/", "headers": [(b"host", b"test")]}
+
+
+async def test_send_raising_oserror_is_a_disconnect() -> None:
+    tally = Tally()
+    sent: list[dict[str, Any]] = []
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        if len(sent) == 3:
+            raise ConnectionResetError("peer went away")
+        sent.append(message)
+
+    completed = await send_response(
+        text_response(body_of(tally, None, delay=0.001)), http_scope(), receive, send
+    )
+    assert completed is False
+    assert [message["type"] for message in sent] == ["http.response.start"] + [
+        "http.response.body"
+    ] * 2
+    assert tally.finalized == tally.started == 1
+    assert not app_tasks()
+
+
+async def test_cancelled_by_the_server_closes_the_body() -> None:
+    tally = Tally()
+    never = asyncio.Event()
+    sending = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sending.set()
+
+    app = to_asgi(text_response(body_of(tally, None, delay=0.001)))
+
+    async def run() -> None:
+        await app(http_scope(), receive, send)
+
+    task = asyncio.create_task(run())
+    await sending.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert tally.finalized == tally.started == 1
+    assert not app_tasks()
+
+
+def test_works_without_starlette() -> None:
+    """Starlette is optional: imported only by `to_asgi`, and only if it is installed."""
+    script = """
+import sys
+import streamfx.adapters.asgi as adapter
+assert "starlette" not in sys.modules, "importing the adapter imported starlette"
+sys.modules["starlette"] = None  # as if it were not installed
+from streamfx import StreamResponse
+async def body():
+    yield b"x"
+app = adapter.to_asgi(StreamResponse(200, [], body()))
+assert type(app) is adapter.StreamingASGIResponse, type(app)
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
