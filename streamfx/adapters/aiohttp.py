@@ -29,6 +29,14 @@ What `to_aiohttp` promises, in order:
    ``sendfile`` on the connection's transport, as aiohttp's own ``web.FileResponse``
    does (zero copy on plain TCP); where the loop cannot, the body is iterated instead.
 
+Uploads: `multipart_parts` feeds the request body into `streamfx.parse_multipart` and
+turns an `UploadError` into aiohttp's own HTTP error (413, 415 or 400) with a short
+``text/plain`` message.
+
+Builders that refuse a request when they are called, before `to_aiohttp` runs (a
+`download` of a missing file or of a path outside its root), raise errors that carry a
+``status``; the `streamfx_errors` middleware answers them with that status.
+
 Writes go straight to aiohttp's payload writer, which drains (waits for the socket)
 once more than 64 KiB are pending: a slow client therefore stops the loop that pulls
 the body, and a ``"suspend"`` body stops its producer.
@@ -41,16 +49,21 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.typedefs import Handler
 
+from .._download_errors import DownloadError
+from .._multipart import PartStream, parse_multipart
 from .._response import FileRange, StreamResponse
+from .._upload_errors import UploadError, UploadTooLarge
 
-__all__ = ["to_aiohttp"]
+__all__ = ["multipart_parts", "streamfx_errors", "to_aiohttp"]
 
 logger = logging.getLogger("streamfx.adapters.aiohttp")
 
@@ -209,22 +222,29 @@ async def _send_file(
 
 
 async def _error_response(request: web.BaseRequest, exc: Exception) -> web.StreamResponse:
-    status = getattr(exc, "status", None)
-    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-        status = 500
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    if status >= 500:
-        logger.error("stream failed before its response started", exc_info=exc)
-        text = f"{status} {phrase}".strip()
-    else:
-        text = str(exc).splitlines()[0][:200] if str(exc) else f"{status} {phrase}".strip()
-    out = web.Response(status=status, text=text + "\n", content_type="text/plain")
+    out = _plain_status(_status_of(exc), exc)
     await out.prepare(request)
     await out.write_eof()
     return out
+
+
+def _status_of(exc: BaseException) -> int:
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        return 500
+    return status
+
+
+def _plain_status(status: int, exc: BaseException) -> web.Response:
+    """A short ``text/plain`` response: the status and its phrase, nothing from the
+    exception (which may hold paths or data); 5xx are logged with the traceback."""
+    if status >= 500:
+        logger.error("stream failed before its response started", exc_info=exc)
+    try:
+        text = f"{status} {HTTPStatus(status).phrase}\n"
+    except ValueError:
+        text = f"{status}\n"
+    return web.Response(status=status, text=text, content_type="text/plain")
 
 
 def _abort(request: web.BaseRequest) -> None:
@@ -280,3 +300,90 @@ class _DisconnectWatch:
             self._task.cancel("streamfx: client disconnected")
         else:
             self._handle = self._loop.call_later(self._interval, self._check)
+
+
+@asynccontextmanager
+async def multipart_parts(
+    request: web.BaseRequest,
+    *,
+    max_size: int,
+    max_part_size: int,
+    max_parts: int,
+    allowed_types: Iterable[str] | None = None,
+) -> AsyncIterator[PartStream]:
+    """The parts of `request`'s ``multipart/form-data`` body, read as they arrive.
+
+        async with multipart_parts(request, max_size=..., max_part_size=...,
+                                   max_parts=...) as parts:
+            async for part in parts:
+                async for chunk in part: ...
+
+    The limits and `allowed_types` are `streamfx.parse_multipart`'s. A request whose
+    ``Content-Length`` already passes `max_size` is refused before a byte is read.
+    An `UploadError`, at the start or while the parts are read, leaves the block as
+    aiohttp's ``HTTPRequestEntityTooLarge`` (413), ``HTTPUnsupportedMediaType`` (415)
+    or ``HTTPBadRequest`` (400), whose short ``text/plain`` message is the error's;
+    raised from a handler, aiohttp sends it. Code inside the block sees the
+    `UploadError` first, so it can delete what it stored of the refused upload.
+    The request body is never buffered here: a part is read when the caller reads it.
+    """
+    try:
+        length = request.content_length
+        if length is not None and length > max_size:
+            raise UploadTooLarge(f"the upload is larger than {max_size} bytes")
+        parts = parse_multipart(
+            request.content.iter_any(),
+            request.headers.get("Content-Type"),
+            max_size=max_size,
+            max_part_size=max_part_size,
+            max_parts=max_parts,
+            allowed_types=allowed_types,
+        )
+    except UploadError as exc:
+        raise _http_error(exc) from exc
+    async with parts:
+        try:
+            yield parts
+        except UploadError as exc:
+            raise _http_error(exc) from exc
+
+
+@web.middleware
+async def streamfx_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An aiohttp middleware that answers streamfx's request errors with their status.
+
+        app = web.Application(middlewares=[streamfx_errors])
+
+    A `streamfx.DownloadError` (404 no such file, 403 outside the root, ...) raised by
+    the handler before its response started becomes a short ``text/plain`` response
+    with its status; an `streamfx.UploadError` becomes aiohttp's 413/415/400 error with
+    the upload error's message, as `multipart_parts` does. Anything else, and any error
+    after the response started, passes through untouched.
+    """
+    try:
+        return await handler(request)
+    except UploadError as exc:
+        if request.writer.output_size:
+            raise
+        raise _http_error(exc) from exc
+    except DownloadError as exc:
+        if request.writer.output_size:
+            raise
+        return _plain_status(_status_of(exc), exc)
+
+
+_UPLOAD_ERRORS: dict[int, type[web.HTTPClientError]] = {
+    415: web.HTTPUnsupportedMediaType,
+    400: web.HTTPBadRequest,
+}
+
+
+def _http_error(exc: UploadError) -> web.HTTPClientError:
+    text = exc.message + "\n"
+    if exc.status == 413:
+        # The rest of the body is not wanted: do not keep the connection for it.
+        return web.HTTPRequestEntityTooLarge(
+            max_size=0, text=text, content_type="text/plain", headers={"Connection": "close"}
+        )
+    error_class = _UPLOAD_ERRORS.get(exc.status, web.HTTPBadRequest)
+    return error_class(text=text, content_type="text/plain")
