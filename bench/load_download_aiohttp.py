@@ -125,7 +125,8 @@ def start_server(path: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 def stop_server(server: subprocess.Popen[str]) -> None:
-    assert server.stdin is not None and server.stdout is not None
+    assert server.stdin is not None
+    assert server.stdout is not None
     server.stdin.close()
     server.wait(timeout=10)
     server.stdout.close()
