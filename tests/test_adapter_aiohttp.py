@@ -40,13 +40,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @asynccontextmanager
 async def serve(
-    handler: Handler, *, handler_cancellation: bool = False, middlewares: Sequence[Any] = ()
+    handler: Handler,
+    *,
+    handler_cancellation: bool = False,
+    middlewares: Sequence[Any] = (),
+    shutdown_timeout: float = 2.0,
 ) -> AsyncIterator[int]:
     """Run `handler` for every path and method on 127.0.0.1; yield the bound port."""
     app = web.Application(middlewares=list(middlewares))
     app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=handler_cancellation, shutdown_timeout=2
+        app,
+        access_log=None,
+        handler_cancellation=handler_cancellation,
+        shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -362,6 +369,95 @@ async def test_disconnect_during_sendfile_returns_quietly(tmp_path: Path) -> Non
         await close(writer)
         assert await eventually(lambda: bool(outcomes), within=2.0)
     assert outcomes == ["returned"]
+
+
+async def test_a_client_that_stops_reading_is_cut_after_the_write_timeout() -> None:
+    finalized = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def endless() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "y" * 1000
+                await asyncio.sleep(0)
+        finally:
+            finalized.set()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = sse(endless(), heartbeat=None, buffer=BufferPolicy(8, "sliding"))
+        out = await to_aiohttp(request, response, disconnect_check=0.05, write_timeout=0.3)
+        outcomes.append("returned")
+        return out
+
+    async with serve(handler) as port:
+        _, writer, _ = await raw_request(port, get(), rcvbuf=4096, limit=1024)
+        # The client never reads again but keeps its socket open.
+        await asyncio.wait_for(finalized.wait(), 3.0)
+        assert await eventually(lambda: outcomes == ["returned"], within=1.0)
+        await close(writer)
+
+
+async def test_a_slow_client_that_keeps_reading_is_not_cut() -> None:
+    total = 300
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = sse(
+            numbered_events(total, [0]), heartbeat=None, buffer=BufferPolicy(8, "suspend")
+        )
+        return await to_aiohttp(request, response, disconnect_check=0.02, write_timeout=0.15)
+
+    async with serve(handler) as port:
+        reader, writer, _ = await raw_request(
+            port, b"GET / HTTP/1.0\r\n\r\n", rcvbuf=4096, limit=1024
+        )
+        decoder = SSEDecoder()
+        numbers: list[int] = []
+        while chunk := await reader.read(8192):
+            numbers += [int((e.data or "").split(":")[0]) for e in decoder.feed(chunk)]
+            await asyncio.sleep(0.01)
+        await close(writer)
+    assert numbers == list(range(total))
+
+
+@pytest.mark.parametrize("bad", [{"write_timeout": 0}, {"disconnect_check": -1.0}])
+async def test_bad_timing_arguments_are_refused(bad: dict[str, float]) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        with pytest.raises(ValueError, match="must be positive"):
+            await to_aiohttp(request, StreamResponse(200, [], chunks_body([], [])), **bad)
+        return web.Response(text="refused")
+
+    async with serve(handler) as port, httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/")
+    assert reply.text == "refused"
+
+
+async def test_server_shutdown_closes_open_streams() -> None:
+    finalized = 0
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal finalized
+        try:
+            yield "hello"
+            await asyncio.Event().wait()
+        finally:
+            finalized += 1
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await to_aiohttp(request, sse(events(), heartbeat=None))
+
+    writers: list[asyncio.StreamWriter] = []
+    async with serve(handler, shutdown_timeout=0.2) as port:
+        for _ in range(10):
+            reader, writer, _ = await raw_request(port, get())
+            writers.append(writer)
+            seen = b""
+            while b"data: hello" not in seen:
+                seen += await reader.read(4096)
+    # serve() has run the runner's cleanup: every stream was cancelled and closed.
+    assert finalized == 10
+    assert not streamfx_tasks()
+    for writer in writers:
+        await close(writer)
 
 
 # -- zero-copy downloads --------------------------------------------------------------

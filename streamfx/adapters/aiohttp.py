@@ -19,7 +19,9 @@ What `to_aiohttp` promises, in order:
    and is re-raised, so a client never takes a truncated body for a complete one.
 6. A client that goes away (a write raising `ConnectionError`, or the connection seen
    closed while the body is idle: it is checked every `disconnect_check` seconds) is
-   not an error: the body is closed and the prepared response is returned. If the
+   not an error: the body is closed and the prepared response is returned. So is a
+   client that stops reading: when bytes wait to be sent and the socket takes none
+   for `write_timeout` seconds, the connection is aborted. If the
    handler's task is cancelled (aiohttp's ``handler_cancellation``, server shutdown),
    the body is closed and `CancelledError` propagates.
 7. The body is closed (``aclose()``) exactly once, whatever happened, before this
@@ -80,18 +82,25 @@ async def to_aiohttp(
     response: StreamResponse,
     *,
     disconnect_check: float = 0.5,
+    write_timeout: float | None = 60.0,
 ) -> web.StreamResponse:
     """Prepare and write `response` for `request`; return the aiohttp response used.
 
     See the module docstring for the promises. `disconnect_check` is how often (in
-    seconds) an idle stream checks that its client is still connected.
+    seconds) a stream checks that its client is still connected and reading;
+    `write_timeout` (seconds, None: never) is how long a client may take no bytes at
+    all while some wait for it (the zero-copy file path is not watched: a stalled
+    ``sendfile`` waits like aiohttp's ``FileResponse``). Raises `ValueError` at once
+    for a `disconnect_check` or `write_timeout` that is not positive.
     """
-    if disconnect_check <= 0:
+    if not disconnect_check > 0:
         raise ValueError(f"disconnect_check must be positive, got {disconnect_check!r}")
+    if write_timeout is not None and not write_timeout > 0:
+        raise ValueError(f"write_timeout must be positive or None, got {write_timeout!r}")
     response = response.for_request(request.method, list(request.headers.items()))
     task = asyncio.current_task()
     assert task is not None, "to_aiohttp must run inside a task"
-    watch = _DisconnectWatch(request, task, disconnect_check)
+    watch = _DisconnectWatch(request, task, disconnect_check, write_timeout)
     out = web.StreamResponse(status=response.status, headers=response.headers)
     iterator = aiter(response.body)
     try:
@@ -261,27 +270,52 @@ def _abort(request: web.BaseRequest) -> None:
 
 
 class _DisconnectWatch:
-    """Checks, every `interval` seconds, that the client of `request` is connected;
+    """Checks, every `interval` seconds, that the client of `request` is still there;
     if it is not, cancels `task` (the handler) once and remembers that it did.
+
+    Gone means: the connection is closed, or (with `write_timeout`) bytes have been
+    waiting to be sent and the socket took none of them for `write_timeout` seconds,
+    in which case the connection is also aborted.
 
     aiohttp does not cancel handlers on disconnect by default and tells nothing to a
     handler that is not writing, so an idle stream (a quiet SSE channel, an export
-    waiting on a slow query) would otherwise hold its resources until its next write.
-    A timer handle costs no task.
+    waiting on a slow query) would otherwise hold its resources until its next write,
+    and a client that stops reading would hold them for ever. A timer handle costs no
+    task, and nothing is done per chunk.
     """
 
-    __slots__ = ("_handle", "_interval", "_loop", "_request", "_task", "fired")
+    __slots__ = (
+        "_handle",
+        "_interval",
+        "_loop",
+        "_progress_at",
+        "_request",
+        "_sent",
+        "_task",
+        "_write_timeout",
+        "fired",
+    )
 
-    def __init__(self, request: web.BaseRequest, task: asyncio.Task[Any], interval: float):
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        task: asyncio.Task[Any],
+        interval: float,
+        write_timeout: float | None,
+    ) -> None:
         self._request = request
         self._task = task
         self._interval = interval
+        self._write_timeout = write_timeout
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
+        self._sent = -1
+        self._progress_at = 0.0
         self.fired = False
 
     def start(self) -> None:
         if self._handle is None and not self.fired:
+            self._progress_at = self._loop.time()
             self._handle = self._loop.call_later(self._interval, self._check)
 
     def stop(self) -> bool:
@@ -293,13 +327,32 @@ class _DisconnectWatch:
         return fired
 
     def _check(self) -> None:
+        self._handle = None
         transport = self._request.transport
         if transport is None or transport.is_closing():
-            self._handle = None
-            self.fired = True
-            self._task.cancel("streamfx: client disconnected")
+            self._fire("client disconnected")
+        elif self._stalled(transport):
+            logger.info("client took no bytes for %ss: connection aborted", self._write_timeout)
+            transport.abort()
+            self._fire("client stalled")
         else:
             self._handle = self._loop.call_later(self._interval, self._check)
+
+    def _stalled(self, transport: asyncio.Transport) -> bool:
+        if self._write_timeout is None:
+            return False
+        now = self._loop.time()
+        pending = transport.get_write_buffer_size()
+        sent = self._request.writer.output_size - pending
+        if pending == 0 or sent != self._sent:
+            self._sent = sent
+            self._progress_at = now
+            return False
+        return now - self._progress_at >= self._write_timeout
+
+    def _fire(self, reason: str) -> None:
+        self.fired = True
+        self._task.cancel(f"streamfx: {reason}")
 
 
 @asynccontextmanager
