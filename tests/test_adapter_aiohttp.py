@@ -204,6 +204,55 @@ async def test_for_request_sees_method_and_headers() -> None:
     assert seen[0][0] == "GET"
 
 
+class CountingBody:
+    """A body that is its own iterator and counts how often it is closed."""
+
+    def __init__(self, chunks: int, fail_at: int | None = None) -> None:
+        self.left = chunks
+        self.fail_at = fail_at
+        self.sent = 0
+        self.closes = 0
+
+    def __aiter__(self) -> CountingBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.fail_at is not None and self.sent == self.fail_at:
+            raise RuntimeError("body failed")
+        if self.sent == self.left:
+            raise StopAsyncIteration
+        self.sent += 1
+        return b"chunk\n"
+
+    async def aclose(self) -> None:
+        self.closes += 1
+
+
+@pytest.mark.parametrize(
+    ("method", "fail_at", "status"),
+    [("GET", None, 200), ("HEAD", None, 200), ("GET", 0, 500), ("GET", 2, None)],
+    ids=["complete", "head", "error-before-start", "error-after-start"],
+)
+async def test_the_body_is_closed_exactly_once(
+    method: str, fail_at: int | None, status: int | None
+) -> None:
+    bodies: list[CountingBody] = []
+
+    def make() -> StreamResponse:
+        bodies.append(CountingBody(5, fail_at))
+        return StreamResponse(200, [], bodies[-1])
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        url = f"http://127.0.0.1:{port}/"
+        if fail_at == 2:
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                await client.request(method, url)
+        else:
+            assert (await client.request(method, url)).status_code == status
+    [body] = bodies
+    assert body.closes == 1
+
+
 # -- failures -------------------------------------------------------------------------
 
 
