@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar
 
@@ -47,12 +48,20 @@ async def drain(
     """Start `channel` on `sources` and yield its items until every source has ended."""
     channel.start(sources, name)
     items = channel.items
+    popleft = items.popleft
+    waiting_producers = channel.putters
     try:
         while True:
-            while items:
-                yield channel.pop()
+            while items:  # the hot path: Channel.pop() inlined
+                item = popleft()
+                if waiting_producers:
+                    channel.release()
+                yield item
             if channel.done:
                 break
+            if channel.producer_scheduled:
+                await asyncio.sleep(0)  # the woken producer refills in this loop iteration
+                continue
             await channel.wait()
         if channel.error is not None:
             raise channel.error

@@ -41,13 +41,14 @@ class Channel(Generic[T]):
     __slots__ = (
         "_getter",
         "_loop",
-        "_putters",
         "_running",
         "_tasks",
         "capacity",
         "error",
         "items",
         "on_drop",
+        "producer_scheduled",
+        "putters",
         "strategy",
     )
 
@@ -60,7 +61,11 @@ class Channel(Generic[T]):
         self.on_drop = on_drop
         self.error: BaseException | None = None
         self._getter: asyncio.Future[bool] | None = None
-        self._putters: deque[asyncio.Future[None]] = deque()
+        self.putters: deque[asyncio.Future[None]] = deque()
+        # True from the moment a producer waiting for room is woken until it runs:
+        # a consumer that finds the deque empty then only needs to yield once (the
+        # producer runs in the same loop iteration) instead of waiting on a future.
+        self.producer_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._running = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -91,13 +96,13 @@ class Channel(Generic[T]):
     def pop(self) -> T:
         """Take the oldest item (the deque must not be empty) and make room for producers."""
         item = self.items.popleft()
-        if self._putters:
+        if self.putters:
             self._wake_putter()
         return item
 
     def release(self) -> None:
         """Wake producers waiting for room (after items were taken out directly)."""
-        while self._putters and len(self.items) < self.capacity:
+        while self.putters and len(self.items) < self.capacity:
             self._wake_putter()
 
     async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
@@ -125,29 +130,32 @@ class Channel(Generic[T]):
             _resolve(getter, True)
 
     def _wake_putter(self) -> None:
-        putters = self._putters
+        putters = self.putters
         while putters:
             putter = putters.popleft()
             if not putter.done():
                 putter.set_result(None)
+                self.producer_scheduled = True
                 return
 
     async def _room(self) -> None:
         assert self._loop is not None
         while len(self.items) >= self.capacity:
             putter = self._loop.create_future()
-            self._putters.append(putter)
+            self.putters.append(putter)
             await putter
+            self.producer_scheduled = False
 
     async def _produce(self, source: AsyncIterable[T]) -> None:
         items = self.items
+        append = items.append
         capacity = self.capacity
         iterator = aiter(source)
         try:
             try:
                 if self.strategy == "suspend":
                     async for item in iterator:
-                        items.append(item)
+                        append(item)
                         if self._getter is not None:
                             self._wake_getter()
                         if len(items) >= capacity:

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from ._channel import Channel
 
 T = TypeVar("T")
 B = TypeVar("B")
+
+
+@overload
+def heartbeat(
+    source: AsyncIterable[T], interval: float, beat: Callable[[], B]
+) -> AsyncGenerator[T | B, None]: ...
+
+
+@overload
+def heartbeat(
+    source: AsyncIterable[T], interval: float, beat: B
+) -> AsyncGenerator[T | B, None]: ...
 
 
 def heartbeat(

@@ -11,7 +11,7 @@ pipeline ends. `merge` merges the piped stream with the sources given.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from aiostream.core import Stream, pipable_operator, streamcontext
 
@@ -21,15 +21,21 @@ from ._circuit import circuit as _circuit
 from ._ensuring import ensuring as _ensuring
 from ._heartbeat import heartbeat as _heartbeat
 from ._merge import merge as _merge
-from ._policy import Strategy
+from ._policy import Strategy, check_capacity, check_strategy
 from ._progress import Reporter
 from ._progress import progress as _progress
 from ._tap import tap as _tap
 
 T = TypeVar("T")
 B = TypeVar("B")
+B_co = TypeVar("B_co", covariant=True)
 
-Pipe = Callable[[AsyncIterable[T]], Stream[T]]
+
+class PassThrough(Protocol):
+    """A pipe stage that keeps the element type of whatever is piped into it."""
+
+    def __call__(self, source: AsyncIterable[T], /) -> Stream[T]: ...
+
 
 __all__ = ["buffer", "circuit", "ensuring", "heartbeat", "merge", "progress", "tap"]
 
@@ -84,46 +90,49 @@ def _progress_op(
     return _progress(_in_context(source), report, every=every, interval=interval)
 
 
+class HeartbeatPipe(Protocol[B_co]):
+    """A pipe stage that adds beats of type ``B`` to whatever is piped into it."""
+
+    def __call__(self, source: AsyncIterable[T], /) -> Stream[T | B_co]: ...
+
+
 def buffer(
-    capacity: int, strategy: Strategy = "suspend", *, on_drop: Callable[[T], object] | None = None
-) -> Pipe[T]:
+    capacity: int, strategy: Strategy = "suspend", *, on_drop: Callable[[Any], object] | None = None
+) -> PassThrough:
     """`streamfx.buffer` as a pipe operator. Arguments are checked here, at the call."""
-    _buffer((), capacity, strategy)  # type: ignore[arg-type]  # validate eagerly
-    return _buffer_op.pipe(capacity, strategy, on_drop)
+    check_capacity(capacity)
+    check_strategy(strategy)
+    return cast(PassThrough, _buffer_op.pipe(capacity, strategy, on_drop))
 
 
-def tap(fn: Callable[[T], object] | Callable[[T], Awaitable[object]]) -> Pipe[T]:
+def tap(fn: Callable[[Any], object] | Callable[[Any], Awaitable[object]]) -> PassThrough:
     """`streamfx.tap` as a pipe operator."""
-    return _tap_op.pipe(fn)
+    return cast(PassThrough, _tap_op.pipe(fn))
 
 
-def heartbeat(
-    interval: float, beat: B | Callable[[], B]
-) -> Callable[[AsyncIterable[T]], Stream[T | B]]:
+def heartbeat(interval: float, beat: B_co | Callable[[], B_co]) -> HeartbeatPipe[B_co]:
     """`streamfx.heartbeat` as a pipe operator."""
-    operator = cast(
-        "Callable[..., Callable[[AsyncIterable[T]], Stream[T | B]]]", _heartbeat_op.pipe
-    )
-    return operator(interval, beat)
+    operator: Any = _heartbeat_op  # aiostream cannot type a callable-or-value argument
+    return cast(HeartbeatPipe[B_co], operator.pipe(interval, beat))
 
 
-def merge(*others: AsyncIterable[T]) -> Pipe[T]:
+def merge(*others: AsyncIterable[T]) -> PassThrough:
     """`streamfx.merge` as a pipe operator: the piped stream merged with `others`."""
-    return cast("Pipe[T]", _merge_op.pipe(*others))
+    return cast(PassThrough, _merge_op.pipe(*others))
 
 
-def ensuring(finalizer: Callable[[], object] | Callable[[], Awaitable[object]]) -> Pipe[T]:
+def ensuring(finalizer: Callable[[], object] | Callable[[], Awaitable[object]]) -> PassThrough:
     """`streamfx.ensuring` as a pipe operator."""
-    return cast("Pipe[T]", _ensuring_op.pipe(finalizer))
+    return cast(PassThrough, _ensuring_op.pipe(finalizer))
 
 
-def circuit(breaker: CircuitBreaker) -> Pipe[T]:
+def circuit(breaker: CircuitBreaker) -> PassThrough:
     """`streamfx.circuit` as a pipe operator."""
-    return cast("Pipe[T]", _circuit_op.pipe(breaker))
+    return cast(PassThrough, _circuit_op.pipe(breaker))
 
 
 def progress(
     report: Reporter, *, every: int | None = None, interval: float | None = None
-) -> Pipe[T]:
+) -> PassThrough:
     """`streamfx.progress` as a pipe operator."""
-    return cast("Pipe[T]", _progress_op.pipe(report, every, interval))
+    return cast(PassThrough, _progress_op.pipe(report, every, interval))

@@ -1,0 +1,139 @@
+"""Per-item cost of the core combinators, side by side with what people use instead.
+
+Run: ``make bench`` or
+``.venv/bin/python -m pytest bench/test_bench_core.py --benchmark-enable -q``.
+
+Every benchmark moves N integers from a fast async-generator source to a fast
+consumer. Divide a round's time by N for the per-item cost; compare rows of the same
+group (they run in the same process, on the same loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiostream import pipe, stream
+
+import streamfx
+
+N = 20_000
+Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
+
+
+async def source(n: int = N) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+async def drain(iterable: AsyncIterator[int]) -> int:
+    count = 0
+    async for _ in iterable:
+        count += 1
+    return count
+
+
+async def bare_loop() -> int:
+    return await drain(source())
+
+
+async def queue_between_tasks() -> int:
+    queue: asyncio.Queue[int | None] = asyncio.Queue(64)
+
+    async def produce() -> None:
+        async for item in source():
+            await queue.put(item)
+        await queue.put(None)
+
+    task = asyncio.create_task(produce())
+    count = 0
+    while (await queue.get()) is not None:
+        count += 1
+    await task
+    return count
+
+
+async def aiostream_map() -> int:
+    def identity(x: int, *_: int) -> int:
+        return x
+
+    xs = stream.iterate(source()) | pipe.map(identity)
+    count = 0
+    async with xs.stream() as streamer:
+        async for _ in streamer:
+            count += 1
+    return count
+
+
+async def streamfx_buffer() -> int:
+    return await drain(streamfx.buffer(source(), 64, "suspend"))
+
+
+async def hand_written_stage() -> int:
+    seen = []
+
+    async def stage(items: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for item in items:
+            seen.append(item)
+            yield item
+
+    return await drain(stage(source()))
+
+
+async def streamfx_tap() -> int:
+    seen: list[int] = []
+    return await drain(streamfx.tap(source(), seen.append))
+
+
+async def hand_written_finally_stage() -> int:
+    closed = []
+
+    async def stage(items: AsyncIterator[int]) -> AsyncIterator[int]:
+        try:
+            async for item in items:
+                yield item
+        finally:
+            closed.append(True)
+
+    return await drain(stage(source()))
+
+
+async def streamfx_ensuring() -> int:
+    closed: list[bool] = []
+    return await drain(streamfx.ensuring(source(), lambda: closed.append(True)))
+
+
+BUFFER_PEERS = {
+    "bare async for": bare_loop,
+    "asyncio.Queue(64) + task": queue_between_tasks,
+    "aiostream pipe.map": aiostream_map,
+    "streamfx.buffer(64, suspend)": streamfx_buffer,
+}
+
+STAGE_PEERS = {
+    "bare async for": bare_loop,
+    "hand-written stage (call fn)": hand_written_stage,
+    "streamfx.tap": streamfx_tap,
+    "hand-written stage (try/finally)": hand_written_finally_stage,
+    "streamfx.ensuring": streamfx_ensuring,
+}
+
+
+def measure(benchmark: Any, run: Runner, make: Callable[[], Awaitable[int]]) -> None:
+    benchmark.extra_info["items"] = N
+    result = benchmark.pedantic(lambda: run(make), rounds=15, warmup_rounds=2)
+    assert result == N
+
+
+@pytest.mark.benchmark(group="buffer: per-item hand-off")
+@pytest.mark.parametrize("name", list(BUFFER_PEERS))
+def test_buffer_hand_off(benchmark: Any, run: Runner, name: str) -> None:
+    measure(benchmark, run, BUFFER_PEERS[name])
+
+
+@pytest.mark.benchmark(group="stage: per-item pass-through")
+@pytest.mark.parametrize("name", list(STAGE_PEERS))
+def test_stage_cost(benchmark: Any, run: Runner, name: str) -> None:
+    measure(benchmark, run, STAGE_PEERS[name])

@@ -1,0 +1,51 @@
+"""Instrumented async sources for the tests: they record how far they got and
+whether their cleanup ran."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Probe:
+    """What a source did: items produced, whether it started and was cleaned up."""
+
+    produced: int = 0
+    started: bool = False
+    cleanups: int = 0
+    log: list[str] = field(default_factory=list)
+
+
+async def counting(
+    n: int, probe: Probe, *, delay: float = 0.0, fail_at: int | None = None
+) -> AsyncIterator[int]:
+    """Yield 0..n-1 (sleeping `delay` before each), raising at index `fail_at`."""
+    probe.started = True
+    try:
+        for i in range(n):
+            if delay:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+            if i == fail_at:
+                raise RuntimeError(f"source failed at {i}")
+            probe.produced += 1
+            yield i
+    finally:
+        probe.cleanups += 1
+
+
+async def forever(probe: Probe) -> AsyncIterator[int]:
+    """An endless source that suspends on every item."""
+    probe.started = True
+    i = 0
+    try:
+        while True:
+            await asyncio.sleep(0)
+            probe.produced += 1
+            yield i
+            i += 1
+    finally:
+        probe.cleanups += 1

@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+import streamfx
+from tests._sources import Probe, counting, forever
+
+
+@pytest.mark.parametrize(
+    ("capacity", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (None, ValueError),
+        (float("inf"), ValueError),
+        ("unbounded", ValueError),
+        (1.5, TypeError),
+        ("64", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_bad_capacity_is_refused_at_the_call(capacity: Any, error: type[Exception]) -> None:
+    probe = Probe()
+    source = counting(3, probe)
+    with pytest.raises(error, match="capacity"):
+        streamfx.buffer(source, capacity)
+    assert not probe.started
+
+
+def test_unknown_strategy_is_refused_at_the_call() -> None:
+    with pytest.raises(ValueError, match="strategy"):
+        streamfx.buffer(counting(3, Probe()), 4, "fifo")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("strategy", ["suspend", "sliding", "dropping"])
+async def test_fast_consumer_gets_everything_in_order(strategy: streamfx.Strategy) -> None:
+    probe = Probe()
+    got = [x async for x in streamfx.buffer(counting(500, probe), 8, strategy)]
+    assert got == list(range(500))
+    assert probe.cleanups == 1
+
+
+async def test_suspend_is_lossless_and_applies_backpressure() -> None:
+    probe = Probe()
+    stream = streamfx.buffer(forever(probe), 5, "suspend")
+    first = await anext(stream)
+    for _ in range(50):  # give the producer every chance to run ahead
+        await asyncio.sleep(0)
+    # one item is in the consumer's hands, at most `capacity` are buffered
+    assert probe.produced == 1 + 5
+    got = [first]
+    async for item in stream:
+        got.append(item)
+        if len(got) == 100:
+            break
+    await stream.aclose()
+    assert got == list(range(100))
+    assert probe.cleanups == 1
+
+
+async def test_sliding_keeps_the_newest_and_reports_drops() -> None:
+    go, release = asyncio.Event(), asyncio.Event()
+    dropped: list[int] = []
+
+    async def burst() -> Any:
+        yield 0
+        await go.wait()
+        for i in range(1, 10):
+            yield i
+        await release.wait()
+
+    stream = streamfx.buffer(burst(), 3, "sliding", on_drop=dropped.append)
+    first = await anext(stream)  # the producer starts; 0 is handed over at once
+    go.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    release.set()
+    rest = [x async for x in stream]
+    assert first == 0
+    assert rest == [7, 8, 9]
+    assert dropped == [1, 2, 3, 4, 5, 6]
+
+
+async def test_dropping_keeps_the_oldest_and_reports_drops() -> None:
+    go, release = asyncio.Event(), asyncio.Event()
+    dropped: list[int] = []
+
+    async def burst() -> Any:
+        yield 0
+        await go.wait()
+        for i in range(1, 10):
+            yield i
+        await release.wait()
+
+    stream = streamfx.buffer(burst(), 3, "dropping", on_drop=dropped.append)
+    first = await anext(stream)
+    go.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    release.set()
+    rest = [x async for x in stream]
+    assert [first, *rest] == [0, 1, 2, 3]
+    assert dropped == [4, 5, 6, 7, 8, 9]
+
+
+async def test_source_error_arrives_after_the_items_before_it() -> None:
+    probe = Probe()
+    got: list[int] = []
+    with pytest.raises(RuntimeError, match="failed at 7"):
+        async for item in streamfx.buffer(counting(20, probe, fail_at=7), 4):
+            got.append(item)
+    assert got == list(range(7))
+    assert probe.cleanups == 1
+
+
+async def test_aclose_cancels_the_producer_and_runs_source_cleanup() -> None:
+    probe = Probe()
+    stream = streamfx.buffer(forever(probe), 4)
+    assert await anext(stream) == 0
+    await stream.aclose()
+    assert probe.cleanups == 1  # already, when aclose() returns
+
+
+async def test_leaving_aclosing_runs_source_cleanup() -> None:
+    probe = Probe()
+    async with contextlib.aclosing(streamfx.buffer(forever(probe), 4)) as stream:
+        async for item in stream:
+            if item == 10:
+                break
+    assert probe.cleanups == 1
+
+
+async def test_cancelling_the_consumer_cancels_the_producer() -> None:
+    probe = Probe()
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in streamfx.buffer(slow_forever(probe), 4):
+            started.set()
+
+    async def slow_forever(probe: Probe) -> Any:
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+                await asyncio.sleep(10)
+        finally:
+            probe.cleanups += 1
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert probe.cleanups == 1
+
+
+async def test_source_cleanup_that_awaits_completes_before_aclose_returns() -> None:
+    log: list[str] = []
+
+    async def source() -> Any:
+        try:
+            while True:
+                yield 1
+        finally:
+            await asyncio.sleep(0.01)
+            log.append("cleaned")
+
+    stream = streamfx.buffer(source(), 2)
+    await anext(stream)
+    await stream.aclose()
+    assert log == ["cleaned"]
+
+
+async def test_closing_before_iteration_starts_no_task() -> None:
+    probe = Probe()
+    stream = streamfx.buffer(counting(3, probe), 2)
+    await stream.aclose()
+    assert not probe.started
+
+
+async def test_on_drop_error_fails_the_stream() -> None:
+    def explode(item: int) -> None:
+        raise KeyError(item)
+
+    async def burst() -> Any:
+        for i in range(10):
+            yield i
+
+    stream = streamfx.buffer(burst(), 1, "dropping", on_drop=explode)
+    with pytest.raises(KeyError):
+        async for _ in stream:
+            await asyncio.sleep(0.001)
+
+
+async def test_plain_async_iterator_without_aclose_is_accepted() -> None:
+    class Countdown:
+        def __init__(self) -> None:
+            self.n = 3
+
+        def __aiter__(self) -> Countdown:
+            return self
+
+        async def __anext__(self) -> int:
+            if self.n == 0:
+                raise StopAsyncIteration
+            self.n -= 1
+            return self.n
+
+    assert [x async for x in streamfx.buffer(Countdown(), 2)] == [2, 1, 0]
