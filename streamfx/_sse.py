@@ -22,8 +22,10 @@ Encoding promises (`ServerSentEvent.encode`):
   non-negative ``int`` (``bool`` is not accepted) -> `ValueError`; a value of the wrong
   type -> `TypeError`.
 
-Events are immutable; `encode` caches its bytes, so an event published to many
-subscribers is encoded once.
+Events are immutable and encoded once, when created (`encode` returns the same bytes
+every time), so an event published to many subscribers costs one encoding; text that
+UTF-8 cannot encode (a lone surrogate) is a `UnicodeEncodeError`, a `ValueError`, at
+construction too.
 
 Why hand-written: the format is a few lines of text per event, and the encoder is on
 the hot path of every stream; the Python SSE libraries each tie the encoder to their
@@ -33,6 +35,7 @@ own response class (sse-starlette) or only parse (httpx-sse), so neither fits he
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 from typing import Final
 
@@ -64,6 +67,13 @@ def _check_line(field: str, value: object) -> str:
     return text
 
 
+def _check_id(value: object) -> str:
+    text = _check_line("id", value)
+    if "\0" in text:
+        raise ValueError(f"ServerSentEvent id must not contain NUL: {text!r}")
+    return text
+
+
 def _check_retry(retry: object) -> int:
     if isinstance(retry, bool) or not isinstance(retry, int):
         raise ValueError(
@@ -92,24 +102,40 @@ class ServerSentEvent:
         retry: int | None = None,
         comment: str | None = None,
     ) -> None:
+        # Exact-type fast checks first; anything unusual gets the full check (which raises
+        # or accepts a str subclass).
         if data is not None and type(data) is not str:
             _check_text("data", data)
-        if event is not None:
+        if event is not None and (type(event) is not str or "\n" in event or "\r" in event):
             _check_line("event", event)
-        if id is not None:
-            _check_line("id", id)
-            if "\0" in id:
-                raise ValueError(f"ServerSentEvent id must not contain NUL: {id!r}")
-        if retry is not None:
+        if id is not None and (type(id) is not str or "\n" in id or "\r" in id or "\0" in id):
+            _check_id(id)
+        if retry is not None and (type(retry) is not int or retry < 0):
             _check_retry(retry)
-        if comment is not None:
+        if comment is not None and type(comment) is not str:
             _check_text("comment", comment)
         self._data = data
         self._event = event
         self._id = id
         self._retry = retry
         self._comment = comment
-        self._encoded: bytes | None = None
+        if (
+            comment is None
+            and retry is None
+            and data is not None
+            and "\n" not in data
+            and "\r" not in data
+        ):
+            # The common shapes, without building a list of lines.
+            if event is None:
+                text = f"data: {data}\n\n" if id is None else f"id: {id}\ndata: {data}\n\n"
+            elif id is None:
+                text = f"event: {event}\ndata: {data}\n\n"
+            else:
+                text = f"event: {event}\nid: {id}\ndata: {data}\n\n"
+        else:
+            text = _render(data, event, id, retry, comment)
+        self._encoded = text.encode()
 
     @property
     def data(self) -> str | None:
@@ -133,36 +159,7 @@ class ServerSentEvent:
 
     def encode(self) -> bytes:
         """The event as UTF-8 bytes, ending with the blank line that dispatches it."""
-        encoded = self._encoded
-        if encoded is None:
-            encoded = self._encoded = self._render().encode()
-        return encoded
-
-    def _render(self) -> str:
-        data = self._data
-        if (
-            self._comment is None
-            and self._event is None
-            and self._id is None
-            and self._retry is None
-            and data is not None
-            and "\n" not in data
-            and "\r" not in data
-        ):
-            return "data: " + data + "\n\n"
-        parts: list[str] = []
-        if self._comment is not None:
-            parts.extend(": " + line if line else ":" for line in _lines(self._comment))
-        if self._event is not None:
-            parts.append("event: " + self._event)
-        if self._id is not None:
-            parts.append("id: " + self._id)
-        if self._retry is not None:
-            parts.append(f"retry: {self._retry}")
-        if data is not None:
-            parts.extend("data: " + line for line in _lines(data))
-        parts.append("\n")
-        return "\n".join(parts)
+        return self._encoded
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ServerSentEvent):
@@ -183,6 +180,24 @@ class ServerSentEvent:
             if value is not None
         )
         return f"ServerSentEvent({shown})"
+
+
+def _render(
+    data: str | None, event: str | None, id: str | None, retry: int | None, comment: str | None
+) -> str:
+    parts: list[str] = []
+    if comment is not None:
+        parts.extend(": " + line if line else ":" for line in _lines(comment))
+    if event is not None:
+        parts.append("event: " + event)
+    if id is not None:
+        parts.append("id: " + id)
+    if retry is not None:
+        parts.append(f"retry: {retry}")
+    if data is not None:
+        parts.extend("data: " + line for line in _lines(data))
+    parts.append("\n")
+    return "\n".join(parts)
 
 
 def encode_data(text: str) -> bytes:
@@ -235,7 +250,7 @@ class SSEDecoder:
         self.retry: int | None = None
         """The reconnection time (ms) from the latest valid ``retry`` field, if any."""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        self._pending: list[str] = []  # the start of a line whose end has not come
         self._skip_lf = False
         self._started = False
         self._data: list[str] = []
@@ -258,12 +273,13 @@ class SSEDecoder:
             if text.startswith("\n"):
                 text = text[1:]
         if "\n" not in text and "\r" not in text:
-            self._pending += text
+            self._pending.append(text)
             return []
         if self._pending:
-            text = self._pending + text
+            self._pending.append(text)
+            text = "".join(self._pending)
         lines = _lines(text)
-        self._pending = lines.pop()
+        self._pending = [lines.pop()]
         if text.endswith("\r"):
             # The CR ended a line; an LF at the start of the next chunk is its pair.
             self._skip_lf = True
@@ -289,7 +305,9 @@ class SSEDecoder:
         elif name == "id" and "\0" not in value:
             self._id_buffer = value
         elif name == "retry" and value.isascii() and value.isdigit():
-            self.retry = self._this_retry = int(value)
+            # More digits than int() takes (4300 by default) is absurd: ignored.
+            with contextlib.suppress(ValueError):
+                self.retry = self._this_retry = int(value)
 
     def _dispatch(self) -> ServerSentEvent | None:
         self.last_event_id = self._id_buffer

@@ -74,6 +74,18 @@ def test_multiline_comment_becomes_several_comment_lines() -> None:
     assert decode(event.encode() + ServerSentEvent("x").encode()) == [ServerSentEvent("x")]
 
 
+def test_comment_only_and_empty_events_dispatch_nothing() -> None:
+    assert ServerSentEvent(comment="keep-alive").encode() == b": keep-alive\n\n"
+    assert ServerSentEvent().encode() == b"\n"
+    stream = ServerSentEvent(comment="c").encode() + ServerSentEvent().encode()
+    assert decode(stream + ServerSentEvent("x").encode()) == [ServerSentEvent("x")]
+
+
+def test_lone_surrogate_is_refused_at_construction() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        ServerSentEvent("\ud800")
+
+
 def test_utf8() -> None:
     assert ServerSentEvent("héllo ✓").encode() == "data: héllo ✓\n\n".encode()
 
@@ -203,6 +215,19 @@ def test_retry() -> None:
     assert decoder.retry == 1500
     decoder.feed(b"retry: 0\n\n")
     assert decoder.retry == 0
+    decoder.feed(b"retry: " + b"9" * 5000 + b"\n\n")  # absurd: ignored, no error
+    assert decoder.retry == 0
+
+
+def test_long_line_split_over_many_chunks() -> None:
+    decoder = SSEDecoder()
+    for _ in range(1000):
+        assert decoder.feed(b"x" * 100) == []
+    assert decoder.feed(b"\n") == []  # a field named "xxx...", unknown
+    assert decoder.feed(b"data: ") == []
+    for _ in range(1000):
+        assert decoder.feed(b"y" * 100) == []
+    assert decoder.feed(b"\r\n\r\n") == [ServerSentEvent("y" * 100_000)]
 
 
 def test_event_type_resets_after_dispatch() -> None:

@@ -1,0 +1,405 @@
+"""sse(): headers, defaults, item types, batching, heartbeat, drops, cleanup.
+
+The body is driven directly (no server); timing-dependent behaviour is made
+deterministic by sources that wait on an `asyncio.Event` the test sets only after it has
+seen what it is checking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamfx import BufferPolicy, ServerSentEvent, SSEDecoder, StreamResponse, sse
+from streamfx.metrics import InMemoryMetrics, set_metrics
+
+
+@pytest.fixture
+def metrics() -> Iterator[InMemoryMetrics]:
+    hook = InMemoryMetrics()
+    previous = set_metrics(hook)
+    try:
+        yield hook
+    finally:
+        set_metrics(previous)
+
+
+async def items(*values: Any) -> AsyncIterator[Any]:
+    for value in values:
+        yield value
+
+
+async def chunks_of(response: StreamResponse) -> list[bytes]:
+    return [chunk async for chunk in response.body]
+
+
+def decode(chunks: list[bytes]) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    return [event for chunk in chunks for event in decoder.feed(chunk)]
+
+
+# -- response shape and arguments -----------------------------------------------------
+
+
+async def test_status_and_headers() -> None:
+    response = sse(items())
+    assert response.status == 200
+    assert response.headers == [
+        ("content-type", "text/event-stream; charset=utf-8"),
+        ("cache-control", "no-cache"),
+        ("x-accel-buffering", "no"),
+    ]
+    assert await chunks_of(response) == [b":\n\n"]
+
+
+async def test_first_chunk_comes_before_the_source_produces_anything() -> None:
+    started = asyncio.Event()
+    never = asyncio.Event()
+    cleaned = []
+
+    async def silent() -> AsyncIterator[str]:
+        try:
+            started.set()
+            await never.wait()
+            yield "unreachable"
+        finally:
+            cleaned.append(True)
+
+    response = sse(silent(), heartbeat=None)
+    body = aiter(response.body)
+    assert await anext(body) == b":\n\n"
+    await started.wait()  # the source runs, and can never yield
+    await response.aclose()
+    assert cleaned == [True]
+
+
+async def test_retry_is_the_first_chunk() -> None:
+    assert await chunks_of(sse(items("a"), retry=2500)) == [b"retry: 2500\n\n", b"data: a\n\n"]
+    assert decode([b"retry: 2500\n\n"]) == []
+
+
+@pytest.mark.parametrize("heartbeat", [0, -1, float("inf"), float("nan")])
+def test_bad_heartbeat_is_refused(heartbeat: float) -> None:
+    with pytest.raises(ValueError, match="heartbeat must be a positive"):
+        sse(items(), heartbeat=heartbeat)
+
+
+@pytest.mark.parametrize("heartbeat", ["15", True])
+def test_heartbeat_of_wrong_type_is_refused(heartbeat: object) -> None:
+    with pytest.raises(TypeError, match="heartbeat must be a number"):
+        sse(items(), heartbeat=heartbeat)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("retry", [-1, 1.5, True])
+def test_bad_retry_is_refused(retry: object) -> None:
+    with pytest.raises(ValueError, match="retry must be a non-negative int"):
+        sse(items(), retry=retry)  # type: ignore[arg-type]
+
+
+def test_events_must_be_async_iterable() -> None:
+    with pytest.raises(TypeError, match="needs an async iterable of events, not list"):
+        sse(["a", "b"])  # type: ignore[arg-type]
+
+
+def test_buffer_must_be_a_policy() -> None:
+    with pytest.raises(TypeError, match="buffer must be a BufferPolicy"):
+        sse(items(), buffer=64)  # type: ignore[arg-type]
+
+
+# -- item types -----------------------------------------------------------------------
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+async def test_each_item_type() -> None:
+    source = items(
+        ServerSentEvent("ev", event="e", id="1"),
+        "line one\nline two",
+        b"event: raw\ndata: pre-encoded\n\n",
+        {"a": [1, 2.5, None, True], "b": "x\ny"},
+        [1, 2],
+        42,
+        None,
+        Colour.RED,
+        "",
+    )
+    chunks = await chunks_of(sse(source))
+    body = b"".join(chunks[1:])
+    assert body == (
+        b"event: e\nid: 1\ndata: ev\n\n"
+        b"data: line one\ndata: line two\n\n"
+        b"event: raw\ndata: pre-encoded\n\n"
+        b'data: {"a":[1,2.5,null,true],"b":"x\\ny"}\n\n'
+        b"data: [1,2]\n\n"
+        b"data: 42\n\n"
+        b"data: null\n\n"
+        b"data: red\n\n"
+        b"data: \n\n"
+    )
+
+
+async def test_json_is_utf8_not_escaped() -> None:
+    assert await chunks_of(sse(items({"k": "é✓"}))) == [b":\n\n", 'data: {"k":"é✓"}\n\n'.encode()]
+
+
+async def test_json_that_orjson_refuses_goes_to_json() -> None:
+    chunks = await chunks_of(sse(items({1: 2**70})))
+    assert chunks[1] == b'data: {"1":1180591620717411303424}\n\n'
+
+
+async def test_json_without_orjson_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [{"k": "é✓", "n": [1, 2.5, None]}, "x", [True]]
+    with_orjson = await chunks_of(sse(items(*values)))
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson now raises ImportError
+    assert await chunks_of(sse(items(*values))) == with_orjson
+
+
+async def test_str_batches_with_and_without_line_breaks() -> None:
+    values = ["a", "b\nc", "", "d\re", "f"]
+    chunks = await chunks_of(sse(items(*values)))
+    assert len(chunks) == 2
+    assert decode(chunks) == [ServerSentEvent(v.replace("\r", "\n")) for v in values]
+    plain = await chunks_of(sse(items("a", "", "b")))
+    assert plain == [b":\n\n", b"data: a\n\ndata: \n\ndata: b\n\n"]
+
+
+async def test_serialize_converts_every_item() -> None:
+    def to_event(point: Point) -> ServerSentEvent | str | bytes:
+        if point.x == 0:
+            return f"origin {point.y}"
+        if point.x == 1:
+            return b"data: raw\n\n"
+        return ServerSentEvent(f"{point.x},{point.y}", event="point")
+
+    chunks = await chunks_of(sse(items(Point(0, 1), Point(1, 0), Point(2, 3)), serialize=to_event))
+    assert decode(chunks) == [
+        ServerSentEvent("origin 1"),
+        ServerSentEvent("raw"),
+        ServerSentEvent("2,3", event="point"),
+    ]
+
+
+async def test_serialize_must_return_an_event_str_or_bytes() -> None:
+    response = sse(items(1), serialize=lambda item: item)
+    with pytest.raises(TypeError, match="must return a ServerSentEvent, str or bytes, not int"):
+        await chunks_of(response)
+
+
+async def test_item_that_is_not_json_serializable_raises_after_earlier_events() -> None:
+    body = aiter(sse(items("ok", object()), heartbeat=None, buffer=BufferPolicy(1)).body)
+    assert await anext(body) == b":\n\n"
+    assert await anext(body) == b"data: ok\n\n"
+    with pytest.raises(TypeError, match="cannot send an item of type object"):
+        await anext(body)
+
+
+async def test_source_error_is_raised_after_the_events_before_it(
+    metrics: InMemoryMetrics,
+) -> None:
+    async def failing() -> AsyncIterator[str]:
+        yield "a"
+        yield "b"
+        raise RuntimeError("boom")
+
+    seen: list[bytes] = []
+
+    async def drain() -> None:
+        async for chunk in sse(failing()).body:
+            seen.append(chunk)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await drain()
+    assert decode(seen) == [ServerSentEvent("a"), ServerSentEvent("b")]
+    assert metrics.outcomes["sse", "", "error"] == 1
+
+
+# -- batching -------------------------------------------------------------------------
+
+
+async def test_fast_source_goes_out_in_few_chunks_holding_many_events() -> None:
+    count = 2000
+    source = items(*(f"event {i}" for i in range(count)))
+    chunks = await chunks_of(sse(source, buffer=BufferPolicy(256, "suspend")))
+    assert decode(chunks) == [ServerSentEvent(f"event {i}") for i in range(count)]
+    event_chunks = chunks[1:]
+    assert len(event_chunks) <= count // 256 + 2
+    per_chunk = [chunk.count(b"data: ") for chunk in event_chunks]
+    assert all(n >= 255 for n in per_chunk[:-1]), per_chunk
+
+
+async def test_source_ahead_of_the_client_is_batched_with_default_buffer() -> None:
+    chunks = await chunks_of(sse(items(*(str(i) for i in range(50)))))
+    assert chunks[0] == b":\n\n"
+    assert len(chunks) == 2
+    assert decode(chunks) == [ServerSentEvent(str(i)) for i in range(50)]
+
+
+async def test_lone_event_leaves_at_once() -> None:
+    resume = asyncio.Event()
+
+    async def one_then_wait() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent("first", id="1")
+        await resume.wait()
+        yield ServerSentEvent("second", id="2")
+
+    response = sse(one_then_wait(), heartbeat=None)
+    body = aiter(response.body)
+    assert await anext(body) == b":\n\n"
+    # The source is now blocked until `resume` is set: the event left without company.
+    assert await anext(body) == b"id: 1\ndata: first\n\n"
+    resume.set()
+    assert await anext(body) == b"id: 2\ndata: second\n\n"
+    with pytest.raises(StopAsyncIteration):
+        await anext(body)
+
+
+# -- heartbeat ------------------------------------------------------------------------
+
+
+async def test_heartbeat_comment_during_silence() -> None:
+    resume = asyncio.Event()
+
+    async def pausing() -> AsyncIterator[str]:
+        yield "before"
+        await resume.wait()
+        yield "after"
+
+    body = aiter(sse(pausing(), heartbeat=0.01).body)
+    assert await anext(body) == b":\n\n"
+    assert await anext(body) == b"data: before\n\n"
+    # Nothing can come now but a heartbeat: the source waits for `resume`.
+    assert await anext(body) == b": ping\n\n"
+    assert await anext(body) == b": ping\n\n"
+    resume.set()
+    rest = [chunk async for chunk in body]
+    assert set(rest[:-1]) <= {b": ping\n\n"}
+    assert rest[-1] == b"data: after\n\n"
+    assert decode([b": ping\n\n"]) == []
+
+
+async def test_no_heartbeat_when_disabled() -> None:
+    never = asyncio.Event()
+    cleaned = []
+
+    async def silent() -> AsyncIterator[str]:
+        try:
+            await never.wait()
+            yield "unreachable"
+        finally:
+            cleaned.append(True)
+
+    response = sse(silent(), heartbeat=None)
+    body = aiter(response.body)
+    assert await anext(body) == b":\n\n"
+    # A beat would have to come within 0.05 s if one were due every 0.05 s or less; with
+    # heartbeat=None none comes at all. Cancelling the wait closes the body.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(body), 0.05)
+    assert cleaned == [True]
+
+
+# -- drops, metrics, cleanup ----------------------------------------------------------
+
+
+async def test_sliding_buffer_drops_oldest_and_counts_drops(metrics: InMemoryMetrics) -> None:
+    count = 500
+    chunks = await chunks_of(sse(items(*(str(i) for i in range(count))), name="feed"))
+    delivered = [int(event.data or "") for event in decode(chunks)]
+    dropped = count - len(delivered)
+    assert dropped > 0
+    assert delivered == sorted(delivered)
+    assert delivered[-1] == count - 1  # the newest event is never the one dropped
+    # The default buffer holds 64 events: a full buffer leaves as one chunk of 64.
+    assert max(chunk.count(b"data: ") for chunk in chunks) == 64
+    assert metrics.dropped["sse", "feed"] == dropped
+    assert metrics.items["sse", "feed"] == len(delivered)
+    assert metrics.outcomes["sse", "feed", "completed"] == 1
+
+
+async def test_custom_buffer_policy_is_used(metrics: InMemoryMetrics) -> None:
+    count = 500
+    source = items(*(str(i) for i in range(count)))
+    chunks = await chunks_of(sse(source, buffer=BufferPolicy(1000, "sliding")))
+    assert len(decode(chunks)) == count
+    assert metrics.total("dropped") == 0
+
+
+async def test_early_close_runs_source_cleanup(metrics: InMemoryMetrics) -> None:
+    cleaned = []
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+                await asyncio.sleep(0)
+        finally:
+            cleaned.append(True)
+
+    response = sse(endless(), name="live")
+    body = aiter(response.body)
+    await anext(body)
+    assert b"data: 0\n\n" in await anext(body)
+    await response.aclose()
+    assert cleaned == [True]
+    assert metrics.active["sse", "live"] == 0
+    assert metrics.outcomes["sse", "live", "closed"] == 1
+
+
+# -- property -------------------------------------------------------------------------
+
+line_free = st.text().filter(lambda s: "\r" not in s and "\n" not in s)
+any_item = st.one_of(
+    st.text(),
+    st.dictionaries(st.text(), st.integers() | st.text() | st.none(), max_size=3),
+    st.builds(
+        ServerSentEvent,
+        data=st.text(),
+        event=st.none() | line_free.filter(bool),
+        id=st.none() | line_free.filter(lambda s: "\0" not in s),
+    ),
+)
+
+
+def expected_events(values: list[Any]) -> list[ServerSentEvent]:
+    result = []
+    last_id = ""
+    for value in values:
+        if isinstance(value, ServerSentEvent):
+            last_id = value.id if value.id is not None else last_id
+            data, event = value.data or "", value.event
+        elif isinstance(value, str):
+            data, event = value, None
+        else:
+            data, event = json.dumps(value, separators=(",", ":"), ensure_ascii=False), None
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
+        result.append(ServerSentEvent(data, event=event, id=last_id or None))
+    return result
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(any_item, max_size=40), st.integers(min_value=1, max_value=8))
+def test_body_decodes_to_the_items(values: list[Any], capacity: int) -> None:
+    async def run() -> list[bytes]:
+        response = sse(items(*values), buffer=BufferPolicy(capacity, "suspend"))
+        return await chunks_of(response)
+
+    assert decode(asyncio.run(run())) == expected_events(values)
