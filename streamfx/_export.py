@@ -7,7 +7,8 @@ a list) goes out in few large writes while a slow one still sends each row at on
 Promises:
 
 - Bad arguments (an unknown format, bad `fields`, a `filename` with CR/LF, a buffer that
-  is not a `BufferPolicy`) raise when `export` is called, before anything is sent.
+  is not a ``"suspend"`` `BufferPolicy`: a file with silently dropped rows is never
+  what anyone wants) raise when `export` is called, before anything is sent.
 - The body ends with a complete document only when the source is exhausted. When the
   source raises (or a row cannot be encoded), the body raises after the chunks of the
   rows before it: a JSON array then lacks its closing ``]``, and the adapter aborts the
@@ -67,7 +68,8 @@ def export(
     then be a mapping; a missing key becomes ``null``). `filename` adds
     ``Content-Disposition: attachment``. `items` may be a sync iterable, which must not
     block (it is iterated on the event loop). `buffer` overrides the default
-    ``BufferPolicy(128, "suspend")``; `name` labels the stream in metrics.
+    ``BufferPolicy(128, "suspend")`` (its strategy must stay ``"suspend"``); `name`
+    labels the stream in metrics.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of {EXPORT_FORMATS}")
@@ -81,6 +83,11 @@ def export(
     policy = DEFAULT_EXPORT_BUFFER if buffer is None else buffer
     if not isinstance(policy, BufferPolicy):
         raise TypeError(f"buffer must be a BufferPolicy, not {type(policy).__name__}")
+    if policy.strategy != "suspend":
+        raise ValueError(
+            f"an export must not lose rows, so its buffer strategy must be 'suspend', "
+            f"not {policy.strategy!r}"
+        )
     columns = None if fields is None else _check_fields(fields)
     headers = [("content-type", CONTENT_TYPES[format])]
     if filename is not None:

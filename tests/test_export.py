@@ -93,6 +93,12 @@ async def test_csv_fields_select_and_order_columns_missing_keys_are_empty() -> N
     assert read_csv(data) == [["c", "a"], ["3", "1"], ["30", "10"]]
 
 
+async def test_csv_missing_key_after_inferred_header_is_an_empty_cell() -> None:
+    rows = [{"a": 1, "b": 2}, {"b": 3}, {"a": None, "b": 4}]
+    data = await body_of(export(arows(rows), "csv"))
+    assert read_csv(data) == [["a", "b"], ["1", "2"], ["", "3"], ["", "4"]]
+
+
 async def test_csv_single_field() -> None:
     data = await body_of(export(arows([{"a": 1}, {"a": None}, {}]), "csv", fields=["a"]))
     assert read_csv(data) == [["a"], ["1"], [""], [""]]
@@ -239,6 +245,8 @@ class NeverIterated:
         ({"format": "csv", "fields": ["a", "a"]}, ValueError, "repeated: \\['a'\\]"),
         ({"format": "csv", "fields": ["a", 1]}, TypeError, "field names must be str"),
         ({"format": "csv", "buffer": 128}, TypeError, "BufferPolicy"),
+        ({"format": "csv", "buffer": BufferPolicy(8, "sliding")}, ValueError, "lose rows"),
+        ({"format": "json", "buffer": BufferPolicy(8, "dropping")}, ValueError, "lose rows"),
     ],
 )
 def test_bad_arguments_raise_at_the_call(

@@ -1,0 +1,72 @@
+"""`CsvEncoder`: byte-for-byte what `csv.writer` writes, batch splits notwithstanding."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamfx._csv_encoding import CsvEncoder, neutralize
+
+cells = (
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+    | st.integers()
+    | st.floats()
+    | st.none()
+    | st.booleans()
+)
+
+
+def reference(rows: list[list[Any]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def encode_in(batches: list[list[Any]], encoder: CsvEncoder) -> bytes:
+    return b"".join(encoder.encode(batch) for batch in batches) + encoder.finish()
+
+
+@st.composite
+def batched_rows(draw: st.DrawFn) -> tuple[int, list[list[list[Any]]]]:
+    width = draw(st.integers(1, 5))
+    row = st.lists(cells, min_size=width, max_size=width)
+    return width, draw(st.lists(st.lists(row, max_size=4), max_size=5))
+
+
+@given(batched_rows())
+def test_property_sequence_rows_match_csv_writer(case: tuple[int, list[list[Any]]]) -> None:
+    width, batches = case
+    rows = [row for batch in batches for row in batch]
+    fields = [f"c{i}" for i in range(width)]
+    assert encode_in(batches, CsvEncoder(formula_guard=False)) == reference(rows)
+    assert encode_in(batches, CsvEncoder(fields, formula_guard=False)) == reference([fields, *rows])
+    assert encode_in(batches, CsvEncoder(fields)) == reference(
+        [fields] + [neutralize(row) for row in rows]
+    )
+
+
+@given(batched_rows())
+def test_property_dict_rows_match_csv_writer(case: tuple[int, list[list[Any]]]) -> None:
+    width, batches = case
+    fields = [f"c{i}" for i in range(width)]
+    dict_batches = [[dict(zip(fields, row, strict=True)) for row in batch] for batch in batches]
+    rows = [row for batch in batches for row in batch]
+    expected = reference([fields, *rows]) if rows else b""
+    assert encode_in(dict_batches, CsvEncoder(formula_guard=False)) == expected
+
+
+@given(st.lists(st.integers() | st.floats() | st.decimals(), max_size=10))
+def test_property_numbers_are_never_touched(numbers: list[Any]) -> None:
+    assert all(a is b for a, b in zip(neutralize(numbers), numbers, strict=True))
+
+
+def test_neutralize_only_leading_triggers_of_text() -> None:
+    row = ["=a", "a=", " =a", "-", "+", "@", "\t", "\r", "", -1, Decimal("-2"), None]
+    assert neutralize(row) == [
+        "'=a", "a=", " =a", "'-", "'+", "'@", "'\t", "'\r", "", -1, Decimal("-2"), None
+    ]  # fmt: skip
