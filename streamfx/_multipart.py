@@ -21,7 +21,8 @@ How data moves (pull-driven, no task):
   flat and leaves nothing to clean up but the body itself.
 
 Limits are checked as the bytes arrive, and `UploadTooLarge` comes before the rest of
-the body is read: the parser is fed at most ``max_size`` body bytes, a part's content is
+the body is read: the parser is fed at most ``max_size`` body bytes (what follows the
+closing boundary is never read, so it does not count), a part's content is
 cut after ``max_part_size`` bytes, and the part after ``max_parts`` is refused as it
 begins. Limits apply to parts the caller skips as well.
 
@@ -88,6 +89,12 @@ def parse_multipart(
     use ``async with parse_multipart(...) as parts:`` or call ``await parts.aclose()``
     when stopping early.
     """
+    try:
+        import python_multipart  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "parse_multipart needs python-multipart: pip install 'streamfx[multipart]'"
+        ) from exc
     limits = (
         _check_limit("max_size", max_size),
         _check_limit("max_part_size", max_part_size),
@@ -169,7 +176,8 @@ class PartStream:
                 current._state = "skipped"
             if current._state == "open":
                 current._state = "done"
-        event = await self._next_event()
+        events = self._events
+        event = events.popleft() if events else await self._next_event()
         if event is _END:
             await self.aclose()
             raise StopAsyncIteration
@@ -190,7 +198,8 @@ class PartStream:
             )
         if state == "closed":
             raise RuntimeError(f"the upload was closed before part {part.name!r} was read")
-        event = await self._next_event()
+        events = self._events
+        event = events.popleft() if events else await self._next_event()
         if event is None:
             part._state = "done"
             raise StopAsyncIteration

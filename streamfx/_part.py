@@ -15,8 +15,10 @@ rules are written here because no library gives them the way uploads need them:
 
 from __future__ import annotations
 
+import codecs
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from functools import cache
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
@@ -31,6 +33,7 @@ _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _PATTERN = re.compile(rf"(?:\*|{_TOKEN})/(?:\*|{_TOKEN})")
 _FILENAME_STAR = re.compile(r";\s*filename\*\s*=\s*([^;\s]+)", re.IGNORECASE)
 _EXT_VALUE = re.compile(r"([!#$%&+\-^_`{}~0-9A-Za-z]+)'[^']*'(.*)")
+_SIMPLE_DISPOSITION = re.compile(rb'form-data; name="([^"\\]*)"(?:; filename="([^"\\]*)")?')
 _DEFAULT_FILE_TYPE = "application/octet-stream"
 
 
@@ -78,8 +81,8 @@ class Part:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
-    async def __anext__(self) -> bytes:
-        return await self._stream._read_part(self)
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._stream._read_part(self)
 
     async def read(self) -> bytes:
         """The rest of the content as one ``bytes`` (at most ``max_part_size`` bytes)."""
@@ -111,15 +114,44 @@ def describe_part(
     when the part is a file whose type does not match `allowed_types` (a file sent
     without a ``Content-Type`` counts as ``application/octet-stream``).
     """
-    from python_multipart.multipart import parse_options_header
-
-    headers = [(key.decode("latin-1").lower(), decode_text(value)) for key, value in raw_headers]
-    disposition = next(
-        (value for key, value in raw_headers if key.lower() == b"content-disposition"), None
-    )
+    headers: list[tuple[str, str]] = []
+    disposition = raw_content_type = None
+    for raw_key, raw_value in raw_headers:
+        key = raw_key.decode("latin-1").lower()
+        if key == "content-disposition" and disposition is None:
+            disposition = raw_value
+        elif key == "content-type" and raw_content_type is None:
+            raw_content_type = raw_value
+        headers.append((key, decode_text(raw_value)))
     if disposition is None:
         raise MalformedUpload("a part has no Content-Disposition header")
-    kind, params = parse_options_header(disposition)
+    raw_name, raw_filename = disposition_params(disposition)
+    name = decode_text(raw_name)
+    filename = _filename_star(disposition) if b"*" in disposition else None
+    if filename is None and raw_filename is not None:
+        filename = decode_text(raw_filename)
+    content_type = None if raw_content_type is None else decode_text(raw_content_type)
+    if filename is not None and allowed_types is not None:
+        media = media_type(content_type or _DEFAULT_FILE_TYPE)
+        if not any(type_matches(media, pattern) for pattern in allowed_types):
+            allowed = ", ".join(allowed_types) or "none (no files are accepted)"
+            raise UnsupportedMediaType(f"file {name!r} has type {media!r}; allowed: {allowed}")
+    return name, filename, content_type, headers
+
+
+def disposition_params(disposition: bytes) -> tuple[bytes, bytes | None]:
+    """The raw ``name`` and ``filename`` of a ``form-data`` Content-Disposition.
+
+    The exact shape every browser sends (``form-data; name="..."`` and optionally
+    ``; filename="..."``, no escapes) is read with one regular expression; anything
+    else goes through python-multipart's `parse_options_header`. Both give the same
+    result on that shape (a property test checks it); the fast path exists because the
+    general parser costs about 5 microseconds a part, as much as all the rest.
+    """
+    simple = _SIMPLE_DISPOSITION.fullmatch(disposition)
+    if simple is not None:
+        return simple.group(1), simple.group(2)
+    kind, params = _parse_options_header()(disposition)
     if kind != b"form-data":
         raise MalformedUpload(
             f"a part's Content-Disposition is {kind.decode('latin-1')!r}, not 'form-data'"
@@ -127,17 +159,14 @@ def describe_part(
     raw_name = params.get(b"name")
     if raw_name is None:
         raise MalformedUpload("a part's Content-Disposition has no name")
-    name = decode_text(raw_name)
-    filename = _filename_star(disposition)
-    if filename is None and b"filename" in params:
-        filename = decode_text(params[b"filename"])
-    content_type = next((value for key, value in headers if key == "content-type"), None)
-    if filename is not None and allowed_types is not None:
-        media = media_type(content_type or _DEFAULT_FILE_TYPE)
-        if not any(type_matches(media, pattern) for pattern in allowed_types):
-            allowed = ", ".join(allowed_types) or "none (no files are accepted)"
-            raise UnsupportedMediaType(f"file {name!r} has type {media!r}; allowed: {allowed}")
-    return name, filename, content_type, headers
+    return raw_name, params.get(b"filename")
+
+
+@cache
+def _parse_options_header() -> Callable[[bytes], tuple[bytes, dict[bytes, bytes]]]:
+    from python_multipart.multipart import parse_options_header
+
+    return parse_options_header
 
 
 def _filename_star(disposition: bytes) -> str | None:
@@ -149,6 +178,7 @@ def _filename_star(disposition: bytes) -> str | None:
         raise MalformedUpload("a part's filename* is not charset'language'value")
     charset, value = ext.groups()
     try:
+        codecs.lookup(charset)
         return unquote(value, encoding=charset, errors="strict")
     except (LookupError, UnicodeDecodeError) as exc:
         raise MalformedUpload(f"a part's filename* cannot be decoded as {charset}") from exc
