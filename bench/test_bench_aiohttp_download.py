@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from load_download_aiohttp import ROUTES, fetch, make_file, start_server, stop_server
+
+from bench.load_download_aiohttp import ROUTES, fetch, make_file, start_server, stop_server
 
 SIZE_MB = 64
 
