@@ -30,6 +30,7 @@ from streamfx import (
     StreamResponse,
     download,
     export,
+    parse_multipart,
     sse,
 )
 from streamfx.adapters.aiohttp import multipart_parts, streamfx_errors, to_aiohttp
@@ -963,3 +964,27 @@ async def test_refused_uploads_get_their_status_and_leave_nothing(
     assert reply.headers["content-type"].startswith("text/plain")
     assert 0 < len(reply.text) < 200
     assert listing(tmp_path) == []  # nothing of the refused upload is kept
+
+
+async def test_the_middleware_maps_upload_errors_raised_directly() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        parts = parse_multipart(
+            request.content.iter_any(),
+            request.headers.get("Content-Type"),
+            max_size=100,
+            max_part_size=100,
+            max_parts=1,
+        )
+        async with parts:
+            async for part in parts:
+                await part.read()
+        return web.Response(text="stored")
+
+    body = multipart(("doc", "a.txt", "text/plain", b"z" * 500))
+    async with serve(handler, middlewares=[streamfx_errors]) as port, httpx.AsyncClient() as c:
+        reply = await c.post(
+            f"http://127.0.0.1:{port}/", content=body, headers={"Content-Type": MULTIPART}
+        )
+    assert reply.status_code == 413
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert "100" in reply.text
