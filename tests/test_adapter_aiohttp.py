@@ -254,6 +254,24 @@ async def test_the_body_is_closed_exactly_once(
     assert body.closes == 1
 
 
+async def test_an_error_from_for_request_is_answered_and_the_body_closed() -> None:
+    bodies: list[CountingBody] = []
+
+    def answer(method: str, headers: Sequence[tuple[str, str]]) -> StreamResponse:
+        raise Forbidden("the file went away")
+
+    def make() -> StreamResponse:
+        bodies.append(CountingBody(3))
+        return StreamResponse(200, [], bodies[-1], respond_to=answer)
+
+    async with serve(respond_with(make)) as port, httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/")
+    assert reply.status_code == 403
+    assert reply.text == "403 Forbidden\n"
+    [body] = bodies
+    assert (body.sent, body.closes) == (0, 1)
+
+
 # -- failures -------------------------------------------------------------------------
 
 

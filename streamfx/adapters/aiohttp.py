@@ -9,6 +9,7 @@ What `to_aiohttp` promises, in order:
 
 1. ``response.for_request(request.method, request headers)`` is called first, so a
    download sees Range, If-Range and the conditional headers, and HEAD is answered.
+   An error it raises is answered as in 3 (and the original body is closed).
 2. HEAD, 1xx, 204 and 304 get the status and headers only; the body is never iterated.
 3. The first body chunk is pulled *before* the status line is sent. An error there
    becomes a short ``text/plain`` response with the error's ``status`` attribute when it
@@ -21,9 +22,9 @@ What `to_aiohttp` promises, in order:
    closed while the body is idle: it is checked every `disconnect_check` seconds) is
    not an error: the body is closed and the prepared response is returned. So is a
    client that stops reading: when bytes wait to be sent and the socket takes none
-   for `write_timeout` seconds, the connection is aborted. If the
-   handler's task is cancelled (aiohttp's ``handler_cancellation``, server shutdown),
-   the body is closed and `CancelledError` propagates.
+   for `write_timeout` seconds, the connection is aborted. If the handler's task is
+   cancelled (aiohttp's ``handler_cancellation``, server shutdown), the body is
+   closed and `CancelledError` propagates.
 7. The body is closed (``aclose()``) exactly once, whatever happened, before this
    returns or raises; with streamfx bodies that cancels the producer tasks and runs
    every finalizer.
@@ -47,12 +48,11 @@ the body, and a ``"suspend"`` body stops its producer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import struct
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from http import HTTPStatus
 from typing import Any
 
@@ -97,7 +97,11 @@ async def to_aiohttp(
         raise ValueError(f"disconnect_check must be positive, got {disconnect_check!r}")
     if write_timeout is not None and not write_timeout > 0:
         raise ValueError(f"write_timeout must be positive or None, got {write_timeout!r}")
-    response = response.for_request(request.method, list(request.headers.items()))
+    try:
+        response = response.for_request(request.method, list(request.headers.items()))
+    except Exception as exc:
+        await response.aclose()
+        return await _error_response(request, exc)
     task = asyncio.current_task()
     assert task is not None, "to_aiohttp must run inside a task"
     watch = _DisconnectWatch(request, task, disconnect_check, write_timeout)
@@ -264,7 +268,7 @@ def _abort(request: web.BaseRequest) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):  # the socket may already be gone
+        with suppress(OSError):  # the socket may already be gone
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
     transport.abort()
 
