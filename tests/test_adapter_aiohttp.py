@@ -10,6 +10,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -406,6 +407,35 @@ async def test_200_clients_disconnecting_mid_stream(handler_cancellation: bool) 
         assert started == count
         assert await eventually(lambda: finalized == count, within=1.0), finalized
         assert await eventually(lambda: not streamfx_tasks(), within=0.1), streamfx_tasks()
+
+
+async def test_disconnect_before_the_first_chunk_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    started = asyncio.Event()
+    finalized = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def slow_start() -> AsyncIterator[bytes]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+            yield b"never"
+        finally:
+            finalized.set()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = StreamResponse(200, [], slow_start())
+        out = await to_aiohttp(request, response, disconnect_check=0.05)
+        outcomes.append("returned")
+        return out
+
+    async with serve(handler) as port:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(get())
+        await asyncio.wait_for(started.wait(), 1.0)  # waiting for the first chunk
+        await close(writer)
+        await asyncio.wait_for(finalized.wait(), 1.0)
+        assert await eventually(lambda: outcomes == ["returned"], within=1.0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_disconnect_during_sendfile_returns_quietly(tmp_path: Path) -> None:

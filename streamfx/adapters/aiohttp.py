@@ -136,9 +136,7 @@ async def _send(
     watch: _DisconnectWatch,
 ) -> web.StreamResponse:
     if _has_no_body(request.method, response.status):
-        await out.prepare(request)
-        await out.write_eof()
-        return out
+        return await _send_whole(request, out)
 
     if response.file is not None and _can_sendfile(request):
         return await _send_file(request, response.file, out, iterator, watch)
@@ -151,9 +149,9 @@ async def _send(
     except Exception as exc:
         return await _error_response(request, exc)
 
-    writer = await out.prepare(request)
-    assert writer is not None
     try:
+        writer = await out.prepare(request)
+        assert writer is not None
         if first:
             await writer.write(first)
         await _pump(iterator, writer)
@@ -235,9 +233,16 @@ async def _send_file(
 
 
 async def _error_response(request: web.BaseRequest, exc: Exception) -> web.StreamResponse:
-    out = _plain_status(_status_of(exc), exc)
-    await out.prepare(request)
-    await out.write_eof()
+    return await _send_whole(request, _plain_status(_status_of(exc), exc))
+
+
+async def _send_whole(request: web.BaseRequest, out: web.StreamResponse) -> web.StreamResponse:
+    """Send a response that has no body to stream; a client already gone is no error."""
+    try:
+        await out.prepare(request)
+        await out.write_eof()
+    except ConnectionError:
+        out.force_close()
     return out
 
 
