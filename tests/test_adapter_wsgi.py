@@ -9,6 +9,11 @@ server side is read from the files the app writes (see tests/wsgi_flask_app.py).
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import hashlib
+import io
+import json
 import os
 import re
 import socket
@@ -16,16 +21,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from wsgiref.types import WSGIApplication
+from wsgiref.util import setup_testing_defaults
 
 import httpx
 import pytest
 from waitress.server import TcpWSGIServer, create_server
 
-from streamfx import SSEDecoder
+from streamfx import DownloadNotFound, SSEDecoder, StreamResponse
+from streamfx.adapters import wsgi
+from streamfx.adapters.wsgi import background_loop, to_wsgi
 from streamfx.metrics import set_metrics
 from tests.wsgi_flask_app import FileReportingMetrics, create_app
 
@@ -57,10 +67,18 @@ class Server:
             time.sleep(0.02)
 
     def background_tasks(self) -> int:
+        tasks: int = self.status()["tasks"]
+        return tasks
+
+    def download_bodies_started(self) -> int:
+        started: int = self.status()["download_bodies_started"]
+        return started
+
+    def status(self) -> dict[str, int]:
         reply = httpx.get(f"{self.url}/tasks", timeout=10)
         reply.raise_for_status()
-        tasks: int = reply.json()["tasks"]
-        return tasks
+        status: dict[str, int] = reply.json()
+        return status
 
 
 def _serve_waitress(directory: Path) -> Iterator[Server]:
@@ -69,7 +87,7 @@ def _serve_waitress(directory: Path) -> Iterator[Server]:
         create_app(str(directory)),
         host="127.0.0.1",
         port=0,
-        threads=80,
+        threads=220,
         connection_limit=400,
         outbuf_high_watermark=WAITRESS_HIGH_WATERMARK,
         expose_tracebacks=False,
@@ -94,12 +112,12 @@ def _serve_gunicorn(directory: Path, worker: str) -> Iterator[Server]:
     port = listener.getsockname()[1]
     command = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}"]
     command += ["--workers", "1", "--worker-class", worker, "--graceful-timeout", "2"]
-    command += ["--log-level", "warning", "--pythonpath", str(TESTS)]
+    command += ["--log-level", "warning", "--pythonpath", str(TESTS.parent)]
     env = dict(os.environ, STREAMFX_TEST_DIR=str(directory), STREAMFX_TEST_METRICS="1")
     if worker == "gthread":
-        command += ["--threads", "80", "--preload"]
+        command += ["--threads", "220", "--preload"]
         env["STREAMFX_TEST_WARM"] = "1"
-    command.append("wsgi_flask_app:create_app()")
+    command.append("tests.wsgi_flask_app:create_app()")
     with (directory / "gunicorn.log").open("wb") as log:
         process = subprocess.Popen(
             command, pass_fds=(listener.fileno(),), env=env, stdout=log, stderr=log
@@ -259,13 +277,17 @@ def test_head_sends_headers_and_never_starts_the_body(server: Server) -> None:
 
 
 def test_many_clients_disconnecting_mid_stream_run_every_finalizer(server: Server) -> None:
-    clients = 8 if server.kind == "gunicorn-sync" else 60
+    # gunicorn's sync worker serves one request at a time: its clients queue up.
+    one_at_a_time = server.kind == "gunicorn-sync"
+    clients = 8 if one_at_a_time else 200
     tokens = [new_token("many") for _ in range(clients)]
+    all_streaming = threading.Barrier(1 if one_at_a_time else clients, timeout=30)
 
     def one_client(token: str) -> None:
         sock = open_get(server, f"/sse?token={token}&events=2&hold=1&heartbeat=0.05")
         with sock:
             read_until(sock, b"data: 00000001")
+            all_streaming.wait()  # every stream is open at once, then they all leave
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one_client, tokens))
@@ -388,3 +410,415 @@ def test_slow_reader_makes_a_sliding_stream_drop_and_count(server: Server) -> No
     dropped = int(match.group(1))
     assert dropped > 0
     assert dropped + len(indexes) == count
+
+
+# -- downloads -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stored_file(server: Server) -> tuple[str, bytes]:
+    data = os.urandom(300_000)
+    name = f"{new_token('file')}.bin"
+    (server.directory / "files" / name).write_bytes(data)
+    return name, data
+
+
+def test_download_whole_file(server: Server, stored_file: tuple[str, bytes]) -> None:
+    name, data = stored_file
+    started = server.download_bodies_started()
+    reply = httpx.get(f"{server.url}/download/{name}", timeout=10)
+    assert server.download_bodies_started() == started  # sent from the file wrapper
+    assert reply.status_code == 200
+    assert reply.headers["content-length"] == str(len(data))
+    assert reply.headers["accept-ranges"] == "bytes"
+    assert reply.content == data
+
+
+def test_download_single_range(server: Server, stored_file: tuple[str, bytes]) -> None:
+    name, data = stored_file
+    reply = httpx.get(
+        f"{server.url}/download/{name}", headers={"Range": "bytes=1000-70999"}, timeout=10
+    )
+    assert reply.status_code == 206
+    assert reply.headers["content-range"] == f"bytes 1000-70999/{len(data)}"
+    assert reply.content == data[1000:71000]
+
+
+def test_download_suffix_and_multiple_ranges(
+    server: Server, stored_file: tuple[str, bytes]
+) -> None:
+    name, data = stored_file
+    url = f"{server.url}/download/{name}"
+    reply = httpx.get(url, headers={"Range": "bytes=-500"}, timeout=10)
+    assert reply.status_code == 206
+    assert reply.content == data[-500:]
+    started = server.download_bodies_started()
+    reply = httpx.get(url, headers={"Range": "bytes=0-9,100-199"}, timeout=10)
+    assert server.download_bodies_started() == started + 1  # several ranges: the body
+    assert reply.status_code == 206
+    assert reply.headers["content-type"].startswith("multipart/byteranges; boundary=")
+    assert data[0:10] in reply.content
+    assert data[100:200] in reply.content
+
+
+def test_download_conditional_304_and_unsatisfiable_416(
+    server: Server, stored_file: tuple[str, bytes]
+) -> None:
+    name, data = stored_file
+    url = f"{server.url}/download/{name}"
+    etag = httpx.head(url, timeout=10).headers["etag"]
+    reply = httpx.get(url, headers={"If-None-Match": etag}, timeout=10)
+    assert reply.status_code == 304
+    assert reply.content == b""
+    reply = httpx.get(url, headers={"Range": f"bytes={len(data)}-"}, timeout=10)
+    assert reply.status_code == 416
+    assert reply.headers["content-range"] == f"bytes */{len(data)}"
+    reply = httpx.get(url, headers={"Range": "bytes=0-9", "If-Range": '"stale"'}, timeout=10)
+    assert reply.status_code == 200
+    assert reply.content == data
+
+
+def test_download_head_has_headers_only(server: Server, stored_file: tuple[str, bytes]) -> None:
+    name, data = stored_file
+    reply = httpx.head(f"{server.url}/download/{name}", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-length"] == str(len(data))
+    assert reply.content == b""
+
+
+def test_download_of_a_missing_file_is_a_plain_404(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/download/nothing-here.bin", timeout=10)
+    assert reply.status_code == 404
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    assert server.background_tasks() == 0
+
+
+# -- exports ---------------------------------------------------------------------------
+
+
+def test_export_json(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/export/json?rows=500", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("application/json")
+    assert 'filename="rows.json"' in reply.headers["content-disposition"]
+    rows = reply.json()
+    assert [row["id"] for row in rows] == list(range(500))
+
+
+def test_export_ndjson(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/export/ndjson?rows=500", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("application/x-ndjson")
+    lines = reply.text.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == list(range(500))
+
+
+def test_export_csv(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/export/csv?rows=500", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(reply.text)))
+    assert [int(row["id"]) for row in rows] == list(range(500))
+    assert rows[0]["formula"] != "=1+1"  # neutralized against formula injection
+
+
+@pytest.mark.parametrize("kind", ["json", "ndjson", "csv"])
+def test_export_failing_midway_never_looks_complete(server: Server, kind: str) -> None:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", f"{server.url}/export/{kind}?rows=5000&fail_at=4000") as response,
+    ):
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+
+
+def test_export_failing_before_the_first_row_is_a_500(server: Server) -> None:
+    reply = httpx.get(f"{server.url}/export/ndjson?rows=5&fail_at=0", timeout=10)
+    assert reply.status_code == 500
+    assert reply.text == "Internal Server Error\n"
+
+
+# -- uploads ---------------------------------------------------------------------------
+
+
+def uploaded_files(server: Server) -> set[str]:
+    return {path.name for path in (server.directory / "uploads").iterdir()}
+
+
+def multipart_body(parts: list[tuple[str, str | None, str, bytes]], boundary: str) -> bytes:
+    out = bytearray()
+    for name, filename, content_type, content in parts:
+        out += f"--{boundary}\r\n".encode()
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += f"Content-Disposition: {disposition}\r\n".encode()
+        out += f"Content-Type: {content_type}\r\n\r\n".encode()
+        out += content + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)
+
+
+def post_upload(
+    server: Server, body: bytes, query: str = "", *, chunked: bool = False, boundary: str = "b0"
+) -> httpx.Response:
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 50_000):
+            yield body[start : start + 50_000]
+
+    content: bytes | Iterator[bytes] = pieces() if chunked else body
+    return httpx.post(f"{server.url}/upload?{query}", content=content, headers=headers, timeout=20)
+
+
+BIG = os.urandom(3_000_000)
+UPLOAD = [
+    ("title", None, "text/plain", b"hello"),
+    ("photo", "cat.png", "image/png", BIG),
+    ("notes", "notes.txt", "text/plain", b"some notes\n" * 100),
+]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_upload_is_streamed_to_disk(server: Server, chunked: bool) -> None:
+    before = uploaded_files(server)
+    reply = post_upload(server, multipart_body(UPLOAD, "b0"), chunked=chunked)
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert result["fields"] == {"title": "hello"}
+    assert result["files"]["photo"] == ["cat.png", len(BIG), hashlib.sha256(BIG).hexdigest()]
+    assert result["files"]["notes"][1] == 1100
+    assert len(uploaded_files(server) - before) == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "chunked", "status", "message"),
+    [
+        ("max_size=1000000", False, 413, "the upload is larger than 1000000 bytes"),
+        ("max_size=1000000", True, 413, "1000000"),
+        ("max_part_size=100000", False, 413, "100000"),
+        ("max_parts=2", False, 413, "2"),
+        ("allowed=image/jpeg,text/*", False, 415, "image/png"),
+    ],
+)
+def test_refused_upload_keeps_nothing(
+    server: Server, query: str, chunked: bool, status: int, message: str
+) -> None:
+    before = uploaded_files(server)
+    reply = post_upload(server, multipart_body(UPLOAD, "b0"), query, chunked=chunked)
+    assert reply.status_code == status
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    assert message in reply.text
+    assert reply.text.endswith("\n")
+    assert len(reply.text) < 300
+    assert uploaded_files(server) == before
+    assert server.background_tasks() == 0
+
+
+def test_upload_that_is_not_multipart_is_415(server: Server) -> None:
+    reply = httpx.post(f"{server.url}/upload", json={"a": 1}, timeout=10)
+    assert reply.status_code == 415
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_upload_with_broken_framing_is_400(server: Server) -> None:
+    before = uploaded_files(server)
+    body = multipart_body(UPLOAD, "b0")
+    truncated = body[: len(body) // 2]
+    reply = post_upload(server, truncated)
+    assert reply.status_code == 400
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    reply = httpx.post(
+        f"{server.url}/upload",
+        content=b"x",
+        headers={"Content-Type": "multipart/form-data"},
+        timeout=10,
+    )
+    assert reply.status_code == 400
+    assert uploaded_files(server) == before
+
+
+@pytest.mark.parametrize("headers", [{}, {"Range": "bytes=1000-70999"}])
+def test_download_straight_to_the_server_file_wrapper(
+    server: Server, stored_file: tuple[str, bytes], headers: dict[str, str]
+) -> None:
+    name, data = stored_file
+    started = server.download_bodies_started()
+    reply = httpx.get(f"{server.url}/raw/download/{name}", headers=headers, timeout=10)
+    assert server.download_bodies_started() == started  # the file went, not the body
+    if headers:
+        assert reply.status_code == 206
+        assert reply.content == data[1000:71000]
+    else:
+        assert reply.status_code == 200
+        assert reply.content == data
+
+
+# -- the application itself, called as a WSGI server would -----------------------------
+
+
+@dataclass
+class Started:
+    status: str = ""
+    headers: list[tuple[str, str]] | None = None
+
+
+def call(
+    app: WSGIApplication, method: str = "GET", **extra: str
+) -> tuple[Started, Iterable[bytes]]:
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ["REQUEST_METHOD"] = method
+    environ.update(extra)
+    started = Started()
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None, /
+    ) -> Callable[[bytes], object]:
+        started.status, started.headers = status, headers
+        return lambda _: None
+
+    return started, app(environ, start_response)
+
+
+def loop_tasks() -> int:
+    async def count() -> int:
+        current = asyncio.current_task()
+        return sum(1 for task in asyncio.all_tasks() if task is not current)
+
+    return asyncio.run_coroutine_threadsafe(count(), background_loop()).result(timeout=5)
+
+
+def test_the_application_sends_its_response_once() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"once"
+
+    app = to_wsgi(StreamResponse(200, [], body()))
+    started, iterable = call(app)
+    assert started.status == "200 OK"
+    assert list(iterable) == [b"once"]
+    with pytest.raises(RuntimeError, match="already called"):
+        call(app)
+
+
+def test_request_headers_reach_for_request_and_hop_by_hop_headers_are_dropped() -> None:
+    seen: list[tuple[str, Sequence[tuple[str, str]]]] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    def respond(method: str, headers: Sequence[tuple[str, str]]) -> StreamResponse:
+        seen.append((method, headers))
+        wire = [("content-type", "text/plain"), ("Connection", "keep-alive")]
+        return StreamResponse(299, [*wire, ("Transfer-Encoding", "chunked")], body())
+
+    response = StreamResponse(200, [], body(), respond_to=respond)
+    started, iterable = call(
+        to_wsgi(response), "POST", HTTP_RANGE="bytes=0-1", CONTENT_TYPE="text/csv"
+    )
+    assert list(iterable) == [b"x"]
+    assert started.status == "299 "
+    assert started.headers == [("content-type", "text/plain")]
+    method, headers = seen[0]
+    assert method == "POST"
+    assert ("range", "bytes=0-1") in headers
+    assert ("content-type", "text/csv") in headers
+
+
+def test_an_error_from_for_request_becomes_its_status() -> None:
+    def respond(method: str, headers: Sequence[tuple[str, str]]) -> StreamResponse:
+        raise DownloadNotFound("no such file: a.txt")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"never sent"
+
+    response = StreamResponse(200, [], body(), respond_to=respond)
+    started, iterable = call(to_wsgi(response))
+    assert started.status == "404 Not Found"
+    assert list(iterable) == [b"no such file: a.txt\n"]
+
+
+def test_close_waits_for_a_stuck_finalizer_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wsgi, "CLOSE_TIMEOUT", 0.2)
+    release = threading.Event()
+    finished = threading.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield b"a"
+            yield b"b"
+        finally:
+            await asyncio.to_thread(release.wait, 10)
+            finished.set()
+
+    _, iterable = call(to_wsgi(StreamResponse(200, [], body())))
+    assert next(iter(iterable)) == b"a"
+    closable: Any = iterable
+    closable.close()  # returns although the finalizer is still running
+    assert not finished.is_set()
+    release.set()
+    assert finished.wait(5)
+    deadline = time.monotonic() + 5
+    while loop_tasks() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loop_tasks() == 0
+
+
+def test_concurrent_first_calls_start_one_loop_and_forks_start_their_own() -> None:
+    script = """
+import os, threading
+from streamfx.adapters.wsgi import background_loop
+loops = []
+threads = [threading.Thread(target=lambda: loops.append(background_loop())) for _ in range(50)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert len({id(loop) for loop in loops}) == 1 and loops[0].is_running()
+parent = loops[0]
+pid = os.fork()
+if pid == 0:
+    import asyncio
+    child = background_loop()
+    async def ping(): return os.getpid()
+    answer = asyncio.run_coroutine_threadsafe(ping(), child).result(5)
+    ok = child is not parent and answer == os.getpid()
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_stalled_uploader_holds_only_its_own_request(server: Server) -> None:
+    if server.kind == "gunicorn-sync":
+        pytest.skip("the sync worker serves one request at a time, by design")
+    before = uploaded_files(server)
+    body = multipart_body(UPLOAD, "b0")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
+        head = (
+            "POST /upload HTTP/1.1\r\nHost: test\r\n"
+            "Content-Type: multipart/form-data; boundary=b0\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        stalled.sendall(head.encode() + body[:500_000])
+        if server.kind != "waitress":  # waitress reads the whole body before the app runs
+            server.wait_for(
+                "the stalled part to be stored", lambda: uploaded_files(server) != before
+            )
+        reply = post_upload(server, body)
+        assert reply.status_code == 200
+        token = new_token("beside")
+        events = httpx.get(f"{server.url}/sse?token={token}&events=2", timeout=10)
+        assert len(SSEDecoder().feed(events.content)) == 2
+        stored = uploaded_files(server) - before
+    # The stalled client leaves: its upload is truncated, refused, and its file removed.
+    server.wait_for(
+        "the refused part to be removed", lambda: len(uploaded_files(server) - before) == 2
+    )
+    assert (uploaded_files(server) - before) < stored or server.kind == "waitress"
+    server.wait_for("no task left", lambda: server.background_tasks() == 0)

@@ -8,21 +8,41 @@ gunicorn runs it in another process:
 - ``TOKEN.produced``: one byte per item the source produced;
 - ``TOKEN.done``: the source produced every item it was asked for;
 - ``TOKEN.closed``: written by the metrics hook when the stream closed:
-  ``dropped=N outcome=...``.
+  ``dropped=N outcome=...``;
+- ``uploads/``: the files of uploads, removed again when an upload is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Flask, request
 
-from streamfx import BufferPolicy, FileRange, StreamResponse, sse
-from streamfx.adapters.wsgi import WSGIStream, background_loop, to_wsgi
-from streamfx.metrics import InMemoryMetrics, Outcome, set_metrics
+from streamfx import (
+    BufferPolicy,
+    DownloadError,
+    FileRange,
+    StreamResponse,
+    UploadError,
+    download,
+    export,
+    sse,
+)
+from streamfx.adapters.wsgi import (
+    WSGIStream,
+    background_loop,
+    error_response,
+    parts_from_wsgi,
+    to_wsgi,
+)
+from streamfx.metrics import InMemoryMetrics, Outcome, get_metrics, set_metrics
 
 
 class FileReportingMetrics(InMemoryMetrics):
@@ -62,7 +82,12 @@ def create_app(log_dir: str | None = None) -> Flask:
     if os.environ.get("STREAMFX_TEST_WARM"):
         background_loop()
     log = directory / "events.log"
+    uploads = directory / "uploads"
+    uploads.mkdir(exist_ok=True)
+    files = directory / "files"
+    files.mkdir(exist_ok=True)
     app = Flask(__name__)
+    app.register_error_handler(DownloadError, error_response)
 
     async def tracked(token: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
         _append(log, f"open {token}\n".encode())
@@ -137,6 +162,71 @@ def create_app(log_dir: str | None = None) -> Flask:
         headers = [("content-type", "application/octet-stream"), ("content-length", str(length))]
         return to_wsgi(StreamResponse(200, headers, body(), FileRange(path, offset, length)))
 
+    @app.get("/download/<name>")
+    def download_view(name: str) -> WSGIStream:
+        return to_wsgi(download(name, root=files))
+
+    @app.get("/export/<kind>")
+    def export_view(kind: str) -> WSGIStream:
+        rows = int(request.args.get("rows", "3"))
+        fail_at = int(request.args.get("fail_at", "-1"))
+
+        async def source() -> AsyncIterator[dict[str, Any]]:
+            for index in range(rows):
+                if index == fail_at:
+                    raise RuntimeError("the database went away")
+                yield {"id": index, "name": f"row {index}", "formula": "=1+1"}
+
+        return to_wsgi(export(source(), kind, filename=f"rows.{kind}"))  # type: ignore[arg-type]
+
+    @app.post("/upload")
+    def upload_view() -> dict[str, Any] | WSGIApplication:
+        args = request.args
+        allowed = args["allowed"].split(",") if "allowed" in args else None
+        saved: list[Path] = []
+        fields: dict[str, str] = {}
+        stored: dict[str, list[object]] = {}
+        try:
+            with parts_from_wsgi(
+                request.environ,
+                max_size=int(args.get("max_size", "10000000")),
+                max_part_size=int(args.get("max_part_size", "10000000")),
+                max_parts=int(args.get("max_parts", "10")),
+                allowed_types=allowed,
+            ) as parts:
+                for part in parts:
+                    if part.filename is None:
+                        fields[part.name] = part.read().decode()
+                        continue
+                    target = uploads / f"{uuid.uuid4().hex}.part"
+                    saved.append(target)
+                    digest = hashlib.sha256()
+                    size = 0
+                    with target.open("wb") as out:
+                        for chunk in part:
+                            out.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
+                    stored[part.name] = [part.filename, size, digest.hexdigest()]
+        except UploadError as exc:
+            for path in saved:
+                path.unlink(missing_ok=True)
+            return error_response(exc)
+        return {"fields": fields, "files": stored}
+
+    flask_app = app.wsgi_app
+
+    def raw_routes(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """``/raw/download/NAME`` bypasses Flask: the server gets `to_wsgi`'s own
+        iterable, so a file range goes to ``wsgi.file_wrapper`` unwrapped (sendfile)."""
+        path: str = environ.get("PATH_INFO", "")
+        if path.startswith("/raw/download/"):
+            response = download(path.removeprefix("/raw/download/"), root=files)
+            return to_wsgi(response)(environ, start_response)
+        return flask_app(environ, start_response)
+
+    app.wsgi_app = raw_routes  # type: ignore[method-assign]
+
     @app.get("/tasks")
     def tasks_view() -> dict[str, int]:
         loop = background_loop()
@@ -146,6 +236,9 @@ def create_app(log_dir: str | None = None) -> Flask:
             return sum(1 for task in asyncio.all_tasks() if task is not current)
 
         pending = asyncio.run_coroutine_threadsafe(count(), loop).result(timeout=5)
-        return {"tasks": pending, "pid": os.getpid()}
+        hook = get_metrics()
+        opened = hook.opened if isinstance(hook, InMemoryMetrics) else {}
+        downloads = sum(n for (kind, _), n in opened.items() if kind == "download")
+        return {"tasks": pending, "pid": os.getpid(), "download_bodies_started": downloads}
 
     return app

@@ -33,6 +33,9 @@ writes nothing never notices: keep a heartbeat on long-lived streams. gunicorn's
 worker serves one request at a time per process and kills a worker whose request lasts
 longer than ``--timeout``; use the gthread worker (or waitress) for SSE.
 
+Uploads: `parts_from_wsgi(environ, ...)` feeds ``wsgi.input`` to `streamfx.parse_multipart`
+and gives synchronous parts; answer its `UploadError` with `error_response(exc)`.
+
 Hop-by-hop headers (``Connection``, ``Transfer-Encoding``...) are dropped: PEP 3333
 forbids them in applications; the server does the framing.
 """
@@ -46,12 +49,23 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future
 from http import HTTPStatus
 from typing import Any, Final
-from wsgiref.types import StartResponse, WSGIEnvironment
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from .._response import FileRange, StreamResponse
 from ._wsgi_loop import background_loop
+from ._wsgi_upload import WSGIPart, WSGIParts, parts_from_wsgi
 
-__all__ = ["CLOSE_TIMEOUT", "WSGIStream", "background_loop", "request_headers", "to_wsgi"]
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "WSGIPart",
+    "WSGIParts",
+    "WSGIStream",
+    "background_loop",
+    "error_response",
+    "parts_from_wsgi",
+    "request_headers",
+    "to_wsgi",
+]
 
 CLOSE_TIMEOUT: Final = 5.0
 """Seconds ``close()`` waits for the body's cleanup before giving up (and logging)."""
@@ -148,6 +162,21 @@ class WSGIStream:
             body.close()
             raise
         return body
+
+
+def error_response(exc: Exception) -> WSGIApplication:
+    """A WSGI application answering `exc` as `to_wsgi` answers an error raised before the
+    first chunk: the error's ``status`` (an `UploadError`'s 413/415/400, a
+    `DownloadError`'s 403/404...) or 500, with a short ``text/plain`` body that is the
+    error's message for a 4xx and only the reason phrase otherwise.
+
+    In Flask: ``app.register_error_handler(UploadError, error_response)``.
+    """
+
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return _error_response(start_response, exc)
+
+    return application
 
 
 def _fits(response: StreamResponse) -> bool:
