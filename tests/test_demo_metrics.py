@@ -4,6 +4,7 @@ parser, and moved by exactly the requests this test makes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,9 +16,18 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_demo(tmp_path_factory.mktemp("demo") / "server.log") as base:
+def demo_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def demo(demo_log: Path) -> Iterator[str]:
+    with running_demo(demo_log) as base:
         yield base
+
+
+def test_the_demo_prints_its_url(demo: str, demo_log: Path) -> None:
+    assert f"streamfx demo: open {demo}/" in demo_log.read_text()
 
 
 def scrape(base: str) -> Samples:
