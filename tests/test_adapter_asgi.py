@@ -934,3 +934,77 @@ print("ok")
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+async def test_error_from_for_request_is_answered() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    def respond_to(method: str, headers: Any) -> StreamResponse:
+        raise DownloadError("gone meanwhile", status=404)
+
+    response = StreamResponse(200, [], once(b"never"), respond_to=respond_to)
+    assert await send_response(response, http_scope(), receive, send) is False
+    assert sent[0]["status"] == 404
+    assert sent[1]["body"] == b"Not Found"
+
+
+# -- batching and shutdown --------------------------------------------------------------
+
+
+async def test_backlog_goes_out_in_batches(server: Server) -> None:
+    """A producer far ahead of the client: many events per body message (per write)."""
+    tally = Tally()
+    inner = starlette_app(tally)
+    bodies = 0
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        async def counted(message: Any) -> None:
+            nonlocal bodies
+            if message["type"] == "http.response.body" and message.get("body"):
+                bodies += 1
+            await send(message)
+
+        await inner(scope, receive, counted)
+
+    async with running(counting, server) as (client, _port):
+        reply = await client.get("/lines", params={"n": 20_000})
+    assert reply.content == lines(list(range(20_000)))
+    assert bodies <= 20_000 // 8
+
+
+async def test_shutdown_with_open_streams_ends_them(server: Server) -> None:
+    """Stopping the server with streams open ends them (the server's grace period,
+    then cancellation): every finalizer runs, no task is left, nothing hangs."""
+    tally = Tally()
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # hypercorn cancels its connection tasks at shutdown, and asyncio's stream
+        # callback then logs their CancelledError: the server's doing, not the app's.
+        hypercorn_cancelled = str(context.get("message", "")).startswith(
+            "Exception in callback StreamReaderProtocol.connection_made"
+        ) and isinstance(context.get("exception"), asyncio.CancelledError)
+        if not (server == "hypercorn" and hypercorn_cancelled) and previous is not None:
+            previous(loop, context)
+
+    loop.set_exception_handler(handler)
+    socks: list[socket.socket] = []
+    try:
+        async with running(starlette_app(tally), server) as (_client, port):
+            socks += await asyncio.gather(*(open_raw(port, "/forever") for _ in range(10)))
+            await asyncio.gather(*(recv_until(sock, b"\n3\n") for sock in socks))
+        # uvicorn cancels the requests still running after its grace period and
+        # returns without waiting for them: their cleanup follows at once.
+        await settle(lambda: tally.finalized == tally.started == 10)
+        await settle(lambda: not app_tasks())
+    finally:
+        loop.set_exception_handler(previous)
+        for sock in socks:
+            sock.close()
