@@ -25,7 +25,7 @@ from typing import Any, Literal, cast
 
 from aiohttp import web
 
-from streamfx import ServerSentEvent, download, export, sse
+from streamfx import ServerSentEvent, download, export, request_shutdown, sse
 from streamfx.adapters.aiohttp import multipart_parts, streamfx_errors, to_aiohttp
 
 UPLOAD_LIMITS = {"max_size": 8 << 20, "max_part_size": 5 << 20, "max_parts": 4}
@@ -119,7 +119,11 @@ def create_app(file_mb: int = 64) -> web.Application:
             app[FILE] = path
             yield
 
+    async def end_streams(app: web.Application) -> None:
+        request_shutdown()  # open SSE streams end cleanly instead of holding the shutdown
+
     app.cleanup_ctx.append(generated_file)
+    app.on_shutdown.append(end_streams)
     return app
 
 
