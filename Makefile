@@ -1,12 +1,14 @@
 # Two commands for a fresh machine with python3 (>= 3.11) and make:
-#   make demo   - install and run the demo
+#   make demo   - install and run the web demo (HOST=127.0.0.1 PORT=8000 to change)
 #   make test   - install and run lint, types and the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo tour test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +17,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/python -m examples.demo --host $(HOST) --port $(PORT)
+
+tour: $(STAMP)
 	$(BIN)/python examples/combinators_demo.py
 
 lint: $(STAMP)

@@ -8,7 +8,8 @@ labels.
 
 The default hook is `NullMetrics` (every call does nothing). Install another one
 process-wide with `set_metrics`, or pass ``metrics=`` to the combinators that take it.
-`InMemoryMetrics` records everything and is what tests use. Prometheus and
+`InMemoryMetrics` records everything and is what tests use; `FanOut` reports to
+several hooks at once. Prometheus and
 OpenTelemetry exporters implement the same protocol.
 
 Calls are made from the event loop thread, synchronously, on the hot path: a hook
@@ -112,6 +113,38 @@ class InMemoryMetrics:
         """The sum of one counter over every ``(kind, name)``."""
         counter: Counter[Key] = getattr(self, figure)
         return sum(counter.values())
+
+
+class FanOut:
+    """A hook that passes every report to each of `hooks`, in the order given.
+
+    For a process that exports to more than one place (Prometheus and a live
+    dashboard, say). A hook that raises stops the report from reaching the hooks after
+    it, as hooks must not raise.
+    """
+
+    def __init__(self, *hooks: MetricsHook) -> None:
+        self.hooks = hooks
+
+    def stream_opened(self, kind: str, name: str) -> None:
+        for hook in self.hooks:
+            hook.stream_opened(kind, name)
+
+    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
+        for hook in self.hooks:
+            hook.stream_closed(kind, name, duration, outcome)
+
+    def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
+        for hook in self.hooks:
+            hook.items_sent(kind, name, items, nbytes)
+
+    def items_dropped(self, kind: str, name: str, items: int) -> None:
+        for hook in self.hooks:
+            hook.items_dropped(kind, name, items)
+
+    def circuit_changed(self, name: str, old: str, new: str) -> None:
+        for hook in self.hooks:
+            hook.circuit_changed(name, old, new)
 
 
 _hook: MetricsHook = NullMetrics()

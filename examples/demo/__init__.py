@@ -1,0 +1,1 @@
+"""The streamfx web demo: ``make demo`` or ``python -m examples.demo``."""

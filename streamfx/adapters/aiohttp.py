@@ -1,0 +1,451 @@
+"""Send a `StreamResponse` from an aiohttp handler: `to_aiohttp`.
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await to_aiohttp(request, export(rows(), format="csv"))
+
+This module is the only one that imports aiohttp (the ``streamfx[aiohttp]`` extra).
+
+What `to_aiohttp` promises, in order:
+
+1. ``response.for_request(request.method, request headers)`` is called first, so a
+   download sees Range, If-Range and the conditional headers, and HEAD is answered.
+   An error it raises is answered as in 3 (and the original body is closed).
+2. HEAD, 1xx, 204 and 304 get the status and headers only; the body is never iterated.
+3. The first body chunk is pulled *before* the status line is sent. An error there
+   becomes a short ``text/plain`` response with the error's ``status`` attribute when it
+   is an int from 400 to 599, else 500 (logged to ``streamfx.adapters.aiohttp``).
+4. Without a ``Content-Length`` header the body goes out chunked; with one, exactly
+   that many bytes are sent (a body that ends short is an error, see 5).
+5. An error after the status line resets the connection (TCP RST, no closing chunk)
+   and is re-raised, so a client never takes a truncated body for a complete one.
+6. A client that goes away (a write raising `ConnectionError`, or the connection seen
+   closed while the body is idle: it is checked every `disconnect_check` seconds) is
+   not an error: the body is closed and the prepared response is returned. So is a
+   client that stops reading: when bytes wait to be sent and the socket takes none
+   for `write_timeout` seconds, the connection is aborted. If the handler's task is
+   cancelled (aiohttp's ``handler_cancellation``, server shutdown), the body is
+   closed and `CancelledError` propagates.
+7. The body is closed (``aclose()``) exactly once, whatever happened, before this
+   returns or raises; with streamfx bodies that cancels the producer tasks and runs
+   every finalizer.
+8. When ``response.file`` is set, the file range goes out through the event loop's
+   ``sendfile`` on the connection's transport, as aiohttp's own ``web.FileResponse``
+   does (zero copy on plain TCP); where the loop cannot, the body is iterated instead.
+
+Uploads: `multipart_parts` feeds the request body into `streamfx.parse_multipart` and
+turns an `UploadError` into aiohttp's own HTTP error (413, 415 or 400) with a short
+``text/plain`` message.
+
+Builders that refuse a request when they are called, before `to_aiohttp` runs (a
+`download` of a missing file or of a path outside its root), raise errors that carry a
+``status``; the `streamfx_errors` middleware answers them with that status.
+
+Writes go straight to aiohttp's payload writer, which drains (waits for the socket)
+once more than 64 KiB are pending: a slow client therefore stops the loop that pulls
+the body, and a ``"suspend"`` body stops its producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.typedefs import Handler
+
+from .._download_errors import DownloadError
+from .._multipart import PartStream, parse_multipart
+from .._response import FileRange, StreamResponse
+from .._upload_errors import UploadError, UploadTooLarge
+
+__all__ = ["multipart_parts", "streamfx_errors", "to_aiohttp"]
+
+logger = logging.getLogger("streamfx.adapters.aiohttp")
+
+_NO_BODY_METHODS = frozenset({"HEAD"})
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def _has_no_body(method: str, status: int) -> bool:
+    return method in _NO_BODY_METHODS or status < 200 or status in (204, 304)
+
+
+async def to_aiohttp(
+    request: web.BaseRequest,
+    response: StreamResponse,
+    *,
+    disconnect_check: float = 0.5,
+    write_timeout: float | None = 60.0,
+) -> web.StreamResponse:
+    """Prepare and write `response` for `request`; return the aiohttp response used.
+
+    See the module docstring for the promises. `disconnect_check` is how often (in
+    seconds) a stream checks that its client is still connected and reading;
+    `write_timeout` (seconds, None: never) is how long a client may take no bytes at
+    all while some wait for it (the zero-copy file path is not watched: a stalled
+    ``sendfile`` waits like aiohttp's ``FileResponse``). Raises `ValueError` at once
+    for a `disconnect_check` or `write_timeout` that is not positive.
+    """
+    if not disconnect_check > 0:
+        raise ValueError(f"disconnect_check must be positive, got {disconnect_check!r}")
+    if write_timeout is not None and not write_timeout > 0:
+        raise ValueError(f"write_timeout must be positive or None, got {write_timeout!r}")
+    try:
+        response = response.for_request(request.method, list(request.headers.items()))
+    except Exception as exc:
+        await response.aclose()
+        return await _error_response(request, exc)
+    task = asyncio.current_task()
+    assert task is not None, "to_aiohttp must run inside a task"
+    watch = _DisconnectWatch(request, task, disconnect_check, write_timeout)
+    out = web.StreamResponse(status=response.status, headers=response.headers)
+    iterator = aiter(response.body)
+    try:
+        return await _send(request, response, out, iterator, watch)
+    except asyncio.CancelledError:
+        if watch.stop() and task.uncancel() == 0:
+            # Our own cancellation: the client went away while the body was idle.
+            out.force_close()
+            return out
+        raise
+    finally:
+        if watch.stop():
+            # The watch fired, but the body swallowed the CancelledError it delivered.
+            task.uncancel()
+        try:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            if iterator is not response.body:
+                await response.aclose()
+
+
+async def _send(
+    request: web.BaseRequest,
+    response: StreamResponse,
+    out: web.StreamResponse,
+    iterator: AsyncIterator[bytes],
+    watch: _DisconnectWatch,
+) -> web.StreamResponse:
+    if _has_no_body(request.method, response.status):
+        return await _send_whole(request, out)
+
+    if response.file is not None and _can_sendfile(request):
+        return await _send_file(request, response.file, out, iterator, watch)
+
+    watch.start()
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        first = b""
+    except Exception as exc:
+        return await _error_response(request, exc)
+
+    try:
+        writer = await out.prepare(request)
+        assert writer is not None
+        if first:
+            await writer.write(first)
+        await _pump(iterator, writer)
+        watch.stop()
+        await out.write_eof()
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            return out
+        _abort(request)
+        raise
+    return out
+
+
+async def _pump(iterator: AsyncIterator[bytes], writer: AbstractStreamWriter) -> None:
+    """The hot path: every chunk of the body to the writer, then check the length."""
+    write = writer.write
+    async for chunk in iterator:
+        if chunk:
+            await write(chunk)
+    if writer.length:
+        raise RuntimeError(f"body ended {writer.length} bytes short of its Content-Length")
+
+
+def _client_gone(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _can_sendfile(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return (
+        transport is not None
+        and transport.get_extra_info("sslcontext") is None
+        and hasattr(asyncio.get_running_loop(), "sendfile")
+    )
+
+
+async def _send_file(
+    request: web.BaseRequest,
+    file: FileRange,
+    out: web.StreamResponse,
+    iterator: AsyncIterator[bytes],
+    watch: _DisconnectWatch,
+) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    try:
+        fobj = await loop.run_in_executor(None, file.path.open, "rb")
+    except Exception as exc:
+        return await _error_response(request, exc)
+    try:
+        writer = await out.prepare(request)
+        assert writer is not None
+        transport = request.transport
+        if transport is None:
+            return out
+        try:
+            if file.length:
+                await loop.sendfile(transport, fobj, file.offset, file.length)
+        except ConnectionError:
+            # The client went away mid-file; the socket is broken but the transport
+            # may not know yet, so close it rather than keep the connection alive.
+            out.force_close()
+            transport.abort()
+            return out
+        except NotImplementedError:
+            # No sendfile on this loop or transport: send the body's chunks instead.
+            watch.start()
+            await _pump(iterator, writer)
+            watch.stop()
+        await out.write_eof()
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            return out
+        _abort(request)
+        raise
+    finally:
+        await loop.run_in_executor(None, fobj.close)
+    return out
+
+
+async def _error_response(request: web.BaseRequest, exc: Exception) -> web.StreamResponse:
+    return await _send_whole(request, _plain_status(_status_of(exc), exc))
+
+
+async def _send_whole(request: web.BaseRequest, out: web.StreamResponse) -> web.StreamResponse:
+    """Send a response that has no body to stream; a client already gone is no error."""
+    try:
+        await out.prepare(request)
+        await out.write_eof()
+    except ConnectionError:
+        out.force_close()
+    return out
+
+
+def _status_of(exc: BaseException) -> int:
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        return 500
+    return status
+
+
+def _plain_status(status: int, exc: BaseException) -> web.Response:
+    """A short ``text/plain`` response: the status and its phrase, nothing from the
+    exception (which may hold paths or data); 5xx are logged with the traceback."""
+    if status >= 500:
+        logger.error("stream failed before its response started", exc_info=exc)
+    try:
+        text = f"{status} {HTTPStatus(status).phrase}\n"
+    except ValueError:
+        text = f"{status}\n"
+    return web.Response(status=status, text=text, content_type="text/plain")
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Reset the connection: SO_LINGER 0 makes the close a TCP RST, not a FIN that an
+    HTTP/1.0 client (whose body ends at the close) would take for a complete body."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with suppress(OSError):  # the socket may already be gone
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    transport.abort()
+
+
+class _DisconnectWatch:
+    """Checks, every `interval` seconds, that the client of `request` is still there;
+    if it is not, cancels `task` (the handler) once and remembers that it did.
+
+    Gone means: the connection is closed, or (with `write_timeout`) bytes have been
+    waiting to be sent and the socket took none of them for `write_timeout` seconds,
+    in which case the connection is also aborted.
+
+    aiohttp does not cancel handlers on disconnect by default and tells nothing to a
+    handler that is not writing, so an idle stream (a quiet SSE channel, an export
+    waiting on a slow query) would otherwise hold its resources until its next write,
+    and a client that stops reading would hold them for ever. A timer handle costs no
+    task, and nothing is done per chunk.
+    """
+
+    __slots__ = (
+        "_handle",
+        "_interval",
+        "_loop",
+        "_progress_at",
+        "_request",
+        "_sent",
+        "_task",
+        "_write_timeout",
+        "fired",
+    )
+
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        task: asyncio.Task[Any],
+        interval: float,
+        write_timeout: float | None,
+    ) -> None:
+        self._request = request
+        self._task = task
+        self._interval = interval
+        self._write_timeout = write_timeout
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._sent = -1
+        self._progress_at = 0.0
+        self.fired = False
+
+    def start(self) -> None:
+        if self._handle is None and not self.fired:
+            self._progress_at = self._loop.time()
+            self._handle = self._loop.call_later(self._interval, self._check)
+
+    def stop(self) -> bool:
+        """Stop watching; True if the watch fired and this is the first stop to say so."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        fired, self.fired = self.fired, False
+        return fired
+
+    def _check(self) -> None:
+        self._handle = None
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            self._fire("client disconnected")
+        elif self._stalled(transport):
+            logger.info("client took no bytes for %ss: connection aborted", self._write_timeout)
+            transport.abort()
+            self._fire("client stalled")
+        else:
+            self._handle = self._loop.call_later(self._interval, self._check)
+
+    def _stalled(self, transport: asyncio.Transport) -> bool:
+        if self._write_timeout is None:
+            return False
+        now = self._loop.time()
+        pending = transport.get_write_buffer_size()
+        sent = self._request.writer.output_size - pending
+        if pending == 0 or sent != self._sent:
+            self._sent = sent
+            self._progress_at = now
+            return False
+        return now - self._progress_at >= self._write_timeout
+
+    def _fire(self, reason: str) -> None:
+        self.fired = True
+        self._task.cancel(f"streamfx: {reason}")
+
+
+@asynccontextmanager
+async def multipart_parts(
+    request: web.BaseRequest,
+    *,
+    max_size: int,
+    max_part_size: int,
+    max_parts: int,
+    allowed_types: Iterable[str] | None = None,
+) -> AsyncIterator[PartStream]:
+    """The parts of `request`'s ``multipart/form-data`` body, read as they arrive.
+
+        async with multipart_parts(request, max_size=..., max_part_size=...,
+                                   max_parts=...) as parts:
+            async for part in parts:
+                async for chunk in part: ...
+
+    The limits and `allowed_types` are `streamfx.parse_multipart`'s. A request whose
+    ``Content-Length`` already passes `max_size` is refused before a byte is read.
+    An `UploadError`, at the start or while the parts are read, leaves the block as
+    aiohttp's ``HTTPRequestEntityTooLarge`` (413), ``HTTPUnsupportedMediaType`` (415)
+    or ``HTTPBadRequest`` (400), whose short ``text/plain`` message is the error's;
+    raised from a handler, aiohttp sends it. Code inside the block sees the
+    `UploadError` first, so it can delete what it stored of the refused upload.
+    The request body is never buffered here: a part is read when the caller reads it.
+    """
+    try:
+        length = request.content_length
+        if length is not None and length > max_size:
+            raise UploadTooLarge(f"the upload is larger than {max_size} bytes")
+        parts = parse_multipart(
+            request.content.iter_any(),
+            request.headers.get("Content-Type"),
+            max_size=max_size,
+            max_part_size=max_part_size,
+            max_parts=max_parts,
+            allowed_types=allowed_types,
+        )
+    except UploadError as exc:
+        raise _http_error(exc) from exc
+    async with parts:
+        try:
+            yield parts
+        except UploadError as exc:
+            raise _http_error(exc) from exc
+
+
+@web.middleware
+async def streamfx_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An aiohttp middleware that answers streamfx's request errors with their status.
+
+        app = web.Application(middlewares=[streamfx_errors])
+
+    A `streamfx.DownloadError` (404 no such file, 403 outside the root, ...) raised by
+    the handler before its response started becomes a short ``text/plain`` response
+    with its status; an `streamfx.UploadError` becomes aiohttp's 413/415/400 error with
+    the upload error's message, as `multipart_parts` does. Anything else, and any error
+    after the response started, passes through untouched.
+    """
+    try:
+        return await handler(request)
+    except UploadError as exc:
+        if request.writer.output_size:
+            raise
+        raise _http_error(exc) from exc
+    except DownloadError as exc:
+        if request.writer.output_size:
+            raise
+        return _plain_status(_status_of(exc), exc)
+
+
+_UPLOAD_ERRORS: dict[int, type[web.HTTPClientError]] = {
+    415: web.HTTPUnsupportedMediaType,
+    400: web.HTTPBadRequest,
+}
+
+
+def _http_error(exc: UploadError) -> web.HTTPClientError:
+    text = exc.message + "\n"
+    if exc.status == 413:
+        # The rest of the body is not wanted: do not keep the connection for it.
+        return web.HTTPRequestEntityTooLarge(
+            max_size=0, text=text, content_type="text/plain", headers={"Connection": "close"}
+        )
+    error_class = _UPLOAD_ERRORS.get(exc.status, web.HTTPBadRequest)
+    return error_class(text=text, content_type="text/plain")

@@ -1,0 +1,163 @@
+"""A `MetricsHook` that reports through the OpenTelemetry metrics API.
+
+Install with ``pip install 'streamfx[otel]'`` (the API only; the application chooses an
+SDK and exporter). Then::
+
+    from streamfx.metrics import set_metrics
+    from streamfx.metrics_otel import OpenTelemetryMetrics
+
+    set_metrics(OpenTelemetryMetrics())       # uses the global MeterProvider
+
+The instruments, in OpenTelemetry's naming conventions (dotted names, UCUM units,
+no ``_total`` suffix), are:
+
+=============================  ================  =========  ==============================
+name                           instrument        unit       meaning
+=============================  ================  =========  ==============================
+``streamfx.streams.active``    UpDownCounter     {stream}   streams open now
+``streamfx.streams.closed``    Counter           {stream}   streams ended (with outcome)
+``streamfx.items.sent``        Counter           {item}     items written
+``streamfx.bytes.sent``        Counter           By         body bytes written
+``streamfx.items.dropped``     Counter           {item}     items a buffer dropped
+``streamfx.stream.duration``   Histogram         s          open-to-close time
+``streamfx.circuit.state``     ObservableGauge   {state}    1 for a breaker's current
+                                                            state, 0 for the others
+=============================  ================  =========  ==============================
+
+Stream instruments carry the attributes ``streamfx.stream.kind`` and
+``streamfx.stream.name``; ``streamfx.streams.closed`` and ``streamfx.stream.duration``
+add ``streamfx.stream.outcome`` (``completed``, ``error``, ``closed``). The circuit gauge
+carries ``streamfx.circuit.name`` and ``streamfx.circuit.state``.
+
+Without an SDK installed every instrument is a no-op, so the hook costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+from opentelemetry.util.types import Attributes
+
+from . import __version__
+from ._circuit import CircuitState
+from .metrics import Outcome
+
+__all__ = ["DEFAULT_DURATION_BOUNDARIES", "OpenTelemetryMetrics"]
+
+DEFAULT_DURATION_BOUNDARIES: tuple[float, ...] = (
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+)
+"""Advisory histogram boundaries in seconds: streams live from milliseconds to hours."""
+
+_CIRCUIT_STATES: tuple[CircuitState, ...] = ("closed", "open", "half_open")
+
+
+class OpenTelemetryMetrics:
+    """Reports every stream to OpenTelemetry instruments made from one meter.
+
+    `meter_provider` defaults to the global provider (``metrics.set_meter_provider``);
+    pass `meter` instead to use a meter you made. Safe to call from any thread.
+    """
+
+    def __init__(
+        self,
+        meter_provider: MeterProvider | None = None,
+        *,
+        meter: Meter | None = None,
+        duration_boundaries: Sequence[float] = DEFAULT_DURATION_BOUNDARIES,
+    ) -> None:
+        if meter is None:
+            meter = metrics.get_meter("streamfx", __version__, meter_provider=meter_provider)
+        self.streams_active = meter.create_up_down_counter(
+            "streamfx.streams.active", unit="{stream}", description="Streams open now."
+        )
+        self.streams_closed = meter.create_counter(
+            "streamfx.streams.closed", unit="{stream}", description="Streams that ended."
+        )
+        self.items_sent_counter = meter.create_counter(
+            "streamfx.items.sent", unit="{item}", description="Items written to clients."
+        )
+        self.bytes_sent_counter = meter.create_counter(
+            "streamfx.bytes.sent", unit="By", description="Body bytes written to clients."
+        )
+        self.items_dropped_counter = meter.create_counter(
+            "streamfx.items.dropped",
+            unit="{item}",
+            description="Items a bounded buffer dropped (sliding or dropping strategy).",
+        )
+        self.stream_duration = meter.create_histogram(
+            "streamfx.stream.duration",
+            unit="s",
+            description="Time from a stream's first iteration to its end.",
+            explicit_bucket_boundaries_advisory=list(duration_boundaries),
+        )
+        self._lock = threading.Lock()
+        self._circuits: dict[str, str] = {}
+        self._attributes: dict[tuple[str, str], Attributes] = {}
+        self.circuit_state = meter.create_observable_gauge(
+            "streamfx.circuit.state",
+            callbacks=[self._observe_circuits],
+            unit="{state}",
+            description="1 for each circuit breaker's current state, 0 for its other states.",
+        )
+
+    def _stream(self, kind: str, name: str) -> Attributes:
+        attributes = self._attributes.get((kind, name))
+        if attributes is None:
+            attributes = self._attributes[kind, name] = {
+                "streamfx.stream.kind": kind,
+                "streamfx.stream.name": name,
+            }
+        return attributes
+
+    def stream_opened(self, kind: str, name: str) -> None:
+        self.streams_active.add(1, self._stream(kind, name))
+
+    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
+        self.streams_active.add(-1, self._stream(kind, name))
+        ended = {
+            "streamfx.stream.kind": kind,
+            "streamfx.stream.name": name,
+            "streamfx.stream.outcome": outcome,
+        }
+        self.streams_closed.add(1, ended)
+        self.stream_duration.record(duration, ended)
+
+    def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
+        attributes = self._stream(kind, name)
+        if items:
+            self.items_sent_counter.add(items, attributes)
+        if nbytes:
+            self.bytes_sent_counter.add(nbytes, attributes)
+
+    def items_dropped(self, kind: str, name: str, items: int) -> None:
+        self.items_dropped_counter.add(items, self._stream(kind, name))
+
+    def circuit_changed(self, name: str, old: str, new: str) -> None:
+        with self._lock:
+            self._circuits[name] = new
+
+    def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            current = list(self._circuits.items())
+        return [
+            Observation(
+                1 if state == now else 0,
+                {"streamfx.circuit.name": name, "streamfx.circuit.state": state},
+            )
+            for name, now in current
+            for state in _CIRCUIT_STATES
+        ]

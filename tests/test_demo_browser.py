@@ -1,0 +1,180 @@
+"""The demo page in a real browser: headless Chromium from Debian's packages, driven
+with playwright (no browser download: ``executable_path=/usr/bin/chromium``).
+
+Loads the page, runs a job over SSE, has the server drop the connection mid-job and
+checks that the browser resumed with no gap and no duplicate; downloads an export and
+counts its rows; triggers the upload errors and reads their messages. A screenshot of
+the page is saved to ``artifacts/demo.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests._demo_server import ROOT, running_demo
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "artifacts"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_tasks() -> None:
+    """Replaces the suite's async leak check for this module: these tests run no asyncio
+    code in this process (the demo runs in its own), and playwright's sync API keeps its
+    own event loop running in this thread, where no other loop can be started."""
+
+
+def ensure_chromium() -> Path:
+    """Debian's chromium, installed with apt-get when it is missing (as root)."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium: apt-get install chromium")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900
+    )
+    assert CHROMIUM.exists(), "apt-get install chromium did not provide /usr/bin/chromium"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = ensure_chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(executable), args=FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_demo(tmp_path_factory.mktemp("demo") / "server.log") as server:
+        yield server.base
+
+
+@pytest.fixture
+def page(browser: Browser, demo: str) -> Iterator[Page]:
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # a short job: 40 steps, 50 ms apart, and a 1.5 s silence for heartbeats
+    page.goto(f"{demo}/?steps=40&interval=0.05&pause=1.5")
+    page.wait_for_selector("body[data-ready=true]")
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], f"the page raised: {errors}"
+
+
+def state(page: Page, path: str) -> Any:
+    return page.evaluate(f"() => window.demo.{path}")
+
+
+def test_job_survives_a_server_side_drop_without_gap_or_duplicate(page: Page) -> None:
+    page.click("#job-start")
+    page.wait_for_function("() => window.demo.job.seqs.length >= 5")
+    page.click("#job-drop")
+    page.wait_for_function("() => window.demo.job.connections >= 2", timeout=10_000)
+    page.wait_for_function("() => window.demo.job.done", timeout=30_000)
+
+    seqs = state(page, "job.seqs")
+    # 1 start line + 40 progress + 4 log lines + 2 around the pause + done
+    assert seqs == list(range(1, 49))
+    assert state(page, "job.problems") == []
+    assert state(page, "job.drops") == 1
+    assert state(page, "job.connections") == 2
+    assert state(page, "job.heartbeats") >= 1
+    assert page.inner_text("#job-status").startswith("done: 40 steps")
+    assert page.inner_text("#job-sequence") == "1…48: no gap, no duplicate"
+    assert page.inner_text("#job-percent").startswith("100")
+    log = page.inner_text("#job-log")
+    assert "server dropped 1 connection(s)" in log
+    assert "reconnected: the server resumes after id" in log
+    assert "♥ heartbeat" in log
+
+
+def test_export_is_the_browsers_own_download_with_its_row_count(page: Page) -> None:
+    page.fill("#export-rows", "2500")
+    with page.expect_download() as started:
+        page.click("#exports button[data-format=csv]")
+    download = started.value
+    assert download.suggested_filename == "streamfx-export-2500.csv"
+    lines = Path(download.path()).read_text().splitlines()
+    assert lines[0] == "id,customer,amount,paid,created"
+    assert len(lines) == 2501
+    assert lines[-1].startswith("2500,")
+    # the live feed reports the finished export: rows and time on the page
+    page.wait_for_selector("#export-results tbody tr td.ok")
+    cells = page.locator("#export-results tbody tr").first.locator("td").all_inner_texts()
+    assert cells[0] == "CSV"
+    assert cells[1] == "2,500"
+    assert cells[3].endswith(" s")
+    assert cells[4] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("button", "status", "message"),
+    [
+        ("#upload-too-large", "413", "a part is larger than 5242880 bytes"),
+        ("#upload-wrong-type", "415", "has type 'application/x-msdownload'"),
+        ("#upload-malformed", "400", "truncated upload"),
+    ],
+)
+def test_upload_errors_are_shown_clearly(
+    page: Page, button: str, status: str, message: str
+) -> None:
+    assert "8.0 MB per request" in page.inner_text("#upload-limits")
+    page.click(button)
+    page.wait_for_selector("#upload-result.bad")
+    text = page.inner_text("#upload-result")
+    assert text.startswith(status)
+    assert message in text
+
+
+def test_everything_at_once_live_counters_and_screenshot(page: Page) -> None:
+    page.click("#job-start")
+    page.click("#range-check")
+    page.wait_for_function("() => document.getElementById('range-result').textContent")
+    assert page.inner_text("#range-result").startswith(
+        "206 Partial Content, Content-Range: bytes 100-199/"
+    )
+    page.fill("#export-rows", "20000")
+    with page.expect_download():
+        page.click("#exports button[data-format=ndjson]")
+    page.click("#upload-wrong-type")
+    page.click("#flood-start")
+    page.wait_for_function("() => window.demo.flood !== null", timeout=20_000)
+    flood = state(page, "flood")
+    assert 0 < flood["received"] <= flood["sent"]
+    page.wait_for_function("() => window.demo.job.heartbeats >= 1", timeout=20_000)
+    page.wait_for_selector("#export-results tbody tr td.ok")
+    page.wait_for_function("() => window.demo.live && window.demo.live.events > 0")
+    live = state(page, "live")
+    assert live["active"] >= 2  # this page's live feed and its job stream, at least
+    assert live["dropped"] >= flood["sent"] - flood["received"]
+    assert int(page.inner_text("#live-events").replace(",", "")) > 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+    assert (ARTIFACTS / "demo.png").stat().st_size > 10_000
