@@ -96,6 +96,9 @@ async def _run(
                 continue
             if channel.done:
                 break
+            if channel.producer_scheduled:
+                await asyncio.sleep(0)  # the woken producer refills in this loop iteration
+                continue
             if keepalive is None:
                 await channel.wait()
             elif not await channel.wait(keepalive):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -258,6 +259,39 @@ async def test_limits_give_the_same_outcome_for_any_chunking(
     else:
         assert error.startswith("UploadTooLarge")
         assert all(len(content) <= max_part_size for *_, content in parts)
+
+
+@pytest.mark.parametrize("size", [1, 13, 4096])
+async def test_bodies_encoded_by_a_real_client_httpx(size: int) -> None:
+    payload = bytes(range(256)) * 40 + f"\r\n--{BOUNDARY}".encode()[:-1]
+    request = httpx.Request(
+        "POST",
+        "http://127.0.0.1/upload",
+        data={"title": "café", "tags": ["a", "b"]},
+        files=[
+            ("doc", ("résumé 2024.pdf", payload, "application/pdf")),
+            ("empty", ("empty.txt", b"", "text/plain")),
+        ],
+    )
+    body = Body(request.read(), size)
+    assert await collect(body, request.headers["content-type"]) == [
+        ("title", None, None, "café".encode()),
+        ("tags", None, None, b"a"),
+        ("tags", None, None, b"b"),
+        ("doc", "résumé 2024.pdf", "application/pdf", payload),
+        ("empty", "empty.txt", "text/plain", b""),
+    ]
+
+
+async def test_the_body_is_pulled_only_as_the_consumer_reads() -> None:
+    body = Body(encode([Spec("big", b"x" * 1_000_000, "big.bin")]), 4 * KIB)
+    async with parse_multipart(body, CONTENT_TYPE, **LIMITS) as parts:
+        part = await anext(parts)
+        assert body.sent == 4 * KIB
+        for _ in range(10):
+            await anext(aiter(part))
+        assert body.sent <= 12 * 4 * KIB
+    assert body.closed
 
 
 async def test_headers_are_kept_in_order_with_lower_case_names() -> None:
