@@ -123,6 +123,10 @@ class Channel(Generic[T]):
 
     # -- producer side -----------------------------------------------------------
 
+    def wake(self) -> None:
+        """Wake a consumer blocked in `wait` (it returns True and looks again)."""
+        self._wake_getter()
+
     def _wake_getter(self) -> None:
         getter = self._getter
         if getter is not None:

@@ -1,0 +1,319 @@
+"""`to_asgi`: send a `StreamResponse` from any ASGI server or framework.
+
+``to_asgi(response)`` is an ASGI application. Return it from a Starlette or FastAPI
+endpoint as it is (when Starlette is importable it *is* a Starlette ``Response``, so
+FastAPI passes it through and attaches its background tasks), or call it with
+``(scope, receive, send)`` from anything that speaks ASGI (a Litestar ``@asgi`` route,
+a raw ASGI router). Starlette is never imported unless it is installed.
+
+What the application promises, for one HTTP request:
+
+- ``response.for_request(method, headers)`` is called first, with the request's
+  method and headers (decoded as latin-1), so a download honours Range and
+  conditional requests. A ``HEAD`` request gets the status and headers only: the
+  body is never iterated.
+- The first body chunk is pulled *before* ``http.response.start``. An error there
+  becomes a response with the error's ``status`` attribute (when it is an int in
+  400..599) or 500, with a short ``text/plain`` body (the status phrase, nothing
+  from the exception); 5xx errors are logged to the ``streamfx.adapters.asgi``
+  logger.
+- After the start, every non-empty chunk is sent as it comes with ``more_body=True``
+  (the body already batches many events per chunk when the producer is ahead); the
+  end of the body sends ``more_body=False``. An error from the body after the start
+  is re-raised, so the server aborts the connection without the final chunk of a
+  chunked body (uvicorn closes the transport): a client never takes a truncated
+  body for a complete one.
+- A client that goes away stops the body at once: a helper task listens on
+  ``receive`` for ``http.disconnect`` and cancels the sending task, and ``send``
+  raising ``OSError`` (ASGI 2.4) counts as a disconnect too. A disconnect is not an
+  error: the application returns normally.
+- Whatever the ending (completion, error, disconnect, cancellation), the body is
+  closed exactly once (``aclose()``) before the application returns, so every
+  finalizer of its pipeline has run, and the listening task has finished: no task
+  is left behind.
+- When the server offers ``http.response.pathsend`` in ``scope["extensions"]`` and
+  ``response.file`` covers a whole file, the file is sent by path (zero copy) and the
+  body is closed without being iterated.
+
+Nothing is done per chunk beyond one ``send`` call with a fresh three-key message:
+no task, no timer, no copy.
+
+Errors raised before any response exists (``download()`` refusing a path, an upload
+refused by its limits) are answered with ``error_response(exc)``: the exception's
+``status`` and a short plain-text body. Uploads: ``parts(request, ...)`` (Starlette,
+FastAPI) or ``parts_from_asgi(scope, receive, ...)`` feed the request body to
+`streamfx.parse_multipart`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from functools import cache
+from http import HTTPStatus
+from typing import Any
+
+from .._response import StreamResponse
+from .._upload_errors import UploadError
+from .._util import aclose_iterator, cancel_and_wait
+from ._asgi_types import ASGIApp, Message, Receive, Scope, Send
+from ._asgi_upload import HasASGIRequest, parts, parts_from_asgi
+
+__all__ = [
+    "ASGIApp",
+    "HasASGIRequest",
+    "Receive",
+    "Scope",
+    "Send",
+    "StreamingASGIResponse",
+    "error_response",
+    "error_status",
+    "error_text",
+    "parts",
+    "parts_from_asgi",
+    "send_response",
+    "to_asgi",
+]
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+logger = logging.getLogger("streamfx.adapters.asgi")
+
+
+def to_asgi(response: StreamResponse) -> ASGIApp:
+    """An ASGI application that sends `response` (see the module docstring).
+
+    The application serves one request: the body can be iterated only once. With
+    Starlette installed the result is an instance of a Starlette ``Response``
+    subclass (headers added to its ``headers`` are sent too, its ``background`` runs
+    after a completed response); without it, a plain ASGI callable.
+    """
+    starlette_class = _starlette_response_class()
+    if starlette_class is not None:
+        app: ASGIApp = starlette_class(response)
+        return app
+    return StreamingASGIResponse(response)
+
+
+class StreamingASGIResponse:
+    """The plain ASGI application `to_asgi` returns when Starlette is not installed."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: StreamResponse) -> None:
+        self.response = response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_response(self.response, scope, receive, send)
+
+
+@cache
+def _starlette_response_class() -> Any:
+    """The Starlette ``Response`` subclass, built on first use; None without Starlette."""
+    try:
+        from starlette.background import BackgroundTask
+        from starlette.responses import Response
+    except ImportError:
+        return None
+
+    class StarletteStreamResponse(Response):
+        """A Starlette ``Response`` whose sending is streamfx's `send_response`."""
+
+        def __init__(self, response: StreamResponse) -> None:
+            # Response.__init__ would render a body; only its attributes are set here.
+            self.stream_response = response
+            self.status_code = response.status
+            self.background: BackgroundTask | None = None
+            self.body = b""
+            self.raw_headers = [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in response.headers
+            ]
+            self._sent_headers = list(self.raw_headers)
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            added = [header for header in self.raw_headers if header not in self._sent_headers]
+            completed = await send_response(
+                self.stream_response, scope, receive, send, extra_headers=added
+            )
+            if completed and self.background is not None:
+                await self.background()
+
+    return StarletteStreamResponse
+
+
+async def send_response(
+    response: StreamResponse,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> bool:
+    """Send `response` for the HTTP request in `scope`; see the module docstring.
+
+    `extra_headers` (raw, lower-case names) go out after the response's own. Returns
+    True when the whole response was sent, False when the client went away first or
+    an error before the start was answered with an error status.
+    """
+    method: str = scope.get("method", "GET")
+    response = response.for_request(
+        method,
+        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]],
+    )
+    body = response.body
+    headers: RawHeaders = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+    ]
+    headers.extend(extra_headers)
+    start: Message = {"type": "http.response.start", "status": response.status, "headers": headers}
+
+    task = asyncio.current_task()
+    assert task is not None, "send_response must run in a task"
+    watch = _DisconnectWatch(task)
+    watcher = asyncio.get_running_loop().create_task(
+        watch.run(receive), name="streamfx.asgi disconnect watch"
+    )
+    iterator = body
+    try:
+        if method == "HEAD":
+            await send(start)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return True
+        if _can_pathsend(response, scope):
+            await send(start)
+            await send({"type": "http.response.pathsend", "path": os.fspath(response.file.path)})  # type: ignore[union-attr]
+            return True
+        iterator = aiter(body)
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            first = b""
+        except Exception as exc:  # every error before the start is answered
+            await _send_error(send, exc)
+            return False
+        try:
+            await send(start)
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+        except OSError:
+            return False
+        async for chunk in iterator:
+            if chunk:
+                try:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except OSError:
+                    return False
+        watch.closing = True
+        try:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            return False
+        return True
+    except asyncio.CancelledError:
+        if watch.disconnected and task.uncancel() == 0:
+            return False
+        raise
+    finally:
+        watch.closing = True
+        try:
+            await aclose_iterator(iterator)
+            if iterator is not body:
+                await aclose_iterator(body)
+        finally:
+            await cancel_and_wait((watcher,))
+
+
+def _can_pathsend(response: StreamResponse, scope: Scope) -> bool:
+    file = response.file
+    if file is None or file.offset != 0:
+        return False
+    extensions = scope.get("extensions") or {}
+    if "http.response.pathsend" not in extensions:
+        return False
+    try:
+        return os.stat(file.path).st_size == file.length
+    except OSError:
+        return False
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status for `exc`: its ``status`` attribute when that is an int in
+    400..599, else 500."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        return status
+    return 500
+
+
+def error_text(exc: BaseException, status: int) -> bytes:
+    """The short plain-text body for `exc`: an `UploadError`'s message (written for the
+    client), otherwise only the status phrase (messages of other errors may hold server
+    paths or internals)."""
+    if isinstance(exc, UploadError):
+        return exc.message.encode("utf-8", "replace")
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Error"
+
+
+def error_response(exc: BaseException) -> ASGIApp:
+    """An ASGI application answering `exc` with `error_status` and `error_text`.
+
+    Meant for errors raised before a response exists: ``download(...)`` refusing a
+    path (403/404), an upload refused by its limits (413/415/400). The response is
+    ``text/plain`` with a ``Content-Length``. What is left unread of a refused upload
+    is the server's to discard (uvicorn and hypercorn read and drop it, keeping the
+    connection).
+    """
+    status = error_status(exc)
+    text = error_text(exc, status)
+    return to_asgi(StreamResponse(status, _error_headers(text), _once(text)))
+
+
+def _error_headers(text: bytes) -> list[tuple[str, str]]:
+    return [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(text))),
+    ]
+
+
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+async def _send_error(send: Send, exc: Exception) -> None:
+    status = error_status(exc)
+    if status >= 500:
+        logger.error("streamfx response failed before it started", exc_info=exc)
+    text = error_text(exc, status)
+    headers = [(name.encode(), value.encode()) for name, value in _error_headers(text)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": text, "more_body": False})
+
+
+class _DisconnectWatch:
+    """Listens on ``receive`` and cancels the sending task when the client leaves."""
+
+    __slots__ = ("closing", "disconnected", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.closing = False
+        self.disconnected = False
+
+    async def run(self, receive: Receive) -> None:
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+        except Exception:  # a broken receive cannot tell us more
+            logger.debug("ASGI receive failed while watching for a disconnect", exc_info=True)
+            return
+        if not self.closing:
+            self.disconnected = True
+            self.task.cancel()
