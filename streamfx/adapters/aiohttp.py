@@ -40,6 +40,10 @@ Builders that refuse a request when they are called, before `to_aiohttp` runs (a
 `download` of a missing file or of a path outside its root), raise errors that carry a
 ``status``; the `streamfx_errors` middleware answers them with that status.
 
+Shutdown: `drain_on_shutdown(app)` makes the app's shutdown end open SSE streams on
+purpose (held events, the farewell, a clean end) before aiohttp waits for its
+handlers, instead of leaving them to be cancelled when the grace period runs out.
+
 Writes go straight to aiohttp's payload writer, which drains (waits for the socket)
 once more than 64 KiB are pending: a slow client therefore stops the loop that pulls
 the body, and a ``"suspend"`` body stops its producer.
@@ -63,9 +67,10 @@ from aiohttp.typedefs import Handler
 from .._download_errors import DownloadError
 from .._multipart import PartStream, parse_multipart
 from .._response import FileRange, StreamResponse
+from .._shutdown import request_shutdown
 from .._upload_errors import UploadError, UploadTooLarge
 
-__all__ = ["multipart_parts", "streamfx_errors", "to_aiohttp"]
+__all__ = ["drain_on_shutdown", "multipart_parts", "streamfx_errors", "to_aiohttp"]
 
 logger = logging.getLogger("streamfx.adapters.aiohttp")
 
@@ -362,6 +367,21 @@ class _DisconnectWatch:
     def _fire(self, reason: str) -> None:
         self.fired = True
         self._task.cancel(f"streamfx: {reason}")
+
+
+def drain_on_shutdown(app: web.Application) -> None:
+    """Call `streamfx.request_shutdown` from `app`'s ``on_shutdown`` signal.
+
+    aiohttp runs ``on_shutdown`` when its runner is cleaned up (``web.run_app`` on
+    SIGINT/SIGTERM), after it stopped accepting connections and before it waits
+    ``shutdown_timeout`` for the handlers. Drainable streams (SSE) then end cleanly;
+    exports and downloads keep that grace period to finish.
+    """
+
+    async def request_drain(_app: web.Application) -> None:
+        request_shutdown()
+
+    app.on_shutdown.append(request_drain)
 
 
 @asynccontextmanager
