@@ -24,6 +24,7 @@ from streamfx import (
     sse,
 )
 from streamfx._batching import encode_batches
+from streamfx._util import aclose_iterator
 
 Route = Callable[[Mapping[str, str], str], StreamResponse]
 
@@ -34,6 +35,7 @@ SIZE = 300_000
 class Tally:
     started: int = 0
     finalized: int = 0
+    closes: int = 0  # aclose() calls an adapter made on a `text` body
     root: Path = Path()
 
 
@@ -80,27 +82,49 @@ async def _raising(exc: Exception) -> AsyncIterator[bytes]:
     yield b""  # pragma: no cover - makes this an async generator
 
 
-def text(body: AsyncIterator[bytes]) -> StreamResponse:
-    return StreamResponse(200, [("content-type", "text/plain")], body)
+class CountedBody:
+    """Forwards to `body` and counts ``aclose()`` calls in `tally.closes`.
+
+    Not an async generator, so nothing but an adapter's ``aclose()`` (no garbage
+    collector hook) counts: the count shows the adapter closed the body, and how often.
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], tally: Tally) -> None:
+        self.body = body
+        self.tally = tally
+
+    def __aiter__(self) -> CountedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self.body)
+
+    async def aclose(self) -> None:
+        self.tally.closes += 1
+        await aclose_iterator(self.body)
+
+
+def text(tally: Tally, body: AsyncIterator[bytes]) -> StreamResponse:
+    return StreamResponse(200, [("content-type", "text/plain")], CountedBody(body, tally))
 
 
 def make_routes(tally: Tally) -> dict[str, Route]:
     """Paths (``{name}`` marks the path parameter) and their routes."""
 
     def lines_route(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(numbered(tally, int(query.get("n", "10"))))
+        return text(tally, numbered(tally, int(query.get("n", "10"))))
 
     def forever(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(numbered(tally, None, delay=0.001))
+        return text(tally, numbered(tally, None, delay=0.001))
 
     def fail_before(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(numbered(tally, 5, fail_at=0))
+        return text(tally, numbered(tally, 5, fail_at=0))
 
     def refused(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(numbered(tally, 5, fail_at=0, error=Refused("no")))
+        return text(tally, numbered(tally, 5, fail_at=0, error=Refused("no")))
 
     def fail_after(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(numbered(tally, 50, fail_at=20, delay=0.001))
+        return text(tally, numbered(tally, 50, fail_at=20, delay=0.001))
 
     def events(query: Mapping[str, str], _: str) -> StreamResponse:
         count = int(query.get("n", "3"))
@@ -122,7 +146,7 @@ def make_routes(tally: Tally) -> dict[str, Route]:
         try:
             return download(name, root=tally.root)
         except DownloadError as exc:  # answered with its status by the adapter
-            return text(_raising(exc))
+            return text(tally, _raising(exc))
 
     def exported(query: Mapping[str, str], fmt: str) -> StreamResponse:
         count = int(query.get("n", "100"))

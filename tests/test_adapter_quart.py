@@ -78,7 +78,7 @@ async def test_streams_whole_body_and_closes(server: Server) -> None:
     assert reply.status_code == 200
     assert reply.headers["content-type"] == "text/plain"
     assert reply.content == lines(list(range(1000)))
-    assert tally.finalized == tally.started == 1
+    assert tally.finalized == tally.started == tally.closes == 1
 
 
 async def test_sse_with_heartbeats(server: Server) -> None:
@@ -161,7 +161,7 @@ async def test_error_before_start_is_500_or_its_status(server: Server) -> None:
     assert failed.text == "Internal Server Error"
     assert refused.status_code == 403
     assert refused.text == "Forbidden"
-    assert tally.finalized == tally.started == 2
+    assert tally.finalized == tally.started == tally.closes == 2
 
 
 async def test_error_after_start_never_looks_complete(server: Server) -> None:
@@ -180,6 +180,7 @@ async def test_error_after_start_never_looks_complete(server: Server) -> None:
         assert b"[" in export
         assert not export.endswith(b"0\r\n\r\n")
         await settle(lambda: tally.finalized == tally.started == 3)
+        await settle(lambda: tally.closes == 2)  # the two text bodies
 
 
 async def test_clients_disconnecting_mid_stream(server: Server) -> None:
@@ -197,3 +198,6 @@ async def test_clients_disconnecting_mid_stream(server: Server) -> None:
             writer.close()
             await writer.wait_closed()
         await settle(lambda: tally.finalized == 20)
+        await settle(lambda: tally.closes == 20)
+        await asyncio.sleep(0.05)
+        assert tally.closes == 20  # exactly once each
