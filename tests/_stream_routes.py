@@ -35,6 +35,7 @@ SIZE = 300_000
 class Tally:
     started: int = 0
     finalized: int = 0
+    produced: int = 0
     closes: int = 0  # aclose() calls an adapter made on a `text` body
     root: Path = Path()
 
@@ -117,6 +118,19 @@ def make_routes(tally: Tally) -> dict[str, Route]:
     def forever(query: Mapping[str, str], _: str) -> StreamResponse:
         return text(tally, numbered(tally, None, delay=0.001))
 
+    def endless(query: Mapping[str, str], _: str) -> StreamResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            tally.started += 1
+            try:
+                while True:
+                    tally.produced += 1
+                    yield b"x" * 65536
+                    await asyncio.sleep(0)  # a failing test must end, not spin
+            finally:
+                tally.finalized += 1
+
+        return text(tally, chunks())
+
     def fail_before(query: Mapping[str, str], _: str) -> StreamResponse:
         return text(tally, numbered(tally, 5, fail_at=0))
 
@@ -167,6 +181,7 @@ def make_routes(tally: Tally) -> dict[str, Route]:
     return {
         "/lines": lines_route,
         "/forever": forever,
+        "/endless": endless,
         "/fail-before": fail_before,
         "/refused": refused,
         "/fail-after": fail_after,

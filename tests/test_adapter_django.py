@@ -8,6 +8,7 @@ import contextlib
 import csv
 import io
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.http import HttpRequest, HttpResponseBase
+from django.test import RequestFactory
 from django.urls import URLPattern, path
 
 from streamfx import SSEDecoder
@@ -56,7 +58,10 @@ class Current:
 def view(route_path: str) -> Callable[..., Any]:
     async def handler(request: HttpRequest, name: str = "") -> HttpResponseBase:
         route = make_routes(Current.tally)[route_path]
-        reply = await to_django(request, route(request.GET.dict(), name))
+        write_timeout = float(request.GET.get("write_timeout", "60"))
+        reply = await to_django(
+            request, route(request.GET.dict(), name), write_timeout=write_timeout
+        )
         assert isinstance(reply, StreamfxHttpResponse)
         return reply
 
@@ -238,7 +243,6 @@ async def test_clients_disconnecting_mid_stream(server: Server) -> None:
 
 async def test_close_closes_a_body_django_never_iterated() -> None:
     from asgiref.sync import sync_to_async
-    from django.test import RequestFactory
 
     tally = Tally()
     routes = make_routes(tally)
@@ -254,3 +258,31 @@ async def test_close_closes_a_body_django_never_iterated() -> None:
     in_loop.close()
     in_thread.close()
     assert tally.finalized == 2
+
+
+async def test_a_client_that_stops_reading_is_gone_after_the_write_timeout(server: Server) -> None:
+    tally = Tally()
+    async with running(tally, server) as (_client, port):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            request = b"GET /endless?write_timeout=0.3 HTTP/1.1\r\nHost: test\r\n\r\n"
+            await loop.sock_sendall(sock, request)  # and never reads
+            await settle(lambda: tally.started == 1)
+            await settle(lambda: tally.finalized == tally.closes == 1, seconds=5)
+            # the server's buffers filled up, then the stall was noticed and cut
+            assert tally.produced < 1000
+        finally:
+            sock.close()
+
+
+async def test_write_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="write_timeout"):
+        await to_django(
+            RequestFactory().get("/"),
+            make_routes(Tally())["/lines"]({}, ""),
+            write_timeout=0,
+        )

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ def quart_app(tally: Tally) -> Quart:
     def view(route: Route) -> Callable[..., Any]:
         async def handler(name: str = "") -> Response:
             response: StreamResponse = route(request.args, name)
-            return await to_quart(response)
+            write_timeout = float(request.args.get("write_timeout", "60"))
+            return await to_quart(response, write_timeout=write_timeout)
 
         return handler
 
@@ -201,3 +203,27 @@ async def test_clients_disconnecting_mid_stream(server: Server) -> None:
         await settle(lambda: tally.closes == 20)
         await asyncio.sleep(0.05)
         assert tally.closes == 20  # exactly once each
+
+
+async def test_a_client_that_stops_reading_is_gone_after_the_write_timeout(server: Server) -> None:
+    tally = Tally()
+    async with running(tally, server) as (_client, port):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            request = b"GET /endless?write_timeout=0.3 HTTP/1.1\r\nHost: test\r\n\r\n"
+            await loop.sock_sendall(sock, request)  # and never reads
+            await settle(lambda: tally.started == 1)
+            await settle(lambda: tally.finalized == tally.closes == 1, seconds=5)
+            # the server's buffers filled up, then the stall was noticed and cut
+            assert tally.produced < 1000
+        finally:
+            sock.close()
+
+
+async def test_write_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="write_timeout"):
+        await to_quart(make_routes(Tally())["/lines"]({}, ""), write_timeout=0)

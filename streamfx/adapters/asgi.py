@@ -4,7 +4,9 @@
 endpoint as it is (when Starlette is importable it *is* a Starlette ``Response``, so
 FastAPI passes it through and attaches its background tasks), or call it with
 ``(scope, receive, send)`` from anything that speaks ASGI (a Litestar ``@asgi`` route,
-a raw ASGI router). Starlette is never imported unless it is installed.
+a raw ASGI router). Starlette is never imported unless it is installed. Quart and
+Django views must return their own response objects: use
+`streamfx.adapters.quart.to_quart` and `streamfx.adapters.django.to_django` there.
 
 What the application promises, for one HTTP request:
 

@@ -8,8 +8,8 @@ subclass whose body is the streamfx body::
     async def events(request):
         return await to_django(request, sse(source()))
 
-Django 5.0 or later, served by ``get_asgi_application()`` (uvicorn, hypercorn, daphne,
-granian...). What it promises (the same as `streamfx.adapters.asgi.to_asgi` where
+Django 5.0 or later, served by ``get_asgi_application()`` under an ASGI server (tested
+with uvicorn and hypercorn). What it promises (the same as `streamfx.adapters.asgi.to_asgi` where
 Django allows):
 
 - ``response.for_request(method, headers)`` is called with the request's method and
@@ -25,6 +25,10 @@ Django allows):
 - A client that goes away: Django (5.0+) listens for ``http.disconnect`` and cancels
   the task sending the response; the body is closed (``aclose()``, once) as Django
   leaves it, so every finalizer has run.
+- A client that stops reading is treated as gone: when one chunk has waited
+  `write_timeout` seconds (60 by default) on the server's flow control, the task
+  sending the response is cancelled as on a disconnect; the server then closes the
+  connection without the end of the body.
 - ``close()`` (which Django calls after a response) closes the body too if nothing
   else did: a body that Django never iterated (middleware that dropped it, a client
   that left during ``http.response.start``) is still closed, once.
@@ -34,8 +38,6 @@ Django allows):
 
 What does not hold, because Django owns the sending:
 
-- No ``write_timeout``: a client that stops reading holds the response until the
-  server's own timeouts act.
 - No zero-copy ``pathsend``: downloads are sent by chunked reads (Django's handler
   sends only ``http.response.body`` messages).
 - Under WSGI, Django would collect the whole async body in memory before sending
@@ -54,7 +56,7 @@ from asgiref.sync import async_to_sync
 from django.http import HttpRequest, StreamingHttpResponse
 
 from .._response import StreamResponse
-from ._prefetch import Prefetched, ResumedBody, prefetch
+from ._prefetch import Prefetched, ResumedBody, check_write_timeout, prefetch
 
 __all__ = ["StreamfxHttpResponse", "to_django"]
 
@@ -63,12 +65,20 @@ logger = logging.getLogger("streamfx.adapters.django")
 _closing: set[asyncio.Task[None]] = set()
 
 
-async def to_django(request: HttpRequest, response: StreamResponse) -> StreamfxHttpResponse:
+async def to_django(
+    request: HttpRequest, response: StreamResponse, *, write_timeout: float | None = 60.0
+) -> StreamfxHttpResponse:
     """A Django response sending `response` for `request` (see the module docstring).
-    Await it inside an async view."""
+    Await it inside an async view.
+
+    `write_timeout`: a client that takes nothing for this many seconds while a chunk
+    waits to be written is treated as gone (``None`` waits forever).
+    """
+    check_write_timeout(write_timeout)
     method = request.method or "GET"
     headers = list(request.headers.items())
-    return StreamfxHttpResponse(await prefetch(response, method, headers, logger))
+    ready = await prefetch(response, method, headers, logger, write_timeout=write_timeout)
+    return StreamfxHttpResponse(ready)
 
 
 class StreamfxHttpResponse(StreamingHttpResponse):

@@ -26,14 +26,15 @@ What it promises (the same as `streamfx.adapters.asgi.to_asgi` where Quart allow
 - The response has ``timeout = None``: Quart's ``RESPONSE_TIMEOUT`` (60 s by default)
   would otherwise cut every longer stream. Set ``response.timeout`` to a number to
   restore a limit.
+- A client that stops reading is treated as gone: when one chunk has waited
+  `write_timeout` seconds (60 by default) on the server's flow control, the task
+  sending the response is cancelled as on a disconnect; the server then closes the
+  connection without the end of the body.
 - The streamfx headers are sent as they are; Quart's default ``Content-Type`` is not
   added when the response has none (a 304, say).
 
 What does not hold, because Quart owns the sending:
 
-- No ``write_timeout``: a client that stops reading holds the response until the
-  server's own timeouts act (Quart's ``timeout`` above, if set, ends it and closes the
-  body).
 - No zero-copy ``pathsend``: downloads are sent by chunked reads.
 - If Quart is cancelled between the view's return and its first read of the body (a
   client leaving during ``http.response.start``), Quart never enters the body and so
@@ -51,19 +52,24 @@ from quart import Response, request
 from werkzeug.datastructures import Headers
 
 from .._response import StreamResponse
-from ._prefetch import prefetch
+from ._prefetch import check_write_timeout, prefetch
 
 __all__ = ["to_quart"]
 
 logger = logging.getLogger("streamfx.adapters.quart")
 
 
-async def to_quart(response: StreamResponse) -> Response:
+async def to_quart(response: StreamResponse, *, write_timeout: float | None = 60.0) -> Response:
     """A Quart ``Response`` sending `response` for the current request (see the module
-    docstring). Await it inside a Quart view (a request context is needed)."""
+    docstring). Await it inside a Quart view (a request context is needed).
+
+    `write_timeout`: a client that takes nothing for this many seconds while a chunk
+    waits to be written is treated as gone (``None`` waits forever).
+    """
+    check_write_timeout(write_timeout)
     method = request.method
     headers = list(request.headers.items())
-    ready = await prefetch(response, method, headers, logger)
+    ready = await prefetch(response, method, headers, logger, write_timeout=write_timeout)
     reply = Response(ready.body, status=ready.status, headers=Headers(ready.headers))
     if not any(name.lower() == "content-type" for name, _ in ready.headers):
         del reply.headers["content-type"]
