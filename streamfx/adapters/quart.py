@@ -37,9 +37,11 @@ What does not hold, because Quart owns the sending:
 
 - No zero-copy ``pathsend``: downloads are sent by chunked reads.
 - If Quart is cancelled between the view's return and its first read of the body (a
-  client leaving during ``http.response.start``), Quart never enters the body and so
-  never closes it; the already started body is then closed by asyncio's async
-  generator finalizer when the response is dropped, not at once.
+  client leaving while ``http.response.start`` is being sent), Quart never enters the
+  body and so never closes it, and Quart offers no hook to do it. A body that is an
+  async generator (every streamfx builder's is) is then closed by asyncio's async
+  generator finalizer when the dropped response is collected; any other body is not
+  closed. (Django has ``close()`` for this; Quart has nothing like it.)
 - Quart applies ``after_request`` functions and its response handling as usual; a
   function that replaces the body (compression, say) takes over closing it.
 """
