@@ -113,10 +113,15 @@ async def test_streams_whole_body_and_closes(server: Server) -> None:
     tally = Tally()
     async with running(tally, server) as (client, _port):
         reply = await client.get("/lines", params={"n": 1000})
+        head = await client.head("/lines")
     assert reply.status_code == 200
     assert reply.headers["content-type"] == "text/plain"
     assert reply.content == lines(list(range(1000)))
-    assert tally.finalized == tally.started == tally.closes == 1
+    assert head.status_code == 200
+    assert head.headers["content-type"] == "text/plain"
+    assert head.content == b""  # and the HEAD body was closed, never started:
+    assert tally.finalized == tally.started == 1
+    assert tally.closes == 2
 
 
 async def test_sse_with_heartbeats(server: Server) -> None:
