@@ -4,7 +4,9 @@
 endpoint as it is (when Starlette is importable it *is* a Starlette ``Response``, so
 FastAPI passes it through and attaches its background tasks), or call it with
 ``(scope, receive, send)`` from anything that speaks ASGI (a Litestar ``@asgi`` route,
-a raw ASGI router). Starlette is never imported unless it is installed.
+a raw ASGI router). Starlette is never imported unless it is installed. Quart and
+Django views must return their own response objects: use
+`streamfx.adapters.quart.to_quart` and `streamfx.adapters.django.to_django` there.
 
 What the application promises, for one HTTP request:
 
@@ -56,14 +58,13 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from functools import cache, lru_cache
-from http import HTTPStatus
 from typing import Any
 
 from .._response import StreamResponse
-from .._upload_errors import UploadError
 from .._util import aclose_iterator, cancel_and_wait
 from ._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from ._asgi_upload import HasASGIRequest, parts, parts_from_asgi
+from ._errors import error_headers, error_status, error_text
 
 __all__ = [
     "ASGIApp",
@@ -295,27 +296,6 @@ def _pathsend_path(response: StreamResponse, scope: Scope) -> str | None:
     return os.fspath(file.path) if whole else None
 
 
-def error_status(exc: BaseException) -> int:
-    """The HTTP status for `exc`: its ``status`` attribute when that is an int in
-    400..599, else 500."""
-    status = getattr(exc, "status", None)
-    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
-        return status
-    return 500
-
-
-def error_text(exc: BaseException, status: int) -> bytes:
-    """The short plain-text body for `exc`: an `UploadError`'s message (written for the
-    client), otherwise only the status phrase (messages of other errors may hold server
-    paths or internals)."""
-    if isinstance(exc, UploadError):
-        return exc.message.encode("utf-8", "replace")
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Error"
-
-
 def error_response(exc: BaseException) -> ASGIApp:
     """An ASGI application answering `exc` with `error_status` and `error_text`.
 
@@ -327,14 +307,7 @@ def error_response(exc: BaseException) -> ASGIApp:
     """
     status = error_status(exc)
     text = error_text(exc, status)
-    return to_asgi(StreamResponse(status, _error_headers(text), _once(text)))
-
-
-def _error_headers(text: bytes) -> list[tuple[str, str]]:
-    return [
-        ("content-type", "text/plain; charset=utf-8"),
-        ("content-length", str(len(text))),
-    ]
+    return to_asgi(StreamResponse(status, error_headers(text), _once(text)))
 
 
 async def _once(chunk: bytes) -> AsyncIterator[bytes]:
@@ -347,7 +320,7 @@ async def _send_error(send: Send, exc: Exception) -> None:
     if status >= 500:
         logger.error("streamfx response failed before it started", exc_info=exc)
     text = error_text(exc, status)
-    headers = [(name.encode(), value.encode()) for name, value in _error_headers(text)]
+    headers = [(name.encode(), value.encode()) for name, value in error_headers(text)]
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": text, "more_body": False})

@@ -1,0 +1,114 @@
+"""`to_django`: send a `StreamResponse` from a Django view under Django's ASGI handler.
+
+A Django view must return an ``HttpResponse``, and Django sends the status line before
+it iterates a streaming body, so ``await to_django(request, response)`` does the part
+that must come first inside the (async) view and returns a ``StreamingHttpResponse``
+subclass whose body is the streamfx body::
+
+    async def events(request):
+        return await to_django(request, sse(source()))
+
+Django 5.0 or later, served by ``get_asgi_application()`` under an ASGI server (tested
+with uvicorn and hypercorn). What it promises (the same as `streamfx.adapters.asgi.to_asgi` where
+Django allows):
+
+- ``response.for_request(method, headers)`` is called with the request's method and
+  headers, so a download honours Range and conditional requests; ``HEAD`` gets the
+  status and headers only (the body is closed without being iterated).
+- The first body chunk is pulled before ``to_django`` returns. An error from
+  ``for_request`` or from that chunk becomes a response with the error's ``status``
+  (an int in 400..599) or 500 and a short ``text/plain`` body; 5xx errors are logged
+  to the ``streamfx.adapters.django`` logger.
+- After the start, an error from the body propagates out of Django's ASGI handler
+  (Django re-raises it), so the server aborts the connection without the final chunk
+  of a chunked body: a truncated body never looks complete.
+- A client that goes away: Django (5.0+) listens for ``http.disconnect`` and cancels
+  the task sending the response; the body is closed (``aclose()``, once) as Django
+  leaves it, so every finalizer has run.
+- A client that stops reading is treated as gone: when one chunk has waited
+  `write_timeout` seconds (60 by default) on the server's flow control, the task
+  sending the response is cancelled as on a disconnect; the server then closes the
+  connection without the end of the body.
+- ``close()`` (which Django calls after a response) closes the body too if nothing
+  else did: a body that Django never iterated (middleware that dropped it, a client
+  that left during ``http.response.start``) is still closed, once.
+- The streamfx headers are sent as they are; Django's default ``Content-Type`` is not
+  added when the response has none (a 304, say). Django keeps one value per header
+  name: a response with a repeated header keeps the last one.
+
+What does not hold, because Django owns the sending:
+
+- No zero-copy ``pathsend``: downloads are sent by chunked reads (Django's handler
+  sends only ``http.response.body`` messages).
+- Under WSGI, Django would collect the whole async body in memory before sending
+  it (with a warning): use `streamfx.adapters.wsgi.to_wsgi` there instead.
+- Middleware that wraps ``streaming_content`` (``GZipMiddleware``, say) iterates
+  the body itself; the body is then closed by ``close()`` at the end rather than as
+  soon as the client leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from django.http import HttpRequest, StreamingHttpResponse
+
+from .._response import StreamResponse
+from ._prefetch import Prefetched, ResumedBody, check_write_timeout, prefetch
+
+__all__ = ["StreamfxHttpResponse", "to_django"]
+
+logger = logging.getLogger("streamfx.adapters.django")
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def to_django(
+    request: HttpRequest, response: StreamResponse, *, write_timeout: float | None = 60.0
+) -> StreamfxHttpResponse:
+    """A Django response sending `response` for `request` (see the module docstring).
+    Await it inside an async view.
+
+    `write_timeout`: a client that takes nothing for this many seconds while a chunk
+    waits to be written is treated as gone (``None`` waits forever).
+    """
+    check_write_timeout(write_timeout)
+    method = request.method or "GET"
+    headers = list(request.headers.items())
+    ready = await prefetch(response, method, headers, logger, write_timeout=write_timeout)
+    return StreamfxHttpResponse(ready)
+
+
+class StreamfxHttpResponse(StreamingHttpResponse):
+    """A ``StreamingHttpResponse`` over a prefetched streamfx body (made by `to_django`)."""
+
+    def __init__(self, ready: Prefetched) -> None:
+        super().__init__(ready.body, status=ready.status)
+        self.stream_body: ResumedBody = ready.body
+        typed = False
+        for name, value in ready.headers:
+            self.headers[name] = value
+            typed = typed or name.lower() == "content-type"
+        if not typed:
+            del self.headers["Content-Type"]
+
+    def __aiter__(self) -> ResumedBody:
+        # Django's own __aiter__ wraps the body in generators that never close it;
+        # handing it over directly lets Django's aclosing() close it.
+        return self.stream_body
+
+    def close(self) -> None:
+        super().close()
+        body = self.stream_body
+        if body.closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a worker thread (Django calls close via sync_to_async)
+            async_to_sync(body.aclose)()
+            return
+        task = loop.create_task(body.aclose(), name="streamfx.django close")
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
