@@ -934,3 +934,21 @@ print("ok")
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+async def test_error_from_for_request_is_answered() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    def respond_to(method: str, headers: Any) -> StreamResponse:
+        raise DownloadError("gone meanwhile", status=404)
+
+    response = StreamResponse(200, [], once(b"never"), respond_to=respond_to)
+    assert await send_response(response, http_scope(), receive, send) is False
+    assert sent[0]["status"] == 404
+    assert sent[1]["body"] == b"Not Found"

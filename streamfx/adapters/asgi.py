@@ -51,7 +51,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from http import HTTPStatus
 from typing import Any
 
@@ -127,17 +127,20 @@ def _starlette_response_class() -> Any:
             self.status_code = response.status
             self.background: BackgroundTask | None = None
             self.body = b""
-            self.raw_headers = [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in response.headers
-            ]
-            self._sent_headers = list(self.raw_headers)
+            self.raw_headers = _encode_headers(response.headers)
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            added = [header for header in self.raw_headers if header not in self._sent_headers]
-            completed = await send_response(
-                self.stream_response, scope, receive, send, extra_headers=added
-            )
+            original = self.stream_response
+            response = await _resolve(original, scope, send)
+            if response is None:
+                return
+            if response is original:
+                headers = self.raw_headers  # with whatever was added to `headers`
+            else:
+                initial = _encode_headers(original.headers)
+                added = [header for header in self.raw_headers if header not in initial]
+                headers = _encode_headers(response.headers) + added
+            completed = await _send(response, headers, scope, receive, send)
             if completed and self.background is not None:
                 await self.background()
 
@@ -145,29 +148,50 @@ def _starlette_response_class() -> Any:
 
 
 async def send_response(
-    response: StreamResponse,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    *,
-    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+    response: StreamResponse, scope: Scope, receive: Receive, send: Send
 ) -> bool:
     """Send `response` for the HTTP request in `scope`; see the module docstring.
 
-    `extra_headers` (raw, lower-case names) go out after the response's own. Returns
-    True when the whole response was sent, False when the client went away first or
-    an error before the start was answered with an error status.
+    Returns True when the whole response was sent, False when the client went away
+    first or an error before the start was answered with an error status.
     """
-    method: str = scope.get("method", "GET")
-    response = response.for_request(
-        method,
-        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]],
-    )
-    body = response.body
-    headers: RawHeaders = [
-        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+    resolved = await _resolve(response, scope, send)
+    if resolved is None:
+        return False
+    return await _send(resolved, _encode_headers(resolved.headers), scope, receive, send)
+
+
+async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> StreamResponse | None:
+    """``response.for_request(method, headers)`` (skipped when it would return itself);
+    if that raises, the error is answered (see `error_status`) and None returned."""
+    if response.respond_to is None:
+        return response
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
     ]
-    headers.extend(extra_headers)
+    try:
+        return response.for_request(scope.get("method", "GET"), headers)
+    except Exception as exc:
+        await _send_error(send, exc)
+        return None
+
+
+def _encode_headers(headers: Sequence[tuple[str, str]]) -> RawHeaders:
+    return [_encode_header(name, value) for name, value in headers]
+
+
+@lru_cache(maxsize=512)
+def _encode_header(name: str, value: str) -> tuple[bytes, bytes]:
+    # Cached: the same few headers (an SSE stream's, say) are then shared by every open
+    # response instead of being held once per connection.
+    return name.lower().encode("latin-1"), value.encode("latin-1")
+
+
+async def _send(
+    response: StreamResponse, headers: RawHeaders, scope: Scope, receive: Receive, send: Send
+) -> bool:
+    method: str = scope.get("method", "GET")
+    body = response.body
     start: Message = {"type": "http.response.start", "status": response.status, "headers": headers}
 
     task = asyncio.current_task()
@@ -182,9 +206,10 @@ async def send_response(
             await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return True
-        if _can_pathsend(response, scope):
+        path = _pathsend_path(response, scope)
+        if path is not None:
             await send(start)
-            await send({"type": "http.response.pathsend", "path": os.fspath(response.file.path)})  # type: ignore[union-attr]
+            await send({"type": "http.response.pathsend", "path": path})
             return True
         iterator = aiter(body)
         try:
@@ -226,17 +251,20 @@ async def send_response(
             await cancel_and_wait((watcher,))
 
 
-def _can_pathsend(response: StreamResponse, scope: Scope) -> bool:
+def _pathsend_path(response: StreamResponse, scope: Scope) -> str | None:
+    """The path to send with ``http.response.pathsend``, if the server offers it and
+    the response is a whole file; else None."""
     file = response.file
     if file is None or file.offset != 0:
-        return False
+        return None
     extensions = scope.get("extensions") or {}
     if "http.response.pathsend" not in extensions:
-        return False
+        return None
     try:
-        return os.stat(file.path).st_size == file.length
+        whole = os.stat(file.path).st_size == file.length
     except OSError:
-        return False
+        return None
+    return os.fspath(file.path) if whole else None
 
 
 def error_status(exc: BaseException) -> int:

@@ -1,0 +1,223 @@
+"""Idle SSE connections and single-event latency through uvicorn, side by side.
+
+Two measurements, uvicorn with uvloop and httptools, each contender in the same way:
+
+- **Memory per idle connection**: for each contender a fresh server process; CONNECTIONS
+  clients open an SSE stream whose source never yields (heartbeats at their defaults)
+  and receive the response headers; the server's resident memory grows by X; X /
+  CONNECTIONS is the cost of one idle connection. ``raw`` is a bare ASGI app (start,
+  one comment, then ``await receive()``): the floor that uvicorn itself costs.
+- **Single-event latency on an idle stream**: the server's source wakes every GAP
+  seconds and yields one event carrying ``time.perf_counter()`` at that moment (a
+  publish); the client notes ``perf_counter()`` when the bytes arrive (the clock is
+  system-wide on Linux). p50 and p99 of EVENTS such events.
+
+Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python bench/idle_sse_asgi.py``
+(``--connections``, ``--events``, ``--gap``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+CONNECTIONS = 3000
+EVENTS = 300
+GAP = 0.01
+CONTENDERS = ("streamfx", "sse-starlette", "raw")
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+def build_app() -> Any:
+    from sse_starlette import EventSourceResponse
+
+    from streamfx import sse
+    from streamfx.adapters.asgi import to_asgi
+
+    async def never() -> AsyncIterator[str]:
+        await asyncio.get_running_loop().create_future()
+        yield "unreachable"
+
+    async def ticks(count: int, gap: float) -> AsyncIterator[str]:
+        for _ in range(count):
+            await asyncio.sleep(gap)
+            yield repr(time.perf_counter())
+
+    async def raw_idle(receive: Any, send: Any) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": []}
+        start["headers"] = [(b"content-type", b"text/event-stream")]
+        await send(start)
+        await send({"type": "http.response.body", "body": b":\n\n", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        _, kind, name = scope["path"].split("/")
+        if kind == "idle":
+            if name == "streamfx":
+                await to_asgi(sse(never()))(scope, receive, send)
+            elif name == "sse-starlette":
+                await EventSourceResponse(never())(scope, receive, send)
+            else:
+                await raw_idle(receive, send)
+            return
+        count, gap = scope["query_string"].decode().split(",")
+        source = ticks(int(count), float(gap))
+        if name == "streamfx":
+            await to_asgi(sse(source))(scope, receive, send)
+        else:
+            await EventSourceResponse(source)(scope, receive, send)
+
+    return app
+
+
+def serve(fd: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        build_app(),
+        fd=fd,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        backlog=8192,
+    )
+
+
+class Server:
+    """A uvicorn subprocess on a free port."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        fd = self.listener.fileno()
+        command = [sys.executable, __file__, "--serve-fd", str(fd)]
+        self.process = subprocess.Popen(command, pass_fds=(fd,))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port)).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def rss(self) -> int:
+        """Resident memory of the server process, in bytes."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.listener.close()
+
+
+# -- the clients -----------------------------------------------------------------------
+
+
+def open_stream(port: int, path: str) -> socket.socket:
+    """A connection that sent ``GET path`` and received the response headers."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError(f"{path}: closed before the headers")
+        received += chunk
+    if not received.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"{path}: {received[:100]!r}")
+    return sock
+
+
+def idle_cost(name: str, connections: int) -> float:
+    """Bytes of server memory per idle SSE connection."""
+    server = Server()
+    try:
+        open_stream(server.port, f"/idle/{name}").close()  # warm-up
+        time.sleep(0.5)
+        before = server.rss()
+        socks = [open_stream(server.port, f"/idle/{name}") for _ in range(connections)]
+        time.sleep(1.0)
+        after = server.rss()
+        for sock in socks:
+            sock.close()
+        return (after - before) / connections
+    finally:
+        server.close()
+
+
+def latencies(server: Server, name: str, events: int, gap: float) -> list[float]:
+    """Seconds from each event's publish to its arrival at the client."""
+    sock = open_stream(server.port, f"/live/{name}?{events},{gap}")
+    found: list[float] = []
+    pending = b""
+    try:
+        while len(found) < events:
+            chunk = sock.recv(65536)
+            now = time.perf_counter()
+            if not chunk:
+                raise RuntimeError(f"{name}: closed after {len(found)} events")
+            pending += chunk
+            while b"data: " in pending:
+                _, _, rest = pending.partition(b"data: ")
+                value, newline, tail = rest.partition(b"\n")
+                if not newline:
+                    break
+                found.append(now - float(value.strip()))
+                pending = tail
+    finally:
+        sock.close()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="idle SSE connections and latency")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--events", type=int, default=EVENTS)
+    parser.add_argument("--gap", type=float, default=GAP)
+    parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_fd is not None:
+        serve(args.serve_fd)
+        return
+
+    print(f"\nidle SSE connections ({args.connections}), uvicorn (uvloop, httptools)")
+    print(f"{'contender':<16}{'KB per connection':>20}")
+    for name in CONTENDERS:
+        print(f"{name:<16}{idle_cost(name, args.connections) / 1024:>20.1f}", flush=True)
+
+    print(f"\nlatency of one event on an idle stream ({args.events} events, {args.gap}s apart)")
+    print(f"{'contender':<16}{'p50 ms':>10}{'p99 ms':>10}")
+    server = Server()
+    try:
+        for name in ("streamfx", "sse-starlette"):
+            values = sorted(latencies(server, name, args.events, args.gap))
+            p50 = statistics.median(values) * 1000
+            p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
+            print(f"{name:<16}{p50:>10.3f}{p99:>10.3f}", flush=True)
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
