@@ -60,8 +60,10 @@ def neutralize_rows(rows: list[Any]) -> list[Any]:
         types = set(map(type, column))
         if types <= _NEVER_TEXT:
             continue
-        if types == _ONLY_TEXT and FORMULA_TRIGGERS.isdisjoint(
-            map(str.__getitem__, column, repeat(_FIRST_CHAR))
+        if types == _ONLY_TEXT and (
+            # Every trigger sorts before "A": a column whose least value is >= "A" is clean.
+            min(column) >= "A"
+            or FORMULA_TRIGGERS.isdisjoint(map(str.__getitem__, column, repeat(_FIRST_CHAR)))
         ):
             continue
         columns[index] = neutralize(column)

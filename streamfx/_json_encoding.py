@@ -27,14 +27,42 @@ def stdlib_dumps(value: Any) -> bytes:
     return _stdlib_encoder.encode(value).encode("utf-8")
 
 
+def lines_with(dumps: Dumps) -> Callable[[list[Any]], bytes]:
+    """NDJSON for a batch: each item serialized by `dumps`, then ``\n``.
+
+    Each item's bytes go into one growing buffer and are dropped at once: joining a
+    list of many small serialized items instead was measured an order of magnitude
+    slower with orjson, whose fresh output buffers are costly to keep alive.
+    """
+
+    def encode_lines(batch: list[Any]) -> bytes:
+        out = bytearray()
+        for item in batch:
+            out += dumps(item)
+            out += b"\n"
+        return bytes(out)
+
+    return encode_lines
+
+
 try:
     import orjson
 except ImportError:  # pragma: no cover - exercised by installs without the extra
     default_dumps: Dumps = stdlib_dumps
+    default_lines = lines_with(stdlib_dumps)
     USING_ORJSON = False
 else:
     default_dumps = orjson.dumps
     USING_ORJSON = True
+    _dumps_line = orjson.dumps
+    _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+    def default_lines(batch: list[Any]) -> bytes:
+        """`lines_with(orjson.dumps)`, with orjson writing each line's ``\n`` itself."""
+        out = bytearray()
+        for item in batch:
+            out += _dumps_line(item, option=_APPEND_NEWLINE)
+        return bytes(out)
 
 
 def project(fields: Sequence[str]) -> Callable[[list[Any]], list[dict[str, Any]]]:
@@ -89,16 +117,20 @@ class JsonArrayEncoder:
 
 
 class NdjsonEncoder:
-    """Encodes each item as one line of JSON followed by ``\\n`` (NDJSON / JSON Lines)."""
+    """Encodes each item as one line of JSON followed by ``\\n`` (NDJSON / JSON Lines).
 
-    __slots__ = ("_dumps", "_transform")
+    `dumps` defaults to orjson (or `json`); JSON text never holds a raw line break, so
+    every item is exactly one line.
+    """
+
+    __slots__ = ("_lines", "_transform")
 
     def __init__(
         self,
-        dumps: Dumps = default_dumps,
+        dumps: Dumps | None = None,
         transform: Callable[[list[Any]], list[Any]] | None = None,
     ) -> None:
-        self._dumps = dumps
+        self._lines = default_lines if dumps is None else lines_with(dumps)
         self._transform = transform
 
     def encode(self, batch: list[Any]) -> bytes:
@@ -106,4 +138,4 @@ class NdjsonEncoder:
             batch = self._transform(batch)
         if not batch:
             return b""
-        return b"\n".join(map(self._dumps, batch)) + b"\n"
+        return self._lines(batch)

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfx._csv_encoding import CsvEncoder, neutralize
+from streamfx._csv_encoding import CsvEncoder, neutralize, neutralize_rows
 
 cells = (
     st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
@@ -70,3 +70,16 @@ def test_neutralize_only_leading_triggers_of_text() -> None:
     assert neutralize(row) == [
         "'=a", "a=", " =a", "'-", "'+", "'@", "'\t", "'\r", "", -1, Decimal("-2"), None
     ]  # fmt: skip
+
+
+def test_neutralize_rows_returns_clean_batches_unchanged_and_fixes_dirty_columns() -> None:
+    clean = [["Alice", 1, 2.5, None, True], ["bob", -1, -2.5, None, False]]
+    assert neutralize_rows(clean) is clean
+    dirty = [["Alice", "1", "x"], ["Bob", "-1", "=x"], ["Carol", "@", "y"]]
+    assert neutralize_rows(dirty) == [
+        ("Alice", "1", "x"),
+        ("Bob", "'-1", "'=x"),
+        ("Carol", "'@", "y"),
+    ]
+    mixed = [[1, Decimal("-1")], ["-1", "=1"]]  # mixed and unknown types go cell by cell
+    assert neutralize_rows(mixed) == [(1, Decimal("-1")), ("'-1", "'=1")]

@@ -77,3 +77,5 @@ def test_property_both_backends_write_the_same_documents(batches: list[list[Any]
         assert json.loads(data) == items
         lines = b"".join(NdjsonEncoder(dumps).encode(batch) for batch in batches)
         assert [json.loads(line) for line in lines.split(b"\n")[:-1]] == items
+    default = b"".join(NdjsonEncoder().encode(batch) for batch in batches)
+    assert default == b"".join(NdjsonEncoder(default_dumps).encode(b) for b in batches)
