@@ -68,6 +68,11 @@ STATS: dict[str, Counter[str]] = {
 }
 
 
+def event_bytes() -> int:
+    """The size of one encoded event, for the report."""
+    return len(f"data: {0} {time.perf_counter():.6f} {PAD}\n\n".encode())
+
+
 async def events(name: str, query: dict[str, str]) -> AsyncGenerator[str]:
     """The shared source: ``"<index> <perf_counter at production> <padding>"``."""
     count = int(query["count"]) if "count" in query else None

@@ -5,13 +5,13 @@ httptools, aiohttp under its own server) is measured the same way, in the same r
 by raw-socket clients in this process talking to a server child process on 127.0.0.1:
 
 - **backpressure** (a fresh server whose accepted sockets have a 32 KiB send buffer):
-  N clients with a 4 KiB receive buffer read 256 bytes every 0.1 s for a few seconds
+  N clients with a small receive buffer read a little every SLOW_EVERY s for a few seconds
   from an endless source that passes control to the loop before each event. Then
   ``/stats``: events produced per client against events the client received, and the
   growth of the server's resident memory (``VmRSS``) since before the clients came.
 - **cleanup**: those clients then close their sockets; the server is polled until every
-  opened source ran its ``finally`` (or 5 s passed): finalizers run, seconds it took,
-  and asyncio tasks left beyond the idle server's.
+  opened source ran its ``finally`` (or CLEANUP_WAIT seconds passed): finalizers run,
+  seconds it took, and asyncio tasks left beyond the idle server's.
 - **throughput** (a second fresh server): C clients at once each read a stream of E
   events as fast as they can; total events/s and MB/s (body bytes), and the p50/p99 of
   the time each client took for its whole stream. (The sliding and dropping buffers may
@@ -24,7 +24,7 @@ by raw-socket clients in this process talking to a server child process on 127.0
 - **errors**: a source failing before its first event and after three: the status line
   the client got, the events it got, and how the body ended (``complete``: a proper end
   of the chunked body; ``aborted``: the connection closed without it; ``hung``: nothing
-  for 5 s).
+  for READ_TIMEOUT seconds).
 
 Each measurement but errors runs ``--runs`` times (fresh servers each run); every
 load generator is bounded (event counts, durations, a timeout on every read).
@@ -46,14 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.approach_apps import AIOHTTP_APPROACHES, ASGI_APPROACHES, EXPORTS
+from bench.approach_apps import AIOHTTP_APPROACHES, ASGI_APPROACHES, EXPORTS, event_bytes
 
 FULL: dict[str, Any] = {
     "runs": 3,
-    "slow_seconds": 2.0,
+    "slow_seconds": 1.5,
     "slow_clients": [1, 1000],
-    "throughput": [[1, 20_000], [100, 200], [1000, 20]],
-    "live": [1000, 20, 0.05],
+    "throughput": [[1, 10_000], [100, 100], [1000, 10]],
+    "live": [1000, 10, 0.05],
 }
 QUICK: dict[str, Any] = {
     "runs": 1,
@@ -62,7 +62,21 @@ QUICK: dict[str, Any] = {
     "throughput": [[1, 1000], [10, 50], [20, 5]],
     "live": [20, 5, 0.02],
 }
-READ_TIMEOUT = 10.0
+READ_TIMEOUT = 10.0  # every client read; an error case with no end for this long: "hung"
+SLOW_READ = 256  # bytes a slow client reads ...
+SLOW_EVERY = 0.1  # ... every this many seconds
+SMALL_SEND_BUFFER = 32 << 10  # the backpressure server's accepted sockets
+SMALL_RECEIVE_BUFFER = 4096  # a slow client's socket
+CLEANUP_WAIT = 5.0  # seconds the server gets to finalize after the clients left
+METHOD = {
+    "read_timeout": READ_TIMEOUT,
+    "slow_read": SLOW_READ,
+    "slow_every": SLOW_EVERY,
+    "small_send_buffer": SMALL_SEND_BUFFER,
+    "small_receive_buffer": SMALL_RECEIVE_BUFFER,
+    "cleanup_wait": CLEANUP_WAIT,
+    "event_bytes": event_bytes(),
+}
 
 
 @dataclass
@@ -76,7 +90,7 @@ class Server:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.small_send_buffer:  # accepted sockets inherit it
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 << 10)
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SEND_BUFFER)
         self.listener.bind(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         fd = self.listener.fileno()
@@ -141,15 +155,22 @@ async def recv(sock: socket.socket, size: int) -> bytes:
 
 
 async def slow_reader(sock: socket.socket, until: float, counts: list[int]) -> None:
-    """Read 256 bytes every 0.1 s until `until`; count the events seen in ``counts[0]``."""
+    """Read SLOW_READ bytes every SLOW_EVERY s until `until`; count events in ``counts[0]``.
+
+    A client that gets no byte for READ_TIMEOUT seconds counts as stalled (``counts[1]``).
+    """
     tail = b""
     while time.monotonic() < until:
-        chunk = await recv(sock, 256)
+        try:
+            chunk = await recv(sock, SLOW_READ)
+        except TimeoutError:
+            counts[1] += 1
+            return
         if not chunk:
             return
         counts[0] += (tail + chunk).count(b"data: ")
         tail = chunk[-5:]
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(SLOW_EVERY)
 
 
 async def read_stream(sock: socket.socket) -> tuple[float, bytes]:
@@ -196,9 +217,9 @@ async def live_reader(sock: socket.socket, events: int, latencies: list[float]) 
 async def backpressure(server: Server, name: str, clients: int, seconds: float) -> dict[str, Any]:
     idle = get_stats(server.port)
     before = server.rss()
-    counts = [[0] for _ in range(clients)]
+    counts = [[0, 0] for _ in range(clients)]
     socks = await asyncio.gather(
-        *(connect(server.port, f"/{name}?yield=1", 4096) for _ in range(clients))
+        *(connect(server.port, f"/{name}?yield=1", SMALL_RECEIVE_BUFFER) for _ in range(clients))
     )
     until = time.monotonic() + seconds
     await asyncio.gather(*(slow_reader(s, until, c) for s, c in zip(socks, counts, strict=True)))
@@ -206,6 +227,7 @@ async def backpressure(server: Server, name: str, clients: int, seconds: float) 
     grown = server.rss() - before
     produced = loaded["produced"].get(name, 0) - idle["produced"].get(name, 0)
     received = sum(c[0] for c in counts)
+    stalled = sum(c[1] for c in counts)
     for sock in socks:
         sock.close()
     started = time.monotonic()
@@ -214,13 +236,14 @@ async def backpressure(server: Server, name: str, clients: int, seconds: float) 
         opened = after["opened"].get(name, 0) - idle["opened"].get(name, 0)
         finalized = after["finalized"].get(name, 0) - idle["finalized"].get(name, 0)
         if (finalized >= opened and after["tasks"] <= idle["tasks"]) or (
-            time.monotonic() - started > 5
+            time.monotonic() - started > CLEANUP_WAIT
         ):
             break
         await asyncio.sleep(0.05)
     return {
         "produced_per_client": produced / clients,
         "received_per_client": received / clients,
+        "stalled_clients": stalled,
         "rss_growth_mb": grown / 1e6,
         "opened": opened,
         "finalized": finalized,
@@ -310,24 +333,37 @@ def framework_of(name: str) -> str:
 
 
 async def measure(name: str, params: dict[str, Any], first_run: bool) -> dict[str, Any]:
-    result: dict[str, Any] = {"backpressure": {}, "throughput": {}}
+    """Every phase for one approach. A phase that fails (a client read timing out, a
+    short stream) is recorded in ``failures`` and leaves its figures out; the other
+    phases still run."""
+    result: dict[str, Any] = {"backpressure": {}, "throughput": {}, "failures": []}
+
+    async def phase(label: str, target: dict[str, Any], key: str, work: Any) -> None:
+        try:
+            target[key] = await work
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            result["failures"].append(f"{label}: {type(exc).__name__} {exc}".strip())
+
     server = Server(framework_of(name), small_send_buffer=True)
     try:
         for clients in params["slow_clients"]:
             if clients > 1 and name == "queue-unbounded":
                 continue  # grows without bound: one client shows it, 1,000 would swamp RAM
-            seconds = params["slow_seconds"]
-            result["backpressure"][str(clients)] = await backpressure(
-                server, name, clients, seconds
+            work = backpressure(server, name, clients, params["slow_seconds"])
+            await phase(
+                f"backpressure, {clients} clients", result["backpressure"], str(clients), work
             )
     finally:
         server.close()
     server = Server(framework_of(name))
     try:
         clients, events, gap = params["live"]
-        result["live"] = await live(server, name, clients, events, gap)
+        await phase(
+            f"live, {clients} clients", result, "live", live(server, name, clients, events, gap)
+        )
         for clients, events in params["throughput"]:
-            result["throughput"][str(clients)] = await throughput(server, name, clients, events)
+            work = throughput(server, name, clients, events)
+            await phase(f"throughput, {clients} clients", result["throughput"], str(clients), work)
         if first_run:
             result["errors"] = {
                 "before": await error_case(server, name, 0),
@@ -376,7 +412,8 @@ def main() -> None:
         for name in args.only:  # interleaved: every approach once per run
             print(f"approaches: run {run + 1}, {name}", file=sys.stderr, flush=True)
             runs[name].append(asyncio.run(measure(name, params, run == 0)))
-    output = {"params": params, "runs": runs, "export_errors": asyncio.run(export_errors())}
+    output = {"params": params, "method": METHOD, "runs": runs}
+    output["export_errors"] = asyncio.run(export_errors())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(output, indent=1))

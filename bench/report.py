@@ -100,6 +100,7 @@ def approach_tables(data: dict[str, Any]) -> dict[str, str]:
             f"produced / client ({many} slow clients)",
             "received / client",
             "RSS growth MB",
+            "stalled clients",
         ],
         (
             [
@@ -110,6 +111,7 @@ def approach_tables(data: dict[str, Any]) -> dict[str, str]:
                 cell(r, "backpressure", many, "produced_per_client"),
                 cell(r, "backpressure", many, "received_per_client"),
                 cell(r, "backpressure", many, "rss_growth_mb", fmt="{:,.1f}"),
+                cell(r, "backpressure", many, "stalled_clients"),
             ]
             for name, r in runs.items()
         ),
@@ -205,6 +207,21 @@ def approach_tables(data: dict[str, Any]) -> dict[str, str]:
         ),
     )
     live_clients, live_events, live_gap = params["live"]
+    failures = [
+        f"{name} (run {index + 1}): {failure}"
+        for name, results in runs.items()
+        for index, result in enumerate(results)
+        for failure in result.get("failures", [])
+    ]
+    out["ap_failures"] = "\n".join(f"- {failure}" for failure in failures) if failures else "- none"
+    method = data["method"]
+    out["m_event_bytes"] = str(method["event_bytes"])
+    out["m_slow_read"] = str(method["slow_read"])
+    out["m_slow_every"] = f"{method['slow_every']:g}"
+    out["m_send_buffer"] = f"{method['small_send_buffer'] >> 10}"
+    out["m_receive_buffer"] = f"{method['small_receive_buffer'] >> 10}"
+    out["m_cleanup_wait"] = f"{method['cleanup_wait']:g}"
+    out["m_read_timeout"] = f"{method['read_timeout']:g}"
     out["ap_runs"] = str(params["runs"])
     out["ap_slow_seconds"] = f"{params['slow_seconds']:g}"
     out["ap_few"], out["ap_many"] = few, many
