@@ -25,8 +25,8 @@ from typing import Any, Literal, cast
 
 from aiohttp import web
 
-from streamfx import ServerSentEvent, UploadError, download, export, parse_multipart, sse
-from streamfx.adapters.aiohttp import to_aiohttp
+from streamfx import ServerSentEvent, download, export, request_shutdown, sse
+from streamfx.adapters.aiohttp import multipart_parts, streamfx_errors, to_aiohttp
 
 UPLOAD_LIMITS = {"max_size": 8 << 20, "max_part_size": 5 << 20, "max_parts": 4}
 UPLOAD_TYPES = ("text/plain", "text/csv", "application/json", "image/png", "image/jpeg")
@@ -86,22 +86,15 @@ async def big_file(request: web.Request) -> web.StreamResponse:
 
 
 async def upload(request: web.Request) -> web.StreamResponse:
+    # a refused upload leaves the block as aiohttp's 413, 415 or 400 with a clear message
     received = []
-    try:
-        async with parse_multipart(
-            request.content.iter_chunked(64 * 1024),
-            request.headers.get("Content-Type"),
-            allowed_types=UPLOAD_TYPES,
-            **UPLOAD_LIMITS,
-        ) as parts:
-            async for part in parts:
-                digest, size = hashlib.sha256(), 0
-                async for chunk in part:
-                    digest.update(chunk)
-                    size += len(chunk)
-                received.append({"field": part.name, "filename": part.filename, "bytes": size})
-    except UploadError as exc:  # 413 too large, 415 wrong type, 400 malformed
-        return web.Response(status=exc.status, text=exc.message)
+    async with multipart_parts(request, allowed_types=UPLOAD_TYPES, **UPLOAD_LIMITS) as parts:
+        async for part in parts:
+            digest, size = hashlib.sha256(), 0
+            async for chunk in part:
+                digest.update(chunk)
+                size += len(chunk)
+            received.append({"field": part.name, "filename": part.filename, "bytes": size})
     return web.json_response({"parts": received})
 
 
@@ -113,7 +106,7 @@ def write_file(path: Path, megabytes: int) -> None:
 
 
 def create_app(file_mb: int = 64) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[streamfx_errors])  # DownloadError -> 404/403...
     app.router.add_get("/job/events", job_events)
     app.router.add_get("/export/{format}", export_rows)
     app.router.add_get("/file", big_file)
@@ -126,7 +119,11 @@ def create_app(file_mb: int = 64) -> web.Application:
             app[FILE] = path
             yield
 
+    async def end_streams(app: web.Application) -> None:
+        request_shutdown()  # open SSE streams end cleanly instead of holding the shutdown
+
     app.cleanup_ctx.append(generated_file)
+    app.on_shutdown.append(end_streams)
     return app
 
 

@@ -24,12 +24,13 @@ import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import Any, Literal, cast
+from wsgiref.types import WSGIApplication
 
 from flask import Flask, Response, abort, jsonify, request
 
-from streamfx import ServerSentEvent, UploadError, download, export, parse_multipart, sse
-from streamfx.adapters.wsgi import WSGIStream, to_wsgi
+from streamfx import ServerSentEvent, UploadError, download, export, sse
+from streamfx.adapters.wsgi import WSGIStream, error_response, parts_from_wsgi, to_wsgi
 
 UPLOAD_LIMITS = {"max_size": 8 << 20, "max_part_size": 5 << 20, "max_parts": 4}
 UPLOAD_TYPES = ("text/plain", "text/csv", "application/json", "image/png", "image/jpeg")
@@ -48,27 +49,6 @@ def number(name: str, default: float, high: float) -> float:
 def rows(n: int) -> Iterator[dict[str, Any]]:
     for i in range(1, n + 1):
         yield {"id": i, "customer": f"customer-{i % 9973}", "amount": i * 7919 % 100_000 / 100}
-
-
-async def receive_upload(body: IO[bytes], content_type: str | None) -> list[dict[str, Any]]:
-    """Parse the multipart body as it is read (it runs in its own event loop, in the
-    request's thread, so reading the WSGI input there blocks nothing else)."""
-
-    async def chunks() -> AsyncIterator[bytes]:
-        while chunk := body.read(64 * 1024):
-            yield chunk
-
-    received = []
-    async with parse_multipart(
-        chunks(), content_type, allowed_types=UPLOAD_TYPES, **UPLOAD_LIMITS
-    ) as parts:
-        async for part in parts:
-            digest, size = hashlib.sha256(), 0
-            async for chunk in part:
-                digest.update(chunk)
-                size += len(chunk)
-            received.append({"field": part.name, "filename": part.filename, "bytes": size})
-    return received
 
 
 def write_file(path: Path, megabytes: int) -> None:
@@ -116,11 +96,20 @@ def create_app(file_mb: int = 64) -> Flask:
         return to_wsgi(download(big, filename=big.name))  # Range, ETag, HEAD, 304
 
     @app.post("/upload")
-    def upload() -> Response | tuple[str, int]:
+    def upload() -> Response | WSGIApplication:
+        received = []
         try:
-            received = asyncio.run(receive_upload(request.stream, request.content_type))
+            with parts_from_wsgi(
+                request.environ, allowed_types=UPLOAD_TYPES, **UPLOAD_LIMITS
+            ) as parts:
+                for part in parts:  # read as they arrive, never buffered whole
+                    digest, size = hashlib.sha256(), 0
+                    for chunk in part:
+                        digest.update(chunk)
+                        size += len(chunk)
+                    received.append({"field": part.name, "filename": part.filename, "bytes": size})
         except UploadError as exc:  # 413 too large, 415 wrong type, 400 malformed
-            return exc.message, exc.status
+            return error_response(exc)
         return jsonify({"parts": received})
 
     return app

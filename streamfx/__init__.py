@@ -17,6 +17,7 @@ from ._part import Part
 from ._policy import BufferPolicy, Strategy
 from ._progress import Progress, progress
 from ._response import FileRange, StreamResponse
+from ._shutdown import drain_on_signals, request_shutdown, reset_shutdown, shutdown_requested
 from ._sse import ServerSentEvent, SSEDecoder
 from ._sse_response import sse
 from ._tap import tap
@@ -44,12 +45,16 @@ __all__ = [
     "buffer",
     "circuit",
     "download",
+    "drain_on_signals",
     "ensuring",
     "export",
     "heartbeat",
     "merge",
     "parse_multipart",
     "progress",
+    "request_shutdown",
+    "reset_shutdown",
+    "shutdown_requested",
     "sse",
     "tap",
 ]

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from ._channel import Channel
 from ._policy import BufferPolicy
+from ._shutdown import on_shutdown, shutdown_requested
 from .metrics import MetricsHook, Outcome, get_metrics
 
 T = TypeVar("T")
@@ -46,12 +47,18 @@ def encode_batches(
     beat: bytes = b"",
     on_drop: Callable[[T], object] | None = None,
     metrics: MetricsHook | None = None,
+    farewell: bytes | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Encode `source` in batches of ready items; see the module docstring.
 
     `prefix` is yielded first, before any item is awaited (an SSE stream uses it to get
     its headers out at once). `finish()` is called when the source is exhausted and
     its bytes, if any, are the last chunk.
+
+    With `farewell` set (even to ``b""``) the stream is *drainable*: when a shutdown is
+    requested (`streamfx.request_shutdown`) it sends the items it already holds, then
+    `farewell`, and ends cleanly (outcome ``"completed"``) without waiting for the
+    source, whose task is cancelled as on any close.
     """
     hook = metrics if metrics is not None else get_metrics()
 
@@ -61,7 +68,9 @@ def encode_batches(
             on_drop(item)
 
     channel: Channel[T] = Channel(policy.capacity, policy.strategy, dropped)
-    return _run(channel, source, encode, kind, name, prefix, finish, keepalive, beat, hook)
+    return _run(
+        channel, source, encode, kind, name, prefix, finish, keepalive, beat, hook, farewell
+    )
 
 
 async def _run(
@@ -75,12 +84,14 @@ async def _run(
     keepalive: float | None,
     beat: bytes,
     hook: MetricsHook,
+    farewell: bytes | None,
 ) -> AsyncGenerator[bytes, None]:
     hook.stream_opened(kind, name)
     started = time.monotonic()
     outcome: Outcome = "closed"
     channel.start((source,), f"streamfx.{kind}")
     items = channel.items
+    unsubscribe = on_shutdown(channel.wake) if farewell is not None else None
     try:
         if prefix:
             yield prefix
@@ -96,6 +107,8 @@ async def _run(
                 continue
             if channel.done:
                 break
+            if unsubscribe is not None and shutdown_requested():
+                break  # drained: what was held has been sent
             if channel.producer_scheduled:
                 await asyncio.sleep(0)  # the woken producer refills in this loop iteration
                 continue
@@ -105,7 +118,11 @@ async def _run(
                 yield beat
         if channel.error is not None:
             raise channel.error
-        if finish is not None:
+        if not channel.done:  # ended by a shutdown request
+            if farewell:
+                hook.items_sent(kind, name, 0, len(farewell))
+                yield farewell
+        elif finish is not None:
             tail = finish()
             if tail:
                 hook.items_sent(kind, name, 0, len(tail))
@@ -115,6 +132,8 @@ async def _run(
         outcome = "closed" if isinstance(exc, asyncio.CancelledError) else "error"
         raise
     finally:
+        if unsubscribe is not None:
+            unsubscribe()
         try:
             await channel.aclose()
         finally:

@@ -23,6 +23,8 @@ Promises:
   JSON-serializable, a bad `serialize` result, a lone surrogate) raises from the body
   too; the events batched in the same chunk before it are not sent.
 - Closing the body cancels the source's task and waits for its cleanup.
+- A server shutdown (`streamfx.request_shutdown`) ends the stream on purpose: the events
+  already held are sent, then the optional `farewell` event, then a clean end.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def sse(
     serialize: Callable[[T], Serialized] | None = None,
     retry: int | None = None,
     name: str = "",
+    farewell: ServerSentEvent | None = None,
 ) -> StreamResponse:
     """A ``200 text/event-stream`` response whose body sends `events`.
 
@@ -79,9 +82,12 @@ def sse(
     `heartbeat` is the silence, in seconds, after which a ``: ping`` comment is sent
     (None: never). `retry` (milliseconds) is sent first so clients use it to reconnect.
     `buffer` overrides the default sliding buffer of 64. `name` labels the stream in
-    metrics. Raises `ValueError` (or `TypeError` for a wrong type) at once for a
-    heartbeat that is not a positive number, a bad `retry`, a `buffer` that is not a
-    `BufferPolicy` or `events` that is not an async iterable.
+    metrics. When the server shuts down (`streamfx.request_shutdown`), the stream sends
+    the events it holds, then `farewell` if given, and ends cleanly.
+
+    Raises `ValueError` (or `TypeError` for a wrong type) at once for a heartbeat that
+    is not a positive number, a bad `retry`, a `buffer` that is not a `BufferPolicy` or
+    `events` that is not an async iterable.
     """
     if not hasattr(events, "__aiter__"):
         raise TypeError(
@@ -108,6 +114,7 @@ def sse(
         prefix=prefix,
         keepalive=heartbeat,
         beat=HEARTBEAT,
+        farewell=b"" if farewell is None else farewell.encode(),
     )
     return StreamResponse(200, list(SSE_HEADERS), body)
 

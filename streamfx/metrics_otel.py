@@ -41,6 +41,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.util.types import Attributes
 
+from . import __version__
 from ._circuit import CircuitState
 from .metrics import Outcome
 
@@ -62,7 +63,6 @@ DEFAULT_DURATION_BOUNDARIES: tuple[float, ...] = (
 """Advisory histogram boundaries in seconds: streams live from milliseconds to hours."""
 
 _CIRCUIT_STATES: tuple[CircuitState, ...] = ("closed", "open", "half_open")
-_VERSION = "0.1.0"
 
 
 class OpenTelemetryMetrics:
@@ -80,7 +80,7 @@ class OpenTelemetryMetrics:
         duration_boundaries: Sequence[float] = DEFAULT_DURATION_BOUNDARIES,
     ) -> None:
         if meter is None:
-            meter = metrics.get_meter("streamfx", _VERSION, meter_provider=meter_provider)
+            meter = metrics.get_meter("streamfx", __version__, meter_provider=meter_provider)
         self.streams_active = meter.create_up_down_counter(
             "streamfx.streams.active", unit="{stream}", description="Streams open now."
         )

@@ -81,6 +81,9 @@ class _StreamChildren(NamedTuple):
 class PrometheusMetrics:
     """Reports every stream to Prometheus metrics registered on `registry`.
 
+    `registry` defaults to prometheus-client's global ``REGISTRY``; ``None`` registers
+    nowhere (collect the metrics yourself).
+
     Creating two instances on the same registry raises ``ValueError`` (Prometheus
     refuses duplicate metric names): make one per registry and share it. Every call
     is a few dictionary look-ups and lock-protected additions; safe from any thread.

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,10 +29,16 @@ def free_port() -> int:
         return port
 
 
+@dataclass
+class RunningDemo:
+    base: str
+    process: subprocess.Popen[bytes]
+
+
 @contextlib.contextmanager
-def running_demo(log: Path, *, file_mb: int = 4, timeout: float = 30.0) -> Iterator[str]:
-    """Run the demo until the block ends; yield its base URL once it answers and its
-    download file is ready. The server's output goes to `log`."""
+def running_demo(log: Path, *, file_mb: int = 4, timeout: float = 30.0) -> Iterator[RunningDemo]:
+    """Run the demo until the block ends (then SIGINT, as Ctrl-C); yield it once it
+    answers and its download file is ready. The server's output goes to `log`."""
     port = free_port()
     command = [sys.executable, "-m", "examples.demo", "--port", str(port)]
     command += ["--file-mb", str(file_mb)]
@@ -52,9 +59,10 @@ def running_demo(log: Path, *, file_mb: int = 4, timeout: float = 30.0) -> Itera
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the demo did not start in {timeout} s: {log.read_text()}")
             time.sleep(0.1)
-        yield base
+        yield RunningDemo(base, process)
     finally:
-        process.send_signal(signal.SIGINT)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -32,9 +32,15 @@ from streamfx import (
     download,
     export,
     parse_multipart,
+    reset_shutdown,
     sse,
 )
-from streamfx.adapters.aiohttp import multipart_parts, streamfx_errors, to_aiohttp
+from streamfx.adapters.aiohttp import (
+    drain_on_shutdown,
+    multipart_parts,
+    streamfx_errors,
+    to_aiohttp,
+)
 from streamfx.metrics import InMemoryMetrics, set_metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,9 +53,12 @@ async def serve(
     handler_cancellation: bool = False,
     middlewares: Sequence[Any] = (),
     shutdown_timeout: float = 2.0,
+    drain: bool = False,
 ) -> AsyncIterator[int]:
     """Run `handler` for every path and method on 127.0.0.1; yield the bound port."""
     app = web.Application(middlewares=list(middlewares))
+    if drain:
+        drain_on_shutdown(app)
     app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(
         app,
@@ -560,6 +569,53 @@ async def test_server_shutdown_closes_open_streams() -> None:
     assert not streamfx_tasks()
     for writer in writers:
         await close(writer)
+
+
+async def test_drain_on_shutdown_ends_sse_streams_cleanly_with_a_farewell() -> None:
+    outcomes: list[str] = []
+    finalized = 0
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal finalized
+        try:
+            yield "hello"
+            await asyncio.Event().wait()
+        finally:
+            finalized += 1
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = sse(events(), heartbeat=None, farewell=ServerSentEvent("bye", event="close"))
+        out = await to_aiohttp(request, response)
+        outcomes.append("returned")
+        return out
+
+    async def listen(client: httpx.AsyncClient, url: str, ready: asyncio.Event) -> list[str]:
+        decoder = SSEDecoder()
+        seen: list[str] = []
+        async with client.stream("GET", url) as reply:
+            async for chunk in reply.aiter_raw():
+                seen += [event.data or "" for event in decoder.feed(chunk)]
+                if seen:
+                    ready.set()
+        return seen  # the body ended cleanly: no exception from httpx
+
+    try:
+        async with httpx.AsyncClient() as client:
+            # Handlers still running when the grace period ends would be cancelled:
+            # returning normally shows that the streams ended on purpose.
+            async with serve(handler, drain=True, shutdown_timeout=30) as port:
+                ready = [asyncio.Event() for _ in range(5)]
+                listeners = [
+                    asyncio.create_task(listen(client, f"http://127.0.0.1:{port}/", r))
+                    for r in ready
+                ]
+                await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 5.0)
+            results = await asyncio.wait_for(asyncio.gather(*listeners), 5.0)
+    finally:
+        reset_shutdown()
+    assert results == [["hello", "bye"]] * 5
+    assert outcomes == ["returned"] * 5
+    assert finalized == 5
 
 
 # -- zero-copy downloads --------------------------------------------------------------

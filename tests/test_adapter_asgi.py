@@ -41,6 +41,8 @@ from streamfx import (
     UploadTooLarge,
     download,
     export,
+    request_shutdown,
+    reset_shutdown,
     sse,
 )
 from streamfx._batching import encode_batches
@@ -207,7 +209,8 @@ def feature_routes(tally: Tally) -> dict[str, Handler]:
                 tally.finalized += 1
 
         heartbeat = float(request.query_params.get("heartbeat", "15"))
-        return to_asgi(sse(source(), heartbeat=heartbeat))
+        farewell = ServerSentEvent("bye", event="shutdown")
+        return to_asgi(sse(source(), heartbeat=heartbeat, farewell=farewell))
 
     async def files(request: Request) -> Any:
         try:
@@ -952,3 +955,106 @@ async def test_error_from_for_request_is_answered() -> None:
     assert await send_response(response, http_scope(), receive, send) is False
     assert sent[0]["status"] == 404
     assert sent[1]["body"] == b"Not Found"
+
+
+# -- batching and shutdown --------------------------------------------------------------
+
+
+async def test_backlog_goes_out_in_batches(server: Server) -> None:
+    """A producer far ahead of the client: many events per body message (per write)."""
+    tally = Tally()
+    inner = starlette_app(tally)
+    bodies = 0
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        async def counted(message: Any) -> None:
+            nonlocal bodies
+            if message["type"] == "http.response.body" and message.get("body"):
+                bodies += 1
+            await send(message)
+
+        await inner(scope, receive, counted)
+
+    async with running(counting, server) as (client, _port):
+        reply = await client.get("/lines", params={"n": 20_000})
+    assert reply.content == lines(list(range(20_000)))
+    assert bodies <= 20_000 // 8
+
+
+async def test_shutdown_with_open_streams_ends_them(server: Server) -> None:
+    """Stopping the server with streams open ends them (the server's grace period,
+    then cancellation): every finalizer runs, no task is left, nothing hangs."""
+    tally = Tally()
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # hypercorn cancels its connection tasks at shutdown, and asyncio's stream
+        # callback then logs their CancelledError: the server's doing, not the app's.
+        hypercorn_cancelled = str(context.get("message", "")).startswith(
+            "Exception in callback StreamReaderProtocol.connection_made"
+        ) and isinstance(context.get("exception"), asyncio.CancelledError)
+        if not (server == "hypercorn" and hypercorn_cancelled) and previous is not None:
+            previous(loop, context)
+
+    loop.set_exception_handler(handler)
+    socks: list[socket.socket] = []
+    try:
+        async with running(starlette_app(tally), server) as (_client, port):
+            socks += await asyncio.gather(*(open_raw(port, "/forever") for _ in range(10)))
+            await asyncio.gather(*(recv_until(sock, b"\n3\n") for sock in socks))
+        # uvicorn cancels the requests still running after its grace period and
+        # returns without waiting for them: their cleanup follows at once.
+        await settle(lambda: tally.finalized == tally.started == 10)
+        await settle(lambda: not app_tasks())
+    finally:
+        loop.set_exception_handler(previous)
+        for sock in socks:
+            sock.close()
+
+
+async def test_request_shutdown_ends_sse_streams_cleanly(server: Server) -> None:
+    """`request_shutdown()`: open SSE streams send their farewell and end cleanly (the
+    chunked body's terminating chunk), so the server can stop at once."""
+    tally = Tally()
+    socks: list[socket.socket] = []
+    try:
+        async with running(starlette_app(tally), server) as (_client, port):
+            path = "/sse?n=1000&gap=0.5&heartbeat=10"
+            socks += await asyncio.gather(*(open_raw(port, path) for _ in range(5)))
+            await asyncio.gather(*(recv_until(sock, b"data: event 0\n") for sock in socks))
+            request_shutdown()
+            ends = await asyncio.gather(*(read_all_slowly(sock) for sock in socks))
+            for raw in ends:
+                assert b"event: shutdown\ndata: bye\n\n" in raw
+                assert raw.endswith(b"\r\n0\r\n\r\n")
+            await settle(lambda: tally.finalized == tally.started == 5)
+            await settle(lambda: not app_tasks())
+    finally:
+        reset_shutdown()
+        for sock in socks:
+            sock.close()
+
+
+async def test_upload_cut_by_a_disconnect_is_refused(server: Server) -> None:
+    tally = Tally()
+    async with running(starlette_app(tally), server) as (_client, port):
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            head = (
+                "POST /upload HTTP/1.1\r\nHost: test\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\n"
+                "Content-Length: 100000\r\n\r\n"
+            )
+            part = b'--xyz\r\nContent-Disposition: form-data; name="f"\r\n\r\n' + b"a" * 1000
+            await loop.sock_sendall(sock, head.encode() + part)
+            await asyncio.sleep(0.1)
+        finally:
+            sock.close()
+        await settle(lambda: len(tally.refused) == 1)
+    assert isinstance(tally.refused[0], MalformedUpload)
+    assert "disconnected" in tally.refused[0].message
+    assert tally.uploads == []

@@ -34,7 +34,7 @@ import pytest
 from waitress.server import TcpWSGIServer, create_server
 
 from streamfx import DownloadNotFound, SSEDecoder, StreamResponse
-from streamfx.adapters import wsgi
+from streamfx.adapters import _wsgi_body
 from streamfx.adapters.wsgi import background_loop, to_wsgi
 from streamfx.metrics import set_metrics
 from tests.wsgi_flask_app import FileReportingMetrics, create_app
@@ -740,14 +740,50 @@ def test_an_error_from_for_request_becomes_its_status() -> None:
     assert list(iterable) == [b"no such file: a.txt\n"]
 
 
+def test_ready_chunks_leave_together_and_a_lone_chunk_at_once() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for index in range(100):  # all ready at once
+            yield b"%d," % index
+        await asyncio.sleep(0.01)
+        yield b"late"
+
+    _, iterable = call(to_wsgi(StreamResponse(200, [], body())))
+    chunks = list(iterable)
+    assert b"".join(chunks) == b"".join(b"%d," % i for i in range(100)) + b"late"
+    assert chunks[-1] == b"late"
+    assert len(chunks) == 2
+
+
+def test_the_body_runs_at_most_one_chunk_ahead_in_one_task() -> None:
+    produced: list[int] = []
+    tasks: set[asyncio.Task[Any] | None] = set()
+
+    async def body() -> AsyncIterator[bytes]:
+        for index in range(100):
+            await asyncio.sleep(0)  # never ready at once
+            produced.append(index)
+            tasks.add(asyncio.current_task())
+            yield b"%d," % index
+
+    _, iterable = call(to_wsgi(StreamResponse(200, [], body())))
+    iterator = iter(iterable)
+    assert next(iterator) == b"0,"
+    assert next(iterator) == b"1,"
+    time.sleep(0.1)
+    assert produced == [0, 1, 2]  # the step found not ready is finished, and no more
+    assert b"".join(iterator) == b"".join(b"%d," % i for i in range(2, 100))
+    assert len(tasks) == 1
+
+
 def test_close_waits_for_a_stuck_finalizer_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wsgi, "CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(_wsgi_body, "CLOSE_TIMEOUT", 0.2)
     release = threading.Event()
     finished = threading.Event()
 
     async def body() -> AsyncIterator[bytes]:
         try:
             yield b"a"
+            await asyncio.sleep(0.01)
             yield b"b"
         finally:
             await asyncio.to_thread(release.wait, 10)

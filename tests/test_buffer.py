@@ -62,9 +62,18 @@ async def test_suspend_is_lossless_and_applies_backpressure() -> None:
     assert probe.cleanups == 1
 
 
-async def test_sliding_keeps_the_newest_and_reports_drops() -> None:
+@pytest.mark.parametrize(
+    ("strategy", "kept", "dropped"),
+    [
+        ("sliding", [7, 8, 9], [1, 2, 3, 4, 5, 6]),  # the newest always gets in
+        ("dropping", [1, 2, 3], [4, 5, 6, 7, 8, 9]),  # what waits stays
+    ],
+)
+async def test_a_burst_into_a_full_buffer(
+    strategy: streamfx.Strategy, kept: list[int], dropped: list[int]
+) -> None:
     go, release = asyncio.Event(), asyncio.Event()
-    dropped: list[int] = []
+    seen_dropped: list[int] = []
 
     async def burst() -> Any:
         yield 0
@@ -73,38 +82,14 @@ async def test_sliding_keeps_the_newest_and_reports_drops() -> None:
             yield i
         await release.wait()
 
-    stream = streamfx.buffer(burst(), 3, "sliding", on_drop=dropped.append)
-    first = await anext(stream)  # the producer starts; 0 is handed over at once
-    go.set()
+    stream = streamfx.buffer(burst(), 3, strategy, on_drop=seen_dropped.append)
+    assert await anext(stream) == 0  # the producer starts; 0 is handed over at once
+    go.set()  # 1..9 arrive while the consumer is away
     for _ in range(20):
         await asyncio.sleep(0)
     release.set()
-    rest = [x async for x in stream]
-    assert first == 0
-    assert rest == [7, 8, 9]
-    assert dropped == [1, 2, 3, 4, 5, 6]
-
-
-async def test_dropping_keeps_the_oldest_and_reports_drops() -> None:
-    go, release = asyncio.Event(), asyncio.Event()
-    dropped: list[int] = []
-
-    async def burst() -> Any:
-        yield 0
-        await go.wait()
-        for i in range(1, 10):
-            yield i
-        await release.wait()
-
-    stream = streamfx.buffer(burst(), 3, "dropping", on_drop=dropped.append)
-    first = await anext(stream)
-    go.set()
-    for _ in range(20):
-        await asyncio.sleep(0)
-    release.set()
-    rest = [x async for x in stream]
-    assert [first, *rest] == [0, 1, 2, 3]
-    assert dropped == [4, 5, 6, 7, 8, 9]
+    assert [x async for x in stream] == kept
+    assert seen_dropped == dropped
 
 
 async def test_source_error_arrives_after_the_items_before_it() -> None:

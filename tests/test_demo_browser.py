@@ -68,8 +68,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_demo(tmp_path_factory.mktemp("demo") / "server.log") as base:
-        yield base
+    with running_demo(tmp_path_factory.mktemp("demo") / "server.log") as server:
+        yield server.base
 
 
 @pytest.fixture

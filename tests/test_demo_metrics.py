@@ -3,7 +3,9 @@ parser, and moved by exactly the requests this test makes."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,9 +17,18 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_demo(tmp_path_factory.mktemp("demo") / "server.log") as base:
-        yield base
+def demo_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def demo(demo_log: Path) -> Iterator[str]:
+    with running_demo(demo_log) as server:
+        yield server.base
+
+
+def test_the_demo_prints_its_url(demo: str, demo_log: Path) -> None:
+    assert f"streamfx demo: open {demo}/" in demo_log.read_text()
 
 
 def scrape(base: str) -> Samples:
@@ -94,3 +105,21 @@ def test_job_events_upload_errors_and_downloads_are_counted(demo: str) -> None:
     upload = stream("upload", "demo-upload", outcome="error")
     assert moved("streamfx_streams_closed_total", upload) == 1
     assert moved("streamfx_bytes_sent_total", stream("download", "")) == 100
+
+
+def test_ctrl_c_ends_open_sse_streams_cleanly(tmp_path: Path) -> None:
+    """SIGINT with the page's endless streams open: they end on purpose (a clean end of
+    the chunked body, so the client sees no error) and the server exits with 0."""
+    with running_demo(tmp_path / "server.log", file_mb=1) as server:
+        job = httpx.post(f"{server.base}/api/jobs", params={"steps": 1000, "interval": 1})
+        url = f"{server.base}/api/jobs/{job.json()['id']}/events"
+        with (
+            httpx.stream("GET", f"{server.base}/api/live", timeout=10) as live,
+            httpx.stream("GET", url, timeout=10) as events,
+        ):
+            chunks = live.iter_raw()
+            assert next(chunks).startswith(b":")  # the stream is open
+            server.process.send_signal(signal.SIGINT)
+            b"".join(chunks)  # httpx raises if a chunked body is cut short
+            assert b"".join(events.iter_raw()).startswith(b"retry: 500\n\n")
+        assert server.process.wait(timeout=20) == 0

@@ -3,8 +3,10 @@ commands (aiohttp's own runner; waitress for Flask) and hit with httpx."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -19,10 +21,12 @@ SCRIPTS = {"aiohttp": "examples/aiohttp_app.py", "flask": "examples/flask_app.py
 BLOCK = hashlib.sha256(b"streamfx").digest() * (1 << 15)
 
 
-@pytest.fixture(scope="module", params=sorted(SCRIPTS))
-def app(request: pytest.FixtureRequest) -> Iterator[str]:
+@contextlib.contextmanager
+def running_example(name: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``python examples/<name>_app.py --port P`` and yield its URL and process;
+    SIGINT (Ctrl-C) at the end."""
     port = free_port()
-    command = [sys.executable, SCRIPTS[request.param], "--port", str(port), "--file-mb", "2"]
+    command = [sys.executable, SCRIPTS[name], "--port", str(port), "--file-mb", "2"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -34,14 +38,26 @@ def app(request: pytest.FixtureRequest) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, f"{SCRIPTS[request.param]} did not start"
+            assert time.monotonic() < deadline, f"{SCRIPTS[name]} did not start"
             time.sleep(0.1)
-        yield base
+        yield base, process
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stderr:
+                process.stderr.close()
+
+
+@pytest.fixture(scope="module", params=sorted(SCRIPTS))
+def app(request: pytest.FixtureRequest) -> Iterator[str]:
+    with running_example(request.param) as (base, _):
+        yield base
 
 
 def sse_ids(response: httpx.Response) -> list[tuple[str, str]]:
@@ -119,3 +135,16 @@ def test_upload_accepts_and_refuses_clearly(app: str) -> None:
     )
     assert truncated.status_code == 400
     assert "truncated" in truncated.text
+
+
+def test_aiohttp_shutdown_ends_open_sse_streams_cleanly() -> None:
+    """Ctrl-C with an SSE job streaming: the stream ends on purpose (a clean end of the
+    chunked body) and the app exits with 0 instead of waiting for the job."""
+    with running_example("aiohttp") as (base, process):
+        with httpx.stream("GET", f"{base}/job/events?steps=1000&interval=0.05", timeout=10) as r:
+            chunks = r.iter_raw()
+            assert next(chunks)  # the stream is open
+            process.send_signal(signal.SIGINT)
+            body = b"".join(chunks)  # httpx raises if a chunked body is cut short
+        assert b"event: done" not in body
+        assert process.wait(timeout=20) == 0

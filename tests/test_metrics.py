@@ -4,7 +4,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from streamfx.metrics import InMemoryMetrics, NullMetrics, get_metrics, metered, set_metrics
+from streamfx.metrics import (
+    FanOut,
+    InMemoryMetrics,
+    NullMetrics,
+    get_metrics,
+    metered,
+    set_metrics,
+)
 from tests._sources import Probe, counting, forever
 
 
@@ -50,3 +57,18 @@ async def test_the_process_wide_hook_is_used_by_default() -> None:
         set_metrics(previous)
     assert isinstance(get_metrics(), NullMetrics)
     assert m.items[("k", "n")] == 4
+
+
+async def test_fan_out_reports_everything_to_every_hook() -> None:
+    first, second = InMemoryMetrics(), InMemoryMetrics()
+    hook = FanOut(first, second)
+    assert [c async for c in metered(bytes_source(), "export", "rows", metrics=hook)]
+    hook.items_dropped("sse", "feed", 2)
+    hook.circuit_changed("db", "closed", "open")
+    for m in (first, second):
+        assert (m.opened["export", "rows"], m.items["export", "rows"]) == (1, 3)
+        assert m.bytes["export", "rows"] == 15
+        assert m.outcomes["export", "rows", "completed"] == 1
+        assert m.dropped["sse", "feed"] == 2
+        assert m.transitions == [("db", "closed", "open")]
+    assert first.durations == second.durations

@@ -56,7 +56,11 @@ class FileReportingMetrics(InMemoryMetrics):
         super().stream_closed(kind, name, duration, outcome)
         if name:
             dropped = self.dropped[kind, name]
-            (self.directory / f"{name}.closed").write_text(f"dropped={dropped} outcome={outcome}")
+            # Written whole, then renamed: a reader never sees a half-written report.
+            report = self.directory / f"{name}.closed"
+            draft = report.with_suffix(".draft")
+            draft.write_text(f"dropped={dropped} outcome={outcome}")
+            draft.replace(report)
 
 
 class BadRequestError(Exception):

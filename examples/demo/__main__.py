@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(DemoConfig(file_mb=args.file_mb, job=JobPlan(steps=args.job_steps)))
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"streamfx demo: open http://{host}:{args.port}/  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # SSE streams end at once on Ctrl-C (see drain_on_signals in the app); an export or
+    # download still running gets 5 s to finish before it is cut.
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5
+    )
 
 
 if __name__ == "__main__":

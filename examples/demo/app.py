@@ -24,6 +24,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from streamfx import (
     ServerSentEvent,
     UploadError,
     download,
+    drain_on_signals,
     export,
     heartbeat,
     sse,
@@ -165,6 +167,10 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         previous = set_metrics(FanOut(prometheus, live))
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C / SIGTERM first end the SSE streams cleanly (the page's live feed
+            # and job streams never end by themselves), then reach uvicorn's handler.
+            drain_on_signals()
         directory = config.data_dir or Path(tempfile.mkdtemp(prefix="streamfx-demo-"))
         big = state["file"] = BigFile(directory, config.file_mb * MiB)
         writing = asyncio.create_task(asyncio.to_thread(big.write))

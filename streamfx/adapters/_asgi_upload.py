@@ -13,8 +13,6 @@ from .._multipart import PartStream, parse_multipart
 from .._upload_errors import MalformedUpload
 from ._asgi_types import Receive, Scope
 
-# -- uploads --------------------------------------------------------------------------
-
 
 def parts_from_asgi(
     scope: Scope,

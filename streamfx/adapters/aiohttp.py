@@ -40,6 +40,10 @@ Builders that refuse a request when they are called, before `to_aiohttp` runs (a
 `download` of a missing file or of a path outside its root), raise errors that carry a
 ``status``; the `streamfx_errors` middleware answers them with that status.
 
+Shutdown: `drain_on_shutdown(app)` makes the app's shutdown end open SSE streams on
+purpose (held events, the farewell, a clean end) before aiohttp waits for its
+handlers, instead of leaving them to be cancelled when the grace period runs out.
+
 Writes go straight to aiohttp's payload writer, which drains (waits for the socket)
 once more than 64 KiB are pending: a slow client therefore stops the loop that pulls
 the body, and a ``"suspend"`` body stops its producer.
@@ -54,7 +58,6 @@ import struct
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from http import HTTPStatus
-from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -63,9 +66,11 @@ from aiohttp.typedefs import Handler
 from .._download_errors import DownloadError
 from .._multipart import PartStream, parse_multipart
 from .._response import FileRange, StreamResponse
+from .._shutdown import request_shutdown
 from .._upload_errors import UploadError, UploadTooLarge
+from ._aiohttp_watch import DisconnectWatch
 
-__all__ = ["multipart_parts", "streamfx_errors", "to_aiohttp"]
+__all__ = ["drain_on_shutdown", "multipart_parts", "streamfx_errors", "to_aiohttp"]
 
 logger = logging.getLogger("streamfx.adapters.aiohttp")
 
@@ -104,7 +109,7 @@ async def to_aiohttp(
         return await _error_response(request, exc)
     task = asyncio.current_task()
     assert task is not None, "to_aiohttp must run inside a task"
-    watch = _DisconnectWatch(request, task, disconnect_check, write_timeout)
+    watch = DisconnectWatch(request, task, disconnect_check, write_timeout)
     out = web.StreamResponse(status=response.status, headers=response.headers)
     iterator = aiter(response.body)
     try:
@@ -133,7 +138,7 @@ async def _send(
     response: StreamResponse,
     out: web.StreamResponse,
     iterator: AsyncIterator[bytes],
-    watch: _DisconnectWatch,
+    watch: DisconnectWatch,
 ) -> web.StreamResponse:
     if _has_no_body(request.method, response.status):
         return await _send_whole(request, out)
@@ -194,7 +199,7 @@ async def _send_file(
     file: FileRange,
     out: web.StreamResponse,
     iterator: AsyncIterator[bytes],
-    watch: _DisconnectWatch,
+    watch: DisconnectWatch,
 ) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     try:
@@ -278,90 +283,19 @@ def _abort(request: web.BaseRequest) -> None:
     transport.abort()
 
 
-class _DisconnectWatch:
-    """Checks, every `interval` seconds, that the client of `request` is still there;
-    if it is not, cancels `task` (the handler) once and remembers that it did.
+def drain_on_shutdown(app: web.Application) -> None:
+    """Call `streamfx.request_shutdown` from `app`'s ``on_shutdown`` signal.
 
-    Gone means: the connection is closed, or (with `write_timeout`) bytes have been
-    waiting to be sent and the socket took none of them for `write_timeout` seconds,
-    in which case the connection is also aborted.
-
-    aiohttp does not cancel handlers on disconnect by default and tells nothing to a
-    handler that is not writing, so an idle stream (a quiet SSE channel, an export
-    waiting on a slow query) would otherwise hold its resources until its next write,
-    and a client that stops reading would hold them for ever. A timer handle costs no
-    task, and nothing is done per chunk.
+    aiohttp runs ``on_shutdown`` when its runner is cleaned up (``web.run_app`` on
+    SIGINT/SIGTERM), after it stopped accepting connections and before it waits
+    ``shutdown_timeout`` for the handlers. Drainable streams (SSE) then end cleanly;
+    exports and downloads keep that grace period to finish.
     """
 
-    __slots__ = (
-        "_handle",
-        "_interval",
-        "_loop",
-        "_progress_at",
-        "_request",
-        "_sent",
-        "_task",
-        "_write_timeout",
-        "fired",
-    )
+    async def request_drain(_app: web.Application) -> None:
+        request_shutdown()
 
-    def __init__(
-        self,
-        request: web.BaseRequest,
-        task: asyncio.Task[Any],
-        interval: float,
-        write_timeout: float | None,
-    ) -> None:
-        self._request = request
-        self._task = task
-        self._interval = interval
-        self._write_timeout = write_timeout
-        self._loop = asyncio.get_running_loop()
-        self._handle: asyncio.TimerHandle | None = None
-        self._sent = -1
-        self._progress_at = 0.0
-        self.fired = False
-
-    def start(self) -> None:
-        if self._handle is None and not self.fired:
-            self._progress_at = self._loop.time()
-            self._handle = self._loop.call_later(self._interval, self._check)
-
-    def stop(self) -> bool:
-        """Stop watching; True if the watch fired and this is the first stop to say so."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        fired, self.fired = self.fired, False
-        return fired
-
-    def _check(self) -> None:
-        self._handle = None
-        transport = self._request.transport
-        if transport is None or transport.is_closing():
-            self._fire("client disconnected")
-        elif self._stalled(transport):
-            logger.info("client took no bytes for %ss: connection aborted", self._write_timeout)
-            transport.abort()
-            self._fire("client stalled")
-        else:
-            self._handle = self._loop.call_later(self._interval, self._check)
-
-    def _stalled(self, transport: asyncio.Transport) -> bool:
-        if self._write_timeout is None:
-            return False
-        now = self._loop.time()
-        pending = transport.get_write_buffer_size()
-        sent = self._request.writer.output_size - pending
-        if pending == 0 or sent != self._sent:
-            self._sent = sent
-            self._progress_at = now
-            return False
-        return now - self._progress_at >= self._write_timeout
-
-    def _fire(self, reason: str) -> None:
-        self.fired = True
-        self._task.cancel(f"streamfx: {reason}")
+    app.on_shutdown.append(request_drain)
 
 
 @asynccontextmanager

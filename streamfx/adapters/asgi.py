@@ -10,18 +10,19 @@ What the application promises, for one HTTP request:
 
 - ``response.for_request(method, headers)`` is called first, with the request's
   method and headers (decoded as latin-1), so a download honours Range and
-  conditional requests. A ``HEAD`` request gets the status and headers only: the
-  body is never iterated.
+  conditional requests (skipped for a response without ``respond_to``, for which it
+  would return the response itself); an error it raises is answered as below. A
+  ``HEAD`` request gets the status and headers only: the body is never iterated.
 - The first body chunk is pulled *before* ``http.response.start``. An error there
   becomes a response with the error's ``status`` attribute (when it is an int in
-  400..599) or 500, with a short ``text/plain`` body (the status phrase, nothing
-  from the exception); 5xx errors are logged to the ``streamfx.adapters.asgi``
-  logger.
+  400..599) or 500, with a short ``text/plain`` body (the status phrase; only an
+  `UploadError`'s message, written for the client, is shown); 5xx errors are
+  logged to the ``streamfx.adapters.asgi`` logger.
 - After the start, every non-empty chunk is sent as it comes with ``more_body=True``
   (the body already batches many events per chunk when the producer is ahead); the
   end of the body sends ``more_body=False``. An error from the body after the start
   is re-raised, so the server aborts the connection without the final chunk of a
-  chunked body (uvicorn closes the transport): a client never takes a truncated
+  chunked body (uvicorn and hypercorn close the connection): a client never takes a truncated
   body for a complete one.
 - A client that goes away stops the body at once: a helper task listens on
   ``receive`` for ``http.disconnect`` and cancels the sending task, and ``send``
@@ -314,13 +315,17 @@ async def _once(chunk: bytes) -> AsyncIterator[bytes]:
 
 
 async def _send_error(send: Send, exc: Exception) -> None:
+    """Answer `exc` (raised before the start); a client already gone is not an error."""
     status = error_status(exc)
     if status >= 500:
         logger.error("streamfx response failed before it started", exc_info=exc)
     text = error_text(exc, status)
     headers = [(name.encode(), value.encode()) for name, value in _error_headers(text)]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": text, "more_body": False})
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": text, "more_body": False})
+    except OSError:
+        pass
 
 
 class _DisconnectWatch:

@@ -1,12 +1,17 @@
-"""WSGI (PEP 3333): send a `StreamResponse` from Flask, Django or any WSGI server.
+"""WSGI (PEP 3333): send a `StreamResponse` from Flask or any WSGI server.
 
 `to_wsgi(response)` is a WSGI application. A Flask view may return it as it is (Flask
-runs a returned WSGI callable); any WSGI router or server can call it. The async body
-runs on the process's background event loop (`background_loop`, one daemon thread,
-fork-safe); the server's thread pulls one chunk at a time through
-`asyncio.run_coroutine_threadsafe`, so the body advances only as fast as the server
-writes (backpressure). Chunks are not re-batched here: bodies built by streamfx already
-hand over every ready item as one chunk.
+runs a returned WSGI callable, and keeps our iterable and its ``close()``); any WSGI
+router or server can call it. (A Django view must return an ``HttpResponse``, which
+this is not: there, route the request to the application beside Django.)
+
+The async body runs on the process's background event loop (`background_loop`: one
+daemon thread, started on first use, fork-safe). One task per response iterates the
+body; each ``next()`` from the server's thread asks it for a chunk and waits for the
+answer, so the body advances only as the server writes (backpressure): at most one
+chunk ahead. Chunks that are ready at once leave together, joined into one answer (up
+to `COALESCE_BYTES`), so a body that yields many small chunks does not pay a thread
+hop per chunk; a lone chunk leaves at once.
 
 What the application does, in order (the adapter promises of `StreamResponse`):
 
@@ -24,14 +29,17 @@ What the application does, in order (the adapter promises of `StreamResponse`):
   makes gunicorn and waitress drop the connection without ending the body cleanly (no
   terminating chunk, or fewer bytes than ``Content-Length``);
 - the server calls ``close()`` when it stops iterating for any reason (end, error,
-  client gone): the pull in progress is cancelled and the body closed on the loop;
+  client gone): the task iterating the body is cancelled and the body closed;
   ``close()`` returns when that is done (at most `CLOSE_TIMEOUT` seconds; then it logs
   and returns, leaving the cleanup running).
 
 A WSGI server learns that a client left only when a write fails, so a stream that
 writes nothing never notices: keep a heartbeat on long-lived streams. gunicorn's sync
 worker serves one request at a time per process and kills a worker whose request lasts
-longer than ``--timeout``; use the gthread worker (or waitress) for SSE.
+longer than ``--timeout``; use the gthread worker (or waitress) for SSE. The body runs
+on the loop's thread, outside the framework's request context (read what it needs from
+the request in the view). gevent and eventlet workers are not supported (untested: they
+patch the threads the loop runs on).
 
 Uploads: `parts_from_wsgi(environ, ...)` feeds ``wsgi.input`` to `streamfx.parse_multipart`
 and gives synchronous parts; answer its `UploadError` with `error_response(exc)`.
@@ -42,21 +50,22 @@ forbids them in applications; the server does the framing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from .._response import FileRange, StreamResponse
+from .._response import StreamResponse
+from ._wsgi_body import CLOSE_TIMEOUT, COALESCE_BYTES, WSGIBody
+from ._wsgi_file import FileSlice
 from ._wsgi_loop import background_loop
 from ._wsgi_upload import WSGIPart, WSGIParts, parts_from_wsgi
 
 __all__ = [
     "CLOSE_TIMEOUT",
+    "COALESCE_BYTES",
     "WSGIPart",
     "WSGIParts",
     "WSGIStream",
@@ -66,9 +75,6 @@ __all__ = [
     "request_headers",
     "to_wsgi",
 ]
-
-CLOSE_TIMEOUT: Final = 5.0
-"""Seconds ``close()`` waits for the body's cleanup before giving up (and logging)."""
 
 _logger = logging.getLogger("streamfx.adapters.wsgi")
 
@@ -133,7 +139,7 @@ class WSGIStream:
             return _error_response(start_response, exc)
         status = status_line(response.status)
         headers = [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP]
-        body = _Body(loop, response)
+        body = WSGIBody(loop, response)
 
         if method == "HEAD" or response.status in (204, 304) or response.status < 200:
             body.close()
@@ -145,7 +151,7 @@ class WSGIStream:
             assert response.file is not None
             body.close()
             try:
-                slice_ = _FileSlice(response.file)
+                slice_ = FileSlice(response.file)
             except Exception as exc:
                 return _error_response(start_response, exc)
             start_response(status, headers)
@@ -206,133 +212,3 @@ def _error_response(start_response: StartResponse, exc: Exception) -> list[bytes
         ],
     )
     return [payload]
-
-
-class _FileSlice:
-    """A read-only file limited to one byte range, for ``wsgi.file_wrapper``.
-
-    It is unbuffered, so the descriptor's position is ``tell()`` (gunicorn's sendfile
-    reads it from the descriptor); ``read`` and ``seek`` never go past the range, so a
-    wrapper that is iterated instead (as when Flask wraps the application) reads only
-    the range too.
-    """
-
-    def __init__(self, file: FileRange) -> None:
-        self._raw = open(file.path, "rb", buffering=0)  # noqa: SIM115 - closed by the server
-        self._start = file.offset
-        self._end = file.offset + file.length
-        self._raw.seek(self._start)
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def read(self, size: int = -1) -> bytes:
-        left = self._end - self._raw.tell()
-        if left <= 0:
-            return b""
-        if size < 0 or size > left:
-            size = left
-        return self._raw.read(size) or b""
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if whence == 0:
-            target = offset
-        elif whence == 1:
-            target = self._raw.tell() + offset
-        else:
-            target = self._end + offset
-        return self._raw.seek(min(max(target, self._start), self._end))
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def close(self) -> None:
-        self._raw.close()
-
-
-class _Body(Iterator[bytes]):
-    """The WSGI iterable: pulls the async body on the loop, one chunk per ``next()``."""
-
-    __slots__ = ("_closed", "_done", "_first", "_iterator", "_loop", "_pulling", "_response")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, response: StreamResponse) -> None:
-        self._loop = loop
-        self._response = response
-        self._iterator: AsyncIterator[bytes] | None = None
-        self._pulling: asyncio.Task[Any] | None = None
-        self._first: bytes | None = None
-        self._done = False
-        self._closed = False
-
-    def pull_first(self) -> None:
-        """Pull the first chunk now (before the status line goes out); raise its error."""
-        self._first = self._pull_now()
-
-    def __iter__(self) -> _Body:
-        return self
-
-    def __next__(self) -> bytes:
-        first = self._first
-        if first is not None:
-            self._first = None
-            return first
-        chunk = self._pull_now()
-        if chunk is None:
-            raise StopIteration
-        return chunk
-
-    def _pull_now(self) -> bytes | None:
-        if self._done or self._closed:
-            return None
-        future: Future[bytes | None] = asyncio.run_coroutine_threadsafe(self._pull(), self._loop)
-        try:
-            chunk = future.result()
-        except BaseException:
-            self._done = True
-            future.cancel()
-            raise
-        if chunk is None:
-            self._done = True
-        return chunk
-
-    async def _pull(self) -> bytes | None:
-        self._pulling = asyncio.current_task()
-        iterator = self._iterator
-        if iterator is None:
-            iterator = self._iterator = aiter(self._response.body)
-        while True:
-            try:
-                chunk = await anext(iterator)
-            except StopAsyncIteration:
-                return None
-            if chunk:
-                return chunk
-
-    def close(self) -> None:
-        """Cancel the pull in progress, close the body; wait at most `CLOSE_TIMEOUT`."""
-        if self._closed:
-            return
-        self._closed = True
-        self._first = None
-        future = asyncio.run_coroutine_threadsafe(self._aclose(), self._loop)
-        try:
-            future.result(timeout=CLOSE_TIMEOUT)
-        except TimeoutError:
-            _logger.warning("stream cleanup still running after %s s", CLOSE_TIMEOUT)
-        except Exception:
-            _logger.exception("stream cleanup failed")
-
-    async def _aclose(self) -> None:
-        pulling = self._pulling
-        if pulling is not None and not pulling.done():
-            pulling.cancel()
-            await asyncio.wait([pulling])
-        iterator = self._iterator
-        if iterator is not None and iterator is not self._response.body:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        await self._response.aclose()
