@@ -49,7 +49,7 @@ from typing import Any
 from bench.approach_apps import AIOHTTP_APPROACHES, ASGI_APPROACHES, EXPORTS, event_bytes
 
 FULL: dict[str, Any] = {
-    "runs": 3,
+    "runs": 5,
     "slow_seconds": 1.5,
     "slow_clients": [1, 1000],
     "throughput": [[1, 10_000], [100, 100], [1000, 10]],

@@ -240,6 +240,12 @@ def approach_tables(data: dict[str, Any]) -> dict[str, str]:
     base = median_of("sse-starlette", "throughput", loads[0], "events_per_s")
     mine = median_of("streamfx-suspend", "throughput", loads[0], "events_per_s")
     out["ratio_streamfx_vs_sse_starlette_one_client"] = f"{mine / base:.1f}"
+    out["rss_unbounded_one"] = (
+        f"{median_of('queue-unbounded', 'backpressure', few, 'rss_growth_mb'):,.1f}"
+    )
+    out["rss_suspend_one"] = (
+        f"{median_of('streamfx-suspend', 'backpressure', few, 'rss_growth_mb'):,.1f}"
+    )
     gen = median_of("generator", "throughput", loads[0], "events_per_s")
     out["ratio_streamfx_vs_generator_one_client"] = f"{mine / gen:.1f}"
     return out
@@ -264,11 +270,17 @@ def ratio_table(
     )
 
 
+def paired_ratio(rates: dict[str, list[float]], mine: str, peer: str) -> str:
+    pairs = [a / b for a, b in zip(rates[mine], rates[peer], strict=True)]
+    return f"{statistics.median(pairs):.1f}"
+
+
 def load_tables(results: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     sse = load(results, "load_sse_asgi")
     out["sse_asgi_table"] = ratio_table(sse["events_per_s"], "events/s", "sse-starlette")
     out["sse_asgi_events"] = f"{sse['events']:,}"
+    out["sse_asgi_ratio"] = paired_ratio(sse["events_per_s"], "streamfx", "sse-starlette")
     out["sse_asgi_rounds"] = str(len(next(iter(sse["events_per_s"].values()))))
     idle = load(results, "idle_sse_asgi")
     out["idle_table"] = table(
@@ -315,6 +327,15 @@ def load_tables(results: Path) -> dict[str, str]:
         aio_dl["mb_per_s"], "MB/s", "/fileresponse", lambda n: n.strip("/")
     )
     out["download_aiohttp_mb"] = str(aio_dl["size_mb"])
+    latency = load(results, "load_sse_latency_aiohttp")
+    out["latency_aiohttp_table"] = table(
+        ["route", "p50 us", "p99 us"],
+        (
+            [route.strip("/"), f"{value['p50']:,.0f}", f"{value['p99']:,.0f}"]
+            for route, value in latency["latency_us"].items()
+        ),
+    )
+    out["latency_aiohttp_samples"] = f"{latency['samples']:,}"
     return out
 
 
@@ -380,6 +401,7 @@ def render(results: Path, target: Path) -> None:
         "test_bench_export",
         "test_bench_multipart",
         "test_bench_aiohttp_download",
+        "test_bench_wsgi",
     ):
         values[f"pytest_{name.removeprefix('test_bench_')}"] = pytest_table(results, name)
     images = target / "img"

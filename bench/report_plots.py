@@ -145,8 +145,8 @@ def plot_all(
     rates: dict[str, list[float]] = sse_backlog["events_per_s"]
     ordered = sorted(rates, key=lambda name: -statistics.median(rates[name]))
     fig, ax = plt.subplots(figsize=(7, 4))
-    _bars(ax, ordered, {"events/s": [rates[name] for name in ordered]})
-    ax.set_ylabel("events/s, one client")
+    _bars(ax, ordered, {"events/s": [rates[name] for name in ordered]}, log=True)
+    ax.set_ylabel("events/s, one client (log scale)")
     ax.set_title(f"SSE backlog of {sse_backlog['events']:,} events through uvicorn")
     key, value = _save(fig, folder, "sse_backlog", "SSE backlog throughput")
     out[key] = value

@@ -41,6 +41,8 @@ PACKAGES = (
     "aiostream",
     "orjson",
     "python-multipart",
+    "gunicorn",
+    "flask",
     "pytest-benchmark",
     "matplotlib",
 )
@@ -51,6 +53,7 @@ PYTEST_FILES = (
     "test_bench_export",
     "test_bench_multipart",
     "test_bench_aiohttp_download",
+    "test_bench_wsgi",
 )
 # (results name, module, full-run arguments, quick-run arguments)
 LOAD_SCRIPTS: tuple[tuple[str, str, list[str], list[str]], ...] = (
@@ -69,6 +72,12 @@ LOAD_SCRIPTS: tuple[tuple[str, str, list[str], list[str]], ...] = (
         "bench.load_download_aiohttp",
         [],
         ["--size-mb", "8", "--rounds", "1"],
+    ),
+    (
+        "load_sse_latency_aiohttp",
+        "bench.load_sse_latency_aiohttp",
+        [],
+        ["--samples", "200"],
     ),
     ("approaches", "bench.approaches", [], ["--quick"]),
 )
