@@ -225,7 +225,9 @@ def approach_tables(data: dict[str, Any]) -> dict[str, str]:
     out["ap_runs"] = str(params["runs"])
     out["ap_slow_seconds"] = f"{params['slow_seconds']:g}"
     out["ap_few"], out["ap_many"] = few, many
-    out["ap_loads"] = ", ".join(f"{c} clients x {e:,} events" for c, e in params["throughput"])
+    out["ap_loads"] = ", ".join(
+        f"{c} client{'s' if c != 1 else ''} x {e:,} events" for c, e in params["throughput"]
+    )
     out["ap_live"] = (
         f"{live_clients:,} clients x {live_events} events, {live_gap * 1000:g} ms apart"
     )
