@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 from ._util import aclose_iterator
 from .metrics import MetricsHook, get_metrics
@@ -35,6 +35,7 @@ from .metrics import MetricsHook, get_metrics
 T = TypeVar("T")
 
 CircuitState = Literal["closed", "open", "half_open"]
+CIRCUIT_STATES: tuple[CircuitState, ...] = get_args(CircuitState)
 Listener = Callable[["CircuitBreaker", CircuitState, CircuitState], object]
 
 

@@ -29,6 +29,22 @@ from ._util import aclose_iterator
 
 T = TypeVar("T")
 
+STREAM_DURATION_BUCKETS: tuple[float, ...] = (
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+)
+"""Histogram bounds in seconds for stream durations, shared by the exporters: streams
+live from milliseconds (a small export) to hours (an SSE feed)."""
+
 Outcome = Literal["completed", "error", "closed"]
 """How a stream ended: exhausted, raised, or stopped early (closed, cancelled, disconnect)."""
 

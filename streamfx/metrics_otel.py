@@ -42,27 +42,12 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 from opentelemetry.util.types import Attributes
 
 from . import __version__
-from ._circuit import CircuitState
-from .metrics import Outcome
+from ._circuit import CIRCUIT_STATES
+from .metrics import STREAM_DURATION_BUCKETS, Outcome
 
 __all__ = ["DEFAULT_DURATION_BOUNDARIES", "OpenTelemetryMetrics"]
 
-DEFAULT_DURATION_BOUNDARIES: tuple[float, ...] = (
-    0.01,
-    0.05,
-    0.1,
-    0.5,
-    1.0,
-    5.0,
-    15.0,
-    60.0,
-    300.0,
-    1800.0,
-    3600.0,
-)
-"""Advisory histogram boundaries in seconds: streams live from milliseconds to hours."""
-
-_CIRCUIT_STATES: tuple[CircuitState, ...] = ("closed", "open", "half_open")
+DEFAULT_DURATION_BOUNDARIES = STREAM_DURATION_BUCKETS
 
 
 class OpenTelemetryMetrics:
@@ -159,5 +144,5 @@ class OpenTelemetryMetrics:
                 {"streamfx.circuit.name": name, "streamfx.circuit.state": state},
             )
             for name, now in current
-            for state in _CIRCUIT_STATES
+            for state in CIRCUIT_STATES
         ]

@@ -41,27 +41,12 @@ from typing import NamedTuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from ._circuit import CircuitState
-from .metrics import Outcome
+from ._circuit import CIRCUIT_STATES
+from .metrics import STREAM_DURATION_BUCKETS, Outcome
 
 __all__ = ["DEFAULT_DURATION_BUCKETS", "PrometheusMetrics"]
 
-DEFAULT_DURATION_BUCKETS: tuple[float, ...] = (
-    0.01,
-    0.05,
-    0.1,
-    0.5,
-    1.0,
-    5.0,
-    15.0,
-    60.0,
-    300.0,
-    1800.0,
-    3600.0,
-)
-"""Streams live from milliseconds (a small export) to hours (an SSE feed)."""
-
-_CIRCUIT_STATES: tuple[CircuitState, ...] = ("closed", "open", "half_open")
+DEFAULT_DURATION_BUCKETS = STREAM_DURATION_BUCKETS
 
 
 class _StreamChildren(NamedTuple):
@@ -181,5 +166,5 @@ class PrometheusMetrics:
         self._stream(kind, name).dropped.inc(items)
 
     def circuit_changed(self, name: str, old: str, new: str) -> None:
-        for state in _CIRCUIT_STATES:
+        for state in CIRCUIT_STATES:
             self.circuit_state.labels(name, state).set(1 if state == new else 0)

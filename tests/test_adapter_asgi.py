@@ -1058,3 +1058,39 @@ async def test_upload_cut_by_a_disconnect_is_refused(server: Server) -> None:
     assert isinstance(tally.refused[0], MalformedUpload)
     assert "disconnected" in tally.refused[0].message
     assert tally.uploads == []
+
+
+# -- a client that stops reading --------------------------------------------------------
+
+
+async def test_a_client_that_stops_reading_is_gone_after_the_write_timeout(server: Server) -> None:
+    tally = Tally()
+
+    async def endless() -> AsyncIterator[bytes]:
+        tally.started += 1
+        try:
+            while True:
+                tally.produced += 1
+                yield b"x" * 65536
+        finally:
+            tally.finalized += 1
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        response = StreamResponse(200, [("content-type", "application/octet-stream")], endless())
+        await to_asgi(response, write_timeout=0.3)(scope, receive, send)
+
+    async with serve(app, server) as (_host, port):
+        sock = await open_raw(port, "/", rcvbuf=4096)  # connected, but never reads
+        try:
+            await settle(lambda: tally.started == 1)
+            await settle(lambda: tally.finalized == 1, seconds=5)
+            # the server's buffers filled up, then the stall was noticed and cut
+            assert tally.produced < 1000
+            await settle(lambda: not app_tasks())
+        finally:
+            sock.close()
+
+
+def test_write_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="write_timeout"):
+        to_asgi(StreamResponse(200, [], once(b"")), write_timeout=0)

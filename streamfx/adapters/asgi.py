@@ -28,6 +28,9 @@ What the application promises, for one HTTP request:
   ``receive`` for ``http.disconnect`` and cancels the sending task, and ``send``
   raising ``OSError`` (ASGI 2.4) counts as a disconnect too. A disconnect is not an
   error: the application returns normally.
+- A client that stops reading is treated as gone, too: when one ``send`` has waited
+  `write_timeout` seconds (60 by default) on the server's flow control, the body is
+  cancelled as on a disconnect, so a stalled client cannot pin a producer forever.
 - Whatever the ending (completion, error, disconnect, cancellation), the body is
   closed exactly once (``aclose()``) before the application returns, so every
   finalizer of its pipeline has run, and the listening task has finished: no task
@@ -83,31 +86,38 @@ RawHeaders = list[tuple[bytes, bytes]]
 logger = logging.getLogger("streamfx.adapters.asgi")
 
 
-def to_asgi(response: StreamResponse) -> ASGIApp:
+def to_asgi(response: StreamResponse, *, write_timeout: float | None = 60.0) -> ASGIApp:
     """An ASGI application that sends `response` (see the module docstring).
 
     The application serves one request: the body can be iterated only once. With
     Starlette installed the result is an instance of a Starlette ``Response``
     subclass (headers added to its ``headers`` are sent too, its ``background`` runs
     after a completed response); without it, a plain ASGI callable.
+
+    `write_timeout`: a client that takes nothing for this many seconds while a chunk
+    waits to be written (the server's flow control holds ``send``) is treated as gone:
+    the body is cancelled as on a disconnect. ``None`` waits forever.
     """
+    if write_timeout is not None and not write_timeout > 0:
+        raise ValueError(f"write_timeout must be a positive number or None, got {write_timeout!r}")
     starlette_class = _starlette_response_class()
     if starlette_class is not None:
-        app: ASGIApp = starlette_class(response)
+        app: ASGIApp = starlette_class(response, write_timeout)
         return app
-    return StreamingASGIResponse(response)
+    return StreamingASGIResponse(response, write_timeout)
 
 
 class StreamingASGIResponse:
     """The plain ASGI application `to_asgi` returns when Starlette is not installed."""
 
-    __slots__ = ("response",)
+    __slots__ = ("response", "write_timeout")
 
-    def __init__(self, response: StreamResponse) -> None:
+    def __init__(self, response: StreamResponse, write_timeout: float | None = 60.0) -> None:
         self.response = response
+        self.write_timeout = write_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_response(self.response, scope, receive, send)
+        await send_response(self.response, scope, receive, send, write_timeout=self.write_timeout)
 
 
 @cache
@@ -122,9 +132,10 @@ def _starlette_response_class() -> Any:
     class StarletteStreamResponse(Response):
         """A Starlette ``Response`` whose sending is streamfx's `send_response`."""
 
-        def __init__(self, response: StreamResponse) -> None:
+        def __init__(self, response: StreamResponse, write_timeout: float | None) -> None:
             # Response.__init__ would render a body; only its attributes are set here.
             self.stream_response = response
+            self.write_timeout = write_timeout
             self.status_code = response.status
             self.background: BackgroundTask | None = None
             self.body = b""
@@ -141,7 +152,7 @@ def _starlette_response_class() -> Any:
                 initial = _encode_headers(original.headers)
                 added = [header for header in self.raw_headers if header not in initial]
                 headers = _encode_headers(response.headers) + added
-            completed = await _send(response, headers, scope, receive, send)
+            completed = await _send(response, headers, scope, receive, send, self.write_timeout)
             if completed and self.background is not None:
                 await self.background()
 
@@ -149,7 +160,12 @@ def _starlette_response_class() -> Any:
 
 
 async def send_response(
-    response: StreamResponse, scope: Scope, receive: Receive, send: Send
+    response: StreamResponse,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    write_timeout: float | None = 60.0,
 ) -> bool:
     """Send `response` for the HTTP request in `scope`; see the module docstring.
 
@@ -159,7 +175,8 @@ async def send_response(
     resolved = await _resolve(response, scope, send)
     if resolved is None:
         return False
-    return await _send(resolved, _encode_headers(resolved.headers), scope, receive, send)
+    headers = _encode_headers(resolved.headers)
+    return await _send(resolved, headers, scope, receive, send, write_timeout)
 
 
 async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> StreamResponse | None:
@@ -189,7 +206,12 @@ def _encode_header(name: str, value: str) -> tuple[bytes, bytes]:
 
 
 async def _send(
-    response: StreamResponse, headers: RawHeaders, scope: Scope, receive: Receive, send: Send
+    response: StreamResponse,
+    headers: RawHeaders,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    write_timeout: float | None,
 ) -> bool:
     method: str = scope.get("method", "GET")
     body = response.body
@@ -197,10 +219,12 @@ async def _send(
 
     task = asyncio.current_task()
     assert task is not None, "send_response must run in a task"
+    loop = asyncio.get_running_loop()
     watch = _DisconnectWatch(task)
-    watcher = asyncio.get_running_loop().create_task(
-        watch.run(receive), name="streamfx.asgi disconnect watch"
-    )
+    watcher = loop.create_task(watch.run(receive), name="streamfx.asgi disconnect watch")
+    if write_timeout is not None:
+        watch.watch_writes(loop, write_timeout)
+    clock = loop.time
     iterator = body
     try:
         if method == "HEAD":
@@ -228,10 +252,12 @@ async def _send(
             return False
         async for chunk in iterator:
             if chunk:
+                watch.send_started = clock()
                 try:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except OSError:
                     return False
+                watch.send_started = 0.0
         watch.closing = True
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -244,6 +270,7 @@ async def _send(
         raise
     finally:
         watch.closing = True
+        watch.stop_watching_writes()
         try:
             await aclose_iterator(iterator)
             if iterator is not body:
@@ -331,12 +358,38 @@ async def _send_error(send: Send, exc: Exception) -> None:
 class _DisconnectWatch:
     """Listens on ``receive`` and cancels the sending task when the client leaves."""
 
-    __slots__ = ("closing", "disconnected", "task")
+    __slots__ = ("closing", "disconnected", "send_started", "task", "timer")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
         self.closing = False
         self.disconnected = False
+        self.send_started = 0.0  # loop time when the pending send began; 0.0: none
+        self.timer: asyncio.TimerHandle | None = None
+
+    def watch_writes(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """Check every `timeout`/4 seconds whether one send has waited `timeout`.
+
+        One timer per response, re-armed a few times per timeout: nothing is done per
+        chunk beyond noting when its send began.
+        """
+        interval = timeout / 4
+
+        def check() -> None:
+            started = self.send_started
+            if started and loop.time() - started >= timeout and not self.closing:
+                logger.info("client took nothing for %.0f s; treating it as gone", timeout)
+                self.disconnected = True
+                self.task.cancel()
+                return
+            self.timer = loop.call_later(interval, check)
+
+        self.timer = loop.call_later(interval, check)
+
+    def stop_watching_writes(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     async def run(self, receive: Receive) -> None:
         try:
