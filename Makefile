@@ -1,14 +1,18 @@
 # Two commands for a fresh machine with python3 (>= 3.11) and make:
 #   make demo   - install and run the web demo (HOST=127.0.0.1 PORT=8000 to change)
 #   make test   - install and run lint, types and the test suite
+#   make bench  - install the peers (extra "bench"), run the benchmark suite in bench/ and
+#                 rewrite docs/streaming-report.md and docs/img/*.png from what it measured
+#   make bench-quick (or BENCH_QUICK=1 make bench) - the same, CI-sized, into bench-results/quick/
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: demo tour test lint typecheck pytest bench clean
+.PHONY: demo tour test lint typecheck pytest bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +38,15 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
-	$(BIN)/python -m pytest bench -q --benchmark-enable -p no:randomly
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.suite
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.suite --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info bench-results

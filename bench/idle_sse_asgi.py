@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 CONNECTIONS = 3000
@@ -195,6 +197,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--events", type=int, default=EVENTS)
     parser.add_argument("--gap", type=float, default=GAP)
+    parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fd is not None:
@@ -203,8 +206,12 @@ def main() -> None:
 
     print(f"\nidle SSE connections ({args.connections}), uvicorn (uvloop, httptools)")
     print(f"{'contender':<16}{'KB per connection':>20}")
+    output: dict[str, Any] = {"connections": args.connections, "events": args.events}
+    output["idle_bytes"] = {}
+    output["latency_ms"] = {}
     for name in CONTENDERS:
-        print(f"{name:<16}{idle_cost(name, args.connections) / 1024:>20.1f}", flush=True)
+        output["idle_bytes"][name] = cost = idle_cost(name, args.connections)
+        print(f"{name:<16}{cost / 1024:>20.1f}", flush=True)
 
     print(f"\nlatency of one event on an idle stream ({args.events} events, {args.gap}s apart)")
     print(f"{'contender':<16}{'p50 ms':>10}{'p99 ms':>10}")
@@ -215,8 +222,11 @@ def main() -> None:
             p50 = statistics.median(values) * 1000
             p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
             print(f"{name:<16}{p50:>10.3f}{p99:>10.3f}", flush=True)
+            output["latency_ms"][name] = {"p50": p50, "p99": p99}
     finally:
         server.close()
+    if args.json:
+        args.json.write_text(json.dumps(output))
 
 
 if __name__ == "__main__":

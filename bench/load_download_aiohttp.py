@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--serve", type=Path)
     parser.add_argument("--size-mb", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
@@ -164,6 +166,8 @@ def main() -> None:
                     rates[route].append(nbytes / seconds / 1e6)
         finally:
             stop_server(server)
+    if args.json:
+        args.json.write_text(json.dumps({"size_mb": args.size_mb, "mb_per_s": rates}))
     print(f"{args.size_mb} MB file, {args.rounds} rounds: median MB/s, and the median of the")
     print("per-round ratios to /fileresponse (each round's routes run back to back):")
     for route in ROUTES:

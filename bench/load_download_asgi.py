@@ -12,6 +12,7 @@ Run: ``.venv/bin/python bench/load_download_asgi.py`` (``--size-mb``, ``--rounds
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 SIZE_MB = 200
@@ -85,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="download throughput, side by side")
     parser.add_argument("--size-mb", type=int, default=SIZE_MB)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,6 +131,8 @@ def main() -> None:
             server.wait(10)
             listener.close()
 
+    if args.json:
+        args.json.write_text(json.dumps({"size_mb": args.size_mb, "mb_per_s": rates}))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     base = medians["starlette-file"]
     print(

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 ROWS = 100_000
@@ -178,6 +179,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--formats", nargs="*", default=list(FORMATS))
+    parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fd is not None:
@@ -211,6 +213,11 @@ def main() -> None:
         server.wait(10)
         listener.close()
 
+    if args.json:
+        samples = {f"{fmt}/{name}": values for (fmt, name), values in rates.items()}
+        counts = {f"{fmt}/{name}": count for (fmt, name), count in chunk_counts.items()}
+        output = {"rows": args.rows, "rows_per_s": samples, "chunks": counts}
+        args.json.write_text(json.dumps(output))
     print(
         f"\n{args.rows} rows, one client, uvicorn (uvloop, httptools), "
         f"median of {args.rounds} rounds"

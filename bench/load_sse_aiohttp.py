@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 ROUTES = ("/aiohttp-sse", "/aiohttp-raw", "/streamfx")
 
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args()
     if args.serve:
         serve(args.events)
@@ -125,6 +128,8 @@ def main() -> None:
         server.stdin.close()
         server.wait(timeout=10)
         server.stdout.close()
+    if args.json:
+        args.json.write_text(json.dumps({"events": args.events, "events_per_s": rates}))
     print(f"{args.events} events backlog, {args.rounds} rounds: median events/s, and the")
     print("median of the per-round ratios to /aiohttp-sse:")
     for route in ROUTES:

@@ -23,12 +23,14 @@ Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python bench/load_
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 EVENTS = 100_000
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--capacity", type=int, default=CAPACITY)
     parser.add_argument("--only", nargs="*", default=list(CONTENDERS))
+    parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fd is not None:
@@ -181,6 +184,9 @@ def main() -> None:
         server.wait(10)
         listener.close()
 
+    if args.json:
+        samples = {"events": args.events, "capacity": args.capacity, "events_per_s": rates}
+        args.json.write_text(json.dumps(samples))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     base = medians.get("sse-starlette")
     print(

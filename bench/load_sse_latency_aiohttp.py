@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 ROUTES = ("/aiohttp-sse", "/streamfx")
 
@@ -135,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args()
     if args.serve:
         serve()
@@ -157,6 +160,15 @@ def main() -> None:
         server.stdin.close()
         server.wait(timeout=10)
         server.stdout.close()
+    if args.json:
+        percentiles = {
+            route: {
+                "p50": statistics.median(values) * 1e6,
+                "p99": values[int(len(values) * 0.99) - 1] * 1e6,
+            }
+            for route, values in results.items()
+        }
+        args.json.write_text(json.dumps({"samples": args.samples, "latency_us": percentiles}))
     print(f"publish -> client latency on an idle stream, {args.samples} samples (us):")
     for route, values in results.items():
         p50 = statistics.median(values) * 1e6
