@@ -12,7 +12,7 @@ Two measurements, uvicorn with uvloop and httptools, each contender in the same 
   publish); the client notes ``perf_counter()`` when the bytes arrive (the clock is
   system-wide on Linux). p50 and p99 of EVENTS such events.
 
-Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python bench/idle_sse_asgi.py``
+Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python -m bench.idle_sse_asgi``
 (``--connections``, ``--events``, ``--gap``).
 """
 
@@ -23,12 +23,12 @@ import asyncio
 import json
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from bench._uvicorn import run_uvicorn, start_server
 
 CONNECTIONS = 3000
 EVENTS = 300
@@ -85,18 +85,7 @@ def build_app() -> Any:
 
 
 def serve(fd: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        build_app(),
-        fd=fd,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-        backlog=8192,
-    )
+    run_uvicorn(build_app(), fd, backlog=8192)
 
 
 class Server:
@@ -106,9 +95,7 @@ class Server:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
-        fd = self.listener.fileno()
-        command = [sys.executable, __file__, "--serve-fd", str(fd)]
-        self.process = subprocess.Popen(command, pass_fds=(fd,))
+        self.process = start_server("bench.idle_sse_asgi", self.listener)
         deadline = time.monotonic() + 20
         while True:
             try:

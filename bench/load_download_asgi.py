@@ -6,7 +6,7 @@ zero-copy extension, so both read the file in chunks in worker threads. The clie
 a raw socket in this process reading until ``Content-Length`` bytes of body arrived.
 Each contender runs ROUNDS times, interleaved; the table shows the median MB/s.
 
-Run: ``.venv/bin/python bench/load_download_asgi.py`` (``--size-mb``, ``--rounds``).
+Run: ``.venv/bin/python -m bench.load_download_asgi`` (``--size-mb``, ``--rounds``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import json
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench._uvicorn import run_uvicorn, start_server
 
 SIZE_MB = 200
 ROUNDS = 5
@@ -46,17 +46,7 @@ def build_app(path: str) -> Any:
 
 
 def serve(fd: int, path: str) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        build_app(path),
-        fd=fd,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-    )
+    run_uvicorn(build_app(path), fd)
 
 
 def fetch(port: int, path: str) -> tuple[float, int]:
@@ -104,9 +94,7 @@ def main() -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
-        fd = listener.fileno()
-        command = [sys.executable, __file__, "--serve-fd", str(fd), "--path", path]
-        server = subprocess.Popen(command, pass_fds=(fd,))
+        server = start_server("bench.load_download_asgi", listener, "--path", path)
         try:
             deadline = time.monotonic() + 20
             while True:

@@ -16,7 +16,7 @@ de-chunked and parsed to check every row arrived. Contenders run ROUNDS times,
 interleaved; the table shows the median rows/s and the ratio to the recipe.
 
 Run: ``.venv/bin/pip install -e '.[bench]'`` then
-``.venv/bin/python bench/load_export_asgi.py`` (``--rows``, ``--rounds``).
+``.venv/bin/python -m bench.load_export_asgi`` (``--rows``, ``--rounds``).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ import io
 import json
 import socket
 import statistics
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from bench._uvicorn import fetch_chunked, run_uvicorn, start_server, wait_ready
 
 ROWS = 100_000
 ROUNDS = 5
@@ -105,34 +104,10 @@ def build_app(rows: int) -> Any:
 
 
 def serve(fd: int, rows: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        build_app(rows),
-        fd=fd,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-    )
+    run_uvicorn(build_app(rows), fd)
 
 
 # -- the client ------------------------------------------------------------------------
-
-
-def fetch(port: int, path: str) -> tuple[float, bytes]:
-    """Seconds from sending ``GET path`` to the end of the chunked body, and the response."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        started = time.perf_counter()
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        received = bytearray()
-        while not received.endswith(b"\r\n0\r\n\r\n"):
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise RuntimeError(f"{path}: connection closed before the end of the body")
-            received += chunk
-        return time.perf_counter() - started, bytes(received)
 
 
 def dechunk(response: bytes) -> tuple[bytes, int]:
@@ -162,18 +137,6 @@ def count_rows(fmt: str, body: bytes) -> int:
     return len(json.loads(body))
 
 
-def wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="export load test through uvicorn")
     parser.add_argument("--rows", type=int, default=ROWS)
@@ -190,23 +153,21 @@ def main() -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    fd = listener.fileno()
-    command = [sys.executable, __file__, "--serve-fd", str(fd), "--rows", str(args.rows)]
-    server = subprocess.Popen(command, pass_fds=(fd,))
+    server = start_server("bench.load_export_asgi", listener, "--rows", str(args.rows))
     paths = [(fmt, name) for fmt in args.formats for name in CONTENDERS]
     rates: dict[tuple[str, str], list[float]] = {path: [] for path in paths}
     chunk_counts: dict[tuple[str, str], int] = {}
     try:
         wait_ready(port)
         for fmt, name in paths:  # warm-up, and a check that every row arrives
-            _, response = fetch(port, f"/{fmt}/{name}")
+            _, response = fetch_chunked(port, f"/{fmt}/{name}")
             body, chunk_counts[fmt, name] = dechunk(response)
             count = count_rows(fmt, body)
             if count != args.rows:
                 raise RuntimeError(f"{fmt}/{name}: {count} rows received, {args.rows} sent")
         for _ in range(args.rounds):
             for fmt, name in paths:
-                seconds, _ = fetch(port, f"/{fmt}/{name}")
+                seconds, _ = fetch_chunked(port, f"/{fmt}/{name}")
                 rates[fmt, name].append(args.rows / seconds)
     finally:
         server.terminate()

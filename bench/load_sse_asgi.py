@@ -16,7 +16,7 @@ client is a raw socket in this process that reads until the chunked body ends an
 checks it got every event. Each contender runs ROUNDS times, interleaved; the table
 shows the median events/s and the ratio to sse-starlette.
 
-Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python bench/load_sse_asgi.py``
+Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python -m bench.load_sse_asgi``
 (``--events``, ``--rounds``, ``--capacity`` to change the defaults).
 """
 
@@ -26,12 +26,11 @@ import argparse
 import json
 import socket
 import statistics
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from bench._uvicorn import fetch_chunked, run_uvicorn, start_server, wait_ready
 
 EVENTS = 100_000
 ROUNDS = 5
@@ -104,46 +103,10 @@ def build_app(events: int, capacity: int) -> Any:
 
 
 def serve(fd: int, events: int, capacity: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        build_app(events, capacity),
-        fd=fd,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-    )
+    run_uvicorn(build_app(events, capacity), fd)
 
 
 # -- the client ------------------------------------------------------------------------
-
-
-def fetch(port: int, path: str) -> tuple[float, bytes]:
-    """Seconds from sending ``GET path`` to the end of the chunked body, and the body."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        started = time.perf_counter()
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        received = bytearray()
-        while not received.endswith(b"\r\n0\r\n\r\n"):
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise RuntimeError(f"{path}: connection closed before the end of the body")
-            received += chunk
-        return time.perf_counter() - started, bytes(received)
-
-
-def wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def main() -> None:
@@ -163,21 +126,25 @@ def main() -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    fd = listener.fileno()
-    command = [sys.executable, __file__, "--serve-fd", str(fd), "--events", str(args.events)]
-    command += ["--capacity", str(args.capacity)]
-    server = subprocess.Popen(command, pass_fds=(fd,))
+    server = start_server(
+        "bench.load_sse_asgi",
+        listener,
+        "--events",
+        str(args.events),
+        "--capacity",
+        str(args.capacity),
+    )
     try:
         wait_ready(port)
         rates: dict[str, list[float]] = {name: [] for name in args.only}
         for name in args.only:  # warm-up, and a check that every event arrives
-            _, body = fetch(port, f"/{name}")
+            _, body = fetch_chunked(port, f"/{name}")
             count = body.count(b"data:")
             if count != args.events:
                 raise RuntimeError(f"{name}: {count} events received, {args.events} sent")
         for _ in range(args.rounds):
             for name in args.only:
-                seconds, _ = fetch(port, f"/{name}")
+                seconds, _ = fetch_chunked(port, f"/{name}")
                 rates[name].append(args.events / seconds)
     finally:
         server.terminate()

@@ -1,0 +1,67 @@
+"""What the uvicorn load scripts share: start a server process on an inherited socket,
+wait until it accepts, serve an app, and read one whole chunked response.
+
+The scripts run as modules (``python -m bench.load_sse_asgi``) so that this module is
+importable both in the script and in the server process it starts.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_server(module: str, sock: socket.socket, *arguments: str) -> subprocess.Popen[bytes]:
+    """Run ``python -m module --serve-fd FD *arguments`` on the listening socket `sock`."""
+    fd = sock.fileno()
+    command = [sys.executable, "-m", module, "--serve-fd", str(fd), *arguments]
+    return subprocess.Popen(command, pass_fds=(fd,), cwd=ROOT)
+
+
+def run_uvicorn(app: Any, fd: int, **options: Any) -> None:
+    """Serve `app` with uvicorn (uvloop, httptools, no lifespan, quiet) on socket `fd`."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        fd=fd,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        **options,
+    )
+
+
+def wait_ready(port: int, seconds: float = 20.0) -> None:
+    """Return once 127.0.0.1:`port` accepts a connection."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def fetch_chunked(port: int, path: str) -> tuple[float, bytes]:
+    """Seconds from sending ``GET path`` to the end of the chunked body, and the response."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        started = time.perf_counter()
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        received = bytearray()
+        while not received.endswith(b"\r\n0\r\n\r\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise RuntimeError(f"{path}: connection closed before the end of the body")
+            received += chunk
+        return time.perf_counter() - started, bytes(received)
