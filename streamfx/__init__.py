@@ -1,27 +1,40 @@
 """streamfx: bounded, backpressured, cancellation-safe streaming for asyncio.
 
-The core (this package's top level) is a set of typed async-iterator combinators that
-know nothing about HTTP. See ``DESIGN.md`` in the project for the layers.
+The core is a set of typed async-iterator combinators that know nothing about HTTP;
+encoders turn their items into bytes, `StreamResponse` carries the bytes, and adapters
+serve it. ``docs/architecture.md`` in the repository maps the layers.
 """
 
-from ._buffer import buffer
-from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
-from ._download import download
-from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
-from ._ensuring import ensuring
-from ._export import export
-from ._heartbeat import heartbeat
-from ._merge import merge
-from ._multipart import parse_multipart
-from ._part import Part
-from ._policy import BufferPolicy, Strategy
-from ._progress import Progress, progress
-from ._response import FileRange, StreamResponse
-from ._shutdown import drain_on_signals, request_shutdown, reset_shutdown, shutdown_requested
-from ._sse import ServerSentEvent, SSEDecoder
-from ._sse_response import sse
-from ._tap import tap
-from ._upload_errors import MalformedUpload, UnsupportedMediaType, UploadError, UploadTooLarge
+from streamfx._core.buffer import buffer
+from streamfx._core.circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit
+from streamfx._core.ensuring import ensuring
+from streamfx._core.heartbeat import heartbeat
+from streamfx._core.merge import merge
+from streamfx._core.policy import BufferPolicy, Strategy
+from streamfx._core.progress import Progress, progress
+from streamfx._core.shutdown import (
+    drain_on_signals,
+    request_shutdown,
+    reset_shutdown,
+    shutdown_requested,
+)
+from streamfx._core.tap import tap
+from streamfx._download.download import download
+from streamfx._download.errors import DownloadError, DownloadNotFound, PathOutsideRoot
+from streamfx._export.export import export
+from streamfx._response.response import FileRange, StreamResponse
+from streamfx._sse.decoder import SSEDecoder
+from streamfx._sse.event import ServerSentEvent
+from streamfx._sse.response import sse
+from streamfx._upload.errors import (
+    MalformedUpload,
+    UnsupportedMediaType,
+    UploadError,
+    UploadTooLarge,
+)
+from streamfx._upload.multipart import parse_multipart
+from streamfx._upload.part import Part
+from streamfx._version import __version__
 
 __all__ = [
     "BufferPolicy",
@@ -42,6 +55,7 @@ __all__ = [
     "UnsupportedMediaType",
     "UploadError",
     "UploadTooLarge",
+    "__version__",
     "buffer",
     "circuit",
     "download",
@@ -58,5 +72,3 @@ __all__ = [
     "sse",
     "tap",
 ]
-
-__version__ = "0.1.0"

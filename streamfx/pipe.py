@@ -15,16 +15,16 @@ from typing import Any, Protocol, TypeVar, cast
 
 from aiostream.core import Stream, pipable_operator, streamcontext
 
-from ._buffer import buffer as _buffer
-from ._circuit import CircuitBreaker
-from ._circuit import circuit as _circuit
-from ._ensuring import ensuring as _ensuring
-from ._heartbeat import heartbeat as _heartbeat
-from ._merge import merge as _merge
-from ._policy import Strategy, check_capacity, check_strategy
-from ._progress import Reporter
-from ._progress import progress as _progress
-from ._tap import tap as _tap
+from streamfx._core.buffer import buffer as _buffer
+from streamfx._core.circuit import CircuitBreaker
+from streamfx._core.circuit import circuit as _circuit
+from streamfx._core.ensuring import ensuring as _ensuring
+from streamfx._core.heartbeat import heartbeat as _heartbeat
+from streamfx._core.merge import merge as _merge
+from streamfx._core.policy import Strategy, check_capacity, check_strategy
+from streamfx._core.progress import Reporter
+from streamfx._core.progress import progress as _progress
+from streamfx._core.tap import tap as _tap
 
 T = TypeVar("T")
 B = TypeVar("B")

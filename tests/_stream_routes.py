@@ -23,8 +23,8 @@ from streamfx import (
     export,
     sse,
 )
-from streamfx._batching import encode_batches
-from streamfx._util import aclose_iterator
+from streamfx._core.util import aclose_iterator
+from streamfx._response.engine import encode_batches
 
 Route = Callable[[Mapping[str, str], str], StreamResponse]
 

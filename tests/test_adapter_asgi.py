@@ -45,7 +45,7 @@ from streamfx import (
     reset_shutdown,
     sse,
 )
-from streamfx._batching import encode_batches
+from streamfx._response.engine import encode_batches
 from streamfx.adapters.asgi import error_response, parts, send_response, to_asgi
 from streamfx.metrics import InMemoryMetrics, set_metrics
 from tests._servers import SERVERS, Server, free_port, serve, serve_command

@@ -34,7 +34,7 @@ import pytest
 from waitress.server import TcpWSGIServer, create_server
 
 from streamfx import DownloadNotFound, SSEDecoder, StreamResponse
-from streamfx.adapters import _wsgi_body
+from streamfx.adapters.wsgi import _body as _wsgi_body
 from streamfx.adapters.wsgi import background_loop, to_wsgi
 from streamfx.metrics import set_metrics
 from tests.wsgi_flask_app import FileReportingMetrics, create_app

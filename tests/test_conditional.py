@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamfx._conditional import (
+from streamfx._download.conditional import (
     RequestHeaders,
     Validators,
     evaluate_preconditions,

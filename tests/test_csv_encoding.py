@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfx._csv_encoding import CsvEncoder, neutralize, neutralize_rows
+from streamfx._export.csv_encoder import CsvEncoder, neutralize, neutralize_rows
 
 cells = (
     st.text(st.characters(exclude_categories=["Cs"]), max_size=12)

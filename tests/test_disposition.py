@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfx._disposition import ascii_fallback, content_disposition
+from streamfx._response.disposition import ascii_fallback, content_disposition
 
 CONTROL = [*map(chr, range(0x20)), "\x7f", "\x85", "\u2028", "\u2029"]
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import streamfx._file_body as file_body
+import streamfx._download.file_body as file_body
 from streamfx import (
     BufferPolicy,
     DownloadError,
@@ -23,7 +23,7 @@ from streamfx import (
     StreamResponse,
     download,
 )
-from streamfx._ranges import ByteRange
+from streamfx._download.ranges import ByteRange
 from streamfx.metrics import InMemoryMetrics, set_metrics
 from tests.byteranges_parser import parse_byteranges
 

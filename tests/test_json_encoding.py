@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfx._json_encoding import (
+from streamfx._export.json_encoders import (
     USING_ORJSON,
     Dumps,
     JsonArrayEncoder,

@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from streamfx import CircuitBreaker, circuit
 from streamfx.metrics import metered
-from streamfx.metrics_otel import OpenTelemetryMetrics
+from streamfx.metrics.otel import OpenTelemetryMetrics
 from tests._sources import Probe, counting, forever
 
 Attrs = frozenset[tuple[str, object]]

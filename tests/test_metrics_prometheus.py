@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamfx import BufferPolicy, CircuitBreaker, CircuitOpenError, circuit
-from streamfx._batching import encode_batches
+from streamfx._response.engine import encode_batches
 from streamfx.metrics import FanOut, InMemoryMetrics, metered
-from streamfx.metrics_prometheus import PrometheusMetrics
+from streamfx.metrics.prometheus import PrometheusMetrics
 from tests._sources import Probe, counting, forever
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -25,7 +25,7 @@ from streamfx import (
     UploadTooLarge,
     parse_multipart,
 )
-from streamfx._part import disposition_params
+from streamfx._upload.part import disposition_params
 
 BOUNDARY = "----streamfxBoundary7MA4YWxkTrZu0gW"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfx._ranges import DEFAULT_MAX_RANGES, ByteRange, multipart_byteranges, parse_range
+from streamfx._download.ranges import (
+    DEFAULT_MAX_RANGES,
+    ByteRange,
+    multipart_byteranges,
+    parse_range,
+)
 from tests.byteranges_parser import parse_byteranges
 
 R = ByteRange

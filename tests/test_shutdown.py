@@ -13,7 +13,7 @@ import pytest
 
 import streamfx
 from streamfx import BufferPolicy
-from streamfx._batching import encode_batches
+from streamfx._response.engine import encode_batches
 from streamfx.metrics import InMemoryMetrics
 from tests._sources import Probe
 

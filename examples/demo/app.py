@@ -49,7 +49,7 @@ from streamfx import (
 )
 from streamfx.adapters.asgi import error_response, parts, to_asgi
 from streamfx.metrics import FanOut, metered, set_metrics
-from streamfx.metrics_prometheus import PrometheusMetrics
+from streamfx.metrics.prometheus import PrometheusMetrics
 
 from .jobs import JobBoard, JobEvent, JobPlan, ReplayGone
 from .live import ExportLog, LiveCounters, counted_rows, tracked

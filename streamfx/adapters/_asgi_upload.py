@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
-from .._multipart import PartStream, parse_multipart
-from .._upload_errors import MalformedUpload
-from ._asgi_types import Receive, Scope
+from streamfx._upload.errors import MalformedUpload
+from streamfx._upload.multipart import PartStream, parse_multipart
+from streamfx.adapters._asgi_types import Receive, Scope
 
 
 def parts_from_asgi(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from .._upload_errors import UploadError
+from streamfx._upload.errors import UploadError
 
 
 def error_status(exc: BaseException) -> int:

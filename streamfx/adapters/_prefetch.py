@@ -16,9 +16,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._response import Headers, StreamResponse
-from .._util import aclose_iterator
-from ._errors import error_headers, error_status, error_text
+from streamfx._core.util import aclose_iterator
+from streamfx._response.response import Headers, StreamResponse
+from streamfx.adapters._errors import error_headers, error_status, error_text
 
 
 @dataclass(slots=True)

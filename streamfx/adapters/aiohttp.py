@@ -63,12 +63,12 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import Handler
 
-from .._download_errors import DownloadError
-from .._multipart import PartStream, parse_multipart
-from .._response import FileRange, StreamResponse
-from .._shutdown import request_shutdown
-from .._upload_errors import UploadError, UploadTooLarge
-from ._aiohttp_watch import DisconnectWatch
+from streamfx._core.shutdown import request_shutdown
+from streamfx._download.errors import DownloadError
+from streamfx._response.response import FileRange, StreamResponse
+from streamfx._upload.errors import UploadError, UploadTooLarge
+from streamfx._upload.multipart import PartStream, parse_multipart
+from streamfx.adapters._aiohttp_watch import DisconnectWatch
 
 __all__ = ["drain_on_shutdown", "multipart_parts", "streamfx_errors", "to_aiohttp"]
 

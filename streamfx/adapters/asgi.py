@@ -60,11 +60,11 @@ from collections.abc import AsyncIterator, Sequence
 from functools import cache, lru_cache
 from typing import Any
 
-from .._response import StreamResponse
-from .._util import aclose_iterator, cancel_and_wait
-from ._asgi_types import ASGIApp, Message, Receive, Scope, Send
-from ._asgi_upload import HasASGIRequest, parts, parts_from_asgi
-from ._errors import error_headers, error_status, error_text
+from streamfx._core.util import aclose_iterator, cancel_and_wait
+from streamfx._response.response import StreamResponse
+from streamfx.adapters._asgi_types import ASGIApp, Message, Receive, Scope, Send
+from streamfx.adapters._asgi_upload import HasASGIRequest, parts, parts_from_asgi
+from streamfx.adapters._errors import error_headers, error_status, error_text
 
 __all__ = [
     "ASGIApp",

@@ -55,8 +55,8 @@ import logging
 from asgiref.sync import async_to_sync
 from django.http import HttpRequest, StreamingHttpResponse
 
-from .._response import StreamResponse
-from ._prefetch import Prefetched, ResumedBody, check_write_timeout, prefetch
+from streamfx._response.response import StreamResponse
+from streamfx.adapters._prefetch import Prefetched, ResumedBody, check_write_timeout, prefetch
 
 __all__ = ["StreamfxHttpResponse", "to_django"]
 

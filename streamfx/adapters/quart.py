@@ -53,8 +53,8 @@ import logging
 from quart import Response, request
 from werkzeug.datastructures import Headers
 
-from .._response import StreamResponse
-from ._prefetch import check_write_timeout, prefetch
+from streamfx._response.response import StreamResponse
+from streamfx.adapters._prefetch import check_write_timeout, prefetch
 
 __all__ = ["to_quart"]
 

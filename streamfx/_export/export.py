@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, TypeVar, get_args
 
-from ._batching import encode_batches
-from ._csv_encoding import CsvEncoder
-from ._disposition import content_disposition
-from ._json_encoding import JsonArrayEncoder, NdjsonEncoder, project
-from ._policy import BufferPolicy
-from ._response import StreamResponse
+from streamfx._core.policy import BufferPolicy
+from streamfx._export.csv_encoder import CsvEncoder
+from streamfx._export.json_encoders import JsonArrayEncoder, NdjsonEncoder, project
+from streamfx._response.disposition import content_disposition
+from streamfx._response.engine import encode_batches
+from streamfx._response.response import StreamResponse
 
 T = TypeVar("T")
 

@@ -57,11 +57,11 @@ from http import HTTPStatus
 from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from .._response import StreamResponse
-from ._wsgi_body import CLOSE_TIMEOUT, COALESCE_BYTES, WSGIBody
-from ._wsgi_file import FileSlice
-from ._wsgi_loop import background_loop
-from ._wsgi_upload import WSGIPart, WSGIParts, parts_from_wsgi
+from streamfx._response.response import StreamResponse
+from streamfx.adapters.wsgi._body import CLOSE_TIMEOUT, COALESCE_BYTES, WSGIBody
+from streamfx.adapters.wsgi._file import FileSlice
+from streamfx.adapters.wsgi._loop import background_loop
+from streamfx.adapters.wsgi._upload import WSGIPart, WSGIParts, parts_from_wsgi
 
 __all__ = [
     "CLOSE_TIMEOUT",

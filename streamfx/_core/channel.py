@@ -29,8 +29,8 @@ from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Generic, TypeVar
 
-from ._policy import Strategy
-from ._util import aclose_iterator, cancel_and_wait
+from streamfx._core.policy import Strategy
+from streamfx._core.util import aclose_iterator, cancel_and_wait
 
 T = TypeVar("T")
 

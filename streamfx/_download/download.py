@@ -7,7 +7,7 @@ From a **path**, the response is conditional and range-aware (RFC 9110):
   strong ``ETag`` (modification time and size) and ``Last-Modified``, and
   ``Content-Disposition: attachment`` when `filename` is given;
 - ``If-Match`` / ``If-Unmodified-Since`` -> 412; ``If-None-Match`` /
-  ``If-Modified-Since`` -> 304 (see `streamfx._conditional` for the order);
+  ``If-Modified-Since`` -> 304 (see `streamfx._download.conditional` for the order);
 - ``Range`` on GET: one range -> 206 with ``Content-Range``; several -> 206
   ``multipart/byteranges`` with a random boundary (overlapping and adjacent ranges
   are merged, at most 32 are honoured); ``bytes=-N`` and ``bytes=N-``; nothing
@@ -25,7 +25,7 @@ copy request headers. Given `request_headers`, the response answers them directl
 The path is resolved and measured (``stat``) when `download` is called, synchronously:
 headers depend on it, and a missing file is reported at once (`DownloadNotFound`).
 The file itself is opened at the first iteration of the body and read in worker
-threads (see `streamfx._file_body`), 64 KiB per body chunk, through a bounded buffer.
+threads (see `streamfx._download.file_body`), 64 KiB per body chunk, through a bounded buffer.
 
 With `root`, the path is taken relative to `root` and must stay inside it once every
 ``..`` and symlink is resolved: an absolute path, or one that lands outside, raises
@@ -56,21 +56,21 @@ import stat as stat_module
 from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from pathlib import Path, PurePath
 
-from ._buffer import buffer as buffered
-from ._conditional import (
+from streamfx._core.buffer import buffer as buffered
+from streamfx._core.policy import BufferPolicy
+from streamfx._core.util import aclose_iterator
+from streamfx._download.conditional import (
     RequestHeaders,
     Validators,
     evaluate_preconditions,
     if_range_allows,
 )
-from ._disposition import content_disposition
-from ._download_errors import DownloadError, DownloadNotFound, PathOutsideRoot
-from ._file_body import read_spans
-from ._policy import BufferPolicy
-from ._ranges import ByteRange, multipart_byteranges, parse_range
-from ._response import FileRange, Headers, StreamResponse
-from ._util import aclose_iterator
-from .metrics import metered
+from streamfx._download.errors import DownloadError, DownloadNotFound, PathOutsideRoot
+from streamfx._download.file_body import read_spans
+from streamfx._download.ranges import ByteRange, multipart_byteranges, parse_range
+from streamfx._response.disposition import content_disposition
+from streamfx._response.response import FileRange, Headers, StreamResponse
+from streamfx.metrics import metered
 
 DOWNLOAD_POLICY = BufferPolicy(256, "suspend")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]+")

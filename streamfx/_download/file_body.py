@@ -30,8 +30,8 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from ._download_errors import DownloadError
-from ._ranges import ByteRange
+from streamfx._download.errors import DownloadError
+from streamfx._download.ranges import ByteRange
 
 CHUNK_SIZE = 64 * 1024
 CHUNKS_PER_HOP = 4

@@ -26,10 +26,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar
 
-from ._channel import Channel
-from ._policy import BufferPolicy
-from ._shutdown import on_shutdown, shutdown_requested
-from .metrics import MetricsHook, Outcome, get_metrics
+from streamfx._core.channel import Channel
+from streamfx._core.policy import BufferPolicy
+from streamfx._core.shutdown import on_shutdown, shutdown_requested
+from streamfx.metrics import MetricsHook, Outcome, get_metrics
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, 
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._util import aclose_iterator, call_maybe_async
+from streamfx._core.util import aclose_iterator, call_maybe_async
 
 T = TypeVar("T")
 

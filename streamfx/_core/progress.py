@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ._util import aclose_iterator, call_maybe_async
+from streamfx._core.util import aclose_iterator, call_maybe_async
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar, overload
 
-from ._channel import Channel
+from streamfx._core.channel import Channel
 
 T = TypeVar("T")
 B = TypeVar("B")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from typing import TypeVar
 
-from ._util import aclose_iterator, is_async_callable
+from streamfx._core.util import aclose_iterator, is_async_callable
 
 T = TypeVar("T")
 

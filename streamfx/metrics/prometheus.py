@@ -3,7 +3,7 @@
 Install with ``pip install 'streamfx[prometheus]'``. Then::
 
     from streamfx.metrics import set_metrics
-    from streamfx.metrics_prometheus import PrometheusMetrics
+    from streamfx.metrics.prometheus import PrometheusMetrics
 
     set_metrics(PrometheusMetrics())          # registers on prometheus_client.REGISTRY
 
@@ -41,8 +41,8 @@ from typing import NamedTuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from ._circuit import CIRCUIT_STATES
-from .metrics import STREAM_DURATION_BUCKETS, Outcome
+from streamfx._core.circuit import CIRCUIT_STATES
+from streamfx.metrics import STREAM_DURATION_BUCKETS, Outcome
 
 __all__ = ["DEFAULT_DURATION_BUCKETS", "PrometheusMetrics"]
 

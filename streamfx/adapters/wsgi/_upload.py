@@ -26,10 +26,10 @@ from types import TracebackType
 from typing import IO, Any, Final, TypeVar
 from wsgiref.types import WSGIEnvironment
 
-from .._multipart import PartStream, parse_multipart
-from .._part import Part
-from .._upload_errors import MalformedUpload, UploadTooLarge
-from ._wsgi_loop import background_loop
+from streamfx._upload.errors import MalformedUpload, UploadTooLarge
+from streamfx._upload.multipart import PartStream, parse_multipart
+from streamfx._upload.part import Part
+from streamfx.adapters.wsgi._loop import background_loop
 
 T = TypeVar("T")
 

@@ -29,8 +29,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import Literal, TypeVar, get_args
 
-from ._util import aclose_iterator
-from .metrics import MetricsHook, get_metrics
+from streamfx._core.util import aclose_iterator
+from streamfx.metrics import MetricsHook, get_metrics
 
 T = TypeVar("T")
 

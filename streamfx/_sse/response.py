@@ -34,10 +34,10 @@ import math
 from collections.abc import AsyncIterable, Callable
 from typing import Any, Final, TypeVar
 
-from ._batching import encode_batches
-from ._policy import BufferPolicy
-from ._response import StreamResponse
-from ._sse import ServerSentEvent, _check_retry, encode_data
+from streamfx._core.policy import BufferPolicy
+from streamfx._response.engine import encode_batches
+from streamfx._response.response import StreamResponse
+from streamfx._sse.event import ServerSentEvent, _check_retry, encode_data
 
 __all__ = ["sse"]
 

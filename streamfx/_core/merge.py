@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import TypeVar
 
-from ._buffer import drain
-from ._channel import Channel
-from ._policy import check_capacity
+from streamfx._core.buffer import drain
+from streamfx._core.channel import Channel
+from streamfx._core.policy import check_capacity
 
 T = TypeVar("T")
 

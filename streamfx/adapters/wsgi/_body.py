@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Final
 
-from .._response import StreamResponse
+from streamfx._response.response import StreamResponse
 
 CLOSE_TIMEOUT: Final = 5.0
 """Seconds ``close()`` waits for the body's cleanup before giving up (and logging)."""

@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
-from ._util import aclose_iterator
+from streamfx._core.util import aclose_iterator
 
 T = TypeVar("T")
 

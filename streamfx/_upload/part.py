@@ -23,13 +23,10 @@ import codecs
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import cache
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import unquote
 
-from ._upload_errors import MalformedUpload, UnsupportedMediaType
-
-if TYPE_CHECKING:
-    from ._multipart import PartStream
+from streamfx._upload.errors import MalformedUpload, UnsupportedMediaType
 
 PartState = Literal["open", "done", "skipped", "closed"]
 
@@ -57,17 +54,17 @@ class Part:
     skipped part afterwards raises `RuntimeError` (its content is gone).
     """
 
-    __slots__ = ("_state", "_stream", "content_type", "filename", "headers", "name")
+    __slots__ = ("_read", "_state", "content_type", "filename", "headers", "name")
 
     def __init__(
         self,
-        stream: PartStream,
+        read: Callable[[Part], Awaitable[bytes]],
         name: str,
         filename: str | None,
         content_type: str | None,
         headers: list[tuple[str, str]],
     ) -> None:
-        self._stream = stream
+        self._read = read  # the multipart stream's reader, which tracks `_state`
         self._state: PartState = "open"
         self.name = name
         self.filename = filename
@@ -86,7 +83,7 @@ class Part:
         return self
 
     def __anext__(self) -> Awaitable[bytes]:
-        return self._stream._read_part(self)
+        return self._read(self)
 
     async def read(self) -> bytes:
         """The rest of the content as one ``bytes`` (at most ``max_part_size`` bytes)."""

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar
 
-from ._channel import Channel
-from ._policy import Strategy, check_capacity, check_strategy
+from streamfx._core.channel import Channel
+from streamfx._core.policy import Strategy, check_capacity, check_strategy
 
 T = TypeVar("T")
 

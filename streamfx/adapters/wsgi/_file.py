@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._response import FileRange
+from streamfx._response.response import FileRange
 
 
 class FileSlice:

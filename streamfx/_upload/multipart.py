@@ -39,9 +39,14 @@ from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
-from ._part import Part, check_allowed_types, describe_part
-from ._upload_errors import MalformedUpload, UnsupportedMediaType, UploadError, UploadTooLarge
-from ._util import aclose_iterator
+from streamfx._core.util import aclose_iterator
+from streamfx._upload.errors import (
+    MalformedUpload,
+    UnsupportedMediaType,
+    UploadError,
+    UploadTooLarge,
+)
+from streamfx._upload.part import Part, check_allowed_types, describe_part
 
 if TYPE_CHECKING:
     from python_multipart import MultipartParser
@@ -362,7 +367,7 @@ class PartStream:
 
     def _on_headers_finished(self) -> None:
         name, filename, content_type, headers = describe_part(self._headers, self._allowed_types)
-        self._events.append(Part(self, name, filename, content_type, headers))
+        self._events.append(Part(self._read_part, name, filename, content_type, headers))
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         room = self._max_part_size - self._part_size

@@ -4,7 +4,7 @@ Install with ``pip install 'streamfx[otel]'`` (the API only; the application cho
 SDK and exporter). Then::
 
     from streamfx.metrics import set_metrics
-    from streamfx.metrics_otel import OpenTelemetryMetrics
+    from streamfx.metrics.otel import OpenTelemetryMetrics
 
     set_metrics(OpenTelemetryMetrics())       # uses the global MeterProvider
 
@@ -41,9 +41,9 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.util.types import Attributes
 
-from . import __version__
-from ._circuit import CIRCUIT_STATES
-from .metrics import STREAM_DURATION_BUCKETS, Outcome
+from streamfx._core.circuit import CIRCUIT_STATES
+from streamfx._version import __version__
+from streamfx.metrics import STREAM_DURATION_BUCKETS, Outcome
 
 __all__ = ["DEFAULT_DURATION_BOUNDARIES", "OpenTelemetryMetrics"]
 

@@ -1,0 +1,1 @@
+"""Internal; import the public names from `streamfx`."""
