@@ -9,7 +9,9 @@ fresh interpreter where no optional dependency and no web framework can be impor
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +150,49 @@ def test_an_upload_without_python_multipart_names_the_extra(bare: dict[str, obje
     assert bare["multipart_error"] == (
         "parse_multipart needs python-multipart: pip install 'streamfx[multipart]'"
     )
+
+
+# -- the map in docs/architecture.md ---------------------------------------------------
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+MODULE_PATH = re.compile(r"`(streamfx/[\w/]+\.py)`")
+
+
+def modules_with_code() -> set[str]:
+    """Every module of the package except the ``__init__.py`` files that hold only a
+    docstring."""
+    found = set()
+    for path in (ROOT / "streamfx").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstring_only = len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr)
+        if path.name == "__init__.py" and (not tree.body or docstring_only):
+            continue
+        found.add(path.relative_to(ROOT).as_posix())
+    return found
+
+
+def test_the_architecture_map_names_every_module_and_only_real_ones() -> None:
+    named = set(MODULE_PATH.findall(ARCHITECTURE.read_text(encoding="utf-8")))
+    existing = modules_with_code()
+    assert existing - named == set(), "add a row to 'Where each behaviour lives'"
+    assert named - existing == set(), "docs/architecture.md names a module that is gone"
+
+
+def test_nothing_in_the_repository_points_outside_it() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], capture_output=True, cwd=ROOT, check=True
+    ).stdout.split(b"\0")
+    outside = re.compile(r"\.\./shared|shared/DESIGN|(?<![\w/])DESIGN\.md")
+    offenders = []
+    for name in filter(None, tracked):
+        path = ROOT / name.decode()
+        if path == Path(__file__).resolve():  # the pattern above names what it looks for
+            continue
+        if path.suffix not in {".py", ".md", ".toml", ".cfg", ".txt", ".html", ".js"} and (
+            path.name not in {"Makefile", "run"}
+        ):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if outside.search(line):
+                offenders.append(f"{name.decode()}:{number}: {line.strip()}")
+    assert offenders == []
