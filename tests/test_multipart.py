@@ -1,5 +1,5 @@
-"""Tests for `parse_multipart` (streamfx/_multipart.py, streamfx/_part.py,
-streamfx/_upload_errors.py)."""
+"""Tests for `parse_multipart` and `Part` (streamfx/_upload/: multipart.py, framing.py,
+part.py, errors.py), the upload metrics included."""
 
 from __future__ import annotations
 
