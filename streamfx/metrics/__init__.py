@@ -4,13 +4,19 @@ Streams report to a `MetricsHook`: a stream opened or closed (with its duration 
 outcome), items and bytes sent, items dropped, and circuit-breaker state changes. Each
 report carries the stream's *kind* (``"sse"``, ``"export"``, ``"download"``,
 ``"upload"``, or your own) and *name* (a route or topic), which exporters turn into
-labels.
+labels. For uploads, the items are the parts handed to the caller and the bytes are
+the request body's.
 
 The default hook is `NullMetrics` (every call does nothing). Install another one
-process-wide with `set_metrics`, or pass ``metrics=`` to the combinators that take it.
-`InMemoryMetrics` records everything and is what tests use; `FanOut` reports to
-several hooks at once. Prometheus and
-OpenTelemetry exporters implement the same protocol.
+process-wide with `set_metrics`, or pass ``metrics=`` where it is taken
+(`CircuitBreaker`, `metered`, `parse_multipart`). `InMemoryMetrics` records everything
+and is what tests use; `FanOut` reports to several hooks at once. The Prometheus
+(`streamfx.metrics.prometheus`) and OpenTelemetry (`streamfx.metrics.otel`) exporters
+implement the same protocol; each imports its client library, and nothing else in
+streamfx does.
+
+This package belongs to the core layer: it imports the standard library and
+`streamfx._core` only, so every layer may report to it (see docs/architecture.md).
 
 Calls are made from the event loop thread, synchronously, on the hot path: a hook
 must be cheap and must not block. Counts are reported per batch where streams batch
