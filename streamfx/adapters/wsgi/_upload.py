@@ -18,11 +18,13 @@ round trip to another thread for every part costs more than parsing the part (ab
 0.35 ms, so a few thousand fields per second), and the body would still have to be read
 in this thread.
 
-The body is read only when the parser asks for more, `READ_SIZE` bytes at a time:
-a slow client blocks its own request thread, never another request, and the body is
-read no faster than the parts are consumed (the client is held back by TCP). Reads
-never go past ``CONTENT_LENGTH``; without one, the body is read to its end only when
-the server says it is delimited (``wsgi.input_terminated``), as PEP 3333 asks.
+The body is read only when the parser asks for more: a slow client blocks its own
+request thread, never another request, and the body is read no faster than the parts
+are consumed (the client is held back by TCP). Reads never go past ``CONTENT_LENGTH``;
+without one, the body is read to its end only when the server says it is delimited
+(``wsgi.input_terminated``), as PEP 3333 asks. Each read asks for up to `MAX_READ`
+bytes; large reads matter: gunicorn copies what it holds of the body on every read, so
+64 KiB reads out of its 1 MiB receive buffer cost more than the parsing.
 
 Declared length and read rule (every adapter's, `streamfx.adapters._upload_body`): a
 ``Content-Length`` larger than ``max_size`` is refused before a byte is read; a client
@@ -35,9 +37,12 @@ asked for, so where the server gives the application the client's socket
   own timeout is put back when the body has been read or the parts are closed);
 - a trickle: a timer on the process's background loop (`background_loop`, one call to
   it per upload) shuts the socket's reading side down when the read has lasted longer
-  than its whole size would earn (`ReadRule.wait_started`): the read returns at once.
-  So a client trickling a byte now and then holds a gunicorn thread for at most
-  ``read_timeout + READ_SIZE / min_rate`` seconds (46 s with the defaults).
+  than the bytes it waits for would earn (`ReadRule.wait_started`): the read returns
+  at once. A read asks for what the kernel already holds for the socket (``FIONREAD``),
+  and for at least `MIN_READ` bytes: it never waits for more than `MIN_READ` bytes
+  that have not arrived, so a client trickling a byte now and then holds a gunicorn
+  thread for at most ``read_timeout + MIN_READ / min_rate`` seconds (46 s with the
+  defaults), while a fast client's body is read in reads of up to `MAX_READ`.
 
 Elsewhere the rule is checked when each read returns. Waitress reads the whole body
 (into memory or a temporary file) in its I/O thread before it calls the application,
@@ -49,6 +54,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from contextlib import suppress
@@ -70,10 +77,12 @@ from streamfx.adapters.wsgi._loop import background_loop
 
 T = TypeVar("T")
 
-READ_SIZE: Final = 16 * 1024
-"""The most bytes read from ``wsgi.input`` at once. Small enough that a read of a client
-at ``min_rate`` (1 KiB/s) is never cut before it could end (see the module docstring);
-servers read ahead of it from the socket (gunicorn up to 1 MiB at once)."""
+MAX_READ: Final = 1024 * 1024
+"""The most bytes read from ``wsgi.input`` at once (gunicorn receives up to as much)."""
+
+MIN_READ: Final = 16 * 1024
+"""On a socket the read rule watches: the most bytes a read waits for that have not
+arrived yet (see the module docstring)."""
 
 _SOCKET_KEYS: Final = ("gunicorn.socket", "werkzeug.socket")
 
@@ -238,7 +247,7 @@ class _BodyReader:
         self._guard = _SocketGuard(sock, rule) if sock is not None and rule.enabled else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, a read of at most `READ_SIZE` bytes at a time, in this thread."""
+        """The body, a read at a time, in this thread."""
         try:
             while data := self._read():
                 yield data
@@ -247,13 +256,16 @@ class _BodyReader:
 
     def _read(self) -> bytes:
         remaining = self._remaining
-        size = READ_SIZE if remaining is None else min(READ_SIZE, remaining)
+        rule = self._rule
+        guard = self._guard
+        ready = MAX_READ if guard is None else guard.ready()
+        size = min(MAX_READ, max(MIN_READ, ready))
+        if remaining is not None:
+            size = min(size, remaining)
         if size <= 0:
             self.done()
             return b""
-        rule = self._rule
-        guard = self._guard
-        rule.wait_started(size)
+        rule.wait_started(max(0, size - ready))
         if guard is not None:
             guard.reading()
         try:
@@ -302,6 +314,21 @@ class _SocketGuard:
             self._sock.settimeout(self._rule.read_timeout)
         if self._rule.min_rate is not None:
             background_loop().call_soon_threadsafe(self._watch)
+
+    def ready(self) -> int:
+        """The bytes of the body the kernel holds for the socket now (``FIONREAD``; 0
+        when that cannot be told): a read of that many does not wait for the client."""
+        if sys.platform == "win32":
+            return 0
+        import fcntl
+        import termios
+
+        try:
+            buffer = fcntl.ioctl(self._sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0
+        ready: int = struct.unpack("i", buffer)[0]
+        return ready
 
     def timed_out(self, exc: BaseException) -> bool:
         """True when `exc`, raised by a read, comes from this guard (the socket's
