@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,9 @@ import pytest
 from waitress.server import TcpWSGIServer, create_server
 
 from streamfx import DownloadNotFound, SSEDecoder, StreamResponse
+from streamfx.adapters.wsgi import UploadTimeout, background_loop, parts_from_wsgi, to_wsgi
 from streamfx.adapters.wsgi import _body as _wsgi_body
-from streamfx.adapters.wsgi import background_loop, to_wsgi
+from streamfx.adapters.wsgi._upload import run_here
 from streamfx.metrics import set_metrics
 from tests.wsgi_flask_app import FileReportingMetrics, create_app
 
@@ -857,3 +859,110 @@ def test_a_stalled_uploader_holds_only_its_own_request(server: Server) -> None:
     )
     assert (uploaded_files(server) - before) < stored or server.kind == "waitress"
     server.wait_for("no task left", lambda: server.background_tasks() == 0)
+
+
+# -- the upload helper in the request's thread (no server needed) ---------------------
+
+
+def test_run_here_runs_a_step_to_its_end_without_a_loop() -> None:
+    async def step() -> int:
+        await asyncio.sleep(0)  # the parser's turn for others: resumed at once
+        return 42
+
+    assert run_here(step()) == 42
+
+
+def test_run_here_refuses_a_step_that_needs_a_loop() -> None:
+    finalized: list[bool] = []
+
+    async def step() -> None:
+        try:
+            await asyncio.Future()  # a future: only a running loop could resolve it
+        finally:
+            finalized.append(True)
+
+    with pytest.raises(RuntimeError, match="waited on an event loop"):
+        run_here(step())
+    assert finalized == [True]
+
+
+@contextmanager
+def socket_request(
+    body_start: bytes, length: int
+) -> Iterator[tuple[socket.socket, socket.socket, dict[str, Any]]]:
+    """A WSGI environ reading its body from one end of a socket pair, given as
+    ``gunicorn.socket``; the other end is the client's."""
+    server, client = socket.socketpair()
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    body = server.makefile("rb")
+    environ.update(
+        {
+            "wsgi.input": body,
+            "gunicorn.socket": server,
+            "CONTENT_TYPE": "multipart/form-data; boundary=b0",
+            "CONTENT_LENGTH": str(length),
+        }
+    )
+    client.sendall(body_start)
+    with server, client, body:
+        yield server, client, environ
+
+
+def read_all(environ: dict[str, Any], **options: Any) -> list[tuple[str, int]]:
+    received = []
+    with parts_from_wsgi(
+        environ, max_size=1 << 24, max_part_size=1 << 24, max_parts=10, **options
+    ) as parts:
+        for part in parts:
+            received.append((part.name, sum(len(chunk) for chunk in part)))
+    return received
+
+
+def test_a_silent_client_is_cut_by_the_socket_timeout() -> None:
+    body = multipart_body([("doc", "a.txt", "text/plain", b"x" * 50_000)], "b0")
+    with socket_request(body[:1000], len(body)) as (server, _client, environ):
+        started = time.monotonic()
+        with pytest.raises(UploadTimeout, match=r"read_timeout=0\.3"):
+            read_all(environ, read_timeout=0.3, min_rate=None)
+        assert time.monotonic() - started < 5
+        assert server.gettimeout() is None  # given back as it was
+
+
+def test_a_trickling_client_is_cut_by_shutting_its_reading_side() -> None:
+    body = multipart_body([("doc", "a.txt", "text/plain", b"x" * 50_000)], "b0")
+    stop = threading.Event()
+    with socket_request(body[:200], len(body)) as (_server, client, environ):
+
+        def trickle() -> None:
+            for index in range(200, len(body)):
+                if stop.wait(0.02):
+                    return
+                try:
+                    client.send(body[index : index + 1])
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        try:
+            started = time.monotonic()
+            # 50 bytes/s against 16 KiB/s: cut after read_timeout plus what the bytes
+            # a read waits for would earn (MIN_READ / min_rate = 1 s).
+            with pytest.raises(UploadTimeout, match="min_rate=16384"):
+                read_all(environ, read_timeout=0.5, min_rate=16384)
+            assert time.monotonic() - started < 10
+        finally:
+            stop.set()
+            sender.join()
+
+
+def test_a_fast_client_on_a_watched_socket_is_read_whole() -> None:
+    content = os.urandom(3_000_000)
+    body = multipart_body([("doc", "a.bin", "application/octet-stream", content)], "b0")
+    with socket_request(b"", len(body)) as (server, client, environ):
+        sender = threading.Thread(target=client.sendall, args=(body,))
+        sender.start()
+        assert read_all(environ, read_timeout=5.0, min_rate=1024) == [("doc", len(content))]
+        assert server.gettimeout() is None
+        sender.join()
