@@ -43,6 +43,7 @@ PACKAGES = (
     "python-multipart",
     "gunicorn",
     "flask",
+    "werkzeug",
     "pytest-benchmark",
     "matplotlib",
 )
@@ -78,6 +79,12 @@ LOAD_SCRIPTS: tuple[tuple[str, str, list[str], list[str]], ...] = (
         "bench.load_sse_latency_aiohttp",
         [],
         ["--samples", "200"],
+    ),
+    (
+        "load_upload",
+        "bench.load_upload",
+        [],
+        ["--file-mb", "8", "--fields", "2000", "--rounds", "1"],
     ),
     ("approaches", "bench.approaches", [], ["--quick"]),
 )

@@ -12,14 +12,15 @@ refused with `UploadTooLarge` (413) before a byte of its body is read
 - ``min_rate`` (`MIN_RATE`, 1024 bytes per second): every byte received earns
   ``1 / min_rate`` seconds of it back, and it never grows past ``read_timeout``.
 
-So a client that keeps up at least ``min_rate`` bytes per second is never refused, one
-that sends nothing is refused after ``read_timeout`` seconds, one that sent a burst and
-then stalls after at most ``read_timeout`` seconds (a burst earns no more), and one
-slower than ``min_rate`` (a trickle of a byte now and then) within
-``read_timeout * min_rate / (min_rate - its rate)`` seconds: about ``read_timeout``
-for a trickle. Only time spent *waiting* for the client counts: the body is read only
-when the application asks for more, and time the application spends on what it
-already has is not the client's.
+So a client is never refused while every stretch of waiting for it, of any length
+``L``, brings at least ``min_rate * (L - read_timeout)`` bytes: it keeps up
+``min_rate``, with pauses shorter than ``read_timeout``. One that sends nothing is
+refused after ``read_timeout`` seconds; one that sent a burst and then stalls, after at
+most ``read_timeout`` seconds (a burst earns no more); one slower than ``min_rate`` (a
+trickle of a byte now and then), within ``read_timeout * min_rate / (min_rate - its
+rate)`` seconds: about ``read_timeout`` for a trickle. Only time spent *waiting* for
+the client counts: the body is read only when the application asks for more, and time
+the application spends on what it already has is not the client's.
 
 A refusal is `UploadTimeout` (408 Request Timeout); its `detail` names the argument and
 its value. ``min_rate=None`` keeps only the silence limit (any byte refills the whole
