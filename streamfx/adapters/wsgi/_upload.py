@@ -280,6 +280,8 @@ class _BodyReader:
         rule.wait_ended(len(data))
         if remaining is not None:
             self._remaining = remaining - len(data)
+            if self._remaining <= 0:
+                self.done()  # the whole body is in: the socket is given back at once
         return data
 
     def done(self) -> None:
