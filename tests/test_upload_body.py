@@ -5,6 +5,7 @@ tests/test_upload_adapters.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from hypothesis import given
@@ -16,9 +17,9 @@ from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
     ReadRule,
+    ReadTimer,
     UploadTimeout,
     content_length,
-    read_within,
     refuse_declared_length,
 )
 
@@ -192,33 +193,56 @@ def test_silence_after_any_history_is_cut_within_read_timeout(
 # -- with a real event loop ----------------------------------------------------------
 
 
-async def test_read_within_cuts_a_wait_at_the_rule() -> None:
+async def test_the_timer_cuts_a_wait_at_the_rule() -> None:
     rule = ReadRule(0.05, None)
+    timer = ReadTimer(rule)
     never: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
     with pytest.raises(UploadTimeout, match=r"read_timeout=0\.05"):
-        await read_within(rule, never)
+        await timer.read(never)
     assert never.cancelled()
+    timer.stop()
 
 
-async def test_read_within_passes_what_came_in_time() -> None:
-    rule = ReadRule(5.0, 1024)
+async def test_the_timer_passes_what_came_in_time_and_cuts_a_later_wait() -> None:
+    rule = ReadRule(0.2, 10, time.monotonic)
+    timer = ReadTimer(rule)
 
-    async def chunk() -> bytes:
-        await asyncio.sleep(0)
-        return b"abc"
+    async def chunk(size: int) -> bytes:
+        await asyncio.sleep(0.01)
+        return b"x" * size
 
-    assert await read_within(rule, chunk()) == b"abc"
-    rule.wait_ended(3)
+    for _ in range(30):  # longer than read_timeout in all: the timer moves along
+        data = await timer.read(chunk(1))
+        rule.wait_ended(len(data))
+    never: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    started = time.monotonic()
+    with pytest.raises(UploadTimeout, match=r"no upload data for 0\.2 s"):
+        await timer.read(never)
+    assert time.monotonic() - started <= 0.2 + 0.1
+    timer.stop()
 
 
-async def test_read_within_keeps_a_timeout_of_its_own_reading() -> None:
-    rule = ReadRule(5.0, None)
+async def test_the_timer_keeps_a_cancellation_from_elsewhere() -> None:
+    rule = ReadRule(0.05, None)
+    timer = ReadTimer(rule)
+    never: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    reader = asyncio.create_task(timer.read(never))
+    await asyncio.sleep(0)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    timer.stop()
+
+
+async def test_the_timer_keeps_a_timeout_of_the_reading_itself() -> None:
+    timer = ReadTimer(ReadRule(5.0, None))
 
     async def failing() -> bytes:
         raise TimeoutError("the server's own")
 
     with pytest.raises(TimeoutError, match="the server's own"):
-        await read_within(rule, failing())
+        await timer.read(failing())
+    timer.stop()
 
 
 # -- the declared length -------------------------------------------------------------

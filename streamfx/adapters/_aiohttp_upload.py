@@ -17,7 +17,7 @@ from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
     ReadRule,
-    read_within,
+    ReadTimer,
     refuse_declared_length,
 )
 
@@ -77,14 +77,14 @@ async def multipart_parts(
 
 
 async def _request_body(content: StreamReader, rule: ReadRule) -> AsyncIterator[bytes]:
-    while True:
-        chunk = (
-            await read_within(rule, content.readany()) if rule.enabled else await content.readany()
-        )
-        rule.wait_ended(len(chunk))
-        if not chunk:
-            return
-        yield chunk
+    timer = ReadTimer(rule)
+    try:
+        while chunk := await timer.read(content.readany()):
+            rule.wait_ended(len(chunk))
+            yield chunk
+        rule.wait_ended(0)
+    finally:
+        timer.stop()
 
 
 _UPLOAD_ERRORS: dict[int, type[web.HTTPClientError]] = {

@@ -30,8 +30,8 @@ from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
     ReadRule,
+    ReadTimer,
     content_length,
-    read_within,
     refuse_declared_length,
 )
 
@@ -153,18 +153,22 @@ def refusal_headers(answer: ErrorAnswer) -> list[tuple[str, str]]:
 async def _request_body(
     receive: Receive, rule: ReadRule, state: _BodyState
 ) -> AsyncIterator[bytes]:
-    while True:
-        message = await read_within(rule, receive()) if rule.enabled else await receive()
-        if message["type"] == "http.disconnect":
-            raise MalformedUpload("the client disconnected before the upload ended")
-        body = message.get("body", b"")
-        rule.wait_ended(len(body))
-        if state.left is not None:
-            state.left -= len(body)
-        if not message.get("more_body", False):
-            state.ended = True
+    timer = ReadTimer(rule)
+    try:
+        while True:
+            message = await timer.read(receive())
+            if message["type"] == "http.disconnect":
+                raise MalformedUpload("the client disconnected before the upload ended")
+            body = message.get("body", b"")
+            rule.wait_ended(len(body))
+            if state.left is not None:
+                state.left -= len(body)
+            if not message.get("more_body", False):
+                state.ended = True
+                if body:
+                    yield body
+                return
             if body:
                 yield body
-            return
-        if body:
-            yield body
+    finally:
+        timer.stop()

@@ -26,8 +26,8 @@ A refusal is `UploadTimeout` (408 Request Timeout); its `detail` names the argum
 its value. ``min_rate=None`` keeps only the silence limit (any byte refills the whole
 allowance); ``read_timeout=None`` turns the rule off (``min_rate`` must then be None).
 
-How each adapter keeps it: ASGI and aiohttp wait for each body chunk under a timeout of
-`ReadRule.wait_started`, so a wait is cut at the moment the rule breaks. A WSGI read is
+How each adapter keeps it: ASGI and aiohttp wait for each body chunk through a
+`ReadTimer`, which cuts a wait at the moment the rule breaks. A WSGI read is
 a blocking call that returns only when it has all the bytes it asked for, so it cannot
 tell how many came so far: it is given the time that its whole size would earn
 (``wait_started(size)``), and the rule is checked again when it returns
@@ -142,6 +142,11 @@ class ReadRule:
         self.deadline: float | None = None
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The clock `deadline` is read on."""
+        return self._clock
+
+    @property
     def read_timeout(self) -> float | None:
         """``read_timeout``: seconds of silence allowed (None: the rule is off)."""
         return self._read_timeout
@@ -217,15 +222,77 @@ class ReadRule:
         )
 
 
-async def read_within(rule: ReadRule, wait: Awaitable[T]) -> T:
-    """Await `wait` (the next piece of a request body) for as long as `rule` allows;
-    `UploadTimeout` when it did not come in time. The caller reports what it brought
-    with ``rule.wait_ended(size)``."""
-    timeout = asyncio.timeout(rule.wait_started())
-    try:
-        async with timeout:
+class ReadTimer:
+    """Cuts the waits of one request body at the read rule's deadline (ASGI, aiohttp).
+
+    ``await timer.read(wait)`` awaits `wait` (the next piece of the body) and raises
+    `UploadTimeout` if the rule breaks first; the caller reports what came with
+    ``rule.wait_ended(size)``. One timer per body, not one per wait (an
+    ``asyncio.timeout`` per chunk costs more than the chunk's parsing): it is armed
+    at the first wait's deadline and, when it fires, cancels the waiting task only if
+    the current wait is past its deadline, else moves to the current deadline. A wait
+    is cut with ``task.cancel()``; a cancellation from elsewhere at the same moment
+    is kept, as ``asyncio.timeout`` keeps it. Call `stop` when the body is done.
+    """
+
+    __slots__ = ("_fired", "_loop", "_rule", "_task", "_timer", "_timer_at")
+
+    def __init__(self, rule: ReadRule) -> None:
+        self._rule = rule
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[object] | None = None  # the task waiting now, if any
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf  # the rule clock's time the timer fires at
+        self._fired = False
+
+    async def read(self, wait: Awaitable[T]) -> T:
+        rule = self._rule
+        seconds = rule.wait_started()
+        if seconds is None:
             return await wait
-    except TimeoutError:
-        if timeout.expired():
-            raise rule.expired() from None
-        raise
+        task = asyncio.current_task()
+        assert task is not None, "ReadTimer.read must run in a task"
+        deadline = rule.deadline
+        assert deadline is not None
+        if deadline < self._timer_at:
+            self._arm(seconds, deadline)
+        self._task = task
+        try:
+            return await wait
+        except asyncio.CancelledError:
+            if self._fired and task.uncancel() == 0:
+                self._fired = False
+                raise rule.expired() from None
+            raise
+        finally:
+            self._task = None
+
+    def stop(self) -> None:
+        """The body is done: drop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = math.inf
+        self._task = None
+
+    def _arm(self, seconds: float, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(seconds, self._check)
+        self._timer_at = deadline
+
+    def _check(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        task = self._task
+        deadline = self._rule.deadline
+        if task is None or deadline is None:
+            return  # no wait now: the next one arms the timer again
+        left = deadline - self._rule.clock()
+        if left > 0:
+            self._arm(left, deadline)
+            return
+        self._fired = True
+        task.cancel()
