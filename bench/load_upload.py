@@ -72,6 +72,16 @@ def fields_body(count: int) -> bytes:
 # -- the apps (run in the server processes) ------------------------------------------
 
 
+async def count_parts(stream: Any) -> str:
+    """``"<parts> <content bytes>"`` of a streamfx upload, every part read."""
+    count = size = 0
+    async for part in stream:
+        count += 1
+        async for chunk in part:
+            size += len(chunk)
+    return f"{count} {size}"
+
+
 def flask_app() -> Any:
     """gunicorn's app: ``/streamfx`` and ``/flask``."""
     from flask import Flask, request
@@ -118,15 +128,10 @@ def starlette_app() -> Any:
     from streamfx.adapters.asgi import parts
 
     async def streamfx_route(request: Request) -> PlainTextResponse:
-        count = size = 0
         async with parts(
             request, max_size=LIMIT, max_part_size=LIMIT, max_parts=1_000_000
         ) as stream:
-            async for part in stream:
-                count += 1
-                async for chunk in part:
-                    size += len(chunk)
-        return PlainTextResponse(f"{count} {size}")
+            return PlainTextResponse(await count_parts(stream))
 
     async def starlette_route(request: Request) -> PlainTextResponse:
         count = size = 0
@@ -153,15 +158,10 @@ def aiohttp_app() -> Any:
     from streamfx.adapters.aiohttp import multipart_parts
 
     async def streamfx_route(request: web.Request) -> web.Response:
-        count = size = 0
         async with multipart_parts(
             request, max_size=LIMIT, max_part_size=LIMIT, max_parts=1_000_000
         ) as stream:
-            async for part in stream:
-                count += 1
-                async for chunk in part:
-                    size += len(chunk)
-        return web.Response(text=f"{count} {size}")
+            return web.Response(text=await count_parts(stream))
 
     async def reader_route(request: web.Request) -> web.Response:
         count = size = 0

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from streamfx import UploadError
+from streamfx._upload.multipart import PartStream
 
 Received = list[dict[str, Any]]
 
@@ -64,6 +65,17 @@ class Store:
     def field(self, name: str, size: int) -> None:
         self.received.append({"name": name, "filename": None, "size": size})
 
+    async def keep(self, stream: PartStream) -> None:
+        """Read every part of `stream`: fields counted, files stored."""
+        async for part in stream:
+            if part.filename is None:
+                self.field(part.name, len(await part.read()))
+                continue
+            with self.open(part.name, part.filename) as file:
+                async for chunk in part:
+                    file.write(chunk)
+                    self.received[-1]["size"] += len(chunk)
+
     def close(self) -> None:
         for path in self.paths:
             path.unlink(missing_ok=True)
@@ -93,14 +105,7 @@ def starlette_app() -> Any:
         with storing() as store:
             try:
                 async with parts(request, **options(request.url.query)) as stream:
-                    async for part in stream:
-                        if part.filename is None:
-                            store.field(part.name, len(await part.read()))
-                            continue
-                        with store.open(part.name, part.filename) as file:
-                            async for chunk in part:
-                                file.write(chunk)
-                                store.received[-1]["size"] += len(chunk)
+                    await store.keep(stream)
             except UploadError as exc:
                 return error_response(exc)
             return JSONResponse(store.received)
@@ -122,14 +127,7 @@ def aiohttp_app() -> Any:
     async def upload(request: web.Request) -> web.StreamResponse:
         with storing() as store:
             async with multipart_parts(request, **options(request.query_string)) as stream:
-                async for part in stream:
-                    if part.filename is None:
-                        store.field(part.name, len(await part.read()))
-                        continue
-                    with store.open(part.name, part.filename) as file:
-                        async for chunk in part:
-                            file.write(chunk)
-                            store.received[-1]["size"] += len(chunk)
+                await store.keep(stream)
             return web.json_response(store.received)
 
     async def rss(request: web.Request) -> web.Response:
