@@ -34,7 +34,7 @@ import httpx
 import pytest
 from waitress.server import TcpWSGIServer, create_server
 
-from streamfx import DownloadNotFound, SSEDecoder, StreamResponse
+from streamfx import DownloadNotFound, SSEDecoder, StreamResponse, UploadTooLarge
 from streamfx.adapters.wsgi import UploadTimeout, background_loop, parts_from_wsgi, to_wsgi
 from streamfx.adapters.wsgi import _body as _wsgi_body
 from streamfx.adapters.wsgi._upload import run_here
@@ -966,3 +966,50 @@ def test_a_fast_client_on_a_watched_socket_is_read_whole() -> None:
         assert read_all(environ, read_timeout=5.0, min_rate=1024) == [("doc", len(content))]
         assert server.gettimeout() is None
         sender.join()
+
+
+def bytes_request(body: bytes) -> dict[str, Any]:
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(
+        {
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_TYPE": "multipart/form-data; boundary=b0",
+            "CONTENT_LENGTH": str(len(body)),
+        }
+    )
+    return environ
+
+
+def test_a_wsgi_part_saves_like_a_part(tmp_path: Path) -> None:
+    content = os.urandom(700_000)
+    body = multipart_body([("doc", "../../etc/a.bin", "application/octet-stream", content)], "b0")
+    with parts_from_wsgi(
+        bytes_request(body), max_size=1 << 24, max_part_size=1 << 24, max_parts=10
+    ) as parts:
+        part = next(parts)
+        assert (part.filename, part.raw_filename) == ("a.bin", "../../etc/a.bin")
+        saved = part.save(tmp_path)
+    assert saved == tmp_path / "a.bin"
+    assert saved.read_bytes() == content
+    again = multipart_body([("doc", "a.bin", "application/octet-stream", b"x")], "b0")
+    with (
+        parts_from_wsgi(
+            bytes_request(again), max_size=1 << 24, max_part_size=1 << 24, max_parts=10
+        ) as parts,
+        pytest.raises(FileExistsError),
+    ):
+        next(parts).save(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_a_refused_wsgi_save_leaves_nothing(tmp_path: Path) -> None:
+    body = multipart_body([("doc", "big.bin", "application/octet-stream", b"x" * 900_000)], "b0")
+    with (
+        parts_from_wsgi(
+            bytes_request(body), max_size=1 << 24, max_part_size=500_000, max_parts=10
+        ) as parts,
+        pytest.raises(UploadTooLarge, match="max_part_size=500000"),
+    ):
+        next(parts).save(tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -5,8 +5,9 @@ error an `UploadError` becomes (private; re-exported by `streamfx.adapters.aioht
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Unpack
 
 from aiohttp import StreamReader, web
 
@@ -18,6 +19,7 @@ from streamfx.adapters._upload_body import (
     READ_TIMEOUT,
     ReadRule,
     ReadTimer,
+    UploadOptions,
     refuse_declared_length,
 )
 
@@ -31,9 +33,9 @@ async def multipart_parts(
     max_size: int,
     max_part_size: int,
     max_parts: int,
-    allowed_types: Iterable[str] | None = None,
     read_timeout: float | None = READ_TIMEOUT,
     min_rate: int | None = MIN_RATE,
+    **options: Unpack[UploadOptions],
 ) -> AsyncIterator[PartStream]:
     """The parts of `request`'s ``multipart/form-data`` body, read as they arrive.
 
@@ -42,7 +44,8 @@ async def multipart_parts(
             async for part in parts:
                 async for chunk in part: ...
 
-    The limits and `allowed_types` are `streamfx.parse_multipart`'s. A request whose
+    The limits, and every other keyword argument (`UploadOptions`: ``max_file_size``,
+    ``allowed_types``, ``sniff``...), are `streamfx.parse_multipart`'s. A request whose
     ``Content-Length`` already passes `max_size` is refused before a byte is read. A
     client that sends nothing for `read_timeout` seconds, or slower than `min_rate`
     bytes per second, is refused with `UploadTimeout` (408; the rule every adapter
@@ -64,7 +67,7 @@ async def multipart_parts(
             max_size=max_size,
             max_part_size=max_part_size,
             max_parts=max_parts,
-            allowed_types=allowed_types,
+            **options,
         )
         refuse_declared_length(request.content_length, max_size)
     except UploadError as exc:

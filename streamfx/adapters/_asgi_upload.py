@@ -18,9 +18,9 @@ clients do) gets the answer rather than a connection reset. What is left is know
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
-from typing import Final, Protocol
+from typing import Final, Protocol, Unpack
 
 from streamfx._upload.errors import MalformedUpload
 from streamfx._upload.multipart import PartStream, parse_multipart
@@ -31,6 +31,7 @@ from streamfx.adapters._upload_body import (
     READ_TIMEOUT,
     ReadRule,
     ReadTimer,
+    UploadOptions,
     content_length,
     refuse_declared_length,
 )
@@ -43,13 +44,14 @@ def parts_from_asgi(
     max_size: int,
     max_part_size: int,
     max_parts: int,
-    allowed_types: Iterable[str] | None = None,
     read_timeout: float | None = READ_TIMEOUT,
     min_rate: int | None = MIN_RATE,
+    **options: Unpack[UploadOptions],
 ) -> PartStream:
     """The parts of the ``multipart/form-data`` request body of `scope`, read from
-    `receive` as the caller asks for them (see `streamfx.parse_multipart` for the
-    limits and `allowed_types`).
+    `receive` as the caller asks for them. The limits, and every other keyword argument
+    (`UploadOptions`: ``max_file_size``, ``allowed_types``, ``sniff``...), are
+    `streamfx.parse_multipart`'s.
 
     Raises at once: `UploadTooLarge` (413) when the ``Content-Length`` is larger than
     `max_size` (not a byte of the body is read), `UnsupportedMediaType` /
@@ -79,7 +81,7 @@ def parts_from_asgi(
         max_size=max_size,
         max_part_size=max_part_size,
         max_parts=max_parts,
-        allowed_types=allowed_types,
+        **options,
     )
     refuse_declared_length(length, max_size)
     return stream
@@ -101,9 +103,9 @@ def parts(
     max_size: int,
     max_part_size: int,
     max_parts: int,
-    allowed_types: Iterable[str] | None = None,
     read_timeout: float | None = READ_TIMEOUT,
     min_rate: int | None = MIN_RATE,
+    **options: Unpack[UploadOptions],
 ) -> PartStream:
     """`parts_from_asgi` for a Starlette or FastAPI ``Request`` whose body was not read."""
     return parts_from_asgi(
@@ -112,9 +114,9 @@ def parts(
         max_size=max_size,
         max_part_size=max_part_size,
         max_parts=max_parts,
-        allowed_types=allowed_types,
         read_timeout=read_timeout,
         min_rate=min_rate,
+        **options,
     )
 
 

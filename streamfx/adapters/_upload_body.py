@@ -42,10 +42,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, TypedDict, TypeVar
 
 from streamfx._upload.errors import UploadError, UploadTooLarge
+from streamfx._upload.multipart import Sniff
+from streamfx.metrics import MetricsHook
 
 READ_TIMEOUT: Final = 30.0
 """The default ``read_timeout``, in seconds."""
@@ -54,6 +56,25 @@ MIN_RATE: Final = 1024
 """The default ``min_rate``, in bytes per second."""
 
 T = TypeVar("T")
+
+
+class UploadOptions(TypedDict, total=False):
+    """The keyword arguments of `streamfx.parse_multipart` an upload helper passes on
+    as they are (besides ``max_size``, ``max_part_size`` and ``max_parts``, which every
+    helper requires): the per-kind limits, the header and preamble limits, the allowed
+    types, the sniff hook, and the metrics' name and hook."""
+
+    max_file_size: int | None
+    max_field_size: int | None
+    max_files: int | None
+    max_fields: int | None
+    max_headers: int
+    max_header_size: int
+    max_preamble_size: int
+    allowed_types: Iterable[str] | None
+    sniff: Sniff | None
+    name: str
+    metrics: MetricsHook | None
 
 
 class UploadTimeout(UploadError):
@@ -68,7 +89,9 @@ def refuse_declared_length(length: int | None, max_size: int) -> None:
     if length is not None and length > max_size:
         raise UploadTooLarge(
             f"the upload is larger than {max_size} bytes (max_size={max_size}): "
-            f"its Content-Length is {length}"
+            f"its Content-Length is {length}",
+            limit="max_size",
+            value=max_size,
         )
 
 

@@ -9,11 +9,13 @@ Routes:
 
 - ``POST /upload?options=JSON``: the request body through the adapter's upload helper
   (``parts``, ``multipart_parts``, ``parts_from_wsgi``), the JSON object's items as
-  its keyword arguments. Every file part is stored in ``$STREAMFX_UPLOAD_STORE`` as it
-  arrives, every field read; on an `UploadError` what was stored is removed and the
-  error is answered the adapter's way (``error_response``, or the HTTP error aiohttp's
-  helper raises). On success the stored files are removed too and the answer is a JSON
-  list of ``{"name", "filename", "size"}``.
+  its keyword arguments. Every file part is saved with ``part.save(directory)`` into a
+  directory of the request's own under ``$STREAMFX_UPLOAD_STORE``, every field read;
+  on an `UploadError` the error is answered the adapter's way (``error_response``, or
+  the HTTP error aiohttp's helper raises). Whatever the outcome the saved files are
+  removed, then the directory, which stays if anything else was left in it (a
+  half-written file). On success the answer is a JSON list of ``{"name",
+  "filename", "size"}``.
 - ``GET /rss``: the serving process's peak resident memory so far, in KiB.
 """
 
@@ -28,12 +30,13 @@ import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from streamfx import UploadError
 from streamfx._upload.multipart import PartStream
+from streamfx.adapters.wsgi import WSGIParts
 
 Received = list[dict[str, Any]]
 
@@ -49,36 +52,44 @@ def options(query_string: str) -> dict[str, Any]:
 
 
 class Store:
-    """The files of one request, removed whatever happens (see the module docstring)."""
+    """The files of one request, in a directory of their own: what the route saved is
+    removed whatever happens, and then the directory, which fails (leaving it for the
+    test to see) if anything else was left in it."""
 
     def __init__(self) -> None:
-        self.root = Path(os.environ["STREAMFX_UPLOAD_STORE"])
-        self.paths: list[Path] = []
+        self.directory = Path(os.environ["STREAMFX_UPLOAD_STORE"]) / uuid.uuid4().hex
+        self.directory.mkdir()
+        self.saved: list[Path] = []
         self.received: Received = []
-
-    def open(self, name: str, filename: str | None) -> IO[bytes]:
-        path = self.root / f"{uuid.uuid4().hex}.part"
-        self.paths.append(path)
-        self.received.append({"name": name, "filename": filename, "size": 0})
-        return path.open("wb")
 
     def field(self, name: str, size: int) -> None:
         self.received.append({"name": name, "filename": None, "size": size})
 
+    def file(self, name: str, filename: str | None, path: Path) -> None:
+        self.saved.append(path)
+        self.received.append({"name": name, "filename": filename, "size": path.stat().st_size})
+
     async def keep(self, stream: PartStream) -> None:
-        """Read every part of `stream`: fields counted, files stored."""
+        """Read every part of `stream`: fields counted, files saved (``Part.save``)."""
         async for part in stream:
             if part.filename is None:
                 self.field(part.name, len(await part.read()))
-                continue
-            with self.open(part.name, part.filename) as file:
-                async for chunk in part:
-                    file.write(chunk)
-                    self.received[-1]["size"] += len(chunk)
+            else:
+                self.file(part.name, part.filename, await part.save(self.directory))
+
+    def keep_wsgi(self, parts: WSGIParts) -> None:
+        """`keep` for the WSGI helper's parts (``WSGIPart.save``)."""
+        for part in parts:
+            if part.filename is None:
+                self.field(part.name, len(part.read()))
+            else:
+                self.file(part.name, part.filename, part.save(self.directory))
 
     def close(self) -> None:
-        for path in self.paths:
+        for path in self.saved:
             path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
 
 
 @contextlib.contextmanager
@@ -151,14 +162,7 @@ def wsgi_app() -> Any:
         with storing() as store:
             try:
                 with parts_from_wsgi(environ, **options(environ.get("QUERY_STRING", ""))) as it:
-                    for part in it:
-                        if part.filename is None:
-                            store.field(part.name, len(part.read()))
-                            continue
-                        with store.open(part.name, part.filename) as file:
-                            for chunk in part:
-                                file.write(chunk)
-                                store.received[-1]["size"] += len(chunk)
+                    store.keep_wsgi(it)
             except UploadError as exc:
                 return error_response(exc)(environ, start_response)
             body = json.dumps(store.received).encode()

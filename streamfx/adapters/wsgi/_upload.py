@@ -53,23 +53,30 @@ applies; `UploadTooLarge` there saves the parsing and keeping, not the reading.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import suppress
+from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, TypeVar
+from typing import IO, Final, TypeVar, Unpack
 from wsgiref.types import WSGIEnvironment
 
 from streamfx._upload.errors import MalformedUpload
 from streamfx._upload.multipart import PartStream, parse_multipart
 from streamfx._upload.part import Part
+from streamfx._upload.save import WRITE_SIZE
+from streamfx._upload.save import _create as create_file  # the rules of Part.save,
+from streamfx._upload.save import _publish as publish_file  # shared, not copied
+from streamfx._upload.save import _write_all as write_all
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
     ReadRule,
+    UploadOptions,
     content_length,
     refuse_declared_length,
 )
@@ -93,9 +100,9 @@ def parts_from_wsgi(
     max_size: int,
     max_part_size: int,
     max_parts: int,
-    allowed_types: Iterable[str] | None = None,
     read_timeout: float | None = READ_TIMEOUT,
     min_rate: int | None = MIN_RATE,
+    **options: Unpack[UploadOptions],
 ) -> WSGIParts:
     """The parts of the request's ``multipart/form-data`` body, read as they are asked for.
 
@@ -103,8 +110,9 @@ def parts_from_wsgi(
             for part in parts:
                 for chunk in part: ...
 
-    The limits and `allowed_types` are `streamfx.parse_multipart`'s; `read_timeout` and
-    `min_rate` the read rule (see the module docstring; None turns either off). Raised
+    The limits, and every other keyword argument (`UploadOptions`: ``max_file_size``,
+    ``allowed_types``, ``sniff``...), are `streamfx.parse_multipart`'s; `read_timeout`
+    and `min_rate` the read rule (see the module docstring; None turns either off). Raised
     at once: `UploadTooLarge` when ``Content-Length`` already passes `max_size`
     (nothing is read), `UnsupportedMediaType` when the request is not multipart,
     `MalformedUpload` without a boundary. Raised while iterating: `UploadTooLarge`
@@ -125,7 +133,7 @@ def parts_from_wsgi(
         max_size=max_size,
         max_part_size=max_part_size,
         max_parts=max_parts,
-        allowed_types=allowed_types,
+        **options,
     )
     refuse_declared_length(declared, max_size)
     return WSGIParts(stream, reader)
@@ -199,16 +207,17 @@ class WSGIParts(Iterator["WSGIPart"]):
 
 
 class WSGIPart(Iterator[bytes]):
-    """One part: `name`, `filename`, `content_type`, `headers` as on `streamfx.Part`;
-    iterating it yields its content in order. Read it before asking for the next part,
-    or it is skipped."""
+    """One part: `name`, `filename`, `raw_filename`, `content_type`, `headers` as on
+    `streamfx.Part`; iterating it yields its content in order. Read it (or `save` it)
+    before asking for the next part, or it is skipped."""
 
-    __slots__ = ("_part", "content_type", "filename", "headers", "name")
+    __slots__ = ("_part", "content_type", "filename", "headers", "name", "raw_filename")
 
     def __init__(self, part: Part) -> None:
         self._part = part
         self.name = part.name
         self.filename = part.filename
+        self.raw_filename = part.raw_filename
         self.content_type = part.content_type
         self.headers = part.headers
 
@@ -225,6 +234,31 @@ class WSGIPart(Iterator[bytes]):
     def read(self) -> bytes:
         """The rest of the content as one ``bytes`` (at most ``max_part_size`` bytes)."""
         return run_here(self._part.read())
+
+    def save(
+        self, destination: str | os.PathLike[str] | None = None, *, overwrite: bool = False
+    ) -> Path:
+        """Write the rest of the content to a file and return the file's path, with the
+        rules of `streamfx.Part.save` (where the file goes; `FileExistsError`; on any
+        error nothing is left behind), the writes done here, in the request's thread."""
+        target, temporary, descriptor = create_file(self.filename, destination, overwrite)
+        try:
+            try:
+                buffer = bytearray()
+                for chunk in self:
+                    buffer += chunk
+                    if len(buffer) >= WRITE_SIZE:
+                        write_all(descriptor, buffer)
+                        buffer = bytearray()
+                write_all(descriptor, buffer)
+            finally:
+                os.close(descriptor)
+            publish_file(temporary, target, overwrite)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        return target
 
     def __repr__(self) -> str:
         return f"WSGIPart(name={self.name!r}, filename={self.filename!r})"
