@@ -27,10 +27,10 @@ its value. ``min_rate=None`` keeps only the silence limit (any byte refills the 
 allowance); ``read_timeout=None`` turns the rule off (``min_rate`` must then be None).
 
 How each adapter keeps it: ASGI and aiohttp wait for each body chunk through a
-`ReadTimer`, which cuts a wait at the moment the rule breaks. A WSGI read is
-a blocking call that returns only when it has all the bytes it asked for, so it cannot
-tell how many came so far: it is given the time that its whole size would earn
-(``wait_started(size)``), and the rule is checked again when it returns
+`ReadTimer`, which cuts a wait at the moment the rule breaks. A WSGI read is a
+blocking call that returns only when it has all the bytes it asked for, so nobody can
+tell how many came so far: it is given the time that the bytes it waits for would
+earn (``wait_started(size)``), and the rule is checked again when it returns
 (`ReadRule.wait_ended`); see `streamfx.adapters.wsgi._upload` for how a read is cut.
 
 Hand-written: servers time out whole requests or idle connections (or nothing), each
