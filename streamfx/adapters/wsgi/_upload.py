@@ -394,7 +394,9 @@ class _SocketGuard:
         if deadline is not None and now >= deadline:
             self.cut = True
             with suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RD)
+                # The descriptor's own shutdown, also under TLS: ``SSLSocket.shutdown``
+                # would tear the TLS state down under the thread that is reading.
+                socket.socket.shutdown(self._sock, socket.SHUT_RD)
             return
         delay = (self._rule.read_timeout or 0.0) if deadline is None else deadline - now
         self._timer = asyncio.get_running_loop().call_later(delay, self._watch)
