@@ -6,12 +6,14 @@ time through `drain` (an async generator: `buffer`, `merge` and `heartbeat` are 
 or a batch at a time with `take_all` / `release` / `wait_ready` (the response engine).
 What happens when the deque is full depends on the strategy (see `streamfx.Strategy`).
 
-Why not `asyncio.Queue`, or anyio's memory streams: they hand items over one at a
-time, with a future and a task switch per item. Here the consumer takes everything
-that is ready without suspending, and a producer that was waiting for room is woken
-once and then refills the deque in one go, so a fast pipeline pays for a task switch
-per *batch*, not per item. aiostream's operators also hand items over one by one; they
-sit on top of this (see `streamfx.pipe`) rather than underneath it.
+Why not `asyncio.Queue`, or anyio's memory object streams (whose consumer API this
+one follows): they hand items over one at a time, with a coroutine call per item on
+each side, and anyio adds a checkpoint (a trip through the event loop) to every send
+and receive. Here the consumer takes everything that is ready without suspending, and
+a producer that was waiting for room is woken once and then refills the deque in one
+go, so a fast pipeline pays for a trip through the event loop per *batch*, not per
+item. aiostream's operators also hand items over one by one; they sit on top of this
+(see `streamfx.pipe`) rather than underneath it.
 
 Promises:
 
@@ -316,19 +318,21 @@ class Channel(Generic[T]):
                 self._producer_scheduled = True
                 room -= 1
 
-    async def _wait_for_room(self) -> None:
+    def _room_signal(self) -> asyncio.Future[None]:
+        """A future that `_make_room` resolves once there is room (await it, then clear
+        ``_producer_scheduled``: the woken producer is running)."""
         assert self._loop is not None
         putter = self._loop.create_future()
         self._putters.append(putter)
-        await putter
-        self._producer_scheduled = False
+        return putter
 
     async def _after_append(self) -> None:
         """``"suspend"``: wake a waiting consumer; wait until there is room for one more."""
         self._wake_getter()
         items = self._items
         while len(items) + self._held >= self._capacity:
-            await self._wait_for_room()
+            await self._room_signal()
+            self._producer_scheduled = False
         self._reset_limit()
 
     async def _offer(self, item: T) -> None:
@@ -337,7 +341,8 @@ class Channel(Generic[T]):
         items = self._items
         while len(items) >= self._capacity:
             if self._consumer_ready:
-                await self._wait_for_room()
+                await self._room_signal()
+                self._producer_scheduled = False
                 continue
             if self._sliding:
                 dropped = items.popleft()

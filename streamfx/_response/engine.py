@@ -89,7 +89,8 @@ def encode_batches(
         keepalive,
         beat,
         hook,
-        farewell if drainable else None,
+        drainable,
+        farewell,
     )
 
 
@@ -104,14 +105,14 @@ async def _run(
     keepalive: float | None,
     beat: bytes,
     hook: MetricsHook,
-    farewell: bytes | None,
+    drainable: bool,
+    farewell: bytes,
 ) -> AsyncGenerator[bytes, None]:
-    """The body; `farewell` is None for a stream that is not drainable."""
     hook.stream_opened(kind, name)
     started = time.monotonic()
     outcome: Outcome = "closed"
     channel.start((source,), f"streamfx.{kind}")
-    unsubscribe = on_shutdown(channel.wake) if farewell is not None else None
+    unsubscribe = on_shutdown(channel.wake) if drainable else None
     try:
         if prefix:
             yield prefix
@@ -126,7 +127,7 @@ async def _run(
                 continue
             if channel.done:
                 break
-            if unsubscribe is not None and shutdown_requested():
+            if drainable and shutdown_requested():
                 break  # drained: what was held has been sent
             if not await channel.wait_ready(keepalive):
                 yield beat
