@@ -208,8 +208,8 @@ class Channel(Generic[T]):
         self._deadline = None
         if self._lossless:
             self._held += len(batch)
-            self._reset_limit()
-        else:
+            self._limit = self._capacity - self._held  # the consumer is not waiting
+        elif self._putters:
             self._make_room()
         return batch
 
@@ -217,8 +217,9 @@ class Channel(Generic[T]):
         """The batches taken so far are handed on: stop counting them and wake the
         producers waiting for the room they leave."""
         self._held = 0
-        self._reset_limit()
-        self._make_room()
+        self._limit = self._capacity  # the consumer is not waiting
+        if self._putters:
+            self._make_room()
 
     async def wait_ready(self, interval: float | None = None) -> bool:
         """Wait until an item is waiting or every producer has finished: True.
@@ -237,16 +238,33 @@ class Channel(Generic[T]):
             return True
         if not self._running:
             return True
-        assert self._loop is not None, "Channel.start() must be called first"
+        loop = self._loop
+        assert loop is not None, "Channel.start() must be called first"
         self._consumer_ready = True
         try:
             if self._producer_scheduled:
                 await _yield_now()  # the woken producer refills in this loop iteration
                 ready = True
+            elif interval is None:
+                ready = await self._getter_future()
             else:
-                ready = await self._wait_for_item(interval)
+                now = loop.time()
+                if self._deadline is None:
+                    self._deadline = now + interval
+                if self._deadline <= now:
+                    ready = False
+                else:
+                    getter = self._getter_future()
+                    timer = loop.call_later(self._deadline - now, _resolve, getter, False)
+                    try:
+                        ready = await getter
+                    finally:
+                        timer.cancel()
         finally:
             self._consumer_ready = False
+            if self._getter is not None:  # not woken by a producer: no longer waiting
+                self._getter = None
+                self._reset_limit()
         if self._items:
             self._deadline = None
             return True
@@ -263,30 +281,13 @@ class Channel(Generic[T]):
         """Wake a consumer blocked in `wait_ready` (it returns True and looks again)."""
         self._wake_getter()
 
-    async def _wait_for_item(self, interval: float | None) -> bool:
-        loop = self._loop
-        assert loop is not None
-        timer = None
-        if interval is not None:
-            now = loop.time()
-            if self._deadline is None:
-                self._deadline = now + interval
-            remaining = self._deadline - now
-            if remaining <= 0:
-                return False
-        getter: asyncio.Future[bool] = loop.create_future()
+    def _getter_future(self) -> asyncio.Future[bool]:
+        """The future a producer resolves (True) when it appends or the last one ends."""
+        assert self._loop is not None
+        getter: asyncio.Future[bool] = self._loop.create_future()
         self._getter = getter
         self._reset_limit()
-        if interval is not None:
-            timer = loop.call_later(remaining, _resolve, getter, False)
-        try:
-            return await getter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if self._getter is getter:
-                self._getter = None
-                self._reset_limit()
+        return getter
 
     # -- producer side -----------------------------------------------------------
 
@@ -310,6 +311,8 @@ class Channel(Generic[T]):
     def _make_room(self) -> None:
         """Wake one waiting producer per free slot."""
         putters = self._putters
+        if not putters:
+            return
         room = self._capacity - len(self._items) - self._held
         while putters and room > 0:
             putter = putters.pop(0)
@@ -328,11 +331,18 @@ class Channel(Generic[T]):
 
     async def _after_append(self) -> None:
         """``"suspend"``: wake a waiting consumer; wait until there is room for one more."""
-        self._wake_getter()
+        if self._getter is not None:
+            self._wake_getter()
         items = self._items
-        while len(items) + self._held >= self._capacity:
-            await self._room_signal()
-            self._producer_scheduled = False
+        if len(items) + self._held >= self._capacity:
+            putters = self._putters
+            loop = self._loop
+            assert loop is not None
+            while len(items) + self._held >= self._capacity:
+                putter = loop.create_future()
+                putters.append(putter)
+                await putter
+                self._producer_scheduled = False
         self._reset_limit()
 
     async def _offer(self, item: T) -> None:
