@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streamfx
+from tests._sources import burst
 
 
 @dataclass
@@ -136,20 +137,6 @@ def test_buffer_matches_the_model(capacity: int, strategy: str, steps: list[str]
 # -- the drop rule: drop only when the consumer is not ready ---------------------------
 
 
-def paced_source(count: int, pauses: set[int], finished: asyncio.Event) -> AsyncIterator[int]:
-    """0..count-1, all ready at once except that it suspends before each index in
-    `pauses` (so bursts of any size reach the buffer); sets `finished` at the end."""
-
-    async def source() -> AsyncIterator[int]:
-        for index in range(count):
-            if index in pauses:
-                await asyncio.sleep(0)
-            yield index
-        finished.set()
-
-    return source()
-
-
 lossy = st.sampled_from(["sliding", "dropping"])
 
 
@@ -165,7 +152,7 @@ def test_a_ready_consumer_never_loses_an_item(
 ) -> None:
     async def run() -> tuple[list[int], list[int]]:
         dropped: list[int] = []
-        source = paced_source(count, pauses, asyncio.Event())
+        source = burst(count, pauses=pauses)
         stream = streamfx.buffer(source, capacity, strategy, on_drop=dropped.append)
         return [item async for item in stream], dropped
 
@@ -201,7 +188,7 @@ def test_a_stalled_consumer_loses_only_what_did_not_fit(
             dropped_while_away.append(not resume.is_set() and len(received) == stall)
 
         async def consume() -> None:
-            source = paced_source(count, pauses, finished)
+            source = burst(count, pauses=pauses, finished=finished)
             async for item in streamfx.buffer(source, capacity, strategy, on_drop=on_drop):
                 received.append(item)
                 if len(received) == stall:

@@ -16,12 +16,7 @@ import streamfx
 from streamfx import BufferPolicy, Strategy
 from streamfx._response.engine import encode_batches
 from streamfx.metrics import InMemoryMetrics
-
-
-async def burst(count: int) -> AsyncIterator[int]:
-    """`count` items that are all ready at once: the source never suspends."""
-    for index in range(count):
-        yield index
+from tests._sources import burst
 
 
 def lines(batch: list[int]) -> bytes:
@@ -89,32 +84,24 @@ async def test_a_lossy_engine_drops_while_the_client_is_away(
     assert metrics.dropped["test", ""] == len(dropped)
 
 
-def paced(count: int, pauses: set[int], finished: asyncio.Event) -> AsyncIterator[int]:
-    """0..count-1, ready at once except for a suspension before each index in `pauses`."""
-
-    async def source() -> AsyncIterator[int]:
-        for index in range(count):
-            if index in pauses:
-                await asyncio.sleep(0)
-            yield index
-        finished.set()
-
-    return source()
+capacities = st.integers(min_value=1, max_value=8)
+lossy = st.sampled_from(["sliding", "dropping"])
+pause_sets = st.sets(st.integers(min_value=0, max_value=300), max_size=20)
 
 
 @settings(max_examples=100, deadline=None)
 @given(
-    capacity=st.integers(min_value=1, max_value=8),
-    strategy=st.sampled_from(["sliding", "dropping"]),
+    capacity=capacities,
+    strategy=lossy,
     count=st.integers(min_value=0, max_value=300),
-    pauses=st.sets(st.integers(min_value=0, max_value=300), max_size=20),
+    pauses=pause_sets,
 )
 def test_property_a_ready_client_never_loses_an_item(
     capacity: int, strategy: Strategy, count: int, pauses: set[int]
 ) -> None:
     async def run() -> tuple[list[int], InMemoryMetrics]:
         metrics = InMemoryMetrics()
-        source = paced(count, pauses, asyncio.Event())
+        source = burst(count, pauses=pauses)
         policy = BufferPolicy(capacity, strategy)
         body = encode_batches(source, policy, lines, kind="test", metrics=metrics)
         return numbers([chunk async for chunk in body]), metrics
@@ -126,10 +113,10 @@ def test_property_a_ready_client_never_loses_an_item(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    capacity=st.integers(min_value=1, max_value=8),
-    strategy=st.sampled_from(["sliding", "dropping"]),
+    capacity=capacities,
+    strategy=lossy,
     count=st.integers(min_value=1, max_value=200),
-    pauses=st.sets(st.integers(min_value=0, max_value=200), max_size=20),
+    pauses=pause_sets,
 )
 def test_property_a_stalled_client_loses_only_what_did_not_fit(
     capacity: int, strategy: Strategy, count: int, pauses: set[int]
@@ -141,7 +128,7 @@ def test_property_a_stalled_client_loses_only_what_did_not_fit(
         dropped: list[int] = []
         finished = asyncio.Event()
         body = encode_batches(
-            paced(count, pauses, finished),
+            burst(count, pauses=pauses, finished=finished),
             BufferPolicy(capacity, strategy),
             lines,
             kind="test",
