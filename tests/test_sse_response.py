@@ -320,7 +320,17 @@ async def test_no_heartbeat_when_disabled() -> None:
 
 async def test_sliding_buffer_drops_oldest_and_counts_drops(metrics: InMemoryMetrics) -> None:
     count = 500
-    chunks = await chunks_of(sse(items(*(str(i) for i in range(count))), name="feed"))
+    produced = asyncio.Event()
+
+    async def feed() -> AsyncIterator[str]:
+        for i in range(count):
+            yield str(i)
+        produced.set()
+
+    body = aiter(sse(feed(), name="feed").body)
+    chunks = [await anext(body), await anext(body)]  # the opening, then a first batch
+    await produced.wait()  # the client is away (not reading) while the rest arrives
+    chunks += [chunk async for chunk in body]
     delivered = [int(event.data or "") for event in decode(chunks)]
     dropped = count - len(delivered)
     assert dropped > 0

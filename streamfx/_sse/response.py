@@ -115,6 +115,7 @@ def sse(
         prefix=prefix,
         keepalive=heartbeat,
         beat=HEARTBEAT,
+        drainable=True,
         farewell=b"" if farewell is None else farewell.encode(),
     )
     return StreamResponse(200, list(SSE_HEADERS), body)
