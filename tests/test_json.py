@@ -3,7 +3,7 @@
 Every rule is checked on both back ends: ``JsonSerializer(use_orjson=True)`` and
 ``JsonSerializer(use_orjson=False)`` (the standard library, as on an install without
 the orjson extra); the property test at the end checks that they accept and refuse the
-same values and write equal JSON, through each of the serializer's four calls.
+same values and write equal JSON, through each of the serializer's calls.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ BOTH = pytest.mark.parametrize("serializer", [WITH_ORJSON, STDLIB], ids=["orjson
 
 
 def writes(serializer: JsonSerializer, value: Any) -> str:
-    """What `serializer` writes for `value`, checked to be the same by all four calls."""
+    """What `serializer` writes for `value`, checked to be the same by all its calls."""
     text = serializer.dumps(value).decode()
+    assert serializer.text(value) == text
     assert serializer.array([value, value]).decode() == f"[{text},{text}]"
     assert serializer.lines([value, value]).decode() == f"{text}\n{text}\n"
     assert serializer.texts([value, value]) == [text, text]
@@ -110,6 +111,8 @@ def test_nan_and_infinity_are_refused(serializer: JsonSerializer, value: float) 
     for container in containers:
         with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
             serializer.dumps(container)
+        with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
+            serializer.text(container)
         for call in (serializer.array, serializer.lines, serializer.texts):
             with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
                 call([{"ok": None}, container])
@@ -292,7 +295,9 @@ def outcome(call: Any, argument: Any) -> tuple[str, Any]:
     try:
         result = call(argument)
         if isinstance(result, list):  # texts(): str, encoded by the caller
-            result = "\n".join(result).encode()
+            result = "\n".join(result)
+        if isinstance(result, str):
+            result = result.encode()
     except (TypeError, ValueError) as exc:
         return type(exc).__name__, str(exc)
     # Compare parsed JSON; NaN never gets this far.
@@ -305,8 +310,8 @@ def outcome(call: Any, argument: Any) -> tuple[str, Any]:
 @settings(max_examples=400, deadline=None)
 @given(st.lists(values, min_size=1, max_size=4))
 def test_property_both_back_ends_accept_refuse_and_write_the_same(batch: list[Any]) -> None:
-    for name in ("dumps", "array", "lines", "texts"):
-        argument = batch[0] if name == "dumps" else batch
+    for name in ("dumps", "text", "array", "lines", "texts"):
+        argument = batch[0] if name in ("dumps", "text") else batch
         fast = outcome(getattr(WITH_ORJSON, name), argument)
         slow = outcome(getattr(STDLIB, name), argument)
         assert fast == slow, name

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from streamfx import ServerSentEvent, SSEDecoder
 from streamfx._response.json import JsonSerializer
-from streamfx._sse.encoder import SseEncoder
+from streamfx._sse.encoder import (
+    EVENT_SUBCLASSES,
+    EVENTS,
+    RAW,
+    STR_SUBCLASSES,
+    TEXTS,
+    Kind,
+    SseEncoder,
+)
 from streamfx._sse.event import data_events, render
 
 ENCODERS = pytest.mark.parametrize(
@@ -91,6 +99,28 @@ def test_a_batch_is_the_events_of_its_items_joined(encoder: SseEncoder) -> None:
     batch: list[Any] = ["a", "b\rc", {"k": 1}, ServerSentEvent("e"), "d", {"k": 2}, b"data: z\n\n"]
     assert encoder.encode(batch) == b"".join(encoder.encode([item]) for item in batch)
     assert encoder.encode([]) == b""
+
+
+def memoryview_of(raw: bytes) -> memoryview:
+    return memoryview(raw)
+
+
+@ENCODERS
+@given(st.data())
+def test_property_each_kind_encodes_a_run_as_its_items_joined(
+    encoder: SseEncoder, data: st.DataObject
+) -> None:
+    samples: list[tuple[Kind, st.SearchStrategy[Any]]] = [
+        (EVENTS, st.builds(ServerSentEvent, st.text(), event=st.none() | st.just("e"))),
+        (EVENT_SUBCLASSES, st.builds(Named, st.text())),
+        (TEXTS, st.text()),
+        (STR_SUBCLASSES, st.sampled_from(list(Colour))),
+        (RAW, st.binary() | st.binary().map(bytearray) | st.binary().map(memoryview_of)),
+        (encoder._json_kind, json_items),
+    ]
+    for kind, strategy in samples:
+        run = data.draw(st.lists(strategy, min_size=2, max_size=5))
+        assert kind.many(run) == b"".join(map(kind.one, run))
 
 
 @ENCODERS

@@ -139,9 +139,9 @@ def escape_line_separators(text: str) -> str:
 
 def _escape_bytes(data: bytes) -> bytes:
     """`escape_line_separators` for UTF-8 JSON (the first test of each is a memchr)."""
-    if b"\xe2" in data:
+    if 0xE2 in data:
         data = data.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
-    if b"\xc2" in data:
+    if 0xC2 in data:
         data = data.replace(b"\xc2\x85", b"\\u0085")
     return data
 
@@ -189,6 +189,20 @@ class JsonSerializer:
             else:
                 return _checked(data, value)
         return self._stdlib_text(value).encode()
+
+    def text(self, value: Any) -> str:
+        """`value` as one JSON text, as ``str`` (for SSE data)."""
+        if self._orjson is not None:
+            try:
+                text = self._orjson(value, to_json_native, self._option).decode()
+            except TypeError:
+                pass
+            else:
+                # In str: `bytes in bytes` costs more per call than the whole test here.
+                if "null" in text and find_non_finite(value) is not None:
+                    raise ValueError(NON_FINITE_MESSAGE)
+                return text if text.isascii() else escape_line_separators(text)
+        return self._stdlib_text(value)
 
     def array(self, values: list[Any]) -> bytes:
         """`values` as one JSON array, ``[a,b,...]``."""
