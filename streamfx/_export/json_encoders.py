@@ -58,7 +58,7 @@ class JsonArrayEncoder:
             batch = self._transform(batch)
         if not batch:
             return b""
-        array = self._json.array(batch)  # b"[a,b,c]": one call for the whole batch
+        array = self._json.dumps(batch)  # b"[a,b,c]": one call for the whole batch
         if self._started:
             return b"".join((b",", memoryview(array)[1:-1]))  # one copy
         self._started = True

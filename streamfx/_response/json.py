@@ -204,17 +204,6 @@ class JsonSerializer:
                 return text if text.isascii() else escape_line_separators(text)
         return self._stdlib_text(value)
 
-    def array(self, values: list[Any]) -> bytes:
-        """`values` as one JSON array, ``[a,b,...]``."""
-        if self._orjson is not None:
-            try:
-                data = self._orjson(values, to_json_native, self._option)
-            except TypeError:
-                pass
-            else:
-                return _checked(data, values)
-        return self._stdlib_text(values).encode()
-
     def lines(self, values: list[Any]) -> bytes:
         """Each value's JSON text followed by ``\\n`` (NDJSON)."""
         dumps = self._orjson
