@@ -26,14 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import attrgetter, methodcaller
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple
 
 from streamfx._response.json import JsonSerializer, default_serializer
 from streamfx._sse.event import ServerSentEvent, data_events, render
 
 __all__ = ["Kind", "Serialized", "SseEncoder"]
-
-T = TypeVar("T")
 
 Serialized = ServerSentEvent | str | bytes
 """What a `serialize` function returns."""
