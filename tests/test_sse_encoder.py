@@ -24,7 +24,7 @@ from streamfx._sse.encoder import (
     Kind,
     SseEncoder,
 )
-from streamfx._sse.event import data_events, render
+from streamfx._sse.event import data_events, encode_event
 
 ENCODERS = pytest.mark.parametrize(
     "encoder",
@@ -151,19 +151,19 @@ def test_serialize_converts_every_item_and_must_return_an_event_text_or_bytes() 
             SseEncoder(lambda _item, bad=bad: bad).encode(["x"])  # type: ignore[misc]
 
 
-# -- data_events is render, batched ---------------------------------------------------
+# -- data_events is encode_event, batched ---------------------------------------------
 
 
 def test_data_events_frames_each_text() -> None:
-    assert data_events([]) == ""
-    assert data_events(["a", "", "b"]) == "data: a\n\ndata: \n\ndata: b\n\n"
-    assert data_events(["a\r\nb", "c"]) == "data: a\ndata: b\n\ndata: c\n\n"
+    assert data_events([]) == b""
+    assert data_events(["a", "", "b"]) == b"data: a\n\ndata: \n\ndata: b\n\n"
+    assert data_events(["a\r\nb", "c"]) == b"data: a\ndata: b\n\ndata: c\n\n"
 
 
 @given(st.lists(st.text(), max_size=6))
-def test_property_data_events_is_render_of_each_text(texts: list[str]) -> None:
-    assert data_events(texts) == "".join(render(text) for text in texts)
-    assert data_events(texts) == "".join(ServerSentEvent(t).encode().decode() for t in texts)
+def test_property_data_events_is_encode_event_of_each_text(texts: list[str]) -> None:
+    assert data_events(texts) == b"".join(map(encode_event, texts))
+    assert data_events(texts) == b"".join(ServerSentEvent(t).encode() for t in texts)
 
 
 json_items = st.recursive(

@@ -29,7 +29,7 @@ from operator import attrgetter, methodcaller
 from typing import Any, Final, NamedTuple
 
 from streamfx._response.json import JsonSerializer, default_serializer
-from streamfx._sse.event import ServerSentEvent, data_events, render
+from streamfx._sse.event import ServerSentEvent, data_events, encode_event
 
 __all__ = ["Kind", "Serialized", "SseEncoder"]
 
@@ -52,21 +52,13 @@ def _join(encode: Callable[[Any], bytes]) -> Callable[[list[Any]], bytes]:
     return lambda run: b"".join(map(encode, run))
 
 
-def _text(text: str) -> bytes:
-    return render(text).encode()
-
-
-def _texts(run: list[str]) -> bytes:
-    return data_events(run).encode()
-
-
 def _str_subclass(text: str) -> bytes:
-    return render(str.__str__(text)).encode()
+    return encode_event(str.__str__(text))
 
 
 EVENTS: Final = Kind(_encoded, _join(_encoded))
 EVENT_SUBCLASSES: Final = Kind(_encode, _join(_encode))
-TEXTS: Final = Kind(_text, _texts)
+TEXTS: Final = Kind(encode_event, data_events)
 STR_SUBCLASSES: Final = Kind(_str_subclass, _join(_str_subclass))
 RAW: Final = Kind(bytes, b"".join)
 
@@ -122,7 +114,7 @@ class SseEncoder:
         return self._json_kind
 
     def _json_event(self, value: Any) -> bytes:
-        return render(self._json.text(value)).encode()
+        return encode_event(self._json.text(value))
 
     def _json_events(self, run: list[Any]) -> bytes:
-        return data_events(self._json.texts(run)).encode()
+        return data_events(self._json.texts(run))

@@ -1,9 +1,9 @@
-"""Server-Sent Events on the wire, encoding: `ServerSentEvent`, `render`, `data_events`.
+"""SSE on the wire, encoding: `ServerSentEvent`, `encode_event` and `data_events`.
 
-This module is the only place that writes SSE fields: `render` writes one event (what
-`ServerSentEvent` holds), and `data_events` is its batch form for data-only events
-(equal to `render` applied to each text, proven by a property test), used by `sse()`
-for ``str`` items and JSON.
+This module is the only place that writes SSE fields: `encode_event` writes one event
+(what `ServerSentEvent` holds, and what `sse()` sends for one ``str`` or JSON item), and
+`data_events` is its batch form for data-only events (equal to `encode_event` applied
+to each text, a property test checks it), used by `sse()` for runs of such items.
 
 The parser is `SSEDecoder` (next door). Both follow the WHATWG HTML standard, section
 "Server-sent events" (9.2.5 "Parsing an event stream" and 9.2.6 "Interpreting an event stream").
@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["ServerSentEvent", "data_events", "render"]
+__all__ = ["ServerSentEvent", "data_events", "encode_event"]
 
 _LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
 
@@ -124,7 +124,7 @@ class ServerSentEvent:
         self._id = id
         self._retry = retry
         self._comment = comment
-        self._encoded = render(data, event, id, retry, comment).encode()
+        self._encoded = encode_event(data, event, id, retry, comment)
 
     @property
     def data(self) -> str | None:
@@ -171,14 +171,14 @@ class ServerSentEvent:
         return f"ServerSentEvent({shown})"
 
 
-def render(
+def encode_event(
     data: str | None,
     event: str | None = None,
     id: str | None = None,
     retry: int | None = None,
     comment: str | None = None,
-) -> str:
-    """The text of one event, fields already checked: the one writer of event fields."""
+) -> bytes:
+    """One event as UTF-8, fields already checked: the one writer of event fields."""
     if (
         comment is None
         and retry is None
@@ -188,10 +188,12 @@ def render(
     ):
         # The common shapes, in one step each.
         if event is None:
-            return f"data: {data}\n\n" if id is None else f"id: {id}\ndata: {data}\n\n"
+            if id is None:
+                return f"data: {data}\n\n".encode()
+            return f"id: {id}\ndata: {data}\n\n".encode()
         if id is None:
-            return f"event: {event}\ndata: {data}\n\n"
-        return f"event: {event}\nid: {id}\ndata: {data}\n\n"
+            return f"event: {event}\ndata: {data}\n\n".encode()
+        return f"event: {event}\nid: {id}\ndata: {data}\n\n".encode()
     lines: list[str] = []
     if comment is not None:
         lines.extend(": " + line if line else ":" for line in _lines(comment))
@@ -204,18 +206,18 @@ def render(
     if data is not None:
         lines.extend("data: " + line for line in _lines(data))
     lines.append("\n")
-    return "\n".join(lines)
+    return "\n".join(lines).encode()
 
 
-def data_events(texts: list[str]) -> str:
-    """``"".join(render(text) for text in texts)``: each text as one event's data.
+def data_events(texts: list[str]) -> bytes:
+    """``b"".join(map(encode_event, texts))``: each text as one event's data.
 
     For the batches of `sse()`: when no text holds a line break (the usual case) the
     whole list is framed by one C-level join, without a Python call per text.
     """
     if not texts:
-        return ""
+        return b""
     blob = "".join(texts)
     if "\n" in blob or "\r" in blob:
-        return "".join(map(render, texts))
-    return "data: " + "\n\ndata: ".join(texts) + "\n\n"
+        return b"".join(map(encode_event, texts))
+    return ("data: " + "\n\ndata: ".join(texts) + "\n\n").encode()
