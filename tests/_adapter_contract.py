@@ -220,6 +220,15 @@ class Deployment:
 
         await wait_until(no_tasks, f"{self.target.id}: no streamfx task left")
 
+    async def closed_once(self, bodies: int) -> None:
+        """Wait until `bodies` counted bodies were closed and no streamfx task is left;
+        then check that none was closed twice and every source that started finished."""
+        await wait_until(lambda: self.tally.closes >= bodies, f"{bodies} bodies closed")
+        await self.settled()
+        assert self.tally.closes == bodies, f"{self.tally.closes} closes of {bodies} bodies"
+        finished = (self.tally.finalized, self.tally.started)
+        assert finished[0] == finished[1], f"{finished[0]} of {finished[1]} sources finished"
+
     async def request_shutdown(self) -> None:
         if self.target.remote:
             (await self.client.get("/_drain")).raise_for_status()

@@ -18,7 +18,7 @@ Paths (``{name}`` is the path parameter):
   `length` is given).
 - ``/gone``: `for_request` raises `DownloadNotFound` (404); ``/echo``: `for_request`
   answers with the method and the ``X-Probe`` header.
-- ``/sse?n=&gap=&heartbeat=&hold=&gated=``: `n` events (``event K``, id ``K``), then the
+- ``/sse?n=&heartbeat=&hold=&gated=``: `n` events (``event K``, id ``K``), then the
   farewell ``bye`` (event ``shutdown``) on `request_shutdown`. `hold`: stay open after
   the last event; `gated`: event K waits until ``tally.go >= K``.
 - ``/slow?strategy=&capacity=&size=&n=``: `n` lines of `size` bytes through a buffer of
@@ -201,15 +201,12 @@ def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
 
     def events(query: Mapping[str, str], _: str) -> StreamResponse:
         count = int(query.get("n", "3"))
-        gap = float(query.get("gap", "0"))
         heartbeat = float(query["heartbeat"]) if "heartbeat" in query else None
 
         async def source() -> AsyncIterator[ServerSentEvent]:
             tally.started += 1
             try:
                 for index in range(count):
-                    if index and gap:
-                        await asyncio.sleep(gap)
                     if "gated" in query:
                         while tally.go < index:  # noqa: ASYNC110 - the test's client sets it
                             await asyncio.sleep(0.005)
