@@ -20,7 +20,7 @@ Paths (``{name}`` is the path parameter):
   answers with the method and the ``X-Probe`` header.
 - ``/sse?n=&heartbeat=&hold=&gated=``: `n` events (``event K``, id ``K``), then the
   farewell ``bye`` (event ``shutdown``) on `request_shutdown`. `hold`: stay open after
-  the last event; `gated`: event K waits until ``tally.go >= K``.
+  the last event; `gated`: event K waits until ``tally.go > K``.
 - ``/slow?strategy=&capacity=&size=&n=``: `n` lines of `size` bytes through a buffer of
   that policy, counting ``produced`` and ``max_lead``.
 - ``/files/{name}``: `download` from ``ROOT/files``;
@@ -208,7 +208,7 @@ def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
             try:
                 for index in range(count):
                     if "gated" in query:
-                        while tally.go < index:  # noqa: ASYNC110 - the test's client sets it
+                        while tally.go <= index:  # noqa: ASYNC110 - the test's client sets it
                             await asyncio.sleep(0.005)
                     yield ServerSentEvent(data=f"event {index}", id=str(index))
                 if "hold" in query:

@@ -25,6 +25,7 @@ from streamfx import (
     ServerSentEvent,
     SSEDecoder,
     StreamResponse,
+    download,
     parse_multipart,
     reset_shutdown,
     sse,
@@ -380,6 +381,20 @@ async def test_sse_events_of_each_kind_and_heartbeats() -> None:
             (None, "plain", "1"),
         ]
         await asyncio.wait_for(finalized.wait(), 5)
+
+
+async def test_the_middleware_answers_a_download_refused_for_its_path(tmp_path: Path) -> None:
+    """A catch-all route hands the whole decoded path to `download`."""
+    root = tmp_path / "files"
+    root.mkdir()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await to_aiohttp(request, download(request.path.lstrip("/"), root=root))
+
+    async with serve(handler, middlewares=[streamfx_errors]) as port, httpx.AsyncClient() as c:
+        outside = await c.get(f"http://127.0.0.1:{port}/..%2F..%2Fetc%2Fpasswd")
+    assert outside.status_code == 403
+    assert outside.text == "403 Forbidden\n"
 
 
 async def test_the_middleware_maps_upload_errors_raised_directly() -> None:

@@ -169,21 +169,25 @@ async def test_an_error_after_the_start_never_looks_complete(deployment: Deploym
 # -- SSE ---------------------------------------------------------------------------------
 
 
-async def test_sse_sends_each_event_at_once_and_heartbeats_in_the_silence(
+async def test_sse_sends_its_headers_and_each_event_at_once_and_heartbeats_in_the_silence(
     deployment: Deployment,
 ) -> None:
-    """Event K waits until the client has seen event K-1 and two pings after it."""
+    """The headers come before any event; event K waits until the client has seen
+    event K-1 and two pings after it (``tally.go``)."""
     d = deployment
     with await open_raw(d.port, "/sse?n=3&gated=1&heartbeat=0.05") as sock:
-        raw = await recv_until(sock, b"data: event 0\n")
+        raw = await recv_until(sock, b"\r\n\r\n")
         head = raw.partition(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 200")
         assert b"content-type: text/event-stream; charset=utf-8" in head
         assert b"cache-control: no-cache" in head
         assert b"content-length" not in head
-        for index in (1, 2):
-            raw += await recv_until(sock, b": ping\n\n", count=2)  # two pings after it
-            d.tally.go = index
+        assert b"data:" not in raw
+        for index in range(3):
+            d.tally.go = index + 1
             raw = await recv_until(sock, f"data: event {index}\n".encode(), raw)
+            if index < 2:
+                raw += await recv_until(sock, b": ping\n\n", count=2)  # two pings after it
         raw = await recv_body(sock, raw)
     body, complete = dechunk(raw)
     assert complete

@@ -102,6 +102,7 @@ async def test_download_refusals_are_answered_with_their_status(deployment: Depl
     files = (d.root / "files").resolve()
     outside = d.root / unique_name("outside", ".bin")
     outside.write_bytes(b"secret")
+    (d.root / "escape.bin").write_bytes(b"secret")
     escape = unique_name("escape", ".bin")
     (files / escape).symlink_to(outside)
 
@@ -115,6 +116,10 @@ async def test_download_refusals_are_answered_with_their_status(deployment: Depl
     assert refused.headers["content-type"] == "text/plain; charset=utf-8"
     why = f"{escape!r} resolves to {outside.resolve()}, outside the root {files}"
     assert refused.text == d.target.error_text(403, why)
+
+    encoded = await d.client.get("/files/..%2Fescape.bin")  # the router may refuse it first
+    assert encoded.status_code in (403, 404)
+    assert b"secret" not in encoded.content
     await d.settled()
 
 
