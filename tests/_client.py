@@ -172,51 +172,56 @@ async def post_reading_early(
     the answer, as a browser does: ``(status, headers, body)``.
 
     A server that refuses an upload early answers before it has read the body and
-    then closes the connection. A client that reads only once it has sent everything
-    (httpx) may find the connection reset by then and lose the answer; this one reads
-    from the start, goes on sending (as a browser does) while the server takes it, then
-    waits until the server has closed the connection, so that the server is done with
-    the request when this returns.
+    then closes the connection, which resets it (unread data was left). A client that
+    reads only once it has sent everything (httpx), or whose failed write closes its
+    reading side too (an asyncio stream), may lose the answer; this one reads from the
+    start on a plain socket and goes on sending while the server takes it; when the
+    answer says ``Connection: close`` it then waits until the server has closed the
+    connection, so that the server is done with the request when this returns.
     """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    loop = asyncio.get_running_loop()
     framing = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(len(body))}
     head = "".join(f"{name}: {value}\r\n" for name, value in {**headers, **framing}.items())
+    request = f"POST {path} HTTP/1.1\r\nHost: test\r\n{head}\r\n".encode()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
 
     async def send() -> None:
-        with contextlib.suppress(ConnectionError):
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: test\r\n{head}\r\n".encode())
+        with contextlib.suppress(OSError):  # the server may stop taking it at any point
+            await loop.sock_sendall(sock, request)
             for start in range(0, len(body), 50_000):
                 piece = body[start : start + 50_000]
-                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-                await writer.drain()
+                await loop.sock_sendall(
+                    sock, b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+                )
             if chunked:
-                writer.write(b"0\r\n\r\n")
-                await writer.drain()
+                await loop.sock_sendall(sock, b"0\r\n\r\n")
 
-    sender = asyncio.create_task(send())
-    try:
-        async with asyncio.timeout(30):
-            status_line, *lines = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
-            answer = {
-                name.strip().lower(): value.strip()
-                for name, _, value in (line.partition(":") for line in lines if line)
-            }
-            if "content-length" in answer:
-                content = await reader.readexactly(int(answer["content-length"]))
-            else:
-                content = await reader.read(-1)
-        async with asyncio.timeout(30):
-            await sender
-            with contextlib.suppress(OSError):
-                if not writer.is_closing():
-                    writer.write_eof()
-                while await reader.read(65536):
-                    pass
-    finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    return int(status_line.split()[1]), answer, content
+    with sock:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        sender = asyncio.create_task(send())
+        try:
+            async with asyncio.timeout(30):
+                received = await recv_until(sock, b"\r\n\r\n")
+                raw_head, _, content = received.partition(b"\r\n\r\n")
+                status_line, *lines = raw_head.decode().split("\r\n")
+                answer = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (line.partition(":") for line in lines)
+                }
+                length = int(answer["content-length"])
+                while len(content) < length:
+                    chunk = await loop.sock_recv(sock, 65536)
+                    assert chunk, "the connection closed before the end of the answer"
+                    content += chunk
+                await sender
+                if answer.get("connection", "").lower() == "close":
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_WR)  # done sending: the server may close
+                        while await loop.sock_recv(sock, 65536):
+                            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+    return int(status_line.split()[1]), answer, content[:length]
