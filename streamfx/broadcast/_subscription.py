@@ -5,11 +5,12 @@ task that iterates it (the adapter's): no task, no queue, no copy of a frame per
 subscriber. What it promises:
 
 - First chunk, at once: ``retry: N`` (or an empty comment) and, when the start needs
-  no waiting, how the subscriber starts: the replay after its ``Last-Event-ID``; or,
-  without one, an id-only frame naming its position (so that a reconnect before the
-  first event resumes losslessly); or exactly one ``reset`` when the id cannot be
-  honoured. When the start must wait (Redis unreachable, or not caught up to the
-  id), the first chunk is sent alone and heartbeats go on meanwhile.
+  no waiting, how the subscriber starts: the replay of what followed its
+  ``Last-Event-ID``, or exactly one ``reset`` when that id cannot be honoured; then an
+  id-only frame naming its position (so that a reconnect even before the first event
+  resumes losslessly). When the start must wait (Redis unreachable, or not caught up
+  to the id), the first chunk is sent alone and heartbeats go on meanwhile; the start
+  follows in the next chunk, always ending with that id-only frame.
 - Then every write carries everything published since the last one (one chunk), in
   publish order per topic, nothing repeated, nothing skipped except as below.
 - A subscriber more than `buffer` events behind in a topic when it comes back from a
@@ -153,10 +154,8 @@ class _Start:
         self.reset = reset
 
 
-def _fresh(backend: Backend, logs: list[TopicLog]) -> _Start:
-    cursors = [log.head for log in logs]
-    positions = [backend.position(log, cursor) for log, cursor in zip(logs, cursors, strict=True)]
-    return _Start(cursors, position_frame(join_positions(positions)), 0, False)
+def _fresh(logs: list[TopicLog]) -> _Start:
+    return _Start([log.head for log in logs], b"", 0, False)
 
 
 def _reset(backend: Backend, logs: list[TopicLog], reason: str) -> _Start:
@@ -176,7 +175,7 @@ def _plan(
     if not all(log.ready for log in logs):
         return WAIT
     if wanted is None:
-        return _fresh(backend, logs)
+        return _fresh(logs)
     if wanted == MALFORMED:
         return _reset(backend, logs, "malformed")
     results: list[Located | str] = []
@@ -289,7 +288,7 @@ async def follow(
             hub._count("resets", 1)
         due = cursors.collect(bounded=False)
         assert due is not None, "the start is not held to the buffer"
-        chunk = prefix + plan.lead + due[0]
+        chunk = prefix + plan.lead + due[0] + position_frame(cursors.position())
         hook.items_sent(KIND, label, plan.replayed + due[1], len(chunk))
         yield chunk
         idle.wrote()
