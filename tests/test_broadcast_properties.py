@@ -166,9 +166,7 @@ class Harness:
         self.last_ids: dict[str, str] = {}
 
     def attached(self, topic: str) -> int:
-        return sum(
-            1 for r in self.readers.values() if r.body is not None and topic in r.topics
-        )
+        return sum(1 for r in self.readers.values() if r.body is not None and topic in r.topics)
 
     async def publish(self, topic: str) -> None:
         number = self.model.head(topic) + 1
@@ -196,7 +194,6 @@ class Harness:
                 self.model.local_base[topic] = None
 
     async def run(self, steps: list[Op]) -> None:
-        model = self.model
         for step in steps:
             kind = step[0]
             reader = self.readers.get(step[1]) if kind != "publish" else None
@@ -286,10 +283,14 @@ async def caught_up(hub: Broadcast, topic: str, event_id: str) -> None:
     """Wait until every log of `topic` in this process holds `event_id`."""
     backend: Any = hub._backend
     wanted = parse_id(event_id)
+    assert wanted is not None
     async with asyncio.timeout(10):
         while True:
             log = backend._logs.get(topic)
-            if log is None or not log.ready or parse_id(log.id_of(log.head)) >= wanted:
+            if log is None or not log.ready:
+                return
+            head = parse_id(log.id_of(log.head))
+            if head is not None and head >= wanted:
                 return
             waiter = asyncio.get_running_loop().create_future()
             log.waiters.add(waiter)
