@@ -361,7 +361,7 @@ async def run_on_redis(
 def test_redis_hub_matches_the_model(exact_redis: RedisServer) -> None:
     examples = iter(range(10**9))
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=300, deadline=None)
     @given(
         buffer=st.integers(1, 4),
         kept=st.integers(1, 6),

@@ -283,11 +283,11 @@ async def follow(
                 yield PING
                 idle.wrote()
         cursors = _Cursors(backend, logs, plan.cursors, hub)
-        hub._count("replayed", plan.replayed)
-        if plan.reset:
-            hub._count("resets", 1)
         due = cursors.collect(bounded=False)
         assert due is not None, "the start is not held to the buffer"
+        hub._count("replayed", plan.replayed + due[1])
+        if plan.reset:
+            hub._count("resets", 1)
         chunk = prefix + plan.lead + due[0] + position_frame(cursors.position())
         hook.items_sent(KIND, label, plan.replayed + due[1], len(chunk))
         yield chunk
