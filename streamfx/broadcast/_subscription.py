@@ -32,7 +32,6 @@ import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Final
 
-from streamfx._core.shutdown import shutdown_requested
 from streamfx.broadcast._backend import FETCH, WAIT, Backend, Located
 from streamfx.broadcast._frames import (
     DEFAULT_RECONNECT_MS,
@@ -243,7 +242,7 @@ async def follow(
     """The body of one subscription; see the module docstring."""
     prefix = OPENING if retry is None else f"retry: {retry}\n\n".encode()
     reconnect_ms = retry if retry is not None else DEFAULT_RECONNECT_MS
-    if hub.closing or shutdown_requested():
+    if hub.closing:
         yield prefix + farewell_frame(hub._farewell, reconnect_ms)
         return
     hook = get_metrics()
@@ -275,7 +274,7 @@ async def follow(
             if prefix:
                 yield prefix
                 prefix = b""
-            if hub.closing or shutdown_requested():
+            if hub.closing:
                 yield farewell_frame(hub._farewell, reconnect_ms)
                 outcome = "completed"
                 return
@@ -293,7 +292,7 @@ async def follow(
         yield chunk
         idle.wrote()
         while True:
-            closing = hub.closing or shutdown_requested()
+            closing = hub.closing
             due = cursors.collect(bounded=True)
             if cursors.skipped:
                 hook.items_dropped(KIND, label, cursors.skipped)

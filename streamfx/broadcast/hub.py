@@ -33,7 +33,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final, Literal
 
-from streamfx._core.shutdown import on_shutdown
+from streamfx._core.shutdown import on_shutdown, shutdown_requested
 from streamfx._response.response import StreamResponse
 from streamfx._sse.event import ServerSentEvent, _check_retry
 from streamfx._sse.response import SSE_HEADERS
@@ -123,7 +123,7 @@ class Broadcast:
     @property
     def closing(self) -> bool:
         """True once `close` was called (or a shutdown requested)."""
-        return self._closing
+        return self._closing or shutdown_requested()
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -232,7 +232,7 @@ class Broadcast:
         Raises `BroadcastError` once the hub is closing. Close it (``aclose()``) to
         unsubscribe if you stop iterating early.
         """
-        if self._closing:
+        if self.closing:
             raise BroadcastError("this hub is closing; it takes no new subscriptions")
         return self._follow(topics, last_event_id, heartbeat, retry, name)
 
