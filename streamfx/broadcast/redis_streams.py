@@ -66,17 +66,22 @@ BACKOFF_MIN: Final = 0.05
 BACKOFF_MAX: Final = 5.0
 CONNECT_TIMEOUT: Final = 2.0
 STOP_TIMEOUT: Final = 2.0
-_ID: Final = re.compile(r"(\d{1,20})-(\d{1,20})")
+_ID: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX_PART: Final = 2**64 - 1
 
 StreamId = tuple[int, int]
 
 
 def parse_id(text: str) -> StreamId | None:
-    """``"<ms>-<seq>"`` as a pair of ints; None for anything else."""
+    """``"<ms>-<seq>"`` (ASCII digits, each part below 2**64, as Redis takes them) as a
+    pair of ints; None for anything else."""
     match = _ID.fullmatch(text)
     if match is None:
         return None
-    return int(match[1]), int(match[2])
+    milliseconds, sequence = int(match[1]), int(match[2])
+    if milliseconds > _MAX_PART or sequence > _MAX_PART:
+        return None
+    return milliseconds, sequence
 
 
 def _parse_known(text: str) -> StreamId:
@@ -268,7 +273,10 @@ class RedisStreamsBackend:
         except BroadcastError:
             raise
         except Exception as exc:
-            raise BroadcastError(f"could not read {log.topic!r} from Redis: {exc}") from exc
+            if _unreachable(exc):
+                raise BroadcastError(f"could not read {log.topic!r} from Redis: {exc}") from exc
+            logger.warning("Redis refused to replay %r from %r: %s", log.topic, position, exc)
+            return Located(None, reason="unknown")
         return Located(upto, replay=[(text, with_id(body, text)) for text, body in entries])
 
     # -- the reader ------------------------------------------------------------------
@@ -403,6 +411,13 @@ class RedisStreamsBackend:
             return info is None or info.get("entries-added", 0) == info.get("length", 0)
         found = await self._running().xrange(key, entry_id, entry_id, count=1)
         return bool(found)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether `exc` means Redis could not be reached (rather than refused a command)."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return isinstance(exc, ConnectionError | TimeoutError | OSError)
 
 
 def _text(value: bytes | str) -> str:
