@@ -223,6 +223,7 @@ class RedisStreamsBackend:
         return _text(entry_id)
 
     def attach(self, topic: str) -> TopicLog:
+        self._running()  # refuse before start and after stop: nothing would feed the log
         log = self._logs.get(topic)
         if log is None:
             log = self._logs[topic] = TopicLog(topic, self._capacity, named=True)
