@@ -77,14 +77,6 @@ WHY_NOT: dict[tuple[str, Capability], str] = {
 # limit of its design. Marked xfail(strict=True), so a fix shows up as an XPASS failure
 # and the line here must go.
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("asgi", "test_an_error_from_for_request_is_answered_with_its_status"): "to_asgi drops, "
-    "unclosed, the body of a response whose for_request raised (adapters/asgi.py "
-    "_resolve); aiohttp, Quart and Django close it",
-    ("wsgi", "test_an_error_from_for_request_is_answered_with_its_status"): "to_wsgi drops, "
-    "unclosed, the body of a response whose for_request raised (adapters/wsgi "
-    "WSGIStream.__call__); aiohttp, Quart and Django close it",
-    ("wsgi", "test_an_error_body_shows_no_server_path"): "to_wsgi shows a 4xx error's "
-    "message, and a DownloadError's message holds the server's absolute path",
     ("aiohttp", "test_a_stalled_uploader_holds_only_its_own_request"): "multipart_parts "
     "lets aiohttp's ConnectionResetError out when the client leaves mid-upload, where "
     "parts_from_asgi and parts_from_wsgi raise MalformedUpload (so the handler's "
