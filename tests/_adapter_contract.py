@@ -9,10 +9,10 @@ own test module uses the same fixtures over its own targets.
 
 A test asks for a `Deployment`: the target's app serving the shared routes
 (tests/_stream_routes.py) on 127.0.0.1, a fresh `Tally` of what its bodies did, the
-folder it serves from, and an httpx client. Servers that run in this process (uvicorn,
-hypercorn, aiohttp, waitress) start for each test; the ones in another process
-(granian, gunicorn) start once per module and target, and share the tally through a
-mapped file. A test that needs what a target lacks by design declares it with
+folder it serves from, and an httpx client. Servers that run in the test's event loop
+(uvicorn, hypercorn, aiohttp) start for each test; the others (waitress in a thread;
+granian and gunicorn in another process, sharing the tally through a mapped file) start
+once per module and target. A test that needs what a target lacks by design declares it with
 `requires` and is skipped there with the reason.
 """
 
@@ -40,6 +40,7 @@ from tests._servers import (
     gunicorn_command,
     launch,
     listening_socket,
+    run_waitress,
     serve,
     serve_aiohttp,
     serve_waitress,
@@ -109,7 +110,14 @@ class Target:
 
     @property
     def remote(self) -> bool:
+        """The server runs in another process."""
         return self.server in ("granian", "gunicorn-sync", "gunicorn-gthread")
+
+    @property
+    def per_module(self) -> bool:
+        """The server serves every test of a module (it does not run in the test's loop,
+        and is slow to start); the others start for each test."""
+        return self.remote or self.server == "waitress"
 
     @property
     def resets_cut_bodies(self) -> bool:
@@ -277,6 +285,22 @@ def _in_process(
         return serve(django_app(tally, root), server)
     build = starlette_app if target.framework == "starlette" else fastapi_app
     return serve(build(tally, root), server)
+
+
+@contextlib.contextmanager
+def serve_for_module(target: Target, root: Path) -> Iterator[tuple[int, Tally]]:
+    """`target`'s app under a server that outlives a test (`Target.per_module`):
+    ``(port, tally)``."""
+    if target.remote:
+        with serve_elsewhere(target, root) as port:
+            yield port, Tally.mapped(root / "tally.bin")
+        return
+    from tests.apps.wsgi_app import create_app
+
+    prepare(root)
+    tally = Tally()
+    with run_waitress(create_app(tally, root)) as (_, port):
+        yield port, tally
 
 
 @contextlib.contextmanager

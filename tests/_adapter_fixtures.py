@@ -4,7 +4,7 @@ that pytest loads it as a plugin):
 
 - `target`: module-scoped, every `Target` of tests/_adapter_contract.py (a module
   may override it with fewer);
-- `elsewhere`: the module's server in another process for the target, if it has one;
+- `module_server`: the module's server for the target, if it serves a whole module;
 - `deployment`: the target's app serving, for one test (see `Deployment`); it skips a
   test marked with `requires` where the target lacks that by design, and marks as
   xfail (strict) a test that fails there today (`KNOWN_DEFECTS`).
@@ -19,15 +19,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from streamfx.metrics import set_metrics
 from tests._adapter_contract import (
     KNOWN_DEFECTS,
     Deployment,
     Target,
-    serve_elsewhere,
+    serve_for_module,
     serve_here,
     targets,
 )
-from tests.apps.tally import Tally
+from tests.apps.tally import Tally, TallyMetrics
 
 
 @pytest.fixture(scope="module", params=targets())
@@ -38,23 +39,24 @@ def target(request: pytest.FixtureRequest) -> Target:
 
 
 @pytest.fixture(scope="module")
-def elsewhere(
+def module_server(
     target: Target, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[int, Path] | None]:
-    """The module's server in another process for `target` (None for one in process)."""
-    if not target.remote:
+) -> Iterator[tuple[int, Path, Tally] | None]:
+    """The module's server for `target` if it serves a whole module (None otherwise):
+    ``(port, root, tally)``."""
+    if not target.per_module:
         yield None
         return
     root = tmp_path_factory.mktemp(target.id)
-    with serve_elsewhere(target, root) as port:
-        yield port, root
+    with serve_for_module(target, root) as (port, tally):
+        yield port, root, tally
 
 
 @pytest.fixture
 async def deployment(
     request: pytest.FixtureRequest,
     target: Target,
-    elsewhere: tuple[int, Path] | None,
+    module_server: tuple[int, Path, Tally] | None,
     tmp_path: Path,
 ) -> AsyncIterator[Deployment]:
     for capability in getattr(request.function, "__requires__", ()):
@@ -65,13 +67,15 @@ async def deployment(
     if defect is not None:
         request.applymarker(pytest.mark.xfail(reason=defect, strict=True))
     async with contextlib.AsyncExitStack() as stack:
-        if elsewhere is None:
+        if module_server is None:
             tally, root = Tally(), tmp_path
             port = await stack.enter_async_context(serve_here(target, tally, root))
         else:
-            port, root = elsewhere
-            tally = Tally.mapped(root / "tally.bin")
+            port, root, tally = module_server
             tally.reset()
+            if not target.remote:  # the app reports to this process's metrics hook
+                previous = set_metrics(TallyMetrics(tally))
+                stack.callback(set_metrics, previous)
         base_url = f"http://127.0.0.1:{port}"
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=30))
         yield Deployment(target, port, tally, root, client)

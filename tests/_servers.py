@@ -7,12 +7,12 @@ shutting it down afterwards (open connections get a short grace period):
 - `serve(app, server)`: an ASGI app under uvicorn or hypercorn;
 - `serve_aiohttp(app)`: an aiohttp app under its own `AppRunner`.
 
-`serve_waitress(app)` runs a WSGI app under waitress in a thread of this process.
+`run_waitress(app)` (and `serve_waitress(app)` for an async test) runs a WSGI app under
+waitress in a thread of this process.
 
-In another process: `serve_command(argv, port)` (async) and `launch(argv, ready_url)` (sync,
-for a server that outlives one test) run a server as a subprocess, wait until it
-accepts connections (answers), and terminate it afterwards. `gunicorn_command` and
-`granian_command` build their command lines.
+In another process: `launch(argv, ready_url)` runs a server as a subprocess (for a
+server that outlives one test), waits until it answers, and terminates it afterwards;
+`gunicorn_command` and `granian_command` build their command lines.
 """
 
 from __future__ import annotations
@@ -129,25 +129,6 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_command(
-    argv: Sequence[str], port: int, env: Mapping[str, str] | None = None
-) -> AsyncIterator[tuple[str, int]]:
-    """Run `argv` (a server listening on 127.0.0.1:`port`) for the duration."""
-    process = await asyncio.create_subprocess_exec(*argv, env={**os.environ, **(env or {})})
-    try:
-        await wait_until_accepting(port, seconds=30)
-        yield "127.0.0.1", port
-    finally:
-        process.terminate()
-        try:
-            async with asyncio.timeout(10):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
-@contextlib.asynccontextmanager
 async def serve_aiohttp(
     app: web.Application, *, shutdown_timeout: float = 2.0, handler_cancellation: bool = False
 ) -> AsyncIterator[tuple[str, int]]:
@@ -170,9 +151,8 @@ async def serve_aiohttp(
 WAITRESS_OUTBUF = 256 * 1024  # what waitress may hold for a client that does not read
 
 
-@contextlib.asynccontextmanager
-async def serve_waitress(app: WSGIApplication) -> AsyncIterator[tuple[str, int]]:
-    """Run a WSGI `app` under waitress in a thread; yields ``("127.0.0.1", port)``."""
+def start_waitress(app: WSGIApplication) -> tuple[TcpWSGIServer, threading.Thread]:
+    """Waitress serving `app` on 127.0.0.1 (a free port) from a thread of this process."""
     server = create_server(
         app,
         host="127.0.0.1",
@@ -186,17 +166,38 @@ async def serve_waitress(app: WSGIApplication) -> AsyncIterator[tuple[str, int]]
     assert isinstance(server, TcpWSGIServer)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    return server, thread
+
+
+def stop_waitress(server: TcpWSGIServer, thread: threading.Thread) -> None:
+    """Close from waitress's own I/O thread (closing its sockets from another thread
+    races with its poll): the listener, the trigger and every connection, which ends
+    the loop; then stop the request threads."""
+    wake: Any = server.trigger  # a waitress.trigger.trigger (typed as int in the stubs)
+    connections: Any = server._map  # type: ignore[attr-defined]
+    wake.pull_trigger(lambda: wasyncore.close_all(connections))
+    thread.join(5)
+    server.task_dispatcher.shutdown()
+
+
+@contextlib.contextmanager
+def run_waitress(app: WSGIApplication) -> Iterator[tuple[str, int]]:
+    """Waitress serving `app` for the block; yields ``("127.0.0.1", port)``."""
+    server, thread = start_waitress(app)
     try:
         yield "127.0.0.1", int(server.getsockname()[1])
     finally:
-        # Closed from waitress's own I/O thread (closing its sockets from another
-        # thread races with its poll): the listener, the trigger and every connection,
-        # which ends the loop; then the request threads are stopped.
-        wake: Any = server.trigger  # a waitress.trigger.trigger (typed as int in the stubs)
-        connections: Any = server._map  # type: ignore[attr-defined]
-        wake.pull_trigger(lambda: wasyncore.close_all(connections))
-        await asyncio.to_thread(thread.join, 5)
-        await asyncio.to_thread(server.task_dispatcher.shutdown)
+        stop_waitress(server, thread)
+
+
+@contextlib.asynccontextmanager
+async def serve_waitress(app: WSGIApplication) -> AsyncIterator[tuple[str, int]]:
+    """`run_waitress` for an async test (stopping blocks, so it runs in a thread)."""
+    server, thread = start_waitress(app)
+    try:
+        yield "127.0.0.1", int(server.getsockname()[1])
+    finally:
+        await asyncio.to_thread(stop_waitress, server, thread)
 
 
 def wait_until_answering(url: str, seconds: float, process: subprocess.Popen[bytes]) -> None:
