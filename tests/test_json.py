@@ -107,7 +107,12 @@ def test_other_keys_are_refused(serializer: JsonSerializer, key: Any) -> None:
 @BOTH
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_nan_and_infinity_are_refused(serializer: JsonSerializer, value: float) -> None:
-    containers: list[Any] = [{"n": value}, [1, [value]], {"a": None, "b": [None, value]}]
+    containers: list[Any] = [
+        {"n": value},
+        [1, [value]],
+        {"a": None, "b": [None, value]},
+        [{"a": None, "b": 1.5}, {"a": None, "b": value}],  # rows with NULLs, and a NaN
+    ]
     for container in containers:
         with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
             serializer.dumps(container)
@@ -124,6 +129,9 @@ def test_nan_and_infinity_are_refused(serializer: JsonSerializer, value: float) 
 def test_null_and_the_word_null_are_not_mistaken_for_nan(serializer: JsonSerializer) -> None:
     value = {"a": None, "b": "null", "c": [None, 1.5, "nullable"]}
     assert json.loads(writes(serializer, value)) == value
+    rows = [{"a": None, "b": 1.5, "c": "x"}, {"a": 1, "b": None, "null": None}]
+    assert json.loads(serializer.dumps(rows)) == rows
+    assert [json.loads(line) for line in serializer.lines(rows).splitlines()] == rows
 
 
 @BOTH
