@@ -145,8 +145,9 @@ class Target:
         return phrase
 
     def upload_error_text(self, message: str) -> str:
-        """The exact body of a refused upload: the `UploadError`'s message."""
-        return message if self.adapter == "asgi" else f"{message}\n"
+        """The exact body of a refused upload, the same on every adapter: the
+        `UploadError`'s message (written for the client)."""
+        return message
 
 
 TARGETS: tuple[Target, ...] = (
