@@ -1,6 +1,6 @@
 # Two commands for a fresh machine with python3 (>= 3.11) and make:
 #   make demo   - install and run the web demo (HOST=127.0.0.1 PORT=8000 to change)
-#   make test   - install and run lint, types and the test suite
+#   make test   - install and run lint, the import rules (lint-imports), types and the tests
 #   make bench  - install the peers (extra "bench"), run the benchmark suite in bench/ and
 #                 rewrite docs/streaming-report.md and docs/img/*.png from what it measured
 #   make bench-quick (or BENCH_QUICK=1 make bench) - the same, CI-sized, into bench-results/quick/
@@ -12,7 +12,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: demo tour test lint typecheck pytest bench bench-quick clean
+.PHONY: demo tour test lint imports typecheck pytest bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +30,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The layer rule of docs/architecture.md (contracts in pyproject.toml).
+imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck pytest
+test: lint imports typecheck pytest
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -2,7 +2,10 @@
 
 The core is a set of typed async-iterator combinators that know nothing about HTTP;
 encoders turn their items into bytes, `StreamResponse` carries the bytes, and adapters
-serve it. ``docs/architecture.md`` in the repository maps the layers.
+(`streamfx.adapters.*`, never imported from here) serve it. Every public name is
+re-exported here; the packages whose names start with an underscore are private.
+``docs/architecture.md`` in the repository maps the layers, the rules every part keeps
+and the module where each behaviour lives.
 """
 
 from streamfx._core.buffer import buffer

@@ -306,13 +306,13 @@ def test_error_before_the_first_chunk_is_a_500(server: Server) -> None:
     reply = httpx.get(f"{server.url}/fail?mode=before", timeout=10)
     assert reply.status_code == 500
     assert reply.headers["content-type"] == "text/plain; charset=utf-8"
-    assert reply.text == "Internal Server Error\n"
+    assert reply.text == "Internal Server Error"
 
 
 def test_error_with_a_status_before_the_first_chunk_uses_it(server: Server) -> None:
     reply = httpx.get(f"{server.url}/fail?mode=status", timeout=10)
     assert reply.status_code == 403
-    assert reply.text == "not allowed here\n"
+    assert reply.text == "Forbidden"  # the message stays in the server log
 
 
 def test_error_after_start_aborts_a_chunked_body(server: Server) -> None:
@@ -536,7 +536,7 @@ def test_export_failing_midway_never_looks_complete(server: Server, kind: str) -
 def test_export_failing_before_the_first_row_is_a_500(server: Server) -> None:
     reply = httpx.get(f"{server.url}/export/ndjson?rows=5&fail_at=0", timeout=10)
     assert reply.status_code == 500
-    assert reply.text == "Internal Server Error\n"
+    assert reply.text == "Internal Server Error"
 
 
 # -- uploads ---------------------------------------------------------------------------
@@ -611,7 +611,6 @@ def test_refused_upload_keeps_nothing(
     assert reply.status_code == status
     assert reply.headers["content-type"] == "text/plain; charset=utf-8"
     assert message in reply.text
-    assert reply.text.endswith("\n")
     assert len(reply.text) < 300
     assert uploaded_files(server) == before
     assert server.background_tasks() == 0
@@ -737,7 +736,7 @@ def test_an_error_from_for_request_becomes_its_status() -> None:
     response = StreamResponse(200, [], body(), respond_to=respond)
     started, iterable = call(to_wsgi(response))
     assert started.status == "404 Not Found"
-    assert list(iterable) == [b"no such file: a.txt\n"]
+    assert list(iterable) == [b"Not Found"]
 
 
 def test_ready_chunks_leave_together_and_a_lone_chunk_at_once() -> None:

@@ -283,3 +283,18 @@ async def test_redis_stopped_and_restarted_mid_stream(health: HealthWatch) -> No
         assert health.reports[:3] == [True, False, True]
     finally:
         server.stop()
+
+
+async def test_health_follows_redis_even_with_no_subscriber(health: HealthWatch) -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        async with hub_on(server, "health:") as hub:
+            assert hub.healthy
+            await asyncio.to_thread(server.stop)
+            await health.until(hub, False)
+            await asyncio.to_thread(server.start)
+            await health.until(hub, True)
+            assert await hub.publish("t", "back")
+    finally:
+        server.stop()

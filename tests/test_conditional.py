@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from starlette.datastructures import Headers as StarletteHeaders
 
 from streamfx._download.conditional import (
     RequestHeaders,
@@ -36,6 +40,41 @@ def test_headers_are_case_insensitive_and_repeated_lines_join() -> None:
     headers = RequestHeaders([("If-None-Match", '"a"'), ("if-none-match", '"b"')])
     assert headers.get("IF-NONE-MATCH") == '"a", "b"'
     assert headers.get("range") is None
+
+
+def test_single_is_only_for_a_header_on_one_line() -> None:
+    headers = RequestHeaders([("Range", "bytes=0-1"), ("range", "bytes=2-3"), ("If-Range", "x")])
+    assert headers.single("range") is None
+    assert headers.single("IF-RANGE") == "x"
+    assert headers.single("if-match") is None
+    assert headers.count("Range") == 2
+
+
+def test_headers_from_a_mapping_from_bytes_and_from_multidicts() -> None:
+    assert RequestHeaders({"Range": "bytes=0-1"}).get("range") == "bytes=0-1"
+    raw = RequestHeaders([(b"If-None-Match", b'"a"'), (b"if-none-match", b'"\xe9"')])
+    assert raw.get("if-none-match") == '"a", "\xe9"'  # bytes are latin-1
+    starlette = StarletteHeaders(raw=[(b"if-none-match", b'"a"'), (b"If-None-Match", b'"b"')])
+    assert RequestHeaders(starlette).get("If-None-Match") == '"a", "b"'
+    multi = CIMultiDictProxy(CIMultiDict([("If-None-Match", '"a"'), ("IF-NONE-MATCH", '"b"')]))
+    assert RequestHeaders(multi).get("if-none-match") == '"a", "b"'
+
+
+def test_repeated_lines_follow_rfc_9110() -> None:
+    # If-None-Match is a list: two lines are one list, so either tag matches
+    assert check(("If-None-Match", '"x"'), ("If-None-Match", '"abc-10"')) == 304
+    # If-Match too: any listed tag lets the request through
+    assert check(("If-Match", '"x"'), ("If-Match", '"abc-10"')) is None
+    # the dates hold one value: repeated, they are ignored
+    assert check(("If-Unmodified-Since", EARLIER), ("If-Unmodified-Since", EARLIER)) is None
+
+
+@pytest.mark.parametrize(
+    "headers", ["range: bytes=0-1", b"range", 3, [("range",)], [("range", 1)], {"a": ["b"]}]
+)
+def test_headers_of_another_shape_are_a_type_error(headers: Any) -> None:
+    with pytest.raises(TypeError, match=r"request[ _]header"):
+        RequestHeaders(headers)
 
 
 @pytest.mark.parametrize(

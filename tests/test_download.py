@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
+from starlette.applications import Starlette
+from starlette.datastructures import Headers as StarletteHeaders
+from starlette.requests import Request
+from starlette.routing import Route
 
 import streamfx._download.file_body as file_body
 from streamfx import (
@@ -24,7 +33,10 @@ from streamfx import (
     download,
 )
 from streamfx._download.ranges import ByteRange
+from streamfx.adapters.aiohttp import to_aiohttp
+from streamfx.adapters.asgi import to_asgi
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests._servers import serve
 from tests.byteranges_parser import parse_byteranges
 
 CHUNK = 64 * 1024
@@ -98,6 +110,48 @@ async def test_filename_and_content_type(path: Path) -> None:
     assert download(archive).header("content-type") == "application/gzip"
 
 
+# -- any filename gives a response (defect 5) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("filename", "disposition"),
+    [
+        ("a\r\nSet-Cookie: x=1.txt", 'attachment; filename="aSet-Cookie: x=1.txt"'),
+        ("report\x00.pdf", 'attachment; filename="report.pdf"'),
+        ("tab\there.pdf", 'attachment; filename="tabhere.pdf"'),
+        ("", 'attachment; filename="download"'),
+        ("invoice\u202egnp.exe", 'attachment; filename="invoicegnp.exe"'),
+        ("../../etc/passwd", 'attachment; filename=".._.._etc_passwd"'),
+        ("\udc80.txt", "attachment; filename=\"download.txt\"; filename*=UTF-8''%EF%BF%BD.txt"),
+        ("a" * 10_000 + ".pdf", f'attachment; filename="{"a" * 251}.pdf"'),
+    ],
+)
+async def test_a_filename_that_cannot_be_sent_as_it_is_is_rewritten(
+    path: Path, data: bytes, filename: str, disposition: str
+) -> None:
+    for response in (
+        download(path, filename=filename),
+        download(stream([b"x"]), filename=filename),
+    ):
+        assert response.header("content-disposition") == disposition
+        await response.aclose()
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    filename=st.text(
+        st.characters(codec=None, exclude_categories=()) | st.sampled_from("\udc80\u202e/")
+    )
+)
+def test_any_filename_gives_a_latin1_header(path: Path, filename: str) -> None:
+    response = download(path, filename=filename)
+    for name, value in response.headers:
+        name.encode("latin-1")
+        value.encode("latin-1")
+        assert value.isprintable()
+    assert response.header("content-type")
+
+
 async def test_empty_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
@@ -136,6 +190,23 @@ async def test_metrics_are_reported(path: Path, data: bytes) -> None:
     assert metrics.active["download", ""] == 0
 
 
+async def test_name_labels_the_metrics(path: Path, data: bytes) -> None:
+    metrics = InMemoryMetrics()
+    previous = set_metrics(metrics)
+    try:
+        await body_of(download(path, name="reports"))
+        await body_of(download(path, name="reports").for_request("GET", [("Range", "bytes=0-9")]))
+        await body_of(download(stream([b"ab", b"c"]), name="live"))
+    finally:
+        set_metrics(previous)
+    assert metrics.bytes["download", "reports"] == len(data) + 10
+    assert metrics.outcomes["download", "reports", "completed"] == 2
+    assert metrics.items["download", "live"] == 2
+    assert metrics.bytes["download", "live"] == 3
+    assert metrics.outcomes["download", "live", "completed"] == 1
+    assert ("download", "") not in metrics.items
+
+
 # -- request dependence ------------------------------------------------------------
 
 
@@ -148,6 +219,99 @@ async def test_respond_to_is_set_only_without_request_headers(path: Path) -> Non
     assert direct.status == 206
     assert direct.respond_to is None
     assert direct.for_request("GET", []) is direct
+
+
+# -- request_headers in any form (defect 4) ----------------------------------------
+
+
+def etag_of(path: Path) -> str:
+    etag = download(path).header("etag")
+    assert etag is not None
+    return etag
+
+
+Pairs = list[tuple[str, str]]
+HEADER_FORMS: dict[str, Callable[[Pairs], Any]] = {
+    "dict": dict,
+    "str pairs": list,
+    "iterator": iter,
+    "bytes pairs": lambda pairs: [(n.encode(), v.encode()) for n, v in pairs],
+    "bytes lists": lambda pairs: [[n.encode(), v.encode()] for n, v in pairs],
+    "starlette": lambda pairs: StarletteHeaders(raw=[(n.encode(), v.encode()) for n, v in pairs]),
+    "multidict": lambda pairs: CIMultiDictProxy(CIMultiDict(pairs)),
+}
+"""Request headers in each form `download` accepts, built from ``(name, value)`` pairs."""
+MULTI_LINE_FORMS = [form for form in HEADER_FORMS if form != "dict"]  # a dict has one line
+
+
+@pytest.mark.parametrize("form", HEADER_FORMS)
+async def test_request_headers_in_every_form(path: Path, data: bytes, form: str) -> None:
+    make = HEADER_FORMS[form]
+    ranged = download(path, request_headers=make([("Range", "bytes=0-9")]))
+    assert ranged.status == 206
+    assert await body_of(ranged) == data[:10]
+    etag = etag_of(path)
+    cached = download(path, request_headers=make([("IF-NONE-MATCH", etag)]))
+    assert cached.status == 304
+    plain = download(path, request_headers=make([]))
+    assert plain.status == 200
+    await plain.aclose()
+    head = download(path, request_headers=make([("range", "bytes=0-9")]), method="HEAD")
+    assert head.status == 200
+    assert head.header("content-length") == str(len(data))
+
+
+@pytest.mark.parametrize("form", MULTI_LINE_FORMS)
+async def test_repeated_request_headers(path: Path, data: bytes, form: str) -> None:
+    make = HEADER_FORMS[form]
+    etag = etag_of(path)
+    # If-None-Match is a list: its lines combine, and the second one matches
+    lines = [("If-None-Match", '"other"'), ("if-none-match", etag)]
+    assert download(path, request_headers=make(lines)).status == 304
+    # a Range on two lines is malformed: ignored, the whole file is sent
+    for lines in (
+        [("Range", "bytes=0-9"), ("Range", "20-29")],
+        [("Range", "bytes=0-9"), ("range", "bytes=0-9")],
+    ):
+        response = download(path, request_headers=make(lines))
+        assert response.status == 200, lines
+        assert await body_of(response) == data
+    # so is a Range under a repeated If-Range, even when each line matches
+    lines = [("Range", "bytes=0-9"), ("If-Range", etag), ("If-Range", etag)]
+    response = download(path, request_headers=make(lines))
+    assert response.status == 200
+    assert await body_of(response) == data
+    # a repeated If-Modified-Since is ignored
+    modified = download(path).header("last-modified")
+    assert modified is not None
+    lines = [("If-Modified-Since", modified), ("If-Modified-Since", modified)]
+    response = download(path, request_headers=make(lines))
+    assert response.status == 200
+    await response.aclose()
+
+
+@pytest.mark.parametrize(
+    ("headers", "match"),
+    [
+        ("range: bytes=0-9", "mapping or an iterable of \\(name, value\\) pairs, not str"),
+        (b"range: bytes=0-9", "not bytes"),
+        (42, "not int"),
+        (object(), "not object"),
+        ([("range",)], "must be a \\(name, value\\) pair"),
+        (["ab"], "must be a \\(name, value\\) pair"),
+        ([("range", "bytes=0-9", "x")], "must be a \\(name, value\\) pair"),
+        ([("range", 5)], "value must be str or bytes, not int"),
+        ([(None, "x")], "name must be str or bytes, not NoneType"),
+        ({"range": ["bytes=0-9"]}, "value must be str or bytes, not list"),
+    ],
+)
+def test_request_headers_of_any_other_shape_are_a_type_error(
+    path: Path, headers: Any, match: str
+) -> None:
+    with pytest.raises(TypeError, match=match):
+        download(path, request_headers=headers)
+    with pytest.raises(TypeError, match=match):
+        download(stream([b"x"]), request_headers=headers)
 
 
 async def test_304_from_if_none_match_and_if_modified_since(path: Path) -> None:
@@ -391,8 +555,10 @@ def test_missing_files_and_non_files_are_not_found(root: Path, tmp_path: Path) -
 
 
 def test_bad_arguments(path: Path) -> None:
-    with pytest.raises(ValueError, match="control character"):
-        download(path, filename="a\r\nSet-Cookie: x=1")
+    with pytest.raises(TypeError, match="filename must be a str"):
+        download(path, filename=b"a.txt")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="name must be a str"):
+        download(path, name=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="content_type"):
         download(path, content_type="text/plain\r\nX-Evil: 1")
     with pytest.raises(ValueError, match="size"):
@@ -436,62 +602,89 @@ async def test_early_close_closes_the_file_and_leaves_no_task(
     assert open_fds() == before
 
 
+@dataclass
+class BlockedRead:
+    """Makes the next file read block in its worker thread until `release` is set.
+
+    `started` is set once the thread is inside the read; `closing` once the reader's
+    cleanup (``_ThreadedFile.aclose``) has begun; `closed` once the file is closed.
+    Tests wait on these events, never on the clock.
+    """
+
+    started: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        threaded = file_body._ThreadedFile
+        read, aclose, close_now = threaded._read, threaded.aclose, threaded._close_now
+
+        def blocking_read(file: Any, *args: Any) -> list[bytes]:
+            self.started.set()
+            self.release.wait(30)
+            return read(file, *args)
+
+        async def signalling_aclose(file: Any) -> None:
+            self.closing.set()
+            await aclose(file)
+
+        def signalling_close_now(file: Any) -> None:
+            close_now(file)
+            self.closed.set()
+
+        monkeypatch.setattr(threaded, "_read", blocking_read)
+        monkeypatch.setattr(threaded, "aclose", signalling_aclose)
+        monkeypatch.setattr(threaded, "_close_now", signalling_close_now)
+
+
+async def wait_for(event: asyncio.Event) -> None:
+    async with asyncio.timeout(30):  # a hang guard only: events end every wait
+        await event.wait()
+
+
 async def test_closing_while_a_read_is_in_flight_waits_for_it(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started = threading.Event()
-    release = threading.Event()
-    original = file_body._ThreadedFile._read
-
-    def slow(self: Any, *args: Any) -> list[bytes]:
-        started.set()
-        release.wait(5)
-        return original(self, *args)
-
-    monkeypatch.setattr(file_body._ThreadedFile, "_read", slow)
+    blocked = BlockedRead()
+    blocked.install(monkeypatch)
     before = open_fds()
     body = file_body.read_spans(path, [ByteRange(0, 100)])
     reader = asyncio.ensure_future(anext(body))
-    await asyncio.to_thread(started.wait, 5)
+    await asyncio.to_thread(blocked.started.wait, 30)
     reader.cancel()
-    await asyncio.sleep(0.01)
+    await wait_for(blocked.closing)
+    for _ in range(10):  # give the reader every chance to (wrongly) finish
+        await asyncio.sleep(0)
     # the cancelled reader is still in its cleanup: the file is not closed under the thread
     assert not reader.done()
+    assert not blocked.closed.is_set()
     assert open_fds() == before + 1
-    release.set()
+    blocked.release.set()
     with pytest.raises(asyncio.CancelledError):
         await reader
+    assert blocked.closed.is_set()
     assert open_fds() == before
 
 
 async def test_cancelled_again_during_cleanup_the_file_closes_when_the_read_ends(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started = threading.Event()
-    release = threading.Event()
-    original = file_body._ThreadedFile._read
-
-    def slow(self: Any, *args: Any) -> list[bytes]:
-        started.set()
-        release.wait(5)
-        return original(self, *args)
-
-    monkeypatch.setattr(file_body._ThreadedFile, "_read", slow)
+    blocked = BlockedRead()
+    blocked.install(monkeypatch)
     before = open_fds()
     body = file_body.read_spans(path, [ByteRange(0, 100)])
     reader = asyncio.ensure_future(anext(body))
-    await asyncio.to_thread(started.wait, 5)
+    await asyncio.to_thread(blocked.started.wait, 30)
     reader.cancel()
-    await asyncio.sleep(0.01)
+    await wait_for(blocked.closing)
     reader.cancel()  # gives up waiting for the read
     with pytest.raises(asyncio.CancelledError):
         await reader
+    assert not blocked.closed.is_set()
     assert open_fds() == before + 1  # still in use by the thread
-    release.set()
-    for _ in range(200):
-        if open_fds() == before:
-            break
-        await asyncio.sleep(0.005)
+    blocked.release.set()
+    await wait_for(blocked.closed)  # closed by the read's done callback
     assert open_fds() == before
 
 
@@ -593,3 +786,76 @@ async def test_default_stream_buffer_holds_256() -> None:
         await asyncio.sleep(0)
     assert 256 <= log.count("yield") <= 256 + 2
     await response.aclose()
+
+
+# -- request.headers through real servers (defect 4) -------------------------------
+
+
+def asgi_raw_app(path: Path) -> Any:
+    """A bare ASGI app that hands ``scope["headers"]`` (bytes pairs) to download."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        response = download(path, request_headers=scope["headers"], method=scope["method"])
+        await to_asgi(response)(scope, receive, send)
+
+    return app
+
+
+def starlette_app(path: Path) -> Any:
+    """A Starlette route that hands ``request.headers`` to download."""
+
+    async def route(request: Request) -> Any:
+        return to_asgi(download(path, request_headers=request.headers, method=request.method))
+
+    return Starlette(routes=[Route("/file", route, methods=["GET", "HEAD"])])
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_server(path: Path) -> AsyncIterator[tuple[str, int]]:
+    """aiohttp's own server; the handler hands ``request.headers`` (a CIMultiDictProxy)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = download(path, request_headers=request.headers, method=request.method)
+        return await to_aiohttp(request, response)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield "127.0.0.1", int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("server", ["asgi raw", "starlette", "aiohttp"])
+async def test_request_headers_from_a_real_server(path: Path, data: bytes, server: str) -> None:
+    if server == "aiohttp":
+        running = aiohttp_server(path)
+    else:
+        running = serve(asgi_raw_app(path) if server == "asgi raw" else starlette_app(path))
+    async with running as (host, port), httpx.AsyncClient() as client:
+        url = f"http://{host}:{port}/file"
+        full = await client.get(url)
+        assert full.status_code == 200
+        assert full.content == data
+        etag = full.headers["etag"]
+        ranged = await client.get(url, headers={"Range": "bytes=0-9"})
+        assert ranged.status_code == 206
+        assert ranged.content == data[:10]
+        assert ranged.headers["content-range"] == f"bytes 0-9/{len(data)}"
+        # repeated lines reach download as repeated lines
+        cached = await client.get(
+            url, headers=[("If-None-Match", '"other"'), ("If-None-Match", etag)]
+        )
+        assert cached.status_code == 304
+        twice = await client.get(url, headers=[("Range", "bytes=0-9"), ("Range", "20-29")])
+        assert twice.status_code == 200
+        assert twice.content == data
+        head = await client.head(url, headers={"Range": "bytes=0-9"})
+        assert head.status_code == 200
+        assert head.headers["content-length"] == str(len(data))
+        assert head.content == b""

@@ -226,6 +226,14 @@ async def test_non_ascii_filename_gets_rfc5987_form() -> None:
     await response.aclose()
 
 
+async def test_a_filename_that_cannot_be_sent_as_it_is_is_rewritten_not_refused() -> None:
+    response = export([], "csv", filename="a\r\nSet-Cookie: x\u202egnp.csv")
+    assert response.header("content-disposition") == (
+        'attachment; filename="aSet-Cookie: xgnp.csv"'
+    )
+    await response.aclose()
+
+
 class NeverIterated:
     """A source that fails the test if anything iterates it."""
 
@@ -238,8 +246,6 @@ class NeverIterated:
     [
         ({"format": "xml"}, ValueError, "unknown export format 'xml'"),
         ({"format": "JSON"}, ValueError, "unknown export format"),
-        ({"format": "csv", "filename": "a\r\nSet-Cookie: x.csv"}, ValueError, "control"),
-        ({"format": "csv", "filename": 'a"b\n.csv'}, ValueError, "control"),
         ({"format": "csv", "fields": []}, ValueError, "at least one column"),
         ({"format": "csv", "fields": "ab"}, TypeError, "not a single str"),
         ({"format": "csv", "fields": ["a", "a"]}, ValueError, "repeated: \\['a'\\]"),

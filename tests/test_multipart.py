@@ -1,5 +1,5 @@
-"""Tests for `parse_multipart` (streamfx/_multipart.py, streamfx/_part.py,
-streamfx/_upload_errors.py)."""
+"""Tests for `parse_multipart` and `Part` (streamfx/_upload/: multipart.py, framing.py,
+part.py, errors.py), the upload metrics included."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from streamfx import (
     parse_multipart,
 )
 from streamfx._upload.part import disposition_params
+from streamfx.metrics import InMemoryMetrics, set_metrics
 
 BOUNDARY = "----streamfxBoundary7MA4YWxkTrZu0gW"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -791,3 +792,140 @@ def test_import_works_without_python_multipart() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert "pip install 'streamfx[multipart]'" in result.stdout
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def metrics() -> Iterator[InMemoryMetrics]:
+    """The process-wide hook, recording, for the length of one test."""
+    hook = InMemoryMetrics()
+    previous = set_metrics(hook)
+    try:
+        yield hook
+    finally:
+        set_metrics(previous)
+
+
+def upload_figures(hook: InMemoryMetrics, name: str = "") -> dict[str, object]:
+    key = ("upload", name)
+    return {
+        "opened": hook.opened[key],
+        "active": hook.active[key],
+        "parts": hook.items[key],
+        "bytes": hook.bytes[key],
+        "closed": len(hook.durations.get(key, [])),
+        "outcomes": {o: n for (k, nm, o), n in hook.outcomes.items() if (k, nm) == key},
+    }
+
+
+@pytest.mark.parametrize("size", [1, 100, 64 * KIB])
+async def test_a_complete_upload_reports_its_parts_and_body_bytes_once(
+    metrics: InMemoryMetrics, size: int
+) -> None:
+    specs = [Spec("a", b"x" * 300), Spec("b", b"y" * 5000, "b.bin"), Spec("c", b"")]
+    body = Body(encode(specs), size)
+    assert await collect(body, name="/upload") == expected(specs)
+    assert upload_figures(metrics, "/upload") == {
+        "opened": 1,
+        "active": 0,
+        "parts": 3,
+        "bytes": body.sent,  # every body byte read, framing included
+        "closed": 1,
+        "outcomes": {"completed": 1},
+    }
+    assert body.sent >= len(encode(specs)) - 2  # at most the final CRLF is left unread
+    assert metrics.total("opened") == 1  # reported under its kind and name only
+
+
+async def test_an_upload_refused_midway_reports_one_error(metrics: InMemoryMetrics) -> None:
+    body = Body(encode([Spec("a", b"1"), Spec("b", b"2"), Spec("c", b"3")]), 10)
+    _, error = await collect_until_error(body, max_parts=2)
+    assert isinstance(error, UploadTooLarge)
+    figures = upload_figures(metrics)
+    assert figures["outcomes"] == {"error": 1}
+    assert (figures["opened"], figures["active"], figures["closed"]) == (1, 0, 1)
+    assert figures["parts"] == 2  # the third was refused as it began
+
+
+async def test_a_failing_body_reports_an_error_once(metrics: InMemoryMetrics) -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield encode([Spec("a", b"1" * 100)])[:120]
+        raise ConnectionResetError("client went away")
+
+    parts = parse_multipart(failing(), CONTENT_TYPE, **LIMITS)
+    part = await anext(parts)
+    with pytest.raises(ConnectionResetError):
+        await part.read()
+    with pytest.raises(ConnectionResetError):
+        await anext(parts)
+    await parts.aclose()
+    assert upload_figures(metrics)["outcomes"] == {"error": 1}
+    assert upload_figures(metrics)["bytes"] == 120
+
+
+async def test_stopping_early_reports_closed(metrics: InMemoryMetrics) -> None:
+    body = Body(encode([Spec("a", b"1"), Spec("b", b"2")]), 1)
+    async with parse_multipart(body, CONTENT_TYPE, **LIMITS) as parts:
+        async for _part in parts:
+            break
+    figures = upload_figures(metrics)
+    assert figures["outcomes"] == {"closed": 1}
+    assert (figures["opened"], figures["active"], figures["parts"]) == (1, 0, 1)
+
+
+async def test_a_cancelled_reader_reports_closed(metrics: InMemoryMetrics) -> None:
+    gate = asyncio.Event()
+
+    waiting = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield raw_part(b'Content-Disposition: form-data; name="a"\r\n', b"x")
+        waiting.set()
+        await gate.wait()
+        yield closing()
+
+    parts = parse_multipart(slow(), CONTENT_TYPE, **LIMITS)
+    part = await anext(parts)
+    task = asyncio.create_task(part.read())
+    await waiting.wait()  # the reader is blocked on the body
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await parts.aclose()
+    assert upload_figures(metrics)["outcomes"] == {"closed": 1}
+    assert upload_figures(metrics)["active"] == 0
+
+
+async def test_an_upload_closed_before_it_was_read_reports_nothing(
+    metrics: InMemoryMetrics,
+) -> None:
+    parts = parse_multipart(Body(encode([Spec("a", b"1")])), CONTENT_TYPE, **LIMITS)
+    await parts.aclose()
+    assert metrics == InMemoryMetrics()
+
+
+async def test_metrics_argument_takes_the_place_of_the_process_wide_hook(
+    metrics: InMemoryMetrics,
+) -> None:
+    own = InMemoryMetrics()
+    await collect(Body(encode([Spec("a", b"1")])), name="n", metrics=own)
+    assert metrics == InMemoryMetrics()
+    assert upload_figures(own, "n")["outcomes"] == {"completed": 1}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs=specs_strategy, sizes=chunkings)
+async def test_any_chunking_reports_the_same_figures(specs: list[Spec], sizes: list[int]) -> None:
+    hook = InMemoryMetrics()
+    body = Body(encode(specs), sizes)
+    await collect(body, metrics=hook)
+    assert upload_figures(hook) == {
+        "opened": 1,
+        "active": 0,
+        "parts": len(specs),
+        "bytes": body.sent,
+        "closed": 1,
+        "outcomes": {"completed": 1},
+    }

@@ -16,6 +16,14 @@ nanoseconds) and size, as nginx does, and its ``Last-Modified`` date. Strong, so
 `if_range_allows` answers whether a ``Range`` may be honoured: an entity-tag must
 match strongly (a weak one never does), a date must equal ``Last-Modified`` exactly.
 
+A header sent on several lines (RFC 9110 5.3): ``If-Match`` and ``If-None-Match`` are
+lists, so their lines combine into one list (``If-None-Match: "a"`` and
+``If-None-Match: "b"`` match either tag). ``If-Modified-Since`` and
+``If-Unmodified-Since`` hold one date, so a repeated one is ignored; so is a repeated
+``If-Range``, which then never allows the Range (the whole file is sent). A repeated
+``Range`` is malformed and is ignored by `download` (200 with the whole file), as
+servers do.
+
 Dates are read with `email.utils.parsedate_to_datetime`, which takes the three
 HTTP-date forms (IMF-fixdate, RFC 850, asctime); an invalid date makes its header be
 ignored, as RFC 9110 says.
@@ -26,24 +34,42 @@ from __future__ import annotations
 import email.utils
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from typing import TypeAlias
 
 _ENTITY_TAG = re.compile(r'(W/)?"([^"]*)"')
 
 
-class RequestHeaders:
-    """Case-insensitive read access to request headers given as ``(name, value)`` pairs.
+HeadersInput: TypeAlias = (
+    Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]]
+)
+"""Request headers as a framework gives them: a mapping (a ``dict``, Starlette's
+``Headers``, aiohttp's ``CIMultiDictProxy``, Django's ``request.headers``...) or an
+iterable of ``(name, value)`` pairs (WSGI-style ``str`` pairs, ASGI's raw ``bytes``
+pairs). Names may be in any case; ``bytes`` are decoded as latin-1."""
 
-    Several lines of the same header are joined with ``", "`` (RFC 9110 5.3).
+
+class RequestHeaders:
+    """Case-insensitive read access to request headers (any `HeadersInput`).
+
+    A mapping is read through its ``items()`` when it has one, so multi-dicts
+    (Starlette ``Headers``, ``multidict``) give every line of a repeated header; any
+    other iterable must yield ``(name, value)`` pairs. Anything else raises `TypeError`
+    when the object is built, naming what was wrong.
+
+    `get` joins several lines of the same header with ``", "``, which is what they
+    mean for list-valued headers such as ``If-None-Match`` (RFC 9110 5.3); `single`
+    gives a header's value only when it came on exactly one line, for headers that
+    allow one value (``Range``, ``If-Range``, the dates).
     """
 
     __slots__ = ("_fields",)
 
-    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, headers: HeadersInput) -> None:
         fields: dict[str, list[str]] = {}
-        for name, value in pairs:
+        for name, value in _pairs(headers):
             fields.setdefault(name.lower(), []).append(value)
         self._fields = fields
 
@@ -51,8 +77,44 @@ class RequestHeaders:
         values = self._fields.get(name.lower())
         return None if values is None else ", ".join(values)
 
+    def single(self, name: str) -> str | None:
+        """The value of `name` if it came on exactly one line, else None."""
+        values = self._fields.get(name.lower(), ())
+        return values[0] if len(values) == 1 else None
+
     def count(self, name: str) -> int:
         return len(self._fields.get(name.lower(), ()))
+
+
+def _pairs(headers: object) -> Iterator[tuple[str, str]]:
+    if isinstance(headers, str | bytes | bytearray | memoryview):
+        raise TypeError(
+            "request_headers must be a mapping or an iterable of (name, value) pairs, "
+            f"not {type(headers).__name__}"
+        )
+    items = getattr(headers, "items", None)
+    if callable(items):
+        pairs = items()
+    elif isinstance(headers, Iterable):
+        pairs = headers
+    else:
+        raise TypeError(
+            "request_headers must be a mapping or an iterable of (name, value) pairs, "
+            f"not {type(headers).__name__}"
+        )
+    for pair in pairs:
+        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(f"each request header must be a (name, value) pair, got {pair!r:.80}")
+        name, value = pair
+        yield _text(name, "name"), _text(value, "value")
+
+
+def _text(field: object, what: str) -> str:
+    if isinstance(field, str):
+        return field
+    if isinstance(field, bytes | bytearray):
+        return bytes(field).decode("latin-1")
+    raise TypeError(f"a request header {what} must be str or bytes, not {type(field).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +198,6 @@ def if_range_allows(value: str, validators: Validators) -> bool:
 
 
 def _single_date(headers: RequestHeaders, name: str) -> int | None:
-    if headers.count(name) != 1:
-        return None
-    value = headers.get(name)
+    value = headers.single(name)
     # An HTTP-date holds at most one comma (after the day name); more means a list.
     return None if value is None or value.count(",") > 1 else parse_http_date(value)

@@ -5,14 +5,17 @@ From a **path**, the response is conditional and range-aware (RFC 9110):
 - headers: ``Content-Type`` (given, else guessed from `filename` or the path's name,
   else ``application/octet-stream``), ``Content-Length``, ``Accept-Ranges: bytes``, a
   strong ``ETag`` (modification time and size) and ``Last-Modified``, and
-  ``Content-Disposition: attachment`` when `filename` is given;
+  ``Content-Disposition: attachment`` when `filename` is given (any string: one that
+  cannot be sent as it is, say a user's name with CR/LF, a U+202E or a ``/``, is
+  rewritten by `streamfx._response.disposition.content_disposition`, never refused);
 - ``If-Match`` / ``If-Unmodified-Since`` -> 412; ``If-None-Match`` /
   ``If-Modified-Since`` -> 304 (see `streamfx._download.conditional` for the order);
 - ``Range`` on GET: one range -> 206 with ``Content-Range``; several -> 206
   ``multipart/byteranges`` with a random boundary (overlapping and adjacent ranges
   are merged, at most 32 are honoured); ``bytes=-N`` and ``bytes=N-``; nothing
-  satisfiable -> 416 with ``Content-Range: bytes */SIZE``; a malformed Range, or one
-  whose ``If-Range`` does not match, is ignored (200 with the whole file);
+  satisfiable -> 416 with ``Content-Range: bytes */SIZE``; a malformed Range, a Range
+  sent on more than one line, or one whose ``If-Range`` does not match (or is
+  repeated), is ignored (200 with the whole file);
 - HEAD: the same status and headers as GET without Range, and no body;
 - `file` is set (a `FileRange`) for a full GET and a single-range 206, so that an
   adapter may send it with zero copy.
@@ -21,6 +24,14 @@ With `request_headers` None, the response is the one for a request without
 conditional or range headers, and carries `respond_to`: adapters call
 ``response.for_request(method, headers)`` and get the right one, so a route need not
 copy request headers. Given `request_headers`, the response answers them directly.
+`request_headers` may be any mapping or iterable of ``(name, value)`` pairs, ``str``
+or ``bytes``, names in any case: ``request.headers`` from Starlette, aiohttp, Django
+or Flask, a ``dict``, or ASGI's ``scope["headers"]``; repeated lines are kept (see
+`streamfx._download.conditional` for what a repeated header means). Anything else is
+a `TypeError` at the call.
+
+`name` labels the body in metrics: it is reported to the metrics hook as
+``("download", name)``, like the `name` of `sse` and `export`.
 
 The path is resolved and measured (``stat``) when `download` is called, synchronously:
 headers depend on it, and a missing file is reported at once (`DownloadNotFound`).
@@ -37,7 +48,8 @@ writers to the tree.
 From an **async iterable** of bytes: 200, ``Content-Length`` when `size` is given (and
 then the body raises `DownloadError` if the source yields more or fewer bytes, so the
 adapter aborts rather than sending a body that lies about its length), no validators
-and no Range support (a Range header is ignored, as RFC 9110 allows). HEAD gets the
+and no Range support (a Range header is ignored, as RFC 9110 allows; `request_headers`
+are checked for their shape and not looked at). HEAD gets the
 headers and no body; the source is then closed without being read.
 
 The default buffer is `DOWNLOAD_POLICY`: suspend, 256 chunks. With 64 KiB chunks a
@@ -53,13 +65,14 @@ import os
 import re
 import secrets
 import stat as stat_module
-from collections.abc import AsyncGenerator, AsyncIterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable
 from pathlib import Path, PurePath
 
 from streamfx._core.buffer import buffer as buffered
 from streamfx._core.policy import BufferPolicy
 from streamfx._core.util import aclose_iterator
 from streamfx._download.conditional import (
+    HeadersInput,
     RequestHeaders,
     Validators,
     evaluate_preconditions,
@@ -84,18 +97,23 @@ def download(
     content_type: str | None = None,
     size: int | None = None,
     root: str | os.PathLike[str] | None = None,
-    request_headers: Sequence[tuple[str, str]] | None = None,
+    request_headers: HeadersInput | None = None,
     method: str = "GET",
     buffer: BufferPolicy | None = None,
+    name: str = "",
 ) -> StreamResponse:
     """A download response for `source`, a path or an async iterable of bytes.
 
-    See the module docstring for the headers, statuses and body. Raises at the call:
-    `DownloadNotFound` (no regular file there), `PathOutsideRoot` (escapes `root`),
-    `ValueError` for a filename with control characters, a content type that cannot be
+    See the module docstring for the headers, statuses and body; `name` labels the
+    stream in metrics. Raises at the call: `DownloadNotFound` (no regular file there),
+    `PathOutsideRoot` (escapes `root`), `ValueError` for a content type that cannot be
     a header value, a negative `size`, `size` with a path or `root` with an iterable,
-    a `buffer` that is not ``"suspend"``; `TypeError` for any other kind of source.
+    a `buffer` that is not ``"suspend"``; `TypeError` for any other kind of source, a
+    `filename` or `name` that is not a ``str``, or `request_headers` that are neither a
+    mapping nor ``(name, value)`` pairs. Any ``str`` `filename` is accepted.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
     policy = DOWNLOAD_POLICY if buffer is None else buffer
     if policy.strategy != "suspend":
         raise ValueError(
@@ -112,7 +130,7 @@ def download(
             )
         path = _locate(source, root)
         guessed = content_type or _guess_type(filename or path.name)
-        served = _FileDownload(path, _stat_regular(path), guessed, disposition, policy)
+        served = _FileDownload(path, _stat_regular(path), guessed, disposition, policy, name)
         if request_headers is not None:
             return served.respond(method, request_headers)
         response = served.respond(method, ())
@@ -126,8 +144,10 @@ def download(
         raise ValueError("root is only for path sources")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise ValueError(f"size must be a non-negative int, got {size!r}")
+    if request_headers is not None:
+        RequestHeaders(request_headers)  # checked; a stream does not look at them
     streamed = _StreamDownload(
-        source, content_type or _guess_type(filename or ""), disposition, size, policy
+        source, content_type or _guess_type(filename or ""), disposition, size, policy, name
     )
     response = streamed.respond(method, ())
     response.respond_to = streamed.respond
@@ -184,7 +204,7 @@ async def _empty() -> AsyncGenerator[bytes, None]:
 class _FileDownload:
     """Everything needed to answer any request for one measured file."""
 
-    __slots__ = ("content_type", "disposition", "path", "policy", "size", "validators")
+    __slots__ = ("content_type", "disposition", "name", "path", "policy", "size", "validators")
 
     def __init__(
         self,
@@ -193,7 +213,9 @@ class _FileDownload:
         content_type: str,
         disposition: str | None,
         policy: BufferPolicy,
+        name: str,
     ) -> None:
+        self.name = name
         self.path = path
         self.size = stat.st_size
         self.validators = Validators.from_stat(stat)
@@ -203,9 +225,10 @@ class _FileDownload:
 
     def _body(self, spans: list[bytes | ByteRange]) -> AsyncGenerator[bytes, None]:
         chunks = read_spans(self.path, spans)
-        return metered(buffered(chunks, self.policy.capacity, self.policy.strategy), "download")
+        body = buffered(chunks, self.policy.capacity, self.policy.strategy)
+        return metered(body, "download", self.name)
 
-    def respond(self, method: str, request_headers: Sequence[tuple[str, str]]) -> StreamResponse:
+    def respond(self, method: str, request_headers: HeadersInput) -> StreamResponse:
         """The response to a `method` request with `request_headers`."""
         method = method.upper()
         request = RequestHeaders(request_headers)
@@ -250,19 +273,20 @@ class _FileDownload:
 
     def _ranges(self, method: str, request: RequestHeaders) -> list[ByteRange] | None:
         """The ranges to send; None for the whole file (see `parse_range`)."""
-        value = request.get("range")
+        value = request.single("range")  # a repeated Range is malformed: ignored
         if method != "GET" or value is None:
             return None
-        if_range = request.get("if-range")
-        if if_range is not None and not if_range_allows(if_range, self.validators):
-            return None
+        if request.count("if-range"):
+            if_range = request.single("if-range")
+            if if_range is None or not if_range_allows(if_range, self.validators):
+                return None
         return parse_range(value, self.size)
 
 
 class _StreamDownload:
     """A download from an async iterable: one 200 response, HEAD-aware."""
 
-    __slots__ = ("headers", "policy", "size", "source")
+    __slots__ = ("headers", "name", "policy", "size", "source")
 
     def __init__(
         self,
@@ -271,7 +295,9 @@ class _StreamDownload:
         disposition: str | None,
         size: int | None,
         policy: BufferPolicy,
+        name: str,
     ) -> None:
+        self.name = name
         self.source = source
         self.size = size
         self.policy = policy
@@ -281,13 +307,13 @@ class _StreamDownload:
         if disposition is not None:
             self.headers.append(("content-disposition", disposition))
 
-    def respond(self, method: str, request_headers: Sequence[tuple[str, str]]) -> StreamResponse:
+    def respond(self, method: str, request_headers: HeadersInput) -> StreamResponse:
         """The response to a `method` request (request headers are not looked at)."""
         if method.upper() == "HEAD":
             return StreamResponse(200, list(self.headers), _closing(self.source))
         checked = _exactly(self.source, self.size)
         body = buffered(checked, self.policy.capacity, self.policy.strategy)
-        return StreamResponse(200, list(self.headers), metered(body, "download"))
+        return StreamResponse(200, list(self.headers), metered(body, "download", self.name))
 
 
 async def _closing(source: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:

@@ -6,9 +6,11 @@ a list) goes out in few large writes while a slow one still sends each row at on
 
 Promises:
 
-- Bad arguments (an unknown format, bad `fields`, a `filename` with CR/LF, a buffer that
-  is not a ``"suspend"`` `BufferPolicy`: a file with silently dropped rows is never
-  what anyone wants) raise when `export` is called, before anything is sent.
+- Bad arguments (an unknown format, bad `fields`, a buffer that is not a ``"suspend"``
+  `BufferPolicy`: a file with silently dropped rows is never what anyone wants) raise
+  when `export` is called, before anything is sent. Any `filename` string is accepted:
+  `content_disposition` rewrites one that cannot be sent as it is (CR/LF, bidi
+  controls, path separators, over-long names).
 - The body ends with a complete document only when the source is exhausted. When the
   source raises (or a row cannot be encoded), the body raises after the chunks of the
   rows before it: a JSON array then lacks its closing ``]``, and the adapter aborts the

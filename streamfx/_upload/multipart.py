@@ -1,8 +1,9 @@
 """`parse_multipart`: a ``multipart/form-data`` request body as a stream of parts.
 
-The framing is parsed by python-multipart's streaming `MultipartParser` (imported here,
-lazily: ``import streamfx`` works without it). What this module adds is the async,
-bounded, limit-checking hand-over between the request body and the caller.
+The framing is parsed by python-multipart's streaming `MultipartParser`, wrapped with
+the per-part limits in `streamfx._upload.framing`. What this module adds is the async,
+bounded hand-over between the request body and the caller, the limit on the whole
+body, and the metrics.
 
 How data moves (pull-driven, no task):
 
@@ -30,38 +31,38 @@ Errors found in the body (`UploadError`) are raised in order: the caller first g
 what was parsed before the fault, then the error, and the parser is never fed again.
 So for any way of splitting the same body into chunks, the caller sees the same parts,
 the same content and the same error.
+
+Metrics (kind ``"upload"``, to `streamfx.metrics.get_metrics()` unless ``metrics=`` is
+given): ``stream_opened`` when the caller first asks for a part; ``items_sent`` with 1
+item for each part handed to the caller and with the byte count of each body chunk
+read (the request body's bytes, framing included); ``stream_closed`` exactly once, when
+the stream is closed, with the time since it opened and the outcome: ``"completed"``
+(the closing boundary was reached and the caller asked past the last part),
+``"error"`` (an `UploadError` or a failing body ended it) or ``"closed"`` (the caller
+stopped early, or the task reading it was cancelled). A stream closed before it was
+read reports nothing.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from streamfx._core.util import aclose_iterator
-from streamfx._upload.errors import (
-    MalformedUpload,
-    UnsupportedMediaType,
-    UploadError,
-    UploadTooLarge,
-)
-from streamfx._upload.part import Part, check_allowed_types, describe_part
-
-if TYPE_CHECKING:
-    from python_multipart import MultipartParser
+from streamfx._upload.errors import MalformedUpload, UploadError, UploadTooLarge
+from streamfx._upload.framing import Framing, boundary, check_limit
+from streamfx._upload.part import Part, check_allowed_types
+from streamfx.metrics import MetricsHook, Outcome, get_metrics
 
 FEED_SIZE: Final = 64 * 1024
 """The most bytes fed to the parser at once: the bound on content parsed but not read."""
 
-MAX_HEADER_BYTES: Final = 64 * 1024
-"""The most header bytes one part may have (python-multipart limits each line too)."""
-
-MAX_BOUNDARY_BYTES: Final = 256
-"""RFC 2046 asks for at most 70; python-multipart accepts 256, and so does this module."""
+KIND: Final = "upload"
+"""The stream kind uploads report to the metrics hook."""
 
 _END: Final = object()
-Event = Part | bytes | None  # a part's headers are complete / content / the part ended
 
 
 def parse_multipart(
@@ -72,6 +73,8 @@ def parse_multipart(
     max_part_size: int,
     max_parts: int,
     allowed_types: Iterable[str] | None = None,
+    name: str = "",
+    metrics: MetricsHook | None = None,
 ) -> PartStream:
     """Parse a ``multipart/form-data`` request `body` into an async iterator of `Part`.
 
@@ -79,7 +82,9 @@ def parse_multipart(
     Parts come in order; read each part's content (``async for chunk in part``) before
     asking for the next part, or it is skipped. `allowed_types` (patterns such as
     ``"image/png"``, ``"image/*"``, ``"*/*"``) restricts the content types of *file*
-    parts (parts with a filename); plain fields are not checked.
+    parts (parts with a filename); plain fields are not checked. `name` (a route, say)
+    labels the upload's metrics, reported to `metrics` or else to the process-wide hook
+    (see the module docstring).
 
     Checked now, before the body is touched: the limits must be positive ints
     (`TypeError`/`ValueError`); `UnsupportedMediaType` if `content_type` is not
@@ -118,13 +123,12 @@ def parse_multipart(
             "parse_multipart needs python-multipart: pip install 'streamfx[multipart]'"
         ) from exc
     limits = (
-        _check_limit("max_size", max_size),
-        _check_limit("max_part_size", max_part_size),
-        _check_limit("max_parts", max_parts),
+        check_limit("max_size", max_size),
+        check_limit("max_part_size", max_part_size),
+        check_limit("max_parts", max_parts),
     )
     allowed = check_allowed_types(allowed_types)
-    boundary = _boundary(content_type)
-    return PartStream(body, boundary, *limits, allowed)
+    return PartStream(body, boundary(content_type), *limits, allowed, name=name, metrics=metrics)
 
 
 class PartStream:
@@ -138,48 +142,26 @@ class PartStream:
         max_part_size: int,
         max_parts: int,
         allowed_types: tuple[str, ...] | None,
+        *,
+        name: str = "",
+        metrics: MetricsHook | None = None,
     ) -> None:
-        from python_multipart import MultipartParser
-        from python_multipart.exceptions import FormParserError
-
+        self._framing = Framing(boundary, max_part_size, max_parts, allowed_types, self._read_part)
+        self._events = self._framing.events
         self._body = aiter(body)
         self._max_size = max_size
-        self._max_part_size = max_part_size
-        self._max_parts = max_parts
-        self._allowed_types = allowed_types
-        self._parse_error = FormParserError
-        try:
-            self._parser: MultipartParser = MultipartParser(
-                boundary,
-                {
-                    "on_part_begin": self._on_part_begin,
-                    "on_header_field": self._on_header_field,
-                    "on_header_value": self._on_header_value,
-                    "on_header_end": self._on_header_end,
-                    "on_headers_finished": self._on_headers_finished,
-                    "on_part_data": self._on_part_data,
-                    "on_part_end": self._on_part_end,
-                    "on_end": self._on_end,
-                },
-            )
-        except FormParserError as exc:
-            raise MalformedUpload(f"unusable multipart boundary: {exc}") from exc
-        self._events: deque[Event] = deque()
         self._chunk = b""
         self._offset = 0
         self._received = 0
         self._over_size = False
-        self._parts = 0
-        self._part_size = 0
-        self._header_bytes = 0
-        self._field = bytearray()
-        self._value = bytearray()
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._ended = False
         self._current: Part | None = None
         self._error: BaseException | None = None
         self._closed = False
         self._busy = False
+        self._name = name
+        self._metrics = metrics if metrics is not None else get_metrics()
+        self._opened_at: float | None = None  # set when the metrics hook is told it opened
+        self._outcome: Outcome = "closed"
 
     # -- the caller's side -------------------------------------------------------
 
@@ -190,6 +172,9 @@ class PartStream:
         """The next part; what is left of the current one is read and dropped first."""
         if self._closed and self._error is None:
             raise StopAsyncIteration
+        if self._opened_at is None and not self._closed:
+            self._metrics.stream_opened(KIND, self._name)
+            self._opened_at = time.monotonic()
         current = self._current
         if current is not None and current._state == "open":
             while (event := await self._next_event()) is not None:
@@ -201,10 +186,12 @@ class PartStream:
         events = self._events
         event = events.popleft() if events else await self._next_event()
         if event is _END:
+            self._outcome = "completed"
             await self.aclose()
             raise StopAsyncIteration
         assert isinstance(event, Part), event
         self._current = event
+        self._metrics.items_sent(KIND, self._name, 1, 0)
         return event
 
     async def _read_part(self, part: Part) -> bytes:
@@ -229,12 +216,18 @@ class PartStream:
         return event
 
     async def aclose(self) -> None:
-        """Stop: close the body (once). Later reads of unfinished parts raise."""
+        """Stop: close the body (once) and report the stream closed (once, if it was
+        opened). Later reads of unfinished parts raise."""
         if self._closed:
             return
         self._closed = True
         self._events.clear()
-        await aclose_iterator(self._body)
+        try:
+            await aclose_iterator(self._body)
+        finally:
+            if self._opened_at is not None:
+                duration = time.monotonic() - self._opened_at
+                self._metrics.stream_closed(KIND, self._name, duration, self._outcome)
 
     async def __aenter__(self) -> PartStream:
         return self
@@ -257,18 +250,18 @@ class PartStream:
         any other error from the body is raised at once.
         """
         events = self._events
-        if not events and self._error is None and not self._ended:
+        if not events and self._error is None and not self._framing.ended:
             if self._busy:
                 raise RuntimeError("the upload is already being read by another task")
             self._busy = True
             try:
                 await self._pull()
             except BaseException as exc:
-                self._error = (
-                    exc
-                    if isinstance(exc, Exception)
-                    else RuntimeError("reading the upload was interrupted")
-                )
+                if isinstance(exc, Exception):
+                    self._error = exc
+                    self._outcome = "error"
+                else:
+                    self._error = RuntimeError("reading the upload was interrupted")
                 events.clear()
                 await self.aclose()
                 raise
@@ -277,6 +270,7 @@ class PartStream:
         if events:
             return events.popleft()
         if self._error is not None:
+            self._outcome = "error"
             await self.aclose()
             raise self._error
         return _END
@@ -285,8 +279,8 @@ class PartStream:
         """Feed the parser until it has produced an event, the message has ended or an
         `UploadError` was found (stored in `_error`; the parser is not fed again)."""
         events = self._events
-        parser = self._parser
-        while not events and not self._ended:
+        framing = self._framing
+        while not events and not framing.ended:
             if self._closed:
                 raise RuntimeError("the upload was closed while it was being read")
             chunk = self._chunk
@@ -305,14 +299,9 @@ class PartStream:
             self._chunk = chunk
             self._offset = offset + len(piece)
             try:
-                parser.write(piece)
+                framing.write(piece)
             except UploadError as exc:
                 self._error = exc
-                return
-            except self._parse_error as exc:
-                error = MalformedUpload(f"malformed multipart body: {exc}")
-                error.__cause__ = exc
-                self._error = error
                 return
 
     async def _receive(self) -> bytes:
@@ -335,77 +324,5 @@ class PartStream:
             chunk = chunk[:room]
             self._over_size = True
         self._received += len(chunk)
+        self._metrics.items_sent(KIND, self._name, 0, len(chunk))
         return chunk
-
-    # -- parser callbacks (run inside parser.write) --------------------------------
-
-    def _on_part_begin(self) -> None:
-        self._parts += 1
-        if self._parts > self._max_parts:
-            raise UploadTooLarge(f"the upload has more than {self._max_parts} parts")
-        self._headers = []
-        self._header_bytes = 0
-        self._part_size = 0
-
-    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._count_header(end - start)
-        self._field += data[start:end]
-
-    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._count_header(end - start)
-        self._value += data[start:end]
-
-    def _count_header(self, size: int) -> None:
-        self._header_bytes += size
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise MalformedUpload(f"a part's headers are larger than {MAX_HEADER_BYTES} bytes")
-
-    def _on_header_end(self) -> None:
-        self._headers.append((bytes(self._field), bytes(self._value)))
-        self._field.clear()
-        self._value.clear()
-
-    def _on_headers_finished(self) -> None:
-        name, filename, content_type, headers = describe_part(self._headers, self._allowed_types)
-        self._events.append(Part(self._read_part, name, filename, content_type, headers))
-
-    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
-        room = self._max_part_size - self._part_size
-        if end - start > room:
-            if room:
-                self._events.append(data[start : start + room])
-            raise UploadTooLarge(f"a part is larger than {self._max_part_size} bytes")
-        self._part_size += end - start
-        self._events.append(data[start:end])
-
-    def _on_part_end(self) -> None:
-        self._events.append(None)
-
-    def _on_end(self) -> None:
-        self._ended = True
-
-
-def _check_limit(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def _boundary(content_type: str | bytes | None) -> bytes:
-    from python_multipart.multipart import parse_options_header
-
-    if isinstance(content_type, bytes):
-        content_type = content_type.decode("latin-1")
-    media, params = parse_options_header(content_type)
-    media = media.strip().lower()  # python-multipart 0.0.20 keeps the case as sent
-    if media != b"multipart/form-data":
-        sent = media.decode("latin-1") if media else "no Content-Type"
-        raise UnsupportedMediaType(f"expected multipart/form-data, got {sent}")
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise MalformedUpload("the multipart/form-data Content-Type has no boundary")
-    if len(boundary) > MAX_BOUNDARY_BYTES:
-        raise MalformedUpload(f"the multipart boundary is longer than {MAX_BOUNDARY_BYTES} bytes")
-    return boundary

@@ -310,6 +310,10 @@ class RedisStreamsBackend:
         reader = self._reader
         assert reader is not None
         self._reader_id = int(await reader.client_id())
+        if not self._healthy:
+            # After an outage, idle pooled connections are dead: drop them so that the
+            # next publish connects afresh instead of failing on one of them.
+            await self._running().connection_pool.disconnect(inuse_connections=False)
         for log in list(self._logs.values()):
             if log.ready:
                 await self._check_continuity(log)
@@ -345,8 +349,13 @@ class RedisStreamsBackend:
                 log.ready = True
                 log.wake(True)
         if not logs:
-            await self._topics_added.wait()
-            self._reader_id = int(await reader.client_id())  # it may have reconnected
+            # Nothing to read: wait for a topic, asking Redis for the reader's id every
+            # BLOCK_MS meanwhile, so that `healthy` stays true to the facts and the
+            # connection is back soon after an outage.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BLOCK_MS / 1000):
+                    await self._topics_added.wait()
+            self._reader_id = int(await reader.client_id())
             return
         streams = {self.prefix + topic: log.id_of(log.head) for topic, log in logs.items()}
         self._blocked = True

@@ -4,7 +4,8 @@ Streams report to a `MetricsHook`: a stream opened or closed (with its duration 
 outcome), items and bytes sent, items dropped, and circuit-breaker state changes. Each
 report carries the stream's *kind* (``"sse"``, ``"export"``, ``"download"``,
 ``"upload"``, ``"broadcast"``, or your own) and *name* (a route or topic), which
-exporters turn into labels.
+exporters turn into labels. For uploads, the items are the parts handed to the caller
+and the bytes are the request body's.
 
 A broadcast hub's subscribers report as streams of kind ``"broadcast"``; the hub's
 own figures (events published, replayed, resets, overflows) and its backend's health
@@ -12,10 +13,15 @@ go to the two optional methods of `BroadcastMetricsHook`, which every hook here
 implements (a hook of your own without them simply does not get those figures).
 
 The default hook is `NullMetrics` (every call does nothing). Install another one
-process-wide with `set_metrics`, or pass ``metrics=`` to the combinators that take it.
-`InMemoryMetrics` records everything and is what tests use; `FanOut` reports to
-several hooks at once. Prometheus and
-OpenTelemetry exporters implement the same protocol.
+process-wide with `set_metrics`, or pass ``metrics=`` where it is taken
+(`CircuitBreaker`, `metered`, `parse_multipart`). `InMemoryMetrics` records everything
+and is what tests use; `FanOut` reports to several hooks at once. The Prometheus
+(`streamfx.metrics.prometheus`) and OpenTelemetry (`streamfx.metrics.otel`) exporters
+implement the same protocol; each imports its client library, and nothing else in
+streamfx does.
+
+This package belongs to the core layer: it imports the standard library and
+`streamfx._core` only, so every layer may report to it (see docs/architecture.md).
 
 Calls are made from the event loop thread, synchronously, on the hot path: a hook
 must be cheap and must not block. Counts are reported per batch where streams batch

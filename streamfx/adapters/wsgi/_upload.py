@@ -107,14 +107,8 @@ class WSGIParts(Iterator["WSGIPart"]):
     ) -> None:
         self.close()
 
-    def __iter__(self) -> WSGIParts:
-        return self
-
     def __next__(self) -> WSGIPart:
-        part = self._feeder.run(_next_or_none(self._stream))
-        if part is None:
-            raise StopIteration
-        return WSGIPart(self._feeder, part)
+        return WSGIPart(self._feeder, self._feeder.next(self._stream))
 
     def close(self) -> None:
         if not self._closed:
@@ -141,14 +135,8 @@ class WSGIPart(Iterator[bytes]):
         """The value of the first header called `name` (any case), or ``None``."""
         return self._part.header(name)
 
-    def __iter__(self) -> WSGIPart:
-        return self
-
     def __next__(self) -> bytes:
-        chunk = self._feeder.run(_next_or_none(self._part))
-        if chunk is None:
-            raise StopIteration
-        return chunk
+        return self._feeder.next(self._part)
 
     def read(self) -> bytes:
         """The rest of the content as one ``bytes`` (at most ``max_part_size`` bytes)."""
@@ -187,7 +175,8 @@ class _Feeder:
                 try:
                     data = self._read()
                 except Exception as exc:
-                    error = MalformedUpload(f"the request body could not be read: {exc}")
+                    # The message reaches the client: the server's words stay in the cause.
+                    error = MalformedUpload("the request body could not be read")
                     error.__cause__ = exc
                     self._loop.call_soon_threadsafe(_settle, waiter, b"", error)
                 else:
@@ -196,6 +185,13 @@ class _Feeder:
             future.cancel()
             raise
         return future.result()
+
+    def next(self, iterator: AsyncIterator[T]) -> T:
+        """The next item of `iterator` (run on the loop); `StopIteration` at its end."""
+        item = self.run(_next_or_none(iterator))
+        if item is None:
+            raise StopIteration
+        return item
 
     def _read(self) -> bytes:
         remaining = self._remaining
