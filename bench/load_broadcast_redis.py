@@ -46,7 +46,7 @@ FULL: dict[str, Any] = {
     "seconds": 5.0,
     "rounds": 20,
 }
-QUICK: dict[str, Any] = {"workers": 4, "subscribers": 40, "rate": 1000, "seconds": 1.0, "rounds": 3}
+QUICK: dict[str, Any] = {"workers": 2, "subscribers": 20, "rate": 1000, "seconds": 1.0, "rounds": 3}
 REPLAYED = 1000
 DRAIN = 5.0
 

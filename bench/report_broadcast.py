@@ -231,7 +231,8 @@ def _floors(
         result = redis["redis"]["streamfx"]
         rows.append(
             [
-                "Redis, 4 workers, 1,000 events/s: publish→deliver p50 ≤ 2 ms, p99 ≤ 10 ms",
+                "Redis, 4 workers, 1,000 events/s: publish→deliver p50 ≤ 2 ms, p99 ≤ 10 ms"
+                f" (this run: {redis['params']['workers']} workers)",
                 f"p50 {_ms(result['p50'])} / p99 {_ms(result['p99'])} ms, "
                 f"{result['delivered_share']:.0%} delivered",
                 _met(result["p50"] <= 2 and result["p99"] <= 10 and result["ended"] == 0),
