@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench._subscribers import STALLED_RECEIVE_BUFFER, Subscribers, percentiles
-from bench._uvicorn import start_server, wait_ready
+from bench._uvicorn import cpu_seconds, rss_bytes, run_uvicorn, start_server, wait_ready
 from bench.broadcast_apps import build_app, raise_open_files
 
 FULL = {
@@ -93,15 +94,20 @@ class Server:
             return json.loads(response.read())
 
     def rss(self) -> int:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        return rss_bytes(self.process.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
 
     def close(self) -> None:
+        """Stop the server: SIGTERM (2 s of graceful shutdown), then SIGKILL: the peers'
+        streams never end by themselves, so uvicorn would wait for them forever."""
         self.process.terminate()
-        self.process.wait(10)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         self.listener.close()
 
     def __enter__(self) -> Server:
@@ -134,7 +140,11 @@ def broadcast_run(
             server.call("POST", f"/start?{query}&size={size or p['size']}")
             peak = [before]
             deadline = t0 + seconds + p["drain"]
+            started = (time.perf_counter(), time.process_time(), server.cpu())
             pool.run(count, deadline, on_tick=lambda: peak.append(server.rss()))
+            wall = time.perf_counter() - started[0]
+            client_cpu = (time.process_time() - started[1]) / wall
+            server_cpu = (server.cpu() - started[2]) / wall
             stats = server.call("GET", "/stats")
             waited = time.perf_counter() + p["closure_wait"]
             while len(stats["closed"].get("stalled", [])) < stalled and (
@@ -160,6 +170,8 @@ def broadcast_run(
         "delivered_share": delivered / (readers * count),
         "ended": sum(s.ended for s in pool.readers),
         "rss_growth_mb": (max(peak) - before) / 1e6,
+        "client_cpu": client_cpu,
+        "server_cpu": server_cpu,
         "stalled_ended": len(closed),
         "stalled_ended_after_s": sorted(closed),
         **percentiles(pool.latencies(t0, rate)),
@@ -281,26 +293,17 @@ def report(run: dict[str, Any]) -> None:
         f"{run['contender']:<18} {run['subscribers']:>5} subs ({run['stalled']} stalled) "
         f"{run['rate']:>5g} ev/s: {run['deliveries_per_s']:>10,.0f} deliveries/s, "
         f"p50 {run['p50']:.1f} ms, p99 {run['p99']:.1f} ms, delivered "
-        f"{run['delivered_share']:.1%}, ended {run['ended']}, RSS +{run['rss_growth_mb']:.1f} MB"
+        f"{run['delivered_share']:.1%}, ended {run['ended']}, RSS +{run['rss_growth_mb']:.1f} MB, "
+        f"CPU (cores) server {run['server_cpu']:.2f} client {run['client_cpu']:.2f}"
         + (f", stalled ended {run['stalled_ended']}" if run["stalled"] else ""),
         flush=True,
     )
 
 
 def serve(fd: int, write_timeout: float) -> None:
-    import uvicorn
-
     raise_open_files()
-    uvicorn.run(
-        build_app(None, write_timeout),
-        fd=fd,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        backlog=8192,
-    )
+    app = build_app(None, write_timeout)
+    run_uvicorn(app, fd, lifespan="on", backlog=8192, timeout_graceful_shutdown=2)
 
 
 def main() -> None:

@@ -72,7 +72,7 @@ class Workers:
         command = [sys.executable, "-m", "uvicorn", "bench.broadcast_apps:redis_app"]
         command += ["--factory", "--workers", str(workers), "--port", str(self.port)]
         command += ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
-        command += ["--no-access-log", "--backlog", "8192"]
+        command += ["--no-access-log", "--backlog", "8192", "--timeout-graceful-shutdown", "2"]
         env = {**os.environ, "BENCH_REDIS": redis_url}
         self.process = subprocess.Popen(command, env=env)
         deadline = time.monotonic() + 60
@@ -87,7 +87,11 @@ class Workers:
 
     def close(self) -> None:
         self.process.terminate()
-        self.process.wait(30)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def across_workers(workers: Workers, contender: str, p: dict[str, Any]) -> dict[str, Any]:

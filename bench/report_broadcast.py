@@ -41,6 +41,7 @@ def _run_row(run: dict[str, Any], label: str) -> list[str]:
         f"{run['delivered_share']:.1%}",
         str(run["ended"]),
         f"{run['rss_growth_mb']:,.1f}",
+        f"{run.get('server_cpu', float('nan')):.2f} / {run.get('client_cpu', float('nan')):.2f}",
     ]
 
 
@@ -54,6 +55,7 @@ RUN_HEADER = [
     "delivered",
     "ended early",
     "RSS growth MB",
+    "CPU cores used: server / client",
 ]
 
 
