@@ -77,12 +77,13 @@ class Workers:
         self.process = subprocess.Popen(command, env=env)
         deadline = time.monotonic() + 60
         seen: set[int] = set()
-        while len(seen) < workers:  # every worker answers (lifespan done)
+        while len(seen) < workers:  # every worker answers (its lifespan is done)
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"{len(seen)} of {workers} workers answered in 60 s")
             try:
                 seen.add(call(self.port, "GET", "/stats")["worker"])
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
                 time.sleep(0.1)
 
     def close(self) -> None:
