@@ -176,7 +176,7 @@ def make_routes(tally: Tally) -> dict[str, Route]:
             finally:
                 tally.finalized += 1
 
-        return export(rows(), fmt, filename="rows.out")  # type: ignore[arg-type]
+        return export(rows(), fmt, filename="rows.out")
 
     return {
         "/lines": lines_route,

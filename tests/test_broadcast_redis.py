@@ -190,12 +190,14 @@ async def test_ids_redis_cannot_honour_get_exactly_one_reset(
             await collector.close()
 
 
-async def test_publishing_before_start_is_refused(
+async def test_publishing_or_subscribing_before_start_is_refused(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
     hub = hub_on(redis_server, redis_prefix)
     with pytest.raises(BroadcastError, match="async with hub"):
         await hub.publish("t", "x")
+    with pytest.raises(BroadcastError, match="async with hub"):
+        await anext(hub.subscribe("t"))
     with pytest.raises(ValueError, match="one Broadcast"):
         Broadcast(backend=hub._backend)
 

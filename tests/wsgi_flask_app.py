@@ -181,7 +181,7 @@ def create_app(log_dir: str | None = None) -> Flask:
                     raise RuntimeError("the database went away")
                 yield {"id": index, "name": f"row {index}", "formula": "=1+1"}
 
-        return to_wsgi(export(source(), kind, filename=f"rows.{kind}"))  # type: ignore[arg-type]
+        return to_wsgi(export(source(), kind, filename=f"rows.{kind}"))
 
     @app.post("/upload")
     def upload_view() -> dict[str, Any] | WSGIApplication:

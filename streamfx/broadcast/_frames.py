@@ -7,11 +7,12 @@ is known (in process at once; with Redis when the entry comes back from the stre
 giving the *frame* that every subscriber writes as it is.
 
 Items follow `sse()`'s rules through `encode_body`, the one place that calls the SSE
-item encoder: a `ServerSentEvent` as it encodes, a ``str`` as its data, anything else
-as its compact JSON; with `serialize`, every item goes through it first and it must
-return a `ServerSentEvent` or a ``str``. ``bytes`` are refused (the hub must place the
-id inside the event, which it cannot do in bytes it did not write), and so is an event
-that carries its own ``id`` (the hub assigns ids).
+item encoder (`SseEncoder`): a `ServerSentEvent` as it encodes, a ``str`` as its data,
+anything else as its JSON (the rules `sse()` and `export()` share); with `serialize`,
+every item goes through it first and it must return a `ServerSentEvent` or a ``str``.
+``bytes`` are refused (the hub must place the id inside the event, which it cannot do
+in bytes it did not write), and so is an event that carries its own ``id`` (the hub
+assigns ids).
 
 Control frames, built per subscriber (they are rare and small):
 
@@ -27,12 +28,13 @@ Control frames, built per subscriber (they are rare and small):
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from typing import Any, Final
 
+from streamfx._sse.encoder import SseEncoder
 from streamfx._sse.event import ServerSentEvent
-from streamfx._sse.response import _default_encoder
 
 __all__ = [
     "DEFAULT_RECONNECT_MS",
@@ -54,10 +56,10 @@ DEFAULT_RECONNECT_MS: Final = 1000
 Serialize = Callable[[Any], ServerSentEvent | str]
 
 
-def _encode_items(items: list[Any]) -> bytes:
-    """`sse()`'s encoder for one batch of items (``data: ...`` lines and blank lines)."""
-    encoded: bytes = _default_encoder()(items)
-    return encoded
+@functools.cache
+def _encoder() -> SseEncoder:
+    """`sse()`'s item encoder (its rules for text and JSON), made once."""
+    return SseEncoder()
 
 
 def encode_body(item: Any, event: str | None, serialize: Serialize | None) -> bytes:
@@ -91,7 +93,7 @@ def encode_body(item: Any, event: str | None, serialize: Serialize | None) -> by
             "publish() cannot send bytes: the hub writes the event id into each event; "
             "pass a ServerSentEvent, a str or a JSON-serializable value"
         )
-    lines = _encode_items([item])[:-1]
+    lines = _encoder().encode([item])[:-1]
     if event is None:
         return lines
     return ServerSentEvent(event=event).encode()[:-1] + lines

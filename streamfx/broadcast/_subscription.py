@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["KIND", "follow"]
 
 KIND: Final = "broadcast"
+_NOTHING: Final = (b"", 0)
 
 
 class _Cursors:
@@ -89,8 +90,12 @@ class _Cursors:
         return self._collect_many(bounded)
 
     def _catch_up(self, log: TopicLog, cursor: int, bounded: bool) -> int | None:
-        """The cursor to write from after the overflow rule; None: disconnect."""
-        head = log.head
+        """The cursor to write from after the overflow rule; None: disconnect.
+
+        A subscriber at most `buffer` (<= the log's capacity) behind still has all its
+        frames in the log; one further behind, or one whose frames are gone, overflows.
+        """
+        head = log.next - 1
         behind = head - cursor
         if (bounded and behind > self.buffer) or cursor < log.first - 1:
             if self.overflow == "disconnect":
@@ -101,11 +106,18 @@ class _Cursors:
         return cursor
 
     def _collect_one(self, bounded: bool) -> tuple[bytes, int] | None:
+        # The hot path of every delivery: kept to a few attribute reads.
         log = self.logs[0]
         cursor = self.cursors[0]
-        head = log.head
-        if head <= cursor:
-            return b"", 0
+        head = log.next - 1
+        behind = head - cursor
+        if behind <= 0:
+            return _NOTHING
+        if bounded and behind <= self.buffer:
+            self.cursors[0] = head
+            if behind == 1:
+                return log.frames[cursor % log.capacity], 1
+            return log.join(cursor, head), behind
         start = self._catch_up(log, cursor, bounded)
         if start is None:
             return None
@@ -292,7 +304,7 @@ async def follow(
         yield chunk
         idle.wrote()
         while True:
-            closing = hub.closing
+            closing = hub._closing  # set by close() or, one loop turn later, a shutdown
             due = cursors.collect(bounded=True)
             if cursors.skipped:
                 hook.items_dropped(KIND, label, cursors.skipped)

@@ -18,8 +18,12 @@ Promises beyond those of `follow` (the subscriber's body):
   farewell with a jittered ``retry:``, waits at most `grace` seconds for them to end,
   then stops the backend. A subscriber blocked in a write to a client that reads
   nothing ends when that write completes or the adapter's write timeout gives up on
-  the client. `streamfx.request_shutdown()` (and so `drain_on_signals()`) starts the
-  same close on every hub of the process, without a farewell event.
+  the client. `streamfx.request_shutdown()` (and so `drain_on_signals()`) makes every
+  hub of the process refuse new subscriptions and end its subscribers the same way
+  (a jittered ``retry:``, no farewell event); publishing goes on until the hub is
+  closed (``async with`` exit), which stops the backend.
+- A hub belongs to the event loop it is used from (publish and subscribe from that
+  loop; `request_shutdown` is the thread-safe way in from elsewhere).
 - Metrics go to the process-wide hook, kind ``"broadcast"``: each subscriber is a
   stream (opened, closed, items and bytes written, items skipped); the hub's own
   figures (``published``, ``replayed``, ``resets``, ``overflows``) and its backend's
