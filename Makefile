@@ -1,5 +1,6 @@
 # Two commands for a fresh machine with python3 (>= 3.11) and make:
-#   make demo   - install and run the web demo (HOST=127.0.0.1 PORT=8000 to change)
+#   make demo   - install and run the web demo (HOST=127.0.0.1 PORT=8000 to change;
+#                 WORKERS=4: four uvicorn workers sharing jobs through a local redis-server)
 #   make test   - install and run lint, the import rules (lint-imports), types and the tests
 #   make bench  - install the peers (extra "bench"), run the benchmark suite in bench/ and
 #                 rewrite docs/streaming-report.md and docs/img/*.png from what it measured
@@ -11,6 +12,7 @@ STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+WORKERS ?= 1
 
 .PHONY: demo tour test lint imports typecheck pytest bench bench-quick clean
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.demo --host $(HOST) --port $(PORT)
+	$(BIN)/python -m examples.demo --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 tour: $(STAMP)
 	$(BIN)/python examples/combinators_demo.py

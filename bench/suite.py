@@ -45,6 +45,9 @@ PACKAGES = (
     "flask",
     "pytest-benchmark",
     "matplotlib",
+    "broadcaster",
+    "redis",
+    "hiredis",
 )
 PYTEST_FILES = (
     "test_bench_core",
@@ -80,6 +83,10 @@ LOAD_SCRIPTS: tuple[tuple[str, str, list[str], list[str]], ...] = (
         ["--samples", "200"],
     ),
     ("approaches", "bench.approaches", [], ["--quick"]),
+    ("load_broadcast", "bench.load_broadcast", [], ["--quick"]),
+    # starts its own redis-server (apt-get installs it when missing, as root); when
+    # that is impossible it prints why and records the Redis rows as skipped
+    ("load_broadcast_redis", "bench.load_broadcast_redis", [], ["--quick"]),
 )
 
 
