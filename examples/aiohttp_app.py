@@ -28,7 +28,7 @@ from aiohttp import web
 from streamfx import ServerSentEvent, download, export, request_shutdown, sse
 from streamfx.adapters.aiohttp import multipart_parts, streamfx_errors, to_aiohttp
 
-UPLOAD_LIMITS = {"max_size": 8 << 20, "max_part_size": 5 << 20, "max_parts": 4}
+MAX_SIZE, MAX_PART_SIZE, MAX_PARTS = 8 << 20, 5 << 20, 4
 UPLOAD_TYPES = ("text/plain", "text/csv", "application/json", "image/png", "image/jpeg")
 FILE = web.AppKey("file", Path)
 
@@ -96,7 +96,13 @@ async def big_file(request: web.Request) -> web.StreamResponse:
 async def upload(request: web.Request) -> web.StreamResponse:
     # a refused upload leaves the block as aiohttp's 413, 415 or 400 with a clear message
     received = []
-    async with multipart_parts(request, allowed_types=UPLOAD_TYPES, **UPLOAD_LIMITS) as parts:
+    async with multipart_parts(
+        request,
+        max_size=MAX_SIZE,
+        max_part_size=MAX_PART_SIZE,
+        max_parts=MAX_PARTS,
+        allowed_types=UPLOAD_TYPES,
+    ) as parts:
         async for part in parts:
             digest, size = hashlib.sha256(), 0
             async for chunk in part:

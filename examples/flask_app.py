@@ -32,7 +32,7 @@ from flask import Flask, Response, abort, jsonify, request
 from streamfx import ServerSentEvent, UploadError, download, export, sse
 from streamfx.adapters.wsgi import WSGIStream, error_response, parts_from_wsgi, to_wsgi
 
-UPLOAD_LIMITS = {"max_size": 8 << 20, "max_part_size": 5 << 20, "max_parts": 4}
+MAX_SIZE, MAX_PART_SIZE, MAX_PARTS = 8 << 20, 5 << 20, 4
 UPLOAD_TYPES = ("text/plain", "text/csv", "application/json", "image/png", "image/jpeg")
 
 
@@ -108,7 +108,11 @@ def create_app(file_mb: int = 64) -> Flask:
         received = []
         try:
             with parts_from_wsgi(
-                request.environ, allowed_types=UPLOAD_TYPES, **UPLOAD_LIMITS
+                request.environ,
+                max_size=MAX_SIZE,
+                max_part_size=MAX_PART_SIZE,
+                max_parts=MAX_PARTS,
+                allowed_types=UPLOAD_TYPES,
             ) as parts:
                 for part in parts:  # read as they arrive, never buffered whole
                     digest, size = hashlib.sha256(), 0

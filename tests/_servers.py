@@ -10,9 +10,10 @@ shutting it down afterwards (open connections get a short grace period):
 `run_waitress(app)` (and `serve_waitress(app)` for an async test) runs a WSGI app under
 waitress in a thread of this process.
 
-In another process: `launch(argv, ready_url)` runs a server as a subprocess (for a
-server that outlives one test), waits until it answers, and terminates it afterwards;
-`gunicorn_command` and `granian_command` build their command lines.
+In another process: `serve_command(argv, port)` (async) and `launch(argv, ready_url)` (sync,
+for a server that outlives one test) run a server as a subprocess, wait until it
+accepts connections (answers), and terminate it afterwards. `gunicorn_command` and
+`granian_command` build their command lines.
 """
 
 from __future__ import annotations
@@ -126,6 +127,25 @@ def free_port() -> int:
     with bound_socket() as sock:
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def serve_command(
+    argv: Sequence[str], port: int, env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[str, int]]:
+    """Run `argv` (a server listening on 127.0.0.1:`port`) for the duration."""
+    process = await asyncio.create_subprocess_exec(*argv, env={**os.environ, **(env or {})})
+    try:
+        await wait_until_accepting(port, seconds=30)
+        yield "127.0.0.1", port
+    finally:
+        process.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 @contextlib.asynccontextmanager

@@ -83,6 +83,29 @@ def test_the_answer_has_its_length_and_type_and_logs_the_detail(
     assert "/srv/files/a.txt" in caplog.records[0].getMessage()
 
 
+class WithStatusCode(WithStatus):
+    def __init__(self, message: str, status: object, status_code: object) -> None:
+        super().__init__(message, status)
+        self.status_code = status_code
+
+
+def test_the_status_code_comes_before_the_older_status() -> None:
+    assert error_status(WithStatusCode("x", 404, 408)) == 408
+    assert error_status(WithStatusCode("x", 404, None)) == 404  # none given: ``status``
+    assert error_status(WithStatusCode("x", 404, 99)) == 500  # given, but no HTTP error
+
+
+def test_an_upload_error_is_answered_with_its_detail_and_closes() -> None:
+    class Detailed(MalformedUpload):
+        def __init__(self) -> None:
+            super().__init__("the internal wording")
+            self.detail = "what the client is told"
+
+    answer = answer_error(Detailed(), logger)
+    assert (answer.status, answer.body, answer.close) == (400, b"what the client is told", True)
+    assert not answer_error(DownloadNotFound("gone"), logger).close
+
+
 # -- the argument checks -----------------------------------------------------------------
 
 

@@ -8,21 +8,27 @@ gunicorn: tests/test_adapter_contract*.py.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from wsgiref.types import WSGIApplication
 from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from streamfx import DownloadNotFound, StreamResponse
+from streamfx import DownloadNotFound, StreamResponse, UploadTooLarge
+from streamfx.adapters.wsgi import UploadTimeout, background_loop, parts_from_wsgi, to_wsgi
 from streamfx.adapters.wsgi import _body as _wsgi_body
-from streamfx.adapters.wsgi import background_loop, to_wsgi
+from streamfx.adapters.wsgi._upload import run_here
 from tests._adapter_contract import (
     Deployment,
     Target,
@@ -250,3 +256,171 @@ print("ok")
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def multipart_body(parts: list[tuple[str, str | None, str, bytes]], boundary: str) -> bytes:
+    out = bytearray()
+    for name, filename, content_type, content in parts:
+        out += f"--{boundary}\r\n".encode()
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += f"Content-Disposition: {disposition}\r\n".encode()
+        out += f"Content-Type: {content_type}\r\n\r\n".encode()
+        out += content + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)
+
+
+# -- the upload helper in the request's thread (no server needed) ---------------------
+
+
+def test_run_here_runs_a_step_to_its_end_without_a_loop() -> None:
+    async def step() -> int:
+        await asyncio.sleep(0)  # the parser's turn for others: resumed at once
+        return 42
+
+    assert run_here(step()) == 42
+
+
+def test_run_here_refuses_a_step_that_needs_a_loop() -> None:
+    finalized: list[bool] = []
+
+    async def step() -> None:
+        try:
+            await asyncio.Future()  # a future: only a running loop could resolve it
+        finally:
+            finalized.append(True)
+
+    with pytest.raises(RuntimeError, match="waited on an event loop"):
+        run_here(step())
+    assert finalized == [True]
+
+
+@contextmanager
+def socket_request(
+    body_start: bytes, length: int
+) -> Iterator[tuple[socket.socket, socket.socket, dict[str, Any]]]:
+    """A WSGI environ reading its body from one end of a socket pair, given as
+    ``gunicorn.socket``; the other end is the client's."""
+    server, client = socket.socketpair()
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    body = server.makefile("rb")
+    environ.update(
+        {
+            "wsgi.input": body,
+            "gunicorn.socket": server,
+            "CONTENT_TYPE": "multipart/form-data; boundary=b0",
+            "CONTENT_LENGTH": str(length),
+        }
+    )
+    client.sendall(body_start)
+    with server, client, body:
+        yield server, client, environ
+
+
+def read_all(environ: dict[str, Any], **options: Any) -> list[tuple[str, int]]:
+    received = []
+    with parts_from_wsgi(
+        environ, max_size=1 << 24, max_part_size=1 << 24, max_parts=10, **options
+    ) as parts:
+        for part in parts:
+            received.append((part.name, sum(len(chunk) for chunk in part)))
+    return received
+
+
+def test_a_silent_client_is_cut_by_the_socket_timeout() -> None:
+    body = multipart_body([("doc", "a.txt", "text/plain", b"x" * 50_000)], "b0")
+    with socket_request(body[:1000], len(body)) as (server, _client, environ):
+        started = time.monotonic()
+        with pytest.raises(UploadTimeout, match=r"read_timeout=0\.3"):
+            read_all(environ, read_timeout=0.3, min_rate=None)
+        assert time.monotonic() - started < 5
+        assert server.gettimeout() is None  # given back as it was
+
+
+def test_a_trickling_client_is_cut_by_shutting_its_reading_side() -> None:
+    body = multipart_body([("doc", "a.txt", "text/plain", b"x" * 50_000)], "b0")
+    stop = threading.Event()
+    with socket_request(body[:200], len(body)) as (_server, client, environ):
+
+        def trickle() -> None:
+            for index in range(200, len(body)):
+                if stop.wait(0.02):
+                    return
+                try:
+                    client.send(body[index : index + 1])
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        try:
+            started = time.monotonic()
+            # 50 bytes/s against 16 KiB/s: cut after read_timeout plus what the bytes
+            # a read waits for would earn (MIN_READ / min_rate = 1 s).
+            with pytest.raises(UploadTimeout, match="min_rate=16384"):
+                read_all(environ, read_timeout=0.5, min_rate=16384)
+            assert time.monotonic() - started < 10
+        finally:
+            stop.set()
+            sender.join()
+
+
+def test_a_fast_client_on_a_watched_socket_is_read_whole() -> None:
+    content = os.urandom(3_000_000)
+    body = multipart_body([("doc", "a.bin", "application/octet-stream", content)], "b0")
+    with socket_request(b"", len(body)) as (server, client, environ):
+        sender = threading.Thread(target=client.sendall, args=(body,))
+        sender.start()
+        assert read_all(environ, read_timeout=5.0, min_rate=1024) == [("doc", len(content))]
+        assert server.gettimeout() is None
+        sender.join()
+
+
+def bytes_request(body: bytes) -> dict[str, Any]:
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(
+        {
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_TYPE": "multipart/form-data; boundary=b0",
+            "CONTENT_LENGTH": str(len(body)),
+        }
+    )
+    return environ
+
+
+def test_a_wsgi_part_saves_like_a_part(tmp_path: Path) -> None:
+    content = os.urandom(700_000)
+    body = multipart_body([("doc", "../../etc/a.bin", "application/octet-stream", content)], "b0")
+    with parts_from_wsgi(
+        bytes_request(body), max_size=1 << 24, max_part_size=1 << 24, max_parts=10
+    ) as parts:
+        part = next(parts)
+        assert (part.filename, part.raw_filename) == ("a.bin", "../../etc/a.bin")
+        saved = part.save(tmp_path)
+    assert saved == tmp_path / "a.bin"
+    assert saved.read_bytes() == content
+    again = multipart_body([("doc", "a.bin", "application/octet-stream", b"x")], "b0")
+    with (
+        parts_from_wsgi(
+            bytes_request(again), max_size=1 << 24, max_part_size=1 << 24, max_parts=10
+        ) as parts,
+        pytest.raises(FileExistsError),
+    ):
+        next(parts).save(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_a_refused_wsgi_save_leaves_nothing(tmp_path: Path) -> None:
+    body = multipart_body([("doc", "big.bin", "application/octet-stream", b"x" * 900_000)], "b0")
+    with (
+        parts_from_wsgi(
+            bytes_request(body), max_size=1 << 24, max_part_size=500_000, max_parts=10
+        ) as parts,
+        pytest.raises(UploadTooLarge, match="max_part_size=500000"),
+    ):
+        next(parts).save(tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -313,7 +313,13 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
     async def upload(request: Request) -> Response:
         received: list[dict[str, Any]] = []
         try:
-            async with parts(request, **UPLOAD_LIMITS, allowed_types=UPLOAD_TYPES) as stream:
+            async with parts(
+                request,
+                max_size=UPLOAD_LIMITS["max_size"],
+                max_part_size=UPLOAD_LIMITS["max_part_size"],
+                max_parts=UPLOAD_LIMITS["max_parts"],
+                allowed_types=UPLOAD_TYPES,
+            ) as stream:
                 async for part in stream:
                     digest, size = hashlib.sha256(), 0
                     async for chunk in metered(part, "upload", "demo-upload"):

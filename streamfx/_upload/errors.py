@@ -1,40 +1,83 @@
 """Errors raised while reading a multipart upload, each with the HTTP status it maps to.
 
-Adapters answer an `UploadError` with its `status` and its message; nothing else in the
-message is needed to tell the client what went wrong.
+Every error has two attributes an adapter needs and nothing else: `status_code` (an
+int, 400 / 413 / 415) and `detail` (a short sentence written for the client: it names
+what was wrong and, for a limit, the parameter and its value, such as
+``max_file_size=1048576``; it never holds a parser's internal wording, a server path or
+a traceback). `status` and `message` are the same two values under the names earlier
+releases used.
+
+Statuses:
+
+- 413 `UploadTooLarge` for every limit, the limits on a part's header lines included.
+  431 was considered for those and not chosen: RFC 6585 defines 431 for the request's
+  own header fields, and a part's headers are content of the request body, limited like
+  the rest of it.
+- 415 `UnsupportedMediaType`: the body is not ``multipart/form-data``, a file's declared
+  type is not allowed, or the content-sniffing hook refused a file.
+- 400 `MalformedUpload`: anything else wrong with the body.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class UploadError(Exception):
-    """A request body that streamfx refuses to parse. `status` is the HTTP status."""
+    """A request body that streamfx refuses to parse.
 
-    status: int = 400
+    `status_code`: the HTTP status to answer with; `detail`: the client-safe reason.
+    """
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    status_code: ClassVar[int] = 400
+    status: ClassVar[int] = 400  # the name earlier releases used; always == status_code
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    @property
+    def message(self) -> str:
+        """`detail`, under the name earlier releases used."""
+        return self.detail
 
 
 class UploadTooLarge(UploadError):
-    """A limit was passed: the whole body, one part's content, or the number of parts.
+    """A limit was passed: the whole body, a file's or a field's content, the number of
+    parts, files or fields, a part's header lines, or the preamble.
 
-    Raised as soon as the limit is passed, not after the body was read to its end.
+    `limit` is the name of the parameter that was passed (``"max_file_size"``) and
+    `value` its value, both also in `detail`; they are ``None`` when the error was
+    raised without naming one. Raised as soon as the limit is passed, not after the
+    body was read to its end.
     """
 
-    status = 413
+    status_code = status = 413
+
+    def __init__(self, detail: str, *, limit: str | None = None, value: int | None = None) -> None:
+        super().__init__(detail)
+        self.limit = limit
+        self.value = value
 
 
 class UnsupportedMediaType(UploadError):
-    """The body is not ``multipart/form-data``, or a file part's content type is not one
-    of the allowed types."""
+    """The body is not ``multipart/form-data``, a file part's content type is not one of
+    the allowed types, or the content-sniffing hook refused a file's first bytes."""
 
-    status = 415
+    status_code = status = 415
 
 
 class MalformedUpload(UploadError):
-    """The body is not a well-formed ``multipart/form-data`` message: no boundary,
-    broken framing or part headers, or a body that ends before the closing boundary."""
+    """The body is not a well-formed ``multipart/form-data`` message: no usable boundary,
+    broken framing or part headers, an ambiguous ``Content-Disposition``, or a body that
+    ends before the closing boundary."""
 
-    status = 400
+    status_code = status = 400
+
+
+def shown(text: str, most: int = 60) -> str:
+    """`text` quoted for an error message, cut to `most` characters (a client's name
+    may be long; the message stays short)."""
+    if len(text) > most:
+        text = text[: most - 1] + "…"
+    return repr(text)

@@ -1,49 +1,45 @@
 """`Part`: one part of a ``multipart/form-data`` upload, and the rules for its headers.
 
-Header parameters are parsed with python-multipart's `parse_options_header`. Three small
-rules are written here because no library gives them the way uploads need them:
-
-- the exact ``Content-Disposition`` shape browsers send is read with one regular
-  expression before falling back to `parse_options_header`, which costs as much as all
-  the rest of a small part (see `disposition_params`; a property test checks that both
-  agree);
-- ``filename*=UTF-8''...`` (RFC 5987/6266). python-multipart drops every starred
-  parameter, because RFC 7578 tells *senders* not to use them; some clients still do,
-  and when one is present it is the one that carries the real (non-ASCII) name.
-  The stdlib `email` package prefers the plain ``filename`` over it, which is the
-  opposite of what RFC 6266 asks, so the starred value is decoded here with
-  `urllib.parse.unquote`.
+- ``Content-Disposition`` is parsed once, by `streamfx._upload.params.parse_params`
+  (``filename*`` and ``name*`` are ignored, RFC 7578 section 4.2). What the client sent
+  as the file name stays in `Part.raw_filename`; `Part.filename` is the cleaned name
+  (`clean_filename`): a base name with no path separator and no control character.
+- Header text is UTF-8 (what browsers send), or Latin-1 when it is not valid UTF-8.
 - Content-type patterns for ``allowed_types`` (``"image/png"``, ``"image/*"``,
-  ``"*/*"``).
+  ``"*/*"``), checked against a file part's declared ``Content-Type``.
 """
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from functools import cache
-from typing import Literal
-from urllib.parse import unquote
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
 
-from streamfx._upload.errors import MalformedUpload, UnsupportedMediaType
+from streamfx._upload.errors import MalformedUpload, UnsupportedMediaType, shown
+from streamfx._upload.params import parse_params
+
+if TYPE_CHECKING:
+    import os
 
 PartState = Literal["open", "done", "skipped", "closed"]
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_PATTERN = re.compile(rf"(?:\*|{_TOKEN})/(?:\*|{_TOKEN})")
-_FILENAME_STAR = re.compile(r";\s*filename\*\s*=\s*([^;\s]+)", re.IGNORECASE)
-_EXT_VALUE = re.compile(r"([!#$%&+\-^_`{}~0-9A-Za-z]+)'[^']*'(.*)")
-_SIMPLE_DISPOSITION = re.compile(rb'form-data; name="([^"\\]*)"(?:; filename="([^"\\]*)")?')
-_DEFAULT_FILE_TYPE = "application/octet-stream"
+_PATTERN = re.compile(r"(?:\*|[!#$%&'*+\-.^_`|~0-9A-Za-z]+)/(?:\*|[!#$%&'*+\-.^_`|~0-9A-Za-z]+)")
+_SEPARATORS = re.compile(r"[/\\]")
+_DEFAULT_FILE_TYPE: Final = "application/octet-stream"
+_DISPOSITION: Final = "a part's Content-Disposition"
 
 
 class Part:
     """One part of a multipart upload: its headers, and its content as a stream.
 
     - `name`: the form field name (from ``Content-Disposition``).
-    - `filename`: the file name sent by the client, or ``None`` for a plain field. It is
-      the client's string, unchanged: never use it as a path without cleaning it.
+    - `filename`: ``None`` for a plain field; for a file, the name the client sent
+      cleaned to a base name (`clean_filename`: no ``/`` or ``\\``, no control or format
+      character, no NUL; ``""`` when nothing usable is left). Still the client's choice:
+      `save` is the safe way to turn it into a path.
+    - `raw_filename`: the file name exactly as sent (decoded, unescaped), or ``None``.
+      Never use it as a path.
     - `content_type`: the part's ``Content-Type`` header as sent, or ``None``.
     - `headers`: every header of the part, ``(name, value)`` pairs in order, names in
       lower case.
@@ -54,22 +50,40 @@ class Part:
     skipped part afterwards raises `RuntimeError` (its content is gone).
     """
 
-    __slots__ = ("_read", "_state", "content_type", "filename", "headers", "name")
+    __slots__ = (
+        "_headers",
+        "_raw_headers",
+        "_read",
+        "_state",
+        "content_type",
+        "filename",
+        "name",
+        "raw_filename",
+    )
 
     def __init__(
         self,
         read: Callable[[Part], Awaitable[bytes]],
         name: str,
-        filename: str | None,
+        raw_filename: str | None,
         content_type: str | None,
-        headers: list[tuple[str, str]],
+        raw_headers: list[tuple[bytes, bytes]],
     ) -> None:
         self._read = read  # the multipart stream's reader, which tracks `_state`
         self._state: PartState = "open"
         self.name = name
-        self.filename = filename
+        self.raw_filename = raw_filename
+        self.filename = None if raw_filename is None else clean_filename(raw_filename)
         self.content_type = content_type
-        self.headers = headers
+        self._raw_headers = raw_headers
+        self._headers: list[tuple[str, str]] | None = None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Every header of the part, ``(name, value)`` in order, names in lower case."""
+        if self._headers is None:
+            self._headers = [(k.decode("latin-1"), decode_text(v)) for k, v in self._raw_headers]
+        return self._headers
 
     def header(self, name: str) -> str | None:
         """The value of the first header called `name` (any case), or ``None``."""
@@ -86,9 +100,19 @@ class Part:
         return self._read(self)
 
     async def read(self) -> bytes:
-        """The rest of the content as one ``bytes`` (at most ``max_part_size`` bytes)."""
+        """The rest of the content as one ``bytes`` (at most the part's size limit)."""
         chunks = [chunk async for chunk in self]
         return b"".join(chunks)
+
+    async def save(
+        self, destination: str | os.PathLike[str] | None = None, *, overwrite: bool = False
+    ) -> Path:
+        """Write the rest of the content to a file without blocking the event loop, and
+        return the file's path. See `streamfx._upload.save.save_part` for the rules
+        (where the file goes, what happens on failure: nothing is left behind)."""
+        from streamfx._upload.save import save_part
+
+        return await save_part(self, destination, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return (
@@ -105,84 +129,78 @@ def decode_text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def describe_part(
-    raw_headers: list[tuple[bytes, bytes]], allowed_types: tuple[str, ...] | None
-) -> tuple[str, str | None, str | None, list[tuple[str, str]]]:
-    """Name, filename, content type and decoded headers of a part, checked.
+def clean_filename(raw: str) -> str:
+    """The base name of a client's file name, safe to show and to use in a directory.
 
-    Raises `MalformedUpload` when ``Content-Disposition`` is missing, is not
-    ``form-data`` or has no ``name`` (RFC 7578, section 4.2), and `UnsupportedMediaType`
-    when the part is a file whose type does not match `allowed_types` (a file sent
-    without a ``Content-Type`` counts as ``application/octet-stream``).
+    What follows the last ``/`` or ``\\`` (both are separators, whatever the server's
+    system); every character `str.isprintable` refuses (NUL and the other control
+    characters, format characters such as U+202E, line separators, unassigned code
+    points) becomes ``_``; surrounding spaces are dropped; ``.`` and ``..`` become ``""``.
     """
-    headers: list[tuple[str, str]] = []
+    name = _SEPARATORS.split(raw)[-1]
+    if not name.isprintable():
+        name = "".join(ch if ch.isprintable() else "_" for ch in name)
+    name = name.strip(" ")
+    return "" if name in (".", "..") else name
+
+
+def describe_part(
+    raw_headers: list[tuple[bytes, bytes]],
+    allowed_types: tuple[str, ...] | None,
+    read: Callable[[Part], Awaitable[bytes]],
+) -> Part:
+    """The `Part` of a part's raw headers (names in lower case), checked.
+
+    Raises `MalformedUpload` when ``Content-Disposition`` is missing, given twice, not
+    ``form-data``, has no ``name`` or breaks the grammar of
+    `streamfx._upload.params`, and `UnsupportedMediaType` when the part is a file whose
+    type does not match `allowed_types` (a file sent without a ``Content-Type`` counts
+    as ``application/octet-stream``).
+    """
     disposition = raw_content_type = None
-    for raw_key, raw_value in raw_headers:
-        key = raw_key.decode("latin-1").lower()
-        if key == "content-disposition" and disposition is None:
-            disposition = raw_value
-        elif key == "content-type" and raw_content_type is None:
-            raw_content_type = raw_value
-        headers.append((key, decode_text(raw_value)))
+    for key, value in raw_headers:
+        if key == b"content-disposition":
+            if disposition is not None:
+                raise MalformedUpload("a part has two Content-Disposition headers")
+            disposition = value
+        elif key == b"content-type":
+            if raw_content_type is not None:
+                raise MalformedUpload("a part has two Content-Type headers")
+            raw_content_type = value
     if disposition is None:
         raise MalformedUpload("a part has no Content-Disposition header")
-    raw_name, raw_filename = disposition_params(disposition)
+    kind, params = parse_params(disposition, _DISPOSITION)
+    if kind != b"form-data":
+        raise MalformedUpload(f"{_DISPOSITION} is {shown(kind.decode())}, not 'form-data'")
+    raw_name = params.get(b"name")
+    if raw_name is None:
+        raise MalformedUpload(f"{_DISPOSITION} has no name")
+    return make_part(
+        raw_name, params.get(b"filename"), raw_content_type, raw_headers, allowed_types, read
+    )
+
+
+def make_part(
+    raw_name: bytes,
+    raw_filename: bytes | None,
+    raw_content_type: bytes | None,
+    raw_headers: list[tuple[bytes, bytes]],
+    allowed_types: tuple[str, ...] | None,
+    read: Callable[[Part], Awaitable[bytes]],
+) -> Part:
+    """The `Part` of the values a ``Content-Disposition`` and ``Content-Type`` gave,
+    checked against `allowed_types` (see `describe_part`)."""
     name = decode_text(raw_name)
-    filename = _filename_star(disposition) if b"*" in disposition else None
-    if filename is None and raw_filename is not None:
-        filename = decode_text(raw_filename)
+    filename = None if raw_filename is None else decode_text(raw_filename)
     content_type = None if raw_content_type is None else decode_text(raw_content_type)
     if filename is not None and allowed_types is not None:
         media = media_type(content_type or _DEFAULT_FILE_TYPE)
         if not any(type_matches(media, pattern) for pattern in allowed_types):
             allowed = ", ".join(allowed_types) or "none (no files are accepted)"
-            raise UnsupportedMediaType(f"file {name!r} has type {media!r}; allowed: {allowed}")
-    return name, filename, content_type, headers
-
-
-def disposition_params(disposition: bytes) -> tuple[bytes, bytes | None]:
-    """The raw ``name`` and ``filename`` of a ``form-data`` Content-Disposition.
-
-    The exact shape every browser sends (``form-data; name="..."`` and optionally
-    ``; filename="..."``, no escapes) is read with one regular expression; anything
-    else goes through python-multipart's `parse_options_header`. Both give the same
-    result on that shape (a property test checks it); the fast path exists because the
-    general parser costs about 5 microseconds a part, as much as all the rest.
-    """
-    simple = _SIMPLE_DISPOSITION.fullmatch(disposition)
-    if simple is not None:
-        return simple.group(1), simple.group(2)
-    kind, params = _parse_options_header()(disposition)
-    if kind != b"form-data":
-        raise MalformedUpload(
-            f"a part's Content-Disposition is {kind.decode('latin-1')!r}, not 'form-data'"
-        )
-    raw_name = params.get(b"name")
-    if raw_name is None:
-        raise MalformedUpload("a part's Content-Disposition has no name")
-    return raw_name, params.get(b"filename")
-
-
-@cache
-def _parse_options_header() -> Callable[[bytes], tuple[bytes, dict[bytes, bytes]]]:
-    from python_multipart.multipart import parse_options_header
-
-    return parse_options_header
-
-
-def _filename_star(disposition: bytes) -> str | None:
-    match = _FILENAME_STAR.search(disposition.decode("latin-1"))
-    if match is None:
-        return None
-    ext = _EXT_VALUE.fullmatch(match.group(1).strip('"'))
-    if ext is None:
-        raise MalformedUpload("a part's filename* is not charset'language'value")
-    charset, value = ext.groups()
-    try:
-        codecs.lookup(charset)
-        return unquote(value, encoding=charset, errors="strict")
-    except (LookupError, UnicodeDecodeError) as exc:
-        raise MalformedUpload(f"a part's filename* cannot be decoded as {charset}") from exc
+            raise UnsupportedMediaType(
+                f"file {shown(name)} has type {shown(media)}; allowed: {allowed}"
+            )
+    return Part(read, name, filename, content_type, raw_headers)
 
 
 def media_type(content_type: str) -> str:

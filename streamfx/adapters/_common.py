@@ -5,15 +5,24 @@ Error answers. An error raised before a response starts (``for_request`` refusin
 the first body chunk failing, ``download()`` refusing a path, an upload refused by its
 limits) is answered the same by every adapter:
 
-- the status is the error's ``status`` attribute when it is an int in 400..599, else 500;
+- the status is the error's ``status_code`` attribute (``status`` when it has none)
+  when it is an int in 400..599, else 500;
 - the body is short ``text/plain; charset=utf-8`` with a ``Content-Length``: the status
   phrase ("Not Found", "Forbidden", "Range Not Satisfiable", "Payload Too Large",
   "Unsupported Media Type", "Bad Request", "Internal Server Error"), except for an
-  `UploadError`, whose message is written for the client (it describes the request,
+  `UploadError`, whose ``detail`` is written for the client (it describes the request,
   never the server) and is shown, folded to one line of at most `MAX_MESSAGE` characters.
   Nothing else from the exception reaches the client: the messages of other errors hold
   server paths (``'../x' resolves to /srv/files/x, outside the root /srv/files``) or
   internals;
+- an `UploadError` is answered with `ErrorAnswer.close` set: what is left of the
+  refused body is not wanted, and a server that keeps the connection reads and drops
+  all of it first (uvicorn does, for as long as the client sends). Each adapter does
+  what its server allows: the ASGI upload helper sends ``Connection: close`` unless
+  what is left is small (`streamfx.adapters._asgi_upload`), aiohttp closes after its
+  own bounded lingering read, gunicorn drains a bounded amount or closes by itself
+  (PEP 3333 forbids ``Connection`` to applications) and waitress has read the body
+  before the application ran;
 - the detail goes to the server log only: a 4xx at INFO, a 5xx at ERROR, each with the
   exception (type, message, traceback), on the adapter's own logger.
 
@@ -44,9 +53,11 @@ MAX_MESSAGE: Final = 300
 
 
 def error_status(exc: BaseException) -> int:
-    """The HTTP status for `exc`: its ``status`` attribute when that is an int in
-    400..599, else 500."""
-    status = getattr(exc, "status", None)
+    """The HTTP status for `exc`: its ``status_code`` attribute (``status`` when it has
+    none) when that is an int in 400..599, else 500."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(exc, "status", None)
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
         return status
     return 500
@@ -63,10 +74,13 @@ def reason_phrase(status: int) -> str:
 
 def error_text(exc: BaseException, status: int) -> bytes:
     """The short plain-text body for `exc` answered with `status`: an `UploadError`'s
-    message (one line, at most `MAX_MESSAGE` characters), otherwise only the status
+    ``detail`` (one line, at most `MAX_MESSAGE` characters), otherwise only the status
     phrase ("Error" for an unknown code)."""
     if isinstance(exc, UploadError):
-        return " ".join(exc.message.split())[:MAX_MESSAGE].encode("utf-8", "replace")
+        detail = getattr(exc, "detail", None)
+        if not isinstance(detail, str):
+            detail = exc.message
+        return " ".join(detail.split())[:MAX_MESSAGE].encode("utf-8", "replace")
     return (reason_phrase(status) or "Error").encode()
 
 
@@ -80,11 +94,14 @@ def error_headers(text: bytes) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True, slots=True)
 class ErrorAnswer:
-    """What an adapter sends for an error: `status`, `body` and its `headers`."""
+    """What an adapter sends for an error: `status`, `body` and its `headers`; `close`:
+    the rest of the request body is not wanted (an upload error), so the connection
+    should not be kept to read it."""
 
     status: int
     body: bytes
     headers: list[tuple[str, str]]
+    close: bool = False
 
 
 def answer_error(exc: BaseException, logger: logging.Logger) -> ErrorAnswer:
@@ -92,7 +109,7 @@ def answer_error(exc: BaseException, logger: logging.Logger) -> ErrorAnswer:
     status = error_status(exc)
     log_error(exc, status, logger)
     body = error_text(exc, status)
-    return ErrorAnswer(status, body, error_headers(body))
+    return ErrorAnswer(status, body, error_headers(body), isinstance(exc, UploadError))
 
 
 def log_error(exc: BaseException, status: int, logger: logging.Logger) -> None:

@@ -79,8 +79,15 @@ from streamfx.adapters._common import (
     check_seconds,
     check_write_timeout,
 )
+from streamfx.adapters._upload_body import UploadTimeout
 
-__all__ = ["drain_on_shutdown", "multipart_parts", "streamfx_errors", "to_aiohttp"]
+__all__ = [
+    "UploadTimeout",
+    "drain_on_shutdown",
+    "multipart_parts",
+    "streamfx_errors",
+    "to_aiohttp",
+]
 
 logger = logging.getLogger("streamfx.adapters.aiohttp")
 

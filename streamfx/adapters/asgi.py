@@ -65,7 +65,12 @@ from typing import Any
 from streamfx._core.util import aclose_iterator, cancel_and_wait
 from streamfx._response.response import StreamResponse
 from streamfx.adapters._asgi_types import ASGIApp, Message, Receive, Scope, Send
-from streamfx.adapters._asgi_upload import HasASGIRequest, parts, parts_from_asgi
+from streamfx.adapters._asgi_upload import (
+    HasASGIRequest,
+    parts,
+    parts_from_asgi,
+    refusal_headers,
+)
 from streamfx.adapters._common import (
     WriteWatchdog,
     answer_error,
@@ -73,6 +78,7 @@ from streamfx.adapters._common import (
     error_status,
     error_text,
 )
+from streamfx.adapters._upload_body import UploadTimeout
 
 __all__ = [
     "ASGIApp",
@@ -81,6 +87,7 @@ __all__ = [
     "Scope",
     "Send",
     "StreamingASGIResponse",
+    "UploadTimeout",
     "error_response",
     "error_status",
     "error_text",
@@ -312,13 +319,14 @@ def error_response(exc: BaseException) -> ASGIApp:
     Meant for errors raised before a response exists: ``download(...)`` refusing a
     path (403/404), an upload refused by its limits (413/415/400). The response is
     ``text/plain`` with a ``Content-Length``; its body is the status phrase (an
-    `UploadError`'s message), never anything else from `exc`, whose detail is logged
-    to the ``streamfx.adapters.asgi`` logger (a 4xx at INFO, a 5xx at ERROR). What is
-    left unread of a refused upload is the server's to discard (uvicorn and hypercorn
-    read and drop it, keeping the connection).
+    `UploadError`'s detail), never anything else from `exc`, whose detail is logged
+    to the ``streamfx.adapters.asgi`` logger (a 4xx at INFO, a 5xx at ERROR). A refused
+    upload is answered with ``Connection: close`` unless what is left of its body is
+    small (see `streamfx.adapters._asgi_upload`).
     """
     answer = answer_error(exc, logger)
-    return to_asgi(StreamResponse(answer.status, answer.headers, _once(answer.body)))
+    headers = refusal_headers(answer)
+    return to_asgi(StreamResponse(answer.status, headers, _once(answer.body)))
 
 
 async def _once(chunk: bytes) -> AsyncIterator[bytes]:
@@ -328,7 +336,7 @@ async def _once(chunk: bytes) -> AsyncIterator[bytes]:
 async def _send_error(send: Send, exc: Exception) -> None:
     """Answer `exc` (raised before the start); a client already gone is not an error."""
     answer = answer_error(exc, logger)
-    headers = _encode_headers(answer.headers)
+    headers = _encode_headers(refusal_headers(answer))
     start: Message = {"type": "http.response.start", "status": answer.status, "headers": headers}
     try:
         await send(start)

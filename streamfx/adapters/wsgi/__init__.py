@@ -68,6 +68,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from streamfx._response.response import StreamResponse
 from streamfx.adapters._common import answer_error, check_write_timeout, reason_phrase
+from streamfx.adapters._upload_body import UploadTimeout
 from streamfx.adapters.wsgi._body import CLOSE_TIMEOUT, COALESCE_BYTES, WSGIBody
 from streamfx.adapters.wsgi._file import FileSlice
 from streamfx.adapters.wsgi._loop import background_loop
@@ -76,6 +77,7 @@ from streamfx.adapters.wsgi._upload import WSGIPart, WSGIParts, parts_from_wsgi
 __all__ = [
     "CLOSE_TIMEOUT",
     "COALESCE_BYTES",
+    "UploadTimeout",
     "WSGIPart",
     "WSGIParts",
     "WSGIStream",
