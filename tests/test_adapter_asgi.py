@@ -7,6 +7,8 @@ import contextlib
 import csv
 import io
 import json
+import logging
+import os
 import socket
 import subprocess
 import sys
@@ -1089,6 +1091,64 @@ async def test_a_client_that_stops_reading_is_gone_after_the_write_timeout(serve
             await settle(lambda: not app_tasks())
         finally:
             sock.close()
+
+
+def open_sockets() -> int:
+    """How many sockets this process holds open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+STALLED = 20
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts sockets in /proc")
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+@pytest.mark.parametrize("shape", ["raw", "fastapi"])
+async def test_uvicorn_drops_the_connection_of_an_evicted_client_without_an_error(
+    http: str, shape: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without the abort, uvicorn's close waits for the client to read: the server kept
+    # one socket per stalled client, and logged "ASGI callable returned without
+    # completing response" at ERROR for each.
+    tally = Tally()
+
+    async def endless() -> AsyncIterator[bytes]:
+        tally.started += 1
+        try:
+            while True:
+                yield b"x" * 65536
+        finally:
+            tally.finalized += 1
+
+    def response() -> Any:
+        body = StreamResponse(200, [("content-type", "application/octet-stream")], endless())
+        return to_asgi(body, write_timeout=0.3)
+
+    async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await response()(scope, receive, send)
+
+    fastapi = FastAPI()
+    fastapi.get("/")(response)
+    caplog.set_level(logging.INFO)
+    async with serve(raw if shape == "raw" else fastapi, "uvicorn", http=http) as (_host, port):
+        before = open_sockets()
+        clients = [await open_raw(port, "/", rcvbuf=4096) for _ in range(STALLED)]
+        try:
+            await settle(lambda: tally.finalized == STALLED, seconds=10)
+            # the server's side of every connection is closed: only the clients' remain
+            await settle(lambda: open_sockets() <= before + STALLED, seconds=5)
+        finally:
+            for sock in clients:
+                sock.close()
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
+    evictions = [record for record in caplog.records if "write_timeout" in record.getMessage()]
+    assert len(evictions) == STALLED
+    assert {record.levelno for record in evictions} == {logging.INFO}
 
 
 def test_write_timeout_must_be_positive() -> None:
