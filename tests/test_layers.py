@@ -71,9 +71,9 @@ else:
     report["blocker_works"] = False
 
 import streamfx
-from streamfx._export import json_encoders
+from streamfx._response.json import default_serializer
 
-report["using_orjson"] = json_encoders.USING_ORJSON
+report["using_orjson"] = default_serializer().uses_orjson
 report["file"] = streamfx.__file__
 report["missing_public_names"] = [n for n in streamfx.__all__ if not hasattr(streamfx, n)]
 report["loaded_blocked"] = sorted(

@@ -195,7 +195,7 @@ async def send_response(
 
 async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> StreamResponse | None:
     """``response.for_request(method, headers)`` (skipped when it would return itself);
-    if that raises, the error is answered (see `error_status`) and None returned."""
+    if that raises, the body is closed, the error is answered and None returned."""
     if response.respond_to is None:
         return response
     headers = [
@@ -204,6 +204,7 @@ async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> Stream
     try:
         return response.for_request(scope.get("method", "GET"), headers)
     except Exception as exc:
+        await response.aclose()  # the body never starts; its clean-up still runs
         await _send_error(send, exc)
         return None
 
