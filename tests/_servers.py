@@ -66,13 +66,17 @@ async def wait_until_accepting(port: int, seconds: float = 10.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, server: Server = "uvicorn") -> AsyncIterator[tuple[str, int]]:
-    """Run `app` under `server` in this loop; yields ``("127.0.0.1", port)``."""
+async def serve(
+    app: Any, server: Server = "uvicorn", **uvicorn_options: Any
+) -> AsyncIterator[tuple[str, int]]:
+    """Run `app` under `server` in this loop; yields ``("127.0.0.1", port)``.
+
+    `uvicorn_options` go to ``uvicorn.Config`` (``http="h11"``, say)."""
     sock = bound_socket()
     port = sock.getsockname()[1]
     try:
         if server == "uvicorn":
-            async with _uvicorn(app, sock):
+            async with _uvicorn(app, sock, **uvicorn_options):
                 await wait_until_accepting(port)
                 yield "127.0.0.1", port
         else:
@@ -84,7 +88,7 @@ async def serve(app: Any, server: Server = "uvicorn") -> AsyncIterator[tuple[str
 
 
 @contextlib.asynccontextmanager
-async def _uvicorn(app: Any, sock: socket.socket) -> AsyncIterator[None]:
+async def _uvicorn(app: Any, sock: socket.socket, **options: Any) -> AsyncIterator[None]:
     import uvicorn
 
     config = uvicorn.Config(
@@ -93,6 +97,7 @@ async def _uvicorn(app: Any, sock: socket.socket) -> AsyncIterator[None]:
         log_level=logging.WARNING,
         lifespan="off",
         timeout_graceful_shutdown=1,
+        **options,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,7 +18,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from fastapi import BackgroundTasks
+from fastapi import BackgroundTasks, FastAPI
 from litestar import Litestar, asgi
 from litestar.types import Receive as LitestarReceive
 from litestar.types import Scope as LitestarScope
@@ -263,6 +265,69 @@ async def test_error_from_for_request_is_answered() -> None:
     assert await send_response(response, http_scope(), receive, send) is False
     assert sent[0]["status"] == 404
     assert sent[1]["body"] == b"Not Found"
+
+
+# -- a client evicted by the write timeout ------------------------------------------------
+
+
+def open_sockets() -> int:
+    """How many sockets this process holds open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+STALLED = 20
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts sockets in /proc")
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+@pytest.mark.parametrize("shape", ["raw", "fastapi"])
+async def test_uvicorn_drops_the_connection_of_an_evicted_client_without_an_error(
+    http: str, shape: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without the abort, uvicorn's close waits for the client to read: the server kept
+    # one socket per stalled client, and logged "ASGI callable returned without
+    # completing response" at ERROR for each.
+    finalized = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal finalized
+        try:
+            while True:
+                yield b"x" * 65536
+        finally:
+            finalized += 1
+
+    def response() -> Any:
+        body = StreamResponse(200, [("content-type", "application/octet-stream")], endless())
+        return to_asgi(body, write_timeout=0.3)
+
+    async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await response()(scope, receive, send)
+
+    fastapi = FastAPI()
+    fastapi.get("/")(response)
+    caplog.set_level(logging.INFO)
+    async with serve(raw if shape == "raw" else fastapi, "uvicorn", http=http) as (_host, port):
+        before = open_sockets()
+        clients = [await open_raw(port, "/", rcvbuf=4096) for _ in range(STALLED)]
+        try:
+            await wait_until(lambda: finalized == STALLED, "every stalled body closed")
+            await wait_until(
+                lambda: open_sockets() <= before + STALLED,
+                "the server's side of every evicted connection closed",
+                seconds=5,
+            )
+        finally:
+            close_all(clients)
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
+    evictions = [record for record in caplog.records if "write_timeout" in record.getMessage()]
+    assert len(evictions) == STALLED
+    assert {record.levelno for record in evictions} == {logging.INFO}
 
 
 def test_write_timeout_must_be_positive() -> None:
