@@ -191,7 +191,7 @@ def test_export_is_the_browsers_own_download_with_its_row_count(page: Page) -> N
 @pytest.mark.parametrize(
     ("button", "status", "message"),
     [
-        ("#upload-too-large", "413", "a part is larger than 5242880 bytes"),
+        ("#upload-too-large", "413", "a file is larger than 5242880 bytes (max_part_size=5242880)"),
         ("#upload-wrong-type", "415", "has type 'application/x-msdownload'"),
         ("#upload-malformed", "400", "truncated upload"),
     ],
