@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import report_plots
+from bench import report_broadcast, report_plots
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "docs" / "streaming-report.template.md"
@@ -338,7 +338,50 @@ def load_tables(results: Path) -> dict[str, str]:
         ),
     )
     out["latency_aiohttp_samples"] = f"{latency['samples']:,}"
+    out |= upload_tables(load(results, "load_upload"))
     return out
+
+
+UPLOAD_LABELS = {
+    "gunicorn": ("gunicorn (gthread)", "`parts_from_wsgi`", "Flask `request.files`"),
+    "uvicorn": ("uvicorn", "`parts(request)`", "Starlette `form()`"),
+    "aiohttp": ("aiohttp", "`multipart_parts`", "aiohttp `request.multipart()`"),
+}
+
+
+def upload_tables(data: dict[str, Any]) -> dict[str, str]:
+    """``bench/load_upload.py``: per server, streamfx's helper beside the server's usual
+    parser, MB/s on one file and fields/s on many small fields, with the median of the
+    per-round ratios."""
+    rows = []
+    for server, rates in data["servers"].items():
+        label, mine_label, peer_label = UPLOAD_LABELS[server]
+        mine, peer = rates  # the streamfx route first (bench/load_upload.py SERVERS)
+        cells: list[str] = [label]
+        for body in ("file", "fields"):
+            pairs = [a / b for a, b in zip(rates[mine][body], rates[peer][body], strict=True)]
+            cells += [
+                spread(rates[mine][body]),
+                spread(rates[peer][body]),
+                f"{statistics.median(pairs):.2f}x",
+            ]
+        rows.append([cells[0], f"{mine_label} / {peer_label}", *cells[1:]])
+    header = [
+        "server",
+        "streamfx / peer",
+        "file MB/s, streamfx",
+        "file MB/s, peer",
+        "x peer",
+        "fields/s, streamfx",
+        "fields/s, peer",
+        "x peer",
+    ]
+    return {
+        "upload_table": table(header, rows),
+        "upload_file_mb": str(data["file_mb"]),
+        "upload_fields": f"{data['fields']:,}",
+        "upload_rounds": str(data["rounds"]),
+    }
 
 
 # -- pytest-benchmark ------------------------------------------------------------------
@@ -396,6 +439,7 @@ def render(results: Path, target: Path) -> None:
     approaches = load(results, "approaches")
     values |= approach_tables(approaches)
     values |= load_tables(results)
+    values |= report_broadcast.broadcast_fragments(results)
     for name in (
         "test_bench_core",
         "test_bench_sse",

@@ -43,8 +43,12 @@ PACKAGES = (
     "python-multipart",
     "gunicorn",
     "flask",
+    "werkzeug",
     "pytest-benchmark",
     "matplotlib",
+    "broadcaster",
+    "redis",
+    "hiredis",
 )
 PYTEST_FILES = (
     "test_bench_core",
@@ -79,7 +83,17 @@ LOAD_SCRIPTS: tuple[tuple[str, str, list[str], list[str]], ...] = (
         [],
         ["--samples", "200"],
     ),
+    (
+        "load_upload",
+        "bench.load_upload",
+        [],
+        ["--file-mb", "8", "--fields", "2000", "--rounds", "1"],
+    ),
     ("approaches", "bench.approaches", [], ["--quick"]),
+    ("load_broadcast", "bench.load_broadcast", [], ["--quick"]),
+    # starts its own redis-server (apt-get installs it when missing, as root); when
+    # that is impossible it prints why and records the Redis rows as skipped
+    ("load_broadcast_redis", "bench.load_broadcast_redis", [], ["--quick"]),
 )
 
 

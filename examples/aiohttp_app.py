@@ -28,7 +28,7 @@ from aiohttp import web
 from streamfx import ServerSentEvent, download, export, request_shutdown, sse
 from streamfx.adapters.aiohttp import multipart_parts, streamfx_errors, to_aiohttp
 
-UPLOAD_LIMITS = {"max_size": 8 << 20, "max_part_size": 5 << 20, "max_parts": 4}
+MAX_SIZE, MAX_PART_SIZE, MAX_PARTS = 8 << 20, 5 << 20, 4
 UPLOAD_TYPES = ("text/plain", "text/csv", "application/json", "image/png", "image/jpeg")
 FILE = web.AppKey("file", Path)
 
@@ -43,11 +43,19 @@ def number(request: web.Request, name: str, default: float, high: float) -> floa
     return value
 
 
+def last_event_number(header: str | None) -> int:
+    """The event number a ``Last-Event-ID`` names, or 0 (start over) when it is not 1 to
+    18 ASCII digits. The header is untrusted: ``"²".isdigit()`` is true but ``int("²")``
+    raises, ``int()`` refuses 5,000 digits, and ``int("٣")`` is 3."""
+    if header and len(header) <= 18 and header.isascii() and header.isdigit():
+        return int(header)
+    return 0
+
+
 async def job_events(request: web.Request) -> web.StreamResponse:
     steps = int(number(request, "steps", 50, 10_000))
     interval = number(request, "interval", 0.2, 10)
-    last = request.headers.get("Last-Event-ID", "0")
-    after = int(last) if last.isdigit() else 0
+    after = last_event_number(request.headers.get("Last-Event-ID"))
     if after > steps:
         return web.Response(status=204)  # the job is over: EventSource stops reconnecting
 
@@ -88,7 +96,13 @@ async def big_file(request: web.Request) -> web.StreamResponse:
 async def upload(request: web.Request) -> web.StreamResponse:
     # a refused upload leaves the block as aiohttp's 413, 415 or 400 with a clear message
     received = []
-    async with multipart_parts(request, allowed_types=UPLOAD_TYPES, **UPLOAD_LIMITS) as parts:
+    async with multipart_parts(
+        request,
+        max_size=MAX_SIZE,
+        max_part_size=MAX_PART_SIZE,
+        max_parts=MAX_PARTS,
+        allowed_types=UPLOAD_TYPES,
+    ) as parts:
         async for part in parts:
             digest, size = hashlib.sha256(), 0
             async for chunk in part:

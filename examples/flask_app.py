@@ -32,7 +32,7 @@ from flask import Flask, Response, abort, jsonify, request
 from streamfx import ServerSentEvent, UploadError, download, export, sse
 from streamfx.adapters.wsgi import WSGIStream, error_response, parts_from_wsgi, to_wsgi
 
-UPLOAD_LIMITS = {"max_size": 8 << 20, "max_part_size": 5 << 20, "max_parts": 4}
+MAX_SIZE, MAX_PART_SIZE, MAX_PARTS = 8 << 20, 5 << 20, 4
 UPLOAD_TYPES = ("text/plain", "text/csv", "application/json", "image/png", "image/jpeg")
 
 
@@ -58,6 +58,15 @@ def write_file(path: Path, megabytes: int) -> None:
             out.write(block)
 
 
+def last_event_number(header: str | None) -> int:
+    """The event number a ``Last-Event-ID`` names, or 0 (start over) when it is not 1 to
+    18 ASCII digits. The header is untrusted: ``"²".isdigit()`` is true but ``int("²")``
+    raises, ``int()`` refuses 5,000 digits, and ``int("٣")`` is 3."""
+    if header and len(header) <= 18 and header.isascii() and header.isdigit():
+        return int(header)
+    return 0
+
+
 def create_app(file_mb: int = 64) -> Flask:
     app = Flask(__name__)
     directory = tempfile.TemporaryDirectory(prefix="streamfx-flask-")
@@ -69,8 +78,7 @@ def create_app(file_mb: int = 64) -> Flask:
     def job_events() -> WSGIStream | Response:
         steps = int(number("steps", 50, 10_000))
         interval = number("interval", 0.2, 10)
-        last = request.headers.get("Last-Event-ID", "0")
-        after = int(last) if last.isdigit() else 0
+        after = last_event_number(request.headers.get("Last-Event-ID"))
         if after > steps:
             return Response(status=204)  # the job is over: EventSource stops reconnecting
 
@@ -100,7 +108,11 @@ def create_app(file_mb: int = 64) -> Flask:
         received = []
         try:
             with parts_from_wsgi(
-                request.environ, allowed_types=UPLOAD_TYPES, **UPLOAD_LIMITS
+                request.environ,
+                max_size=MAX_SIZE,
+                max_part_size=MAX_PART_SIZE,
+                max_parts=MAX_PARTS,
+                allowed_types=UPLOAD_TYPES,
             ) as parts:
                 for part in parts:  # read as they arrive, never buffered whole
                     digest, size = hashlib.sha256(), 0

@@ -10,6 +10,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from streamfx.adapters._common import WriteWatchdog
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -17,31 +19,20 @@ logger = logging.getLogger("streamfx.adapters.aiohttp")
 
 
 class DisconnectWatch:
-    """Checks, every `interval` seconds, that the client of `request` is still there;
-    if it is not, cancels `task` (the handler) once and remembers that it did.
+    """Checks, every `interval` seconds while started, that the client of `request` is
+    still connected; if it is not, cancels `task` (the handler) once and remembers that
+    it did.
 
-    Gone means: the connection is closed, or (with `write_timeout`) bytes have been
-    waiting to be sent and the socket took none of them for `write_timeout` seconds,
-    in which case the connection is also aborted.
+    `writes` applies the write timeout (`WriteWatchdog`, with `write_timeout`): when one
+    write waited that long, the connection is aborted and `task` cancelled the same way.
 
     aiohttp does not cancel handlers on disconnect by default and tells nothing to a
     handler that is not writing, so an idle stream (a quiet SSE channel, an export
-    waiting on a slow query) would otherwise hold its resources until its next write,
-    and a client that stops reading would hold them for ever. A timer handle costs no
-    task, and nothing is done per chunk.
+    waiting on a slow query) would otherwise hold its resources until its next write.
+    A timer handle costs no task, and nothing is done per chunk here.
     """
 
-    __slots__ = (
-        "_handle",
-        "_interval",
-        "_loop",
-        "_progress_at",
-        "_request",
-        "_sent",
-        "_task",
-        "_write_timeout",
-        "fired",
-    )
+    __slots__ = ("_handle", "_interval", "_loop", "_request", "_task", "fired", "writes")
 
     def __init__(
         self,
@@ -53,20 +44,19 @@ class DisconnectWatch:
         self._request = request
         self._task = task
         self._interval = interval
-        self._write_timeout = write_timeout
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
-        self._sent = -1
-        self._progress_at = 0.0
         self.fired = False
+        self.writes = WriteWatchdog(write_timeout, self._stalled, logger)
 
     def start(self) -> None:
         if self._handle is None and not self.fired:
-            self._progress_at = self._loop.time()
             self._handle = self._loop.call_later(self._interval, self._check)
 
     def stop(self) -> bool:
-        """Stop watching; True if the watch fired and this is the first stop to say so."""
+        """Stop watching (for good: the write timeout too); True if the watch fired and
+        this is the first stop to say so."""
+        self.writes.stop()
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -78,24 +68,14 @@ class DisconnectWatch:
         transport = self._request.transport
         if transport is None or transport.is_closing():
             self._fire("client disconnected")
-        elif self._stalled(transport):
-            logger.info("client took no bytes for %ss: connection aborted", self._write_timeout)
-            transport.abort()
-            self._fire("client stalled")
         else:
             self._handle = self._loop.call_later(self._interval, self._check)
 
-    def _stalled(self, transport: asyncio.Transport) -> bool:
-        if self._write_timeout is None:
-            return False
-        now = self._loop.time()
-        pending = transport.get_write_buffer_size()
-        sent = self._request.writer.output_size - pending
-        if pending == 0 or sent != self._sent:
-            self._sent = sent
-            self._progress_at = now
-            return False
-        return now - self._progress_at >= self._write_timeout
+    def _stalled(self) -> None:
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+        self._fire("client stalled")
 
     def _fire(self, reason: str) -> None:
         self.fired = True

@@ -1,17 +1,40 @@
 """Multipart uploads from an ASGI request: the request body fed to `parse_multipart`.
 
 Re-exported by `streamfx.adapters.asgi`; answer the `UploadError` it raises with
-``streamfx.adapters.asgi.error_response(exc)`` (413 / 415 / 400, plain text).
+``streamfx.adapters.asgi.error_response(exc)`` (413 / 415 / 400 / 408, plain text).
+The declared length and the read rule are every adapter's
+(`streamfx.adapters._upload_body`).
+
+The connection after a refusal. What the application leaves unread of a body, uvicorn
+reads and drops before it serves the next request on the connection, for as long as
+the client sends (hypercorn closes instead). So a refused upload is answered with
+``Connection: close`` (`refusal_headers`), unless what is left of its body is known
+to be at most `LINGER_BYTES`: then the server reads it and the connection stays
+usable, and a client that sends its whole body before it reads the answer (most
+clients do) gets the answer rather than a connection reset. What is left is known from
+``Content-Length`` and the bytes read, recorded for the request's task by
+`parts_from_asgi` (a context variable: `error_response` is called in the same task).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import Protocol
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from typing import Final, Protocol, Unpack
 
 from streamfx._upload.errors import MalformedUpload
 from streamfx._upload.multipart import PartStream, parse_multipart
 from streamfx.adapters._asgi_types import Receive, Scope
+from streamfx.adapters._common import ErrorAnswer
+from streamfx.adapters._upload_body import (
+    MIN_RATE,
+    READ_TIMEOUT,
+    ReadRule,
+    ReadTimer,
+    UploadOptions,
+    content_length,
+    refuse_declared_length,
+)
 
 
 def parts_from_asgi(
@@ -21,31 +44,47 @@ def parts_from_asgi(
     max_size: int,
     max_part_size: int,
     max_parts: int,
-    allowed_types: Iterable[str] | None = None,
+    read_timeout: float | None = READ_TIMEOUT,
+    min_rate: int | None = MIN_RATE,
+    **options: Unpack[UploadOptions],
 ) -> PartStream:
     """The parts of the ``multipart/form-data`` request body of `scope`, read from
-    `receive` as the caller asks for them (see `streamfx.parse_multipart`).
+    `receive` as the caller asks for them. The limits, and every other keyword argument
+    (`UploadOptions`: ``max_file_size``, ``allowed_types``, ``sniff``...), are
+    `streamfx.parse_multipart`'s.
 
-    Raises at once `UnsupportedMediaType` / `MalformedUpload` for a request that is not
-    multipart or has no boundary, and, while iterating, `UploadTooLarge` (413),
-    `UnsupportedMediaType` (415) or `MalformedUpload` (400); a client that disconnects
-    before the body ends is a `MalformedUpload` too. Answer any `UploadError` with
-    ``error_response(exc)``. Nothing is buffered or written to disk here: a refused
-    upload leaves nothing behind but what the caller kept.
+    Raises at once: `UploadTooLarge` (413) when the ``Content-Length`` is larger than
+    `max_size` (not a byte of the body is read), `UnsupportedMediaType` /
+    `MalformedUpload` for a request that is not multipart or has no boundary. While
+    iterating: `UploadTooLarge` (413), `UnsupportedMediaType` (415), `MalformedUpload`
+    (400; also a client that disconnects before the body ends), and `UploadTimeout`
+    (408) when the client sends nothing for `read_timeout` seconds or sends slower
+    than `min_rate` bytes per second (see `streamfx.adapters._upload_body`; None turns
+    either off). Answer any `UploadError` with ``error_response(exc)``. Nothing is
+    buffered or written to disk here: a refused upload leaves nothing behind but what
+    the caller kept.
     """
-    content_type = None
+    rule = ReadRule(read_timeout, min_rate)
+    content_type: bytes | None = None
+    length: int | None = None
     for name, value in scope["headers"]:
-        if name.lower() == b"content-type":
+        key = name.lower()
+        if key == b"content-type" and content_type is None:
             content_type = value
-            break
-    return parse_multipart(
-        _request_body(receive),
+        elif key == b"content-length" and length is None:
+            length = content_length(value)
+    state = _BodyState(length)
+    _body_state.set(state)
+    stream = parse_multipart(  # checks the arguments; reads nothing yet
+        _request_body(receive, rule, state),
         content_type,
         max_size=max_size,
         max_part_size=max_part_size,
         max_parts=max_parts,
-        allowed_types=allowed_types,
+        **options,
     )
+    refuse_declared_length(length, max_size)
+    return stream
 
 
 class HasASGIRequest(Protocol):
@@ -64,7 +103,9 @@ def parts(
     max_size: int,
     max_part_size: int,
     max_parts: int,
-    allowed_types: Iterable[str] | None = None,
+    read_timeout: float | None = READ_TIMEOUT,
+    min_rate: int | None = MIN_RATE,
+    **options: Unpack[UploadOptions],
 ) -> PartStream:
     """`parts_from_asgi` for a Starlette or FastAPI ``Request`` whose body was not read."""
     return parts_from_asgi(
@@ -73,17 +114,63 @@ def parts(
         max_size=max_size,
         max_part_size=max_part_size,
         max_parts=max_parts,
-        allowed_types=allowed_types,
+        read_timeout=read_timeout,
+        min_rate=min_rate,
+        **options,
     )
 
 
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise MalformedUpload("the client disconnected before the upload ended")
-        body = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            return
+LINGER_BYTES: Final = 1 << 20
+"""The most of a refused body left for the server to read and drop (see the module
+docstring); with more left, or an unknown amount, the connection is closed."""
+
+
+class _BodyState:
+    """How much of the request body is left (None: unknown), and whether it ended."""
+
+    __slots__ = ("ended", "left")
+
+    def __init__(self, length: int | None) -> None:
+        self.left = length
+        self.ended = length == 0
+
+
+_body_state: ContextVar[_BodyState | None] = ContextVar("streamfx_asgi_upload", default=None)
+
+
+def refusal_headers(answer: ErrorAnswer) -> list[tuple[str, str]]:
+    """The headers of `answer`, with ``Connection: close`` when it refuses an upload
+    (`ErrorAnswer.close`) whose body, read by `parts_from_asgi` in this task, has more
+    than `LINGER_BYTES` left or an unknown amount (see the module docstring)."""
+    if not answer.close:
+        return answer.headers
+    state = _body_state.get()
+    if state is not None and (
+        state.ended or (state.left is not None and state.left <= LINGER_BYTES)
+    ):
+        return answer.headers
+    return [*answer.headers, ("connection", "close")]
+
+
+async def _request_body(
+    receive: Receive, rule: ReadRule, state: _BodyState
+) -> AsyncIterator[bytes]:
+    timer = ReadTimer(rule)
+    try:
+        while True:
+            message = await timer.read(receive())
+            if message["type"] == "http.disconnect":
+                raise MalformedUpload("the client disconnected before the upload ended")
+            body = message.get("body", b"")
+            rule.wait_ended(len(body))
+            if state.left is not None:
+                state.left -= len(body)
+            if not message.get("more_body", False):
+                state.ended = True
+                if body:
+                    yield body
+                return
+            if body:
+                yield body
+    finally:
+        timer.stop()

@@ -6,6 +6,9 @@ promise "the first chunk is pulled before the status" must be kept in the view. 
 is what `prefetch` does: it resolves the response for the request, pulls the first
 chunk, and hands back the status, headers and a body that yields that chunk and then
 the rest. The adapters build their framework's response from it.
+
+Shared by the Quart and Django adapters only (the ASGI, aiohttp and WSGI adapters send
+the status line themselves); what every adapter shares is in `streamfx.adapters._common`.
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from streamfx._core.util import aclose_iterator
 from streamfx._response.response import Headers, StreamResponse
-from streamfx.adapters._errors import error_headers, error_status, error_text
+from streamfx.adapters._common import WriteWatchdog, answer_error
 
 
 @dataclass(slots=True)
@@ -48,9 +50,10 @@ async def prefetch(
     - ``response.for_request(method, headers)`` is called first (skipped without
       ``respond_to``).
     - ``HEAD``: the body is closed without being iterated; status and headers stay.
-    - An error from ``for_request`` or from the first chunk becomes an error answer:
-      the error's ``status`` (an int in 400..599) or 500, with a short plain-text body;
-      5xx errors are logged to `logger`. The body is closed either way.
+    - An error from ``for_request`` or from the first chunk becomes an error answer
+      (`streamfx.adapters._common.answer_error`): the error's ``status`` (an int in
+      400..599) or 500, with a short plain-text body; the detail is logged to `logger`.
+      The body is closed either way.
     - Cancelled while pulling (the client left): the body is closed, then
       `CancelledError` propagates.
     - `write_timeout`: see `ResumedBody`.
@@ -59,7 +62,7 @@ async def prefetch(
         resolved = response.for_request(method, headers) if response.respond_to else response
     except Exception as exc:
         await response.aclose()
-        return _error(exc, logger)
+        return error_prefetched(exc, logger)
     body = resolved.body
     if method == "HEAD":
         await aclose_iterator(body)
@@ -69,7 +72,7 @@ async def prefetch(
         first = await anext(iterator, b"")
     except Exception as exc:
         await _close(iterator, body)
-        return _error(exc, logger)
+        return error_prefetched(exc, logger)
     except BaseException:
         await _close(iterator, body)
         raise
@@ -77,12 +80,10 @@ async def prefetch(
     return Prefetched(resolved.status, resolved.headers, reader)
 
 
-def _error(exc: Exception, logger: logging.Logger) -> Prefetched:
-    status = error_status(exc)
-    if status >= 500:
-        logger.error("streamfx response failed before it started", exc_info=exc)
-    text = error_text(exc, status)
-    return Prefetched(status, error_headers(text), ResumedBody(text, None, None))
+def error_prefetched(exc: BaseException, logger: logging.Logger) -> Prefetched:
+    """The answer to `exc` as a `Prefetched` (see `answer_error`; logs to `logger`)."""
+    answer = answer_error(exc, logger)
+    return Prefetched(answer.status, answer.headers, ResumedBody(answer.body, None, None))
 
 
 async def _close(iterator: AsyncIterator[bytes], body: AsyncIterable[bytes] | None) -> None:
@@ -99,15 +100,14 @@ class ResumedBody:
     An async iterator with ``aclose()`` (not an async generator, so that closing it
     before it was ever iterated still closes the original body).
 
-    `write_timeout`: once a chunk has been handed out, the framework sends it and then
-    asks for the next one. When that takes `write_timeout` seconds (the server's flow
-    control holds the send: the client takes nothing), the task iterating the body is
-    cancelled, as the framework does on a disconnect, and the body is closed as it
-    leaves. One timer per body, re-armed every `write_timeout`/4 seconds; per chunk
-    only a timestamp is noted.
+    `write_timeout` (`WriteWatchdog`): once a chunk has been handed out, the framework
+    sends it and then asks for the next one. When that has not happened after
+    `write_timeout` seconds (the server's flow control holds the send: the client takes
+    nothing), the task iterating the body is cancelled, as the framework does on a
+    disconnect, and the body is closed as it leaves.
     """
 
-    __slots__ = ("_body", "_first", "_iterator", "_logger", "_out_since", "_timeout", "_timer")
+    __slots__ = ("_body", "_first", "_iterator", "_logger", "_timeout", "_watchdog")
 
     def __init__(
         self,
@@ -121,9 +121,8 @@ class ResumedBody:
         self._iterator = iterator
         self._body = body
         self._timeout = write_timeout if iterator is not None else None
-        self._logger = logger
-        self._out_since = 0.0  # loop time the last chunk was handed out; 0.0: none out
-        self._timer: asyncio.TimerHandle | None = None
+        self._logger = logger or logging.getLogger(__name__)
+        self._watchdog: WriteWatchdog | None = None
 
     @property
     def closed(self) -> bool:
@@ -133,7 +132,8 @@ class ResumedBody:
         return self
 
     async def __anext__(self) -> bytes:
-        self._out_since = 0.0
+        if self._watchdog is not None:
+            self._watchdog.written()
         first = self._first
         if first is not None:
             self._first = None
@@ -154,33 +154,16 @@ class ResumedBody:
             raise
 
     def _hand_out(self) -> None:
-        timeout = self._timeout
-        if timeout is None:
-            return
-        loop = asyncio.get_running_loop()
-        self._out_since = loop.time()
-        if self._timer is None:
-            task = asyncio.current_task()
-            if task is not None:
-                self._watch(loop, task, timeout)
-
-    def _watch(
-        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], timeout: float
-    ) -> None:
-        interval = timeout / 4
-
-        def check() -> None:
-            since = self._out_since
-            if since and loop.time() - since >= timeout and self._iterator is not None:
-                if self._logger is not None:
-                    self._logger.info(
-                        "client took nothing for %.0f s; treating it as gone", timeout
-                    )
-                task.cancel()
+        watchdog = self._watchdog
+        if watchdog is None:
+            if self._timeout is None:
                 return
-            self._timer = loop.call_later(interval, check)
-
-        self._timer = loop.call_later(interval, check)
+            task = asyncio.current_task()
+            if task is None:
+                return
+            # The task iterating the body is the one the framework sends from.
+            watchdog = self._watchdog = WriteWatchdog(self._timeout, task.cancel, self._logger)
+        watchdog.writing()
 
     async def aclose(self) -> None:
         """Close the original body (once; later calls do nothing)."""
@@ -188,13 +171,7 @@ class ResumedBody:
         self._first = None
         self._iterator = self._body = None
         self._timeout = None
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if iterator is not None:
             await _close(iterator, body)
-
-
-def check_write_timeout(write_timeout: float | None) -> None:
-    """Raise ValueError unless `write_timeout` is a positive number or None."""
-    if write_timeout is not None and not write_timeout > 0:
-        raise ValueError(f"write_timeout must be a positive number or None, got {write_timeout!r}")

@@ -3,7 +3,8 @@
     async def handler(request: web.Request) -> web.StreamResponse:
         return await to_aiohttp(request, export(rows(), format="csv"))
 
-This module is the only one that imports aiohttp (the ``streamfx[aiohttp]`` extra).
+This module and its private helpers (`_aiohttp_upload`, `_aiohttp_watch`) are the only
+ones that import aiohttp (the ``streamfx[aiohttp]`` extra).
 
 What `to_aiohttp` promises, in order:
 
@@ -13,7 +14,9 @@ What `to_aiohttp` promises, in order:
 2. HEAD, 1xx, 204 and 304 get the status and headers only; the body is never iterated.
 3. The first body chunk is pulled *before* the status line is sent. An error there
    becomes a short ``text/plain`` response with the error's ``status`` attribute when it
-   is an int from 400 to 599, else 500 (logged to ``streamfx.adapters.aiohttp``).
+   is an int from 400 to 599, else 500; its body is the status phrase (an
+   `UploadError`'s message), and the detail goes to the ``streamfx.adapters.aiohttp``
+   logger only (a 4xx at INFO, a 5xx at ERROR).
 4. Without a ``Content-Length`` header the body goes out chunked; with one, exactly
    that many bytes are sent (a body that ends short is an error, see 5).
 5. An error after the status line resets the connection (TCP RST, no closing chunk)
@@ -21,10 +24,11 @@ What `to_aiohttp` promises, in order:
 6. A client that goes away (a write raising `ConnectionError`, or the connection seen
    closed while the body is idle: it is checked every `disconnect_check` seconds) is
    not an error: the body is closed and the prepared response is returned. So is a
-   client that stops reading: when bytes wait to be sent and the socket takes none
-   for `write_timeout` seconds, the connection is aborted. If the handler's task is
-   cancelled (aiohttp's ``handler_cancellation``, server shutdown), the body is
-   closed and `CancelledError` propagates.
+   client that stops reading: when one ``write`` of a chunk (with its drain) has waited
+   `write_timeout` seconds, the connection is aborted (the rule every adapter shares:
+   see `streamfx.adapters._common.WriteWatchdog`). If the handler's task is cancelled
+   (aiohttp's ``handler_cancellation``, server shutdown), the body is closed and
+   `CancelledError` propagates.
 7. The body is closed (``aclose()``) exactly once, whatever happened, before this
    returns or raises; with streamfx bodies that cancels the producer tasks and runs
    every finalizer.
@@ -38,7 +42,8 @@ turns an `UploadError` into aiohttp's own HTTP error (413, 415 or 400) with a sh
 
 Builders that refuse a request when they are called, before `to_aiohttp` runs (a
 `download` of a missing file or of a path outside its root), raise errors that carry a
-``status``; the `streamfx_errors` middleware answers them with that status.
+``status``; the `streamfx_errors` middleware answers them with that status and the
+status phrase, as every streamfx adapter does.
 
 Shutdown: `drain_on_shutdown(app)` makes the app's shutdown end open SSE streams on
 purpose (held events, the farewell, a clean end) before aiohttp waits for its
@@ -55,9 +60,8 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager, suppress
-from http import HTTPStatus
+from collections.abc import AsyncIterator
+from contextlib import suppress
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -66,11 +70,24 @@ from aiohttp.typedefs import Handler
 from streamfx._core.shutdown import request_shutdown
 from streamfx._download.errors import DownloadError
 from streamfx._response.response import FileRange, StreamResponse
-from streamfx._upload.errors import UploadError, UploadTooLarge
-from streamfx._upload.multipart import PartStream, parse_multipart
+from streamfx._upload.errors import UploadError
+from streamfx.adapters._aiohttp_upload import multipart_parts, upload_http_error
 from streamfx.adapters._aiohttp_watch import DisconnectWatch
+from streamfx.adapters._common import (
+    WriteWatchdog,
+    answer_error,
+    check_seconds,
+    check_write_timeout,
+)
+from streamfx.adapters._upload_body import UploadTimeout
 
-__all__ = ["drain_on_shutdown", "multipart_parts", "streamfx_errors", "to_aiohttp"]
+__all__ = [
+    "UploadTimeout",
+    "drain_on_shutdown",
+    "multipart_parts",
+    "streamfx_errors",
+    "to_aiohttp",
+]
 
 logger = logging.getLogger("streamfx.adapters.aiohttp")
 
@@ -92,16 +109,14 @@ async def to_aiohttp(
     """Prepare and write `response` for `request`; return the aiohttp response used.
 
     See the module docstring for the promises. `disconnect_check` is how often (in
-    seconds) a stream checks that its client is still connected and reading;
-    `write_timeout` (seconds, None: never) is how long a client may take no bytes at
-    all while some wait for it (the zero-copy file path is not watched: a stalled
-    ``sendfile`` waits like aiohttp's ``FileResponse``). Raises `ValueError` at once
-    for a `disconnect_check` or `write_timeout` that is not positive.
+    seconds) a stream checks that its client is still connected; `write_timeout`
+    (seconds, None: never): a client that has not taken a chunk for this long is
+    treated as gone (the zero-copy file path is not watched: a stalled ``sendfile``
+    waits like aiohttp's ``FileResponse``). Raises `ValueError` at once for a
+    `disconnect_check` or `write_timeout` that is not a positive number of seconds.
     """
-    if not disconnect_check > 0:
-        raise ValueError(f"disconnect_check must be positive, got {disconnect_check!r}")
-    if write_timeout is not None and not write_timeout > 0:
-        raise ValueError(f"write_timeout must be positive or None, got {write_timeout!r}")
+    check_seconds("disconnect_check", disconnect_check)
+    check_write_timeout(write_timeout)
     try:
         response = response.for_request(request.method, list(request.headers.items()))
     except Exception as exc:
@@ -142,47 +157,78 @@ async def _send(
 ) -> web.StreamResponse:
     if _has_no_body(request.method, response.status):
         return await _send_whole(request, out)
-
+    first = b""
     if response.file is not None and _can_sendfile(request):
-        return await _send_file(request, response.file, out, iterator, watch)
+        sent = await _send_file(request, response.file, out)
+        if sent is not None:
+            return sent
+        # No sendfile on this loop or transport after all: the body's chunks instead.
+    else:
+        watch.start()
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            pass
+        except Exception as exc:
+            return await _error_response(request, exc)
+    return await _write_body(request, out, first, iterator, watch)
 
+
+async def _write_body(
+    request: web.BaseRequest,
+    out: web.StreamResponse,
+    first: bytes,
+    iterator: AsyncIterator[bytes],
+    watch: DisconnectWatch,
+) -> web.StreamResponse:
+    """Send the status line (unless it went out already), `first`, the rest of
+    `iterator`, and the end of the body; an error after the start resets the connection
+    and is re-raised, unless it only says that the client left."""
     watch.start()
-    try:
-        first = await anext(iterator)
-    except StopAsyncIteration:
-        first = b""
-    except Exception as exc:
-        return await _error_response(request, exc)
-
     try:
         writer = await out.prepare(request)
         assert writer is not None
-        if first:
-            await writer.write(first)
-        await _pump(iterator, writer)
+        await _pump(first, iterator, writer, watch.writes)
         watch.stop()
         await out.write_eof()
     except Exception as exc:
-        if isinstance(exc, ConnectionError) and _client_gone(request):
+        if _client_left(request, exc):
             return out
-        _abort(request)
         raise
     return out
 
 
-async def _pump(iterator: AsyncIterator[bytes], writer: AbstractStreamWriter) -> None:
-    """The hot path: every chunk of the body to the writer, then check the length."""
+async def _pump(
+    first: bytes,
+    iterator: AsyncIterator[bytes],
+    writer: AbstractStreamWriter,
+    writes: WriteWatchdog,
+) -> None:
+    """The hot path: `first` and every chunk of the body to the writer (each write
+    watched by `writes`), then check the length."""
     write = writer.write
+    writing, written = writes.writing, writes.written
+    if first:
+        writing()
+        await write(first)
+        written()
     async for chunk in iterator:
         if chunk:
+            writing()
             await write(chunk)
+            written()
     if writer.length:
         raise RuntimeError(f"body ended {writer.length} bytes short of its Content-Length")
 
 
-def _client_gone(request: web.BaseRequest) -> bool:
+def _client_left(request: web.BaseRequest, exc: Exception) -> bool:
+    """True when `exc`, raised after the start, only says that the client went away;
+    otherwise the connection is reset (and the caller re-raises `exc`)."""
     transport = request.transport
-    return transport is None or transport.is_closing()
+    if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
+        return True
+    _abort(request)
+    return False
 
 
 def _can_sendfile(request: web.BaseRequest) -> bool:
@@ -195,20 +241,17 @@ def _can_sendfile(request: web.BaseRequest) -> bool:
 
 
 async def _send_file(
-    request: web.BaseRequest,
-    file: FileRange,
-    out: web.StreamResponse,
-    iterator: AsyncIterator[bytes],
-    watch: DisconnectWatch,
-) -> web.StreamResponse:
+    request: web.BaseRequest, file: FileRange, out: web.StreamResponse
+) -> web.StreamResponse | None:
+    """Send `file` through the loop's ``sendfile``; None when the loop or the transport
+    cannot (the status line may have gone out: the caller sends the body instead)."""
     loop = asyncio.get_running_loop()
     try:
         fobj = await loop.run_in_executor(None, file.path.open, "rb")
     except Exception as exc:
         return await _error_response(request, exc)
     try:
-        writer = await out.prepare(request)
-        assert writer is not None
+        await out.prepare(request)
         transport = request.transport
         if transport is None:
             return out
@@ -222,15 +265,11 @@ async def _send_file(
             transport.abort()
             return out
         except NotImplementedError:
-            # No sendfile on this loop or transport: send the body's chunks instead.
-            watch.start()
-            await _pump(iterator, writer)
-            watch.stop()
+            return None
         await out.write_eof()
     except Exception as exc:
-        if isinstance(exc, ConnectionError) and _client_gone(request):
+        if _client_left(request, exc):
             return out
-        _abort(request)
         raise
     finally:
         await loop.run_in_executor(None, fobj.close)
@@ -238,7 +277,7 @@ async def _send_file(
 
 
 async def _error_response(request: web.BaseRequest, exc: Exception) -> web.StreamResponse:
-    return await _send_whole(request, _plain_status(_status_of(exc), exc))
+    return await _send_whole(request, _plain_response(exc))
 
 
 async def _send_whole(request: web.BaseRequest, out: web.StreamResponse) -> web.StreamResponse:
@@ -251,23 +290,10 @@ async def _send_whole(request: web.BaseRequest, out: web.StreamResponse) -> web.
     return out
 
 
-def _status_of(exc: BaseException) -> int:
-    status = getattr(exc, "status", None)
-    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-        return 500
-    return status
-
-
-def _plain_status(status: int, exc: BaseException) -> web.Response:
-    """A short ``text/plain`` response: the status and its phrase, nothing from the
-    exception (which may hold paths or data); 5xx are logged with the traceback."""
-    if status >= 500:
-        logger.error("stream failed before its response started", exc_info=exc)
-    try:
-        text = f"{status} {HTTPStatus(status).phrase}\n"
-    except ValueError:
-        text = f"{status}\n"
-    return web.Response(status=status, text=text, content_type="text/plain")
+def _plain_response(exc: BaseException) -> web.Response:
+    """The short ``text/plain`` answer to `exc` (`answer_error`: the detail is logged)."""
+    answer = answer_error(exc, logger)
+    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
 
 def _abort(request: web.BaseRequest) -> None:
@@ -298,52 +324,6 @@ def drain_on_shutdown(app: web.Application) -> None:
     app.on_shutdown.append(request_drain)
 
 
-@asynccontextmanager
-async def multipart_parts(
-    request: web.BaseRequest,
-    *,
-    max_size: int,
-    max_part_size: int,
-    max_parts: int,
-    allowed_types: Iterable[str] | None = None,
-) -> AsyncIterator[PartStream]:
-    """The parts of `request`'s ``multipart/form-data`` body, read as they arrive.
-
-        async with multipart_parts(request, max_size=..., max_part_size=...,
-                                   max_parts=...) as parts:
-            async for part in parts:
-                async for chunk in part: ...
-
-    The limits and `allowed_types` are `streamfx.parse_multipart`'s. A request whose
-    ``Content-Length`` already passes `max_size` is refused before a byte is read.
-    An `UploadError`, at the start or while the parts are read, leaves the block as
-    aiohttp's ``HTTPRequestEntityTooLarge`` (413), ``HTTPUnsupportedMediaType`` (415)
-    or ``HTTPBadRequest`` (400), whose short ``text/plain`` message is the error's;
-    raised from a handler, aiohttp sends it. Code inside the block sees the
-    `UploadError` first, so it can delete what it stored of the refused upload.
-    The request body is never buffered here: a part is read when the caller reads it.
-    """
-    try:
-        length = request.content_length
-        if length is not None and length > max_size:
-            raise UploadTooLarge(f"the upload is larger than {max_size} bytes")
-        parts = parse_multipart(
-            request.content.iter_any(),
-            request.headers.get("Content-Type"),
-            max_size=max_size,
-            max_part_size=max_part_size,
-            max_parts=max_parts,
-            allowed_types=allowed_types,
-        )
-    except UploadError as exc:
-        raise _http_error(exc) from exc
-    async with parts:
-        try:
-            yield parts
-        except UploadError as exc:
-            raise _http_error(exc) from exc
-
-
 @web.middleware
 async def streamfx_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """An aiohttp middleware that answers streamfx's request errors with their status.
@@ -361,25 +341,8 @@ async def streamfx_errors(request: web.Request, handler: Handler) -> web.StreamR
     except UploadError as exc:
         if request.writer.output_size:
             raise
-        raise _http_error(exc) from exc
+        raise upload_http_error(exc) from exc
     except DownloadError as exc:
         if request.writer.output_size:
             raise
-        return _plain_status(_status_of(exc), exc)
-
-
-_UPLOAD_ERRORS: dict[int, type[web.HTTPClientError]] = {
-    415: web.HTTPUnsupportedMediaType,
-    400: web.HTTPBadRequest,
-}
-
-
-def _http_error(exc: UploadError) -> web.HTTPClientError:
-    text = exc.message + "\n"
-    if exc.status == 413:
-        # The rest of the body is not wanted: do not keep the connection for it.
-        return web.HTTPRequestEntityTooLarge(
-            max_size=0, text=text, content_type="text/plain", headers={"Connection": "close"}
-        )
-    error_class = _UPLOAD_ERRORS.get(exc.status, web.HTTPBadRequest)
-    return error_class(text=text, content_type="text/plain")
+        return _plain_response(exc)

@@ -18,8 +18,8 @@ What the application promises, for one HTTP request:
 - The first body chunk is pulled *before* ``http.response.start``. An error there
   becomes a response with the error's ``status`` attribute (when it is an int in
   400..599) or 500, with a short ``text/plain`` body (the status phrase; only an
-  `UploadError`'s message, written for the client, is shown); 5xx errors are
-  logged to the ``streamfx.adapters.asgi`` logger.
+  `UploadError`'s message, written for the client, is shown). The detail goes to the
+  ``streamfx.adapters.asgi`` logger only (a 4xx at INFO, a 5xx at ERROR).
 - After the start, every non-empty chunk is sent as it comes with ``more_body=True``
   (the body already batches many events per chunk when the producer is ahead); the
   end of the body sends ``more_body=False``. An error from the body after the start
@@ -30,9 +30,14 @@ What the application promises, for one HTTP request:
   ``receive`` for ``http.disconnect`` and cancels the sending task, and ``send``
   raising ``OSError`` (ASGI 2.4) counts as a disconnect too. A disconnect is not an
   error: the application returns normally.
-- A client that stops reading is treated as gone, too: when one ``send`` has waited
-  `write_timeout` seconds (60 by default) on the server's flow control, the body is
-  cancelled as on a disconnect, so a stalled client cannot pin a producer forever.
+- A client that stops reading is treated as gone, too: when one ``send`` of a body
+  chunk has waited `write_timeout` seconds (60 by default) on the server's flow
+  control, the body is cancelled as on a disconnect, so a stalled client cannot pin a
+  producer forever (the rule every adapter shares: see `WriteWatchdog`). Its HTTP/1.x
+  connection is aborted too where the server lets the transport be found (uvicorn):
+  without that the server's close waits for the client to read, holding the socket,
+  and uvicorn logs an error per eviction (see ``_asgi_abort``). Elsewhere (hypercorn,
+  granian) the socket stays until the client goes.
 - Whatever the ending (completion, error, disconnect, cancellation), the body is
   closed exactly once (``aclose()``) before the application returns, so every
   finalizer of its pipeline has run, and the listening task has finished: no task
@@ -41,8 +46,9 @@ What the application promises, for one HTTP request:
   ``response.file`` covers a whole file, the file is sent by path (zero copy) and the
   body is closed without being iterated.
 
-Nothing is done per chunk beyond one ``send`` call with a fresh three-key message:
-no task, no timer, no copy.
+Nothing is done per chunk beyond one ``send`` call with a fresh three-key message and
+a clock reading for the write timeout: no task, no copy, and one timer per response
+at most (armed only while a chunk waits).
 
 Errors raised before any response exists (``download()`` refusing a path, an upload
 refused by its limits) are answered with ``error_response(exc)``: the exception's
@@ -62,9 +68,22 @@ from typing import Any
 
 from streamfx._core.util import aclose_iterator, cancel_and_wait
 from streamfx._response.response import StreamResponse
+from streamfx.adapters._asgi_abort import abort_connection
 from streamfx.adapters._asgi_types import ASGIApp, Message, Receive, Scope, Send
-from streamfx.adapters._asgi_upload import HasASGIRequest, parts, parts_from_asgi
-from streamfx.adapters._errors import error_headers, error_status, error_text
+from streamfx.adapters._asgi_upload import (
+    HasASGIRequest,
+    parts,
+    parts_from_asgi,
+    refusal_headers,
+)
+from streamfx.adapters._common import (
+    WriteWatchdog,
+    answer_error,
+    check_write_timeout,
+    error_status,
+    error_text,
+)
+from streamfx.adapters._upload_body import UploadTimeout
 
 __all__ = [
     "ASGIApp",
@@ -73,6 +92,7 @@ __all__ = [
     "Scope",
     "Send",
     "StreamingASGIResponse",
+    "UploadTimeout",
     "error_response",
     "error_status",
     "error_text",
@@ -95,12 +115,12 @@ def to_asgi(response: StreamResponse, *, write_timeout: float | None = 60.0) -> 
     subclass (headers added to its ``headers`` are sent too, its ``background`` runs
     after a completed response); without it, a plain ASGI callable.
 
-    `write_timeout`: a client that takes nothing for this many seconds while a chunk
-    waits to be written (the server's flow control holds ``send``) is treated as gone:
-    the body is cancelled as on a disconnect. ``None`` waits forever.
+    `write_timeout`: a client that has not taken a chunk for this many seconds (one
+    ``send`` waits that long on the server's flow control) is treated as gone: the body
+    is cancelled as on a disconnect. ``None`` waits forever. A `write_timeout` that is
+    not a positive number of seconds is a `ValueError`, at once.
     """
-    if write_timeout is not None and not write_timeout > 0:
-        raise ValueError(f"write_timeout must be a positive number or None, got {write_timeout!r}")
+    check_write_timeout(write_timeout)
     starlette_class = _starlette_response_class()
     if starlette_class is not None:
         app: ASGIApp = starlette_class(response, write_timeout)
@@ -182,7 +202,7 @@ async def send_response(
 
 async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> StreamResponse | None:
     """``response.for_request(method, headers)`` (skipped when it would return itself);
-    if that raises, the error is answered (see `error_status`) and None returned."""
+    if that raises, the body is closed, the error is answered and None returned."""
     if response.respond_to is None:
         return response
     headers = [
@@ -191,6 +211,7 @@ async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> Stream
     try:
         return response.for_request(scope.get("method", "GET"), headers)
     except Exception as exc:
+        await response.aclose()  # the body never starts; its clean-up still runs
         await _send_error(send, exc)
         return None
 
@@ -221,11 +242,10 @@ async def _send(
     task = asyncio.current_task()
     assert task is not None, "send_response must run in a task"
     loop = asyncio.get_running_loop()
-    watch = _DisconnectWatch(task)
-    watcher = loop.create_task(watch.run(receive), name="streamfx.asgi disconnect watch")
-    if write_timeout is not None:
-        watch.watch_writes(loop, write_timeout)
-    clock = loop.time
+    watch = _DisconnectWatch(task, scope, receive, send)
+    watcher = loop.create_task(watch.run(), name="streamfx.asgi disconnect watch")
+    watchdog = WriteWatchdog(write_timeout, watch.stalled, logger)
+    writing, written = watchdog.writing, watchdog.written
     iterator = body
     try:
         if method == "HEAD":
@@ -248,17 +268,19 @@ async def _send(
         try:
             await send(start)
             if first:
+                writing()
                 await send({"type": "http.response.body", "body": first, "more_body": True})
+                written()
         except OSError:
             return False
         async for chunk in iterator:
             if chunk:
-                watch.send_started = clock()
+                writing()
                 try:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except OSError:
                     return False
-                watch.send_started = 0.0
+                written()
         watch.closing = True
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -271,7 +293,7 @@ async def _send(
         raise
     finally:
         watch.closing = True
-        watch.stop_watching_writes()
+        watchdog.stop()
         try:
             await aclose_iterator(iterator)
             if iterator is not body:
@@ -301,13 +323,15 @@ def error_response(exc: BaseException) -> ASGIApp:
 
     Meant for errors raised before a response exists: ``download(...)`` refusing a
     path (403/404), an upload refused by its limits (413/415/400). The response is
-    ``text/plain`` with a ``Content-Length``. What is left unread of a refused upload
-    is the server's to discard (uvicorn and hypercorn read and drop it, keeping the
-    connection).
+    ``text/plain`` with a ``Content-Length``; its body is the status phrase (an
+    `UploadError`'s detail), never anything else from `exc`, whose detail is logged
+    to the ``streamfx.adapters.asgi`` logger (a 4xx at INFO, a 5xx at ERROR). A refused
+    upload is answered with ``Connection: close`` unless what is left of its body is
+    small (see `streamfx.adapters._asgi_upload`).
     """
-    status = error_status(exc)
-    text = error_text(exc, status)
-    return to_asgi(StreamResponse(status, error_headers(text), _once(text)))
+    answer = answer_error(exc, logger)
+    headers = refusal_headers(answer)
+    return to_asgi(StreamResponse(answer.status, headers, _once(answer.body)))
 
 
 async def _once(chunk: bytes) -> AsyncIterator[bytes]:
@@ -316,55 +340,46 @@ async def _once(chunk: bytes) -> AsyncIterator[bytes]:
 
 async def _send_error(send: Send, exc: Exception) -> None:
     """Answer `exc` (raised before the start); a client already gone is not an error."""
-    status = error_status(exc)
-    if status >= 500:
-        logger.error("streamfx response failed before it started", exc_info=exc)
-    text = error_text(exc, status)
-    headers = [(name.encode(), value.encode()) for name, value in error_headers(text)]
+    answer = answer_error(exc, logger)
+    headers = _encode_headers(refusal_headers(answer))
+    start: Message = {"type": "http.response.start", "status": answer.status, "headers": headers}
     try:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": text, "more_body": False})
+        await send(start)
+        await send({"type": "http.response.body", "body": answer.body, "more_body": False})
     except OSError:
         pass
 
 
 class _DisconnectWatch:
-    """Listens on ``receive`` and cancels the sending task when the client leaves."""
+    """Listens on ``receive`` and cancels the sending task when the client leaves (or
+    when `stalled` is called: the write timeout)."""
 
-    __slots__ = ("closing", "disconnected", "send_started", "task", "timer")
+    __slots__ = ("closing", "disconnected", "receive", "scope", "send", "task")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
+    def __init__(self, task: asyncio.Task[Any], scope: Scope, receive: Receive, send: Send) -> None:
         self.task = task
+        self.scope = scope
+        self.receive = receive
+        self.send = send
         self.closing = False
         self.disconnected = False
-        self.send_started = 0.0  # loop time when the pending send began; 0.0: none
-        self.timer: asyncio.TimerHandle | None = None
 
-    def watch_writes(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        """Check every `timeout`/4 seconds whether one send has waited `timeout`.
+    def client_gone(self) -> None:
+        """Treat the client as gone: cancel the sending task (unless it is closing)."""
+        if not self.closing:
+            self.disconnected = True
+            self.task.cancel()
 
-        One timer per response, re-armed a few times per timeout: nothing is done per
-        chunk beyond noting when its send began.
-        """
-        interval = timeout / 4
+    def stalled(self) -> None:
+        """The write timeout: abort the connection where the server lets us (before
+        the cancellation, so that the server sees it lost before the application
+        returns), then treat the client as gone."""
+        if not self.closing:
+            abort_connection(self.scope, self.receive, self.send)
+        self.client_gone()
 
-        def check() -> None:
-            started = self.send_started
-            if started and loop.time() - started >= timeout and not self.closing:
-                logger.info("client took nothing for %.0f s; treating it as gone", timeout)
-                self.disconnected = True
-                self.task.cancel()
-                return
-            self.timer = loop.call_later(interval, check)
-
-        self.timer = loop.call_later(interval, check)
-
-    def stop_watching_writes(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    async def run(self, receive: Receive) -> None:
+    async def run(self) -> None:
+        receive = self.receive
         try:
             while True:
                 message = await receive()
@@ -373,6 +388,4 @@ class _DisconnectWatch:
         except Exception:  # a broken receive cannot tell us more
             logger.debug("ASGI receive failed while watching for a disconnect", exc_info=True)
             return
-        if not self.closing:
-            self.disconnected = True
-            self.task.cancel()
+        self.client_gone()

@@ -12,13 +12,14 @@ Django 5.0 or later, served by ``get_asgi_application()`` under an ASGI server (
 with uvicorn and hypercorn). What it promises (the same as `streamfx.adapters.asgi.to_asgi` where
 Django allows):
 
-- ``response.for_request(method, headers)`` is called with the request's method and
-  headers, so a download honours Range and conditional requests; ``HEAD`` gets the
-  status and headers only (the body is closed without being iterated).
-- The first body chunk is pulled before ``to_django`` returns. An error from
-  ``for_request`` or from that chunk becomes a response with the error's ``status``
-  (an int in 400..599) or 500 and a short ``text/plain`` body; 5xx errors are logged
-  to the ``streamfx.adapters.django`` logger.
+- Before ``to_django`` returns, ``response.for_request(method, headers)`` runs with the
+  request's method and headers (a download honours Range and conditional requests)
+  and the first body chunk is pulled; ``HEAD`` gets the status and headers only, the
+  body closed without being iterated. An error in either step is answered with its
+  ``status`` (an int in 400..599) or 500 and a short ``text/plain`` body (the status
+  phrase; an `UploadError`'s message), its detail logged to ``streamfx.adapters.django``
+  only (a 4xx at INFO, a 5xx at ERROR); `error_response(exc)` answers an error raised
+  before any response exists (``download()`` refusing a path) the same way.
 - After the start, an error from the body propagates out of Django's ASGI handler
   (Django re-raises it), so the server aborts the connection without the final chunk
   of a chunked body: a truncated body never looks complete.
@@ -28,7 +29,8 @@ Django allows):
 - A client that stops reading is treated as gone: when one chunk has waited
   `write_timeout` seconds (60 by default) on the server's flow control, the task
   sending the response is cancelled as on a disconnect; the server then closes the
-  connection without the end of the body.
+  connection without the end of the body (the rule every adapter shares: see
+  `streamfx.adapters._common.WriteWatchdog`).
 - ``close()`` (which Django calls after a response) closes the body too if nothing
   else did: a body that Django never iterated (middleware that dropped it, a client
   that left during ``http.response.start``) is still closed, once.
@@ -53,12 +55,13 @@ import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from streamfx._response.response import StreamResponse
-from streamfx.adapters._prefetch import Prefetched, ResumedBody, check_write_timeout, prefetch
+from streamfx.adapters._common import answer_error, check_write_timeout
+from streamfx.adapters._prefetch import Prefetched, ResumedBody, prefetch
 
-__all__ = ["StreamfxHttpResponse", "to_django"]
+__all__ = ["StreamfxHttpResponse", "error_response", "to_django"]
 
 logger = logging.getLogger("streamfx.adapters.django")
 
@@ -71,14 +74,30 @@ async def to_django(
     """A Django response sending `response` for `request` (see the module docstring).
     Await it inside an async view.
 
-    `write_timeout`: a client that takes nothing for this many seconds while a chunk
-    waits to be written is treated as gone (``None`` waits forever).
+    `write_timeout`: a client that has not taken a chunk for this many seconds is
+    treated as gone (``None`` waits forever); not a positive number: `ValueError`.
     """
     check_write_timeout(write_timeout)
     method = request.method or "GET"
     headers = list(request.headers.items())
     ready = await prefetch(response, method, headers, logger, write_timeout=write_timeout)
     return StreamfxHttpResponse(ready)
+
+
+def error_response(exc: BaseException) -> HttpResponse:
+    """A Django ``HttpResponse`` answering `exc` as `to_django` answers an error raised
+    before the first chunk: the error's ``status`` (an int in 400..599) or 500, with a
+    short ``text/plain`` body (the status phrase; an `UploadError`'s message). The
+    detail is logged to the ``streamfx.adapters.django`` logger only.
+
+    For errors raised before a response exists: ``download()`` refusing a path (403,
+    404), an upload refused by its limits.
+    """
+    answer = answer_error(exc, logger)
+    reply = HttpResponse(answer.body, status=answer.status)
+    for name, value in answer.headers:
+        reply.headers[name] = value
+    return reply
 
 
 class StreamfxHttpResponse(StreamingHttpResponse):

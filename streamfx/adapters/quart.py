@@ -15,8 +15,10 @@ What it promises (the same as `streamfx.adapters.asgi.to_asgi` where Quart allow
   gets the status and headers only (the body is closed without being iterated).
 - The first body chunk is pulled before ``to_quart`` returns. An error from
   ``for_request`` or from that chunk becomes a response with the error's ``status``
-  (an int in 400..599) or 500 and a short ``text/plain`` body; 5xx errors are logged
-  to the ``streamfx.adapters.quart`` logger.
+  (an int in 400..599) or 500 and a short ``text/plain`` body (the status phrase; an
+  `UploadError`'s message); the detail is logged to the ``streamfx.adapters.quart``
+  logger only (a 4xx at INFO, a 5xx at ERROR). `error_response(exc)` answers an error
+  raised before any response exists (``download()`` refusing a path) the same way.
 - After the start, an error from the body propagates out of Quart's ASGI application,
   so the server aborts the connection without the final chunk of a chunked body: a
   truncated body never looks complete.
@@ -29,7 +31,8 @@ What it promises (the same as `streamfx.adapters.asgi.to_asgi` where Quart allow
 - A client that stops reading is treated as gone: when one chunk has waited
   `write_timeout` seconds (60 by default) on the server's flow control, the task
   sending the response is cancelled as on a disconnect; the server then closes the
-  connection without the end of the body.
+  connection without the end of the body (the rule every adapter shares: see
+  `streamfx.adapters._common.WriteWatchdog`).
 - The streamfx headers are sent as they are; Quart's default ``Content-Type`` is not
   added when the response has none (a 304, say).
 
@@ -54,9 +57,10 @@ from quart import Response, request
 from werkzeug.datastructures import Headers
 
 from streamfx._response.response import StreamResponse
-from streamfx.adapters._prefetch import check_write_timeout, prefetch
+from streamfx.adapters._common import answer_error, check_write_timeout
+from streamfx.adapters._prefetch import prefetch
 
-__all__ = ["to_quart"]
+__all__ = ["error_response", "to_quart"]
 
 logger = logging.getLogger("streamfx.adapters.quart")
 
@@ -65,8 +69,8 @@ async def to_quart(response: StreamResponse, *, write_timeout: float | None = 60
     """A Quart ``Response`` sending `response` for the current request (see the module
     docstring). Await it inside a Quart view (a request context is needed).
 
-    `write_timeout`: a client that takes nothing for this many seconds while a chunk
-    waits to be written is treated as gone (``None`` waits forever).
+    `write_timeout`: a client that has not taken a chunk for this many seconds is
+    treated as gone (``None`` waits forever); not a positive number: `ValueError`.
     """
     check_write_timeout(write_timeout)
     method = request.method
@@ -77,3 +81,17 @@ async def to_quart(response: StreamResponse, *, write_timeout: float | None = 60
         del reply.headers["content-type"]
     reply.timeout = None
     return reply
+
+
+def error_response(exc: BaseException) -> Response:
+    """A Quart ``Response`` answering `exc` as `to_quart` answers an error raised before
+    the first chunk: the error's ``status`` (an int in 400..599) or 500, with a short
+    ``text/plain`` body (the status phrase; an `UploadError`'s message). The detail is
+    logged to the ``streamfx.adapters.quart`` logger only.
+
+    For errors raised before a response exists: ``download()`` refusing a path (403,
+    404), an upload refused by its limits. In a Quart app:
+    ``app.register_error_handler(DownloadError, error_response)``.
+    """
+    answer = answer_error(exc, logger)
+    return Response(answer.body, status=answer.status, headers=Headers(answer.headers))

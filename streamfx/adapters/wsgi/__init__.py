@@ -23,15 +23,25 @@ What the application does, in order (the adapter promises of `StreamResponse`):
   ``sendfile``; waitress writes from the file in its I/O thread) and the body is
   closed unread;
 - otherwise the first body chunk is pulled *before* ``start_response``: an error there
-  becomes a short ``text/plain`` response with the error's ``status`` (a 4xx also shows
-  the error's message) or 500;
+  becomes a short ``text/plain`` response with the error's ``status`` (an int in
+  400..599) or 500, whose body is the status phrase (an `UploadError`'s message, written
+  for the client); the detail goes to the ``streamfx.adapters.wsgi`` logger only (a 4xx
+  at INFO, a 5xx at ERROR), never to the client;
 - after ``start_response``, an error from the body is raised from the iterator, which
   makes gunicorn and waitress drop the connection without ending the body cleanly (no
   terminating chunk, or fewer bytes than ``Content-Length``);
 - the server calls ``close()`` when it stops iterating for any reason (end, error,
   client gone): the task iterating the body is cancelled and the body closed;
   ``close()`` returns when that is done (at most `CLOSE_TIMEOUT` seconds; then it logs
-  and returns, leaving the cleanup running).
+  and returns, leaving the cleanup running);
+- a client that stops reading is treated as gone: when the server has not come back
+  for the next chunk `write_timeout` seconds (60 by default) after it took one (its
+  write of that chunk is stuck), the body is cancelled and closed at once (its
+  finalizers run), and the server's next ``next()`` raises `TimeoutError`, so it drops
+  the connection without ending the body (the rule every adapter shares: see
+  `streamfx.adapters._common.WriteWatchdog`). The server's thread itself stays in its
+  write until the client reads or the connection closes: WSGI gives the application no
+  way to abort it (the producer and its resources are released all the same).
 
 A WSGI server learns that a client left only when a write fails, so a stream that
 writes nothing never notices: keep a heartbeat on long-lived streams. gunicorn's sync
@@ -53,11 +63,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from http import HTTPStatus
 from typing import Final
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from streamfx._response.response import StreamResponse
+from streamfx.adapters._common import answer_error, check_write_timeout, reason_phrase
+from streamfx.adapters._upload_body import UploadTimeout
 from streamfx.adapters.wsgi._body import CLOSE_TIMEOUT, COALESCE_BYTES, WSGIBody
 from streamfx.adapters.wsgi._file import FileSlice
 from streamfx.adapters.wsgi._loop import background_loop
@@ -66,6 +77,7 @@ from streamfx.adapters.wsgi._upload import WSGIPart, WSGIParts, parts_from_wsgi
 __all__ = [
     "CLOSE_TIMEOUT",
     "COALESCE_BYTES",
+    "UploadTimeout",
     "WSGIPart",
     "WSGIParts",
     "WSGIStream",
@@ -93,9 +105,13 @@ _HOP_BY_HOP: Final = frozenset(
 )
 
 
-def to_wsgi(response: StreamResponse) -> WSGIStream:
-    """A WSGI application that sends `response` once (see the module docstring)."""
-    return WSGIStream(response)
+def to_wsgi(response: StreamResponse, *, write_timeout: float | None = 60.0) -> WSGIStream:
+    """A WSGI application that sends `response` once (see the module docstring).
+
+    `write_timeout`: a client that has not taken a chunk for this many seconds is
+    treated as gone (``None`` waits forever); not a positive number: `ValueError`.
+    """
+    return WSGIStream(response, write_timeout)
 
 
 def request_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
@@ -111,19 +127,18 @@ def request_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
 
 def status_line(status: int) -> str:
     """``"200 OK"`` for 200; an unknown code gets an empty reason phrase."""
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} "
+    return f"{status} {reason_phrase(status)}"
 
 
 class WSGIStream:
     """The WSGI application returned by `to_wsgi`. It can be called once."""
 
-    __slots__ = ("_lock", "_response")
+    __slots__ = ("_lock", "_response", "_write_timeout")
 
-    def __init__(self, response: StreamResponse) -> None:
+    def __init__(self, response: StreamResponse, write_timeout: float | None = 60.0) -> None:
+        check_write_timeout(write_timeout)
         self._response: StreamResponse | None = response
+        self._write_timeout = write_timeout
         self._lock = threading.Lock()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -136,10 +151,11 @@ class WSGIStream:
         try:
             response = original.for_request(method, request_headers(environ))
         except Exception as exc:
+            WSGIBody(loop, original, self._write_timeout).close()  # never started; closed
             return _error_response(start_response, exc)
         status = status_line(response.status)
         headers = [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP]
-        body = WSGIBody(loop, response)
+        body = WSGIBody(loop, response, self._write_timeout)
 
         if method == "HEAD" or response.status in (204, 304) or response.status < 200:
             body.close()
@@ -173,8 +189,9 @@ class WSGIStream:
 def error_response(exc: Exception) -> WSGIApplication:
     """A WSGI application answering `exc` as `to_wsgi` answers an error raised before the
     first chunk: the error's ``status`` (an `UploadError`'s 413/415/400, a
-    `DownloadError`'s 403/404...) or 500, with a short ``text/plain`` body that is the
-    error's message for a 4xx and only the reason phrase otherwise.
+    `DownloadError`'s 403/404...) or 500, with a short ``text/plain`` body: the status
+    phrase (an `UploadError`'s message), never anything else from `exc`, whose detail is
+    logged to the ``streamfx.adapters.wsgi`` logger (a 4xx at INFO, a 5xx at ERROR).
 
     In Flask: ``app.register_error_handler(UploadError, error_response)``.
     """
@@ -195,20 +212,6 @@ def _fits(response: StreamResponse) -> bool:
 
 
 def _error_response(start_response: StartResponse, exc: Exception) -> list[bytes]:
-    status = getattr(exc, "status", None)
-    if not isinstance(status, int) or not 400 <= status <= 599:
-        status = 500
-    if status >= 500:
-        _logger.error("stream failed before the response started", exc_info=exc)
-        text = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    else:
-        text = str(exc) or HTTPStatus(status).phrase
-    payload = (" ".join(text.split())[:300] + "\n").encode("utf-8", "replace")
-    start_response(
-        status_line(status),
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(payload))),
-        ],
-    )
-    return [payload]
+    answer = answer_error(exc, _logger)
+    start_response(status_line(answer.status), answer.headers)
+    return [answer.body]

@@ -14,6 +14,11 @@ Promises:
 - ``close()`` cancels the driver, closes the body (``aclose()``) on the loop and waits
   for that, at most `CLOSE_TIMEOUT` seconds (then it logs and returns, the cleanup
   still running).
+- The write timeout (`WriteWatchdog`): when the server has not asked for the next chunk
+  `write_timeout` seconds after it was given one (its write is stuck: the client takes
+  nothing), the driver is cancelled and the body closed on the loop at once, and the
+  next ``next()`` raises `TimeoutError`. The body is closed once, whichever of this and
+  ``close()`` comes first.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Final
 
 from streamfx._response.response import StreamResponse
+from streamfx.adapters._common import WriteWatchdog
 
 CLOSE_TIMEOUT: Final = 5.0
 """Seconds ``close()`` waits for the body's cleanup before giving up (and logging)."""
@@ -52,18 +58,28 @@ class WSGIBody(Iterator[bytes]):
     __slots__ = (
         "_asked",
         "_closed",
+        "_closing",
         "_done",
         "_driver",
         "_first",
         "_iterator",
         "_loop",
         "_response",
+        "_stalled",
         "_wake",
+        "_watchdog",
+        "_write_timeout",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, response: StreamResponse) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        response: StreamResponse,
+        write_timeout: float | None = None,
+    ) -> None:
         self._loop = loop
         self._response = response
+        self._write_timeout = write_timeout
         # Used on the server's thread only:
         self._first: bytes | None = None
         self._done = False
@@ -73,6 +89,9 @@ class WSGIBody(Iterator[bytes]):
         self._driver: asyncio.Task[None] | None = None
         self._asked: Future[bytes | None] | None = None
         self._wake: asyncio.Future[None] | None = None
+        self._watchdog: WriteWatchdog | None = None
+        self._stalled = False  # the write timeout ended the body
+        self._closing: asyncio.Task[None] | None = None
 
     def pull_first(self) -> None:
         """Pull the first chunk now (before the status line goes out); raise its error."""
@@ -109,6 +128,14 @@ class WSGIBody(Iterator[bytes]):
     # -- on the loop ---------------------------------------------------------------
 
     def _ask(self, answer: Future[bytes | None]) -> None:
+        if self._stalled:
+            timeout = self._write_timeout
+            _answer(answer, None, TimeoutError(f"the client took nothing for {timeout} s"))
+            return
+        if self._watchdog is None:
+            self._watchdog = WriteWatchdog(self._write_timeout, self._stall, _logger)
+        else:
+            self._watchdog.written()  # the server came back: it wrote the last chunk
         if self._driver is None:
             self._driver = self._loop.create_task(self._drive(), name="streamfx.wsgi body")
         self._asked = answer
@@ -150,6 +177,8 @@ class WSGIBody(Iterator[bytes]):
                     return
                 _answer(answer, held[0] if len(held) == 1 else b"".join(held), None)
                 held.clear()
+                if self._watchdog is not None:
+                    self._watchdog.writing()
                 if suspended is not None:
                     try:
                         chunk = await _resume(*suspended)
@@ -162,7 +191,23 @@ class WSGIBody(Iterator[bytes]):
             if answer is not None and not answer.done():
                 _answer(answer, None, RuntimeError("the response body was closed"))
 
+    def _stall(self) -> None:
+        """The write timeout passed: end the body now (the next ``next()`` raises)."""
+        self._stalled = True
+        self._close_once()
+
+    def _close_once(self) -> asyncio.Task[None]:
+        """The one task that stops the driver and closes the body."""
+        if self._closing is None:
+            self._closing = self._loop.create_task(self._close_body(), name="streamfx.wsgi close")
+        return self._closing
+
     async def _aclose(self) -> None:
+        await self._close_once()
+
+    async def _close_body(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         driver = self._driver
         if driver is not None and not driver.done():
             driver.cancel()

@@ -1,0 +1,227 @@
+"""What every adapter shares (framework-neutral, private): how an error is answered,
+how the adapters' timing arguments are checked, and the write-timeout rule.
+
+Error answers. An error raised before a response starts (``for_request`` refusing,
+the first body chunk failing, ``download()`` refusing a path, an upload refused by its
+limits) is answered the same by every adapter:
+
+- the status is the error's ``status_code`` attribute (``status`` when it has none)
+  when it is an int in 400..599, else 500;
+- the body is short ``text/plain; charset=utf-8`` with a ``Content-Length``: the status
+  phrase ("Not Found", "Forbidden", "Range Not Satisfiable", "Payload Too Large",
+  "Unsupported Media Type", "Bad Request", "Internal Server Error"), except for an
+  `UploadError`, whose ``detail`` is written for the client (it describes the request,
+  never the server) and is shown, folded to one line of at most `MAX_MESSAGE` characters.
+  Nothing else from the exception reaches the client: the messages of other errors hold
+  server paths (``'../x' resolves to /srv/files/x, outside the root /srv/files``) or
+  internals;
+- an `UploadError` is answered with `ErrorAnswer.close` set: what is left of the
+  refused body is not wanted, and a server that keeps the connection reads and drops
+  all of it first (uvicorn does, for as long as the client sends). Each adapter does
+  what its server allows: the ASGI upload helper sends ``Connection: close`` unless
+  what is left is small (`streamfx.adapters._asgi_upload`), aiohttp closes after its
+  own bounded lingering read, gunicorn drains a bounded amount or closes by itself
+  (PEP 3333 forbids ``Connection`` to applications) and waitress has read the body
+  before the application ran;
+- the detail goes to the server log only: a 4xx at INFO, a 5xx at ERROR, each with the
+  exception (type, message, traceback), on the adapter's own logger.
+
+The write-timeout rule is `WriteWatchdog`'s docstring; it is the one meaning of the
+``write_timeout`` argument of every adapter.
+
+Hand-written: the frameworks each have their own error pages and timeouts (or none),
+and the point of this module is that streamfx answers the same on all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Final
+
+from streamfx._upload.errors import UploadError
+
+MAX_MESSAGE: Final = 300
+"""The most characters of an `UploadError`'s message shown to the client."""
+
+
+# -- error answers -----------------------------------------------------------------------
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status for `exc`: its ``status_code`` attribute (``status`` when it has
+    none) when that is an int in 400..599, else 500."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(exc, "status", None)
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        return status
+    return 500
+
+
+def reason_phrase(status: int) -> str:
+    """The reason phrase of `status` ("Not Found" for 404); "" for a code Python does
+    not know."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def error_text(exc: BaseException, status: int) -> bytes:
+    """The short plain-text body for `exc` answered with `status`: an `UploadError`'s
+    ``detail`` (one line, at most `MAX_MESSAGE` characters), otherwise only the status
+    phrase ("Error" for an unknown code)."""
+    if isinstance(exc, UploadError):
+        detail = getattr(exc, "detail", None)
+        if not isinstance(detail, str):
+            detail = exc.message
+        return " ".join(detail.split())[:MAX_MESSAGE].encode("utf-8", "replace")
+    return (reason_phrase(status) or "Error").encode()
+
+
+def error_headers(text: bytes) -> list[tuple[str, str]]:
+    """``Content-Type`` and ``Content-Length`` of an error body `text`."""
+    return [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(text))),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """What an adapter sends for an error: `status`, `body` and its `headers`; `close`:
+    the rest of the request body is not wanted (an upload error), so the connection
+    should not be kept to read it."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+    close: bool = False
+
+
+def answer_error(exc: BaseException, logger: logging.Logger) -> ErrorAnswer:
+    """The answer to `exc` (see the module docstring); logs the detail to `logger`."""
+    status = error_status(exc)
+    log_error(exc, status, logger)
+    body = error_text(exc, status)
+    return ErrorAnswer(status, body, error_headers(body), isinstance(exc, UploadError))
+
+
+def log_error(exc: BaseException, status: int, logger: logging.Logger) -> None:
+    """Log `exc`, answered with `status`, to the server's log: a 5xx at ERROR, a 4xx at
+    INFO, each with the exception."""
+    if status >= 500:
+        logger.error("the response failed before it started; answered %d", status, exc_info=exc)
+    else:
+        phrase, name = reason_phrase(status), type(exc).__name__
+        logger.info("answered %d %s: %s: %s", status, phrase, name, exc, exc_info=exc)
+
+
+# -- argument checks ---------------------------------------------------------------------
+
+
+def check_seconds(name: str, value: float) -> None:
+    """Raise ValueError unless `value` is a positive number of seconds (int or float, not
+    a bool, not NaN); `name` is the argument's name, for the message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be positive (a number of seconds), got {value!r}")
+
+
+def check_write_timeout(write_timeout: float | None) -> None:
+    """Raise ValueError unless `write_timeout` is a positive number of seconds or None."""
+    if write_timeout is not None:
+        check_seconds("write_timeout", write_timeout)
+
+
+# -- the write-timeout rule --------------------------------------------------------------
+
+
+class WriteWatchdog:
+    """The write-timeout rule, the same in every adapter.
+
+    ``write_timeout``: if the client has not taken a chunk of the body for
+    ``write_timeout`` seconds, that is, the server has not finished sending a chunk it
+    was given that long ago, the client is treated as gone: `on_stall` is called (once)
+    and the adapter ends the response as on a disconnect, so the body is cancelled and
+    closed and its finalizers run, and the connection is closed without the end of the
+    body. "Sending a chunk" is, per adapter: the ASGI ``send`` of a body message, the
+    aiohttp ``write`` (with its drain), Quart's and Django's send of a chunk handed out
+    by the body (from the chunk leaving the body to the framework asking for the next),
+    and a WSGI server's write (from its ``next()`` returning a chunk to its next
+    ``next()``).
+
+    Only the time one chunk waits counts: a client that takes each chunk in time is never
+    cut, however long the stream lasts, and neither is a stream with nothing to send (an
+    idle SSE stream: keep a heartbeat to notice a client that vanished). ``None``: wait
+    forever. Not watched: whatever the server sends by itself (the status line, a file
+    it sends by path or with ``sendfile``).
+
+    "In time" is coarser than it sounds: the kernel wakes a blocked sender only when
+    about half of its socket send buffer has drained, so one chunk may wait for that
+    much to reach the client. A client slower than about half the send buffer per
+    `write_timeout` is cut although it reads (Linux grows the buffer up to
+    ``net.ipv4.tcp_wmem``'s maximum, 4 MiB by default: with the default 60 s, below
+    some 35 KB/s in the worst case). This is the one meaning every adapter can keep:
+    ASGI, Quart and Django see no socket, only whether a send has completed.
+
+    The adapter calls `writing` when it hands the server a chunk and `written` when the
+    server is done with it. One timer per response at most, armed only while a chunk
+    waits, re-armed at most once per `write_timeout`; per chunk one clock read.
+    """
+
+    __slots__ = ("_logger", "_loop", "_on_stall", "_since", "_stopped", "_timeout", "_timer")
+
+    def __init__(
+        self,
+        write_timeout: float | None,
+        on_stall: Callable[[], object],
+        logger: logging.Logger,
+    ) -> None:
+        """Watch on the running loop; `on_stall` runs on it, as a loop callback."""
+        self._timeout = math.inf if write_timeout is None else write_timeout
+        self._stopped = write_timeout is None
+        self._on_stall = on_stall
+        self._logger = logger
+        self._loop = asyncio.get_running_loop()
+        self._since = 0.0  # loop time the waiting chunk was handed over; 0.0: none waits
+        self._timer: asyncio.TimerHandle | None = None
+
+    def writing(self) -> None:
+        """A chunk was handed to the server: its time starts."""
+        now = self._loop.time()
+        self._since = now
+        if self._timer is None and not self._stopped:
+            self._timer = self._loop.call_at(now + self._timeout, self._check)
+
+    def written(self) -> None:
+        """The server is done with the chunk."""
+        self._since = 0.0
+
+    def stop(self) -> None:
+        """Never call `on_stall` from now on (safe to call again)."""
+        self._stopped = True
+        self._since = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        since = self._since
+        if self._stopped or not since:
+            return  # nothing waits: the next `writing` arms the timer again
+        deadline = since + self._timeout
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check)
+            return
+        self.stop()
+        self._logger.info(
+            "the client took nothing for %s s: treating it as gone (write_timeout)",
+            self._timeout,
+        )
+        self._on_stall()

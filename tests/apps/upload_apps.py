@@ -1,0 +1,214 @@
+"""The upload route, the same on every adapter, for tests/test_upload_adapters.py.
+
+Run as ``python -m tests.apps.upload_apps SERVER FD`` (SERVER: ``uvicorn``,
+``hypercorn`` or ``aiohttp``; FD: a listening socket it inherits); gunicorn imports
+``tests.apps.upload_apps:wsgi_app()``. Each serving process is its own, so that its
+memory is the server's alone.
+
+Routes:
+
+- ``POST /upload?options=JSON``: the request body through the adapter's upload helper
+  (``parts``, ``multipart_parts``, ``parts_from_wsgi``), the JSON object's items as
+  its keyword arguments. Every file part is saved with ``part.save(directory)`` into a
+  directory of the request's own under ``$STREAMFX_UPLOAD_STORE``, every field read;
+  on an `UploadError` the error is answered the adapter's way (``error_response``, or
+  the HTTP error aiohttp's helper raises). Whatever the outcome the saved files are
+  removed, then the directory, which stays if anything else was left in it (a
+  half-written file). On success the answer is a JSON list of ``{"name",
+  "filename", "size"}``.
+- ``GET /rss``: the serving process's peak resident memory so far, in KiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import socket
+import sys
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from streamfx import UploadError
+from streamfx._upload.multipart import PartStream
+from streamfx.adapters.wsgi import WSGIParts
+
+Received = list[dict[str, Any]]
+
+
+def peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def options(query_string: str) -> dict[str, Any]:
+    values = parse_qs(query_string).get("options")
+    loaded: dict[str, Any] = json.loads(values[0]) if values else {}
+    return loaded
+
+
+class Store:
+    """The files of one request, in a directory of their own: what the route saved is
+    removed whatever happens, and then the directory, which fails (leaving it for the
+    test to see) if anything else was left in it."""
+
+    def __init__(self) -> None:
+        self.directory = Path(os.environ["STREAMFX_UPLOAD_STORE"]) / uuid.uuid4().hex
+        self.directory.mkdir()
+        self.saved: list[Path] = []
+        self.received: Received = []
+
+    def field(self, name: str, size: int) -> None:
+        self.received.append({"name": name, "filename": None, "size": size})
+
+    def file(self, name: str, filename: str | None, path: Path) -> None:
+        self.saved.append(path)
+        self.received.append({"name": name, "filename": filename, "size": path.stat().st_size})
+
+    async def keep(self, stream: PartStream) -> None:
+        """Read every part of `stream`: fields counted, files saved (``Part.save``)."""
+        async for part in stream:
+            if part.filename is None:
+                self.field(part.name, len(await part.read()))
+            else:
+                self.file(part.name, part.filename, await part.save(self.directory))
+
+    def keep_wsgi(self, parts: WSGIParts) -> None:
+        """`keep` for the WSGI helper's parts (``WSGIPart.save``)."""
+        for part in parts:
+            if part.filename is None:
+                self.field(part.name, len(part.read()))
+            else:
+                self.file(part.name, part.filename, part.save(self.directory))
+
+    def close(self) -> None:
+        for path in self.saved:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
+
+
+@contextlib.contextmanager
+def storing() -> Iterator[Store]:
+    store = Store()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+# -- ASGI (Starlette) ----------------------------------------------------------------
+
+
+def starlette_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    from streamfx.adapters.asgi import error_response, parts
+
+    async def upload(request: Request) -> Any:
+        with storing() as store:
+            try:
+                async with parts(request, **options(request.url.query)) as stream:
+                    await store.keep(stream)
+            except UploadError as exc:
+                return error_response(exc)
+            return JSONResponse(store.received)
+
+    async def rss(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(peak_rss_kib()))
+
+    return Starlette(routes=[Route("/upload", upload, methods=["POST"]), Route("/rss", rss)])
+
+
+# -- aiohttp -------------------------------------------------------------------------
+
+
+def aiohttp_app() -> Any:
+    from aiohttp import web
+
+    from streamfx.adapters.aiohttp import multipart_parts
+
+    async def upload(request: web.Request) -> web.StreamResponse:
+        with storing() as store:
+            async with multipart_parts(request, **options(request.query_string)) as stream:
+                await store.keep(stream)
+            return web.json_response(store.received)
+
+    async def rss(request: web.Request) -> web.Response:
+        return web.Response(text=str(peak_rss_kib()))
+
+    app = web.Application()
+    app.router.add_post("/upload", upload)
+    app.router.add_get("/rss", rss)
+    return app
+
+
+# -- WSGI ----------------------------------------------------------------------------
+
+
+def wsgi_app() -> Any:
+    from streamfx.adapters.wsgi import error_response, parts_from_wsgi
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/rss":
+            return answer(start_response, "text/plain", str(peak_rss_kib()).encode())
+        with storing() as store:
+            try:
+                with parts_from_wsgi(environ, **options(environ.get("QUERY_STRING", ""))) as it:
+                    store.keep_wsgi(it)
+            except UploadError as exc:
+                return error_response(exc)(environ, start_response)
+            body = json.dumps(store.received).encode()
+        return answer(start_response, "application/json", body)
+
+    return app
+
+
+def answer(start_response: StartResponse, content_type: str, body: bytes) -> list[bytes]:
+    start_response("200 OK", [("content-type", content_type), ("content-length", str(len(body)))])
+    return [body]
+
+
+# -- the servers ---------------------------------------------------------------------
+
+
+def serve(server: str, fd: int) -> None:
+    if server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(starlette_app(), fd=fd, lifespan="off", log_level="warning")
+    elif server == "hypercorn":
+        import asyncio
+
+        from hypercorn.asyncio import serve as hypercorn_serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [f"fd://{fd}"]
+        config.accesslog = None
+        asyncio.run(hypercorn_serve(starlette_app(), config))
+    else:
+        import asyncio
+
+        from aiohttp import web
+
+        async def run() -> None:
+            # A short lingering read after an answer that did not read the whole body
+            # (aiohttp's default is 10 s), so that the tests wait less for the close.
+            runner = web.AppRunner(aiohttp_app(), access_log=None, lingering_time=2.0)
+            await runner.setup()
+            await web.SockSite(runner, socket.socket(fileno=fd)).start()
+            await asyncio.Event().wait()
+
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,307 @@
+"""`streamfx.adapters._common`: what every adapter shares (the error answer, the
+argument checks, the write-timeout rule), and the write-timeout rule applied the same
+by every adapter under real servers (tests/_every_adapter.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import socket
+from collections.abc import Callable
+from http import HTTPStatus
+from pathlib import Path
+
+import h11
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamfx import DownloadNotFound, MalformedUpload, UploadTooLarge
+from streamfx.adapters._common import (
+    MAX_MESSAGE,
+    WriteWatchdog,
+    answer_error,
+    check_seconds,
+    check_write_timeout,
+    error_status,
+    error_text,
+)
+from tests._every_adapter import CHUNK, SITES, Counts, Site, running
+
+logger = logging.getLogger("tests.adapter_core")
+
+
+class WithStatus(Exception):
+    def __init__(self, message: str, status: object) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- the error answer --------------------------------------------------------------------
+
+
+@given(st.one_of(st.integers(), st.booleans(), st.none(), st.text(), st.floats()))
+def test_the_status_is_the_errors_own_only_from_400_to_599(status: object) -> None:
+    expected = status if type(status) is int and 400 <= status <= 599 else 500
+    assert error_status(WithStatus("x", status)) == expected
+
+
+@given(st.text(), st.integers(400, 599))
+def test_nothing_of_an_errors_message_reaches_the_client(message: str, status: int) -> None:
+    body = error_text(WithStatus(message, status), status)
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    assert body == phrase.encode()
+
+
+@given(st.text())
+def test_an_upload_errors_message_is_shown_on_one_short_line(message: str) -> None:
+    body = error_text(MalformedUpload(message), 400).decode()
+    assert body == " ".join(message.split())[:MAX_MESSAGE]
+    assert len(body) <= MAX_MESSAGE
+    assert "\n" not in body and "\r" not in body
+
+
+def test_the_answer_has_its_length_and_type_and_logs_the_detail(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=logger.name)
+    missing = DownloadNotFound("no such file: /srv/files/a.txt")
+    broken = RuntimeError("password=hunter2 in /etc/app.conf")
+    too_large = UploadTooLarge("the upload is larger than 10 bytes")
+
+    assert answer_error(missing, logger).body == b"Not Found"
+    assert answer_error(broken, logger).status == 500
+    answer = answer_error(too_large, logger)
+    assert (answer.status, answer.body) == (413, b"the upload is larger than 10 bytes")
+    assert answer.headers == [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(answer.body))),
+    ]
+    levels = [(record.levelno, record.exc_info and record.exc_info[1]) for record in caplog.records]
+    assert levels == [(logging.INFO, missing), (logging.ERROR, broken), (logging.INFO, too_large)]
+    assert "/srv/files/a.txt" in caplog.records[0].getMessage()
+
+
+class WithStatusCode(WithStatus):
+    def __init__(self, message: str, status: object, status_code: object) -> None:
+        super().__init__(message, status)
+        self.status_code = status_code
+
+
+def test_the_status_code_comes_before_the_older_status() -> None:
+    assert error_status(WithStatusCode("x", 404, 408)) == 408
+    assert error_status(WithStatusCode("x", 404, None)) == 404  # none given: ``status``
+    assert error_status(WithStatusCode("x", 404, 99)) == 500  # given, but no HTTP error
+
+
+def test_an_upload_error_is_answered_with_its_detail_and_closes() -> None:
+    class Detailed(MalformedUpload):
+        def __init__(self) -> None:
+            super().__init__("the internal wording")
+            self.detail = "what the client is told"
+
+    answer = answer_error(Detailed(), logger)
+    assert (answer.status, answer.body, answer.close) == (400, b"what the client is told", True)
+    assert not answer_error(DownloadNotFound("gone"), logger).close
+
+
+# -- the argument checks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -1, -0.5, math.nan, True, "1", None])
+def test_seconds_must_be_a_positive_number(value: object) -> None:
+    with pytest.raises(ValueError, match="disconnect_check must be positive"):
+        check_seconds("disconnect_check", value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, -3, math.nan, False])
+def test_a_write_timeout_must_be_positive_or_none(value: object) -> None:
+    with pytest.raises(ValueError, match="write_timeout must be positive"):
+        check_write_timeout(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [None, 0.001, 1, 60.0, math.inf])
+def test_good_write_timeouts_pass(value: float | None) -> None:
+    check_write_timeout(value)
+
+
+# -- the write-timeout rule (one watchdog) -----------------------------------------------
+
+
+class Stalls:
+    """Records each `on_stall` call with the loop time it came at."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.times.append(asyncio.get_running_loop().time())
+        self.event.set()
+
+
+async def passed(seconds: float) -> None:
+    """Return once every loop timer due within `seconds` from now has run (timers run
+    in the order of their times: one scheduled after them runs after them)."""
+    done = asyncio.Event()
+    asyncio.get_running_loop().call_later(seconds, done.set)
+    await done.wait()
+
+
+async def test_a_chunk_that_waits_the_write_timeout_stalls_once() -> None:
+    stalls = Stalls()
+    watchdog = WriteWatchdog(0.2, stalls, logger)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    watchdog.writing()  # and never written
+    async with asyncio.timeout(5):
+        await stalls.event.wait()
+    assert stalls.times[0] - began >= 0.2
+    await passed(0.5)
+    assert len(stalls.times) == 1
+
+
+async def test_a_client_that_keeps_taking_chunks_is_never_cut() -> None:
+    stalls = Stalls()
+    watchdog = WriteWatchdog(0.5, stalls, logger)
+    for _ in range(20):  # 1 s of sending: twice the write timeout
+        watchdog.writing()
+        await asyncio.sleep(0.05)
+        watchdog.written()
+    await passed(0.6)
+    assert stalls.times == []
+    watchdog.stop()
+
+
+async def test_an_idle_stream_is_never_cut_and_the_clock_starts_with_a_chunk() -> None:
+    stalls = Stalls()
+    watchdog = WriteWatchdog(0.2, stalls, logger)
+    watchdog.writing()
+    watchdog.written()
+    await passed(0.5)  # idle: nothing waits
+    assert stalls.times == []
+    began = asyncio.get_running_loop().time()
+    watchdog.writing()
+    async with asyncio.timeout(5):
+        await stalls.event.wait()
+    assert stalls.times[0] - began >= 0.2
+
+
+async def test_a_stopped_or_unlimited_watchdog_never_calls() -> None:
+    stalls = Stalls()
+    stopped = WriteWatchdog(0.1, stalls, logger)
+    stopped.writing()
+    stopped.stop()
+    stopped.writing()  # after stop: not watched
+    stopped.stop()
+    unlimited = WriteWatchdog(None, stalls, logger)
+    unlimited.writing()
+    await passed(0.4)
+    assert stalls.times == []
+
+
+async def test_the_stall_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=logger.name)
+    stalls = Stalls()
+    WriteWatchdog(0.05, stalls, logger).writing()
+    async with asyncio.timeout(5):
+        await stalls.event.wait()
+    [record] = caplog.records
+    assert record.levelno == logging.INFO
+    assert "took nothing for 0.05 s" in record.getMessage()
+
+
+# -- the rule under every adapter and a real server --------------------------------------
+
+
+@pytest.fixture(params=SITES)
+def site_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+async def settle(condition: Callable[[], bool], seconds: float) -> None:
+    """Wait (polling) up to `seconds` for `condition`; fail if it never holds."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - polling counters the app updates
+            await asyncio.sleep(0.01)
+
+
+async def connect(url: str, rcvbuf: int) -> socket.socket:
+    """A non-blocking socket to `url`'s server with a small receive buffer (set before
+    connecting, so the kernel does not grow it: the client really is slow)."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    return sock
+
+
+async def send_get(sock: socket.socket, target: str) -> None:
+    request = f"GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    await asyncio.get_running_loop().sock_sendall(sock, request.encode())
+
+
+async def test_a_client_that_stops_reading_is_gone_after_the_write_timeout(
+    site_name: str, tmp_path: Path
+) -> None:
+    counts = Counts()
+    async with running(site_name, Site(tmp_path, counts)) as url:
+        sock = await connect(url, rcvbuf=4096)
+        try:
+            await send_get(sock, "/endless?write_timeout=0.3")  # and never reads
+            await settle(lambda: counts.started == 1, seconds=5)
+            await settle(lambda: counts.finalized == 1, seconds=10)
+            # the buffers on the way filled up, then the stall was noticed and cut
+            assert counts.produced < 1000
+        finally:
+            sock.close()
+
+
+# One site per way the rule is applied (Quart and Django share theirs).
+STEADY_SITES = ("asgi-uvicorn", "quart-hypercorn", "django-uvicorn", "aiohttp", "wsgi-waitress")
+
+
+@pytest.mark.parametrize("steady_site", STEADY_SITES)
+async def test_a_client_that_takes_each_chunk_in_time_is_never_cut(
+    steady_site: str, tmp_path: Path
+) -> None:
+    """16 MiB (more than the buffers on the way hold, so the server's sends wait on the
+    client) read through a 16 KiB socket buffer with a 2 ms pause after each read: the
+    stream lasts longer than the write timeout of 2 s (about 3 s here), while one chunk
+    waits at most about 0.35 s (until the kernel has half of its send buffer, up to
+    4 MiB, delivered: see `WriteWatchdog`)."""
+    counts = Counts()
+    chunks = 256
+    async with running(steady_site, Site(tmp_path, counts)) as url:
+        sock = await connect(url, rcvbuf=16 * 1024)
+        client = h11.Connection(h11.CLIENT)
+        received = 0
+        status = 0
+        ended = False
+        loop = asyncio.get_running_loop()
+        try:
+            await send_get(sock, f"/sized?chunks={chunks}&write_timeout=2")
+            async with asyncio.timeout(60):
+                while not ended:
+                    data = await loop.sock_recv(sock, 65536)
+                    client.receive_data(data)
+                    while (event := client.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                        if isinstance(event, h11.Response):
+                            status = event.status_code
+                        elif isinstance(event, h11.Data):
+                            received += len(event.data)
+                        elif isinstance(event, h11.EndOfMessage):
+                            ended = True
+                    if not data:
+                        break
+                    await asyncio.sleep(0.002)
+        finally:
+            sock.close()
+        await settle(lambda: counts.finalized == 1, seconds=5)
+    assert status == 200
+    assert ended, f"the body was cut after {received} bytes"
+    assert received == chunks * CHUNK
+    assert counts.produced == chunks

@@ -1,0 +1,266 @@
+"""Uploads through every adapter's helper under its real server: the declared length, the
+read rule, and the connection after a refusal.
+
+Sites (one server process each, shared by the module; `tests/apps/upload_apps.py`):
+Starlette ``parts()`` under uvicorn and under hypercorn, aiohttp ``multipart_parts``,
+and ``parts_from_wsgi`` under gunicorn's gthread worker (4 threads). Quart and Django
+have no upload helper (Django reads the whole body before the view runs), so they are
+not here. The client is a raw socket (`tests._upload_client`) that sends while it
+reads, so a test sees how many bytes of the body were sent before the answer began;
+the server's listening socket has a small receive buffer, so that number is close to
+what the server could have read.
+
+Every request checks, besides its answer, what every adapter promises whatever the
+answer: the serving process's peak memory grew by less than `MEMORY_GROWTH`, and no
+file is left in the route's store or in the server's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests._upload_client import Connection, Reply, pieces, request_head, small_listener
+
+ROOT = Path(__file__).resolve().parent.parent
+SITES = ("uvicorn", "hypercorn", "aiohttp", "gunicorn")
+BOUNDARY = "----streamfxAdapterRows7MA4YWxk"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+IN_FLIGHT = 1 << 20
+"""The most body bytes a client may have sent before a refusal that needs none of them:
+the socket buffers between the two (64 KiB each way, doubled by Linux) and what a
+server reads ahead (gunicorn: up to 1 MiB at once; our small receive buffer keeps it
+near 128 KiB)."""
+MEMORY_GROWTH = 16 << 10
+"""KiB: the most a serving process's peak memory may grow in one request."""
+GIB = 1 << 30
+MIB = 1 << 20
+GUNICORN_THREADS = 4
+
+
+@dataclass
+class Site:
+    name: str
+    port: int
+    store: Path
+    tmp: Path
+    log: Path
+
+    def url(self, options: dict[str, Any]) -> str:
+        return f"/upload?options={quote(json.dumps(options))}"
+
+    def peak_rss(self) -> int:
+        with Connection(self.port) as connection:
+            head = b"GET /rss HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+            reply = connection.exchange(head, timeout=20)
+        assert reply.status == 200, reply
+        return int(reply.text)
+
+    def leftovers(self) -> list[str]:
+        return sorted(path.name for path in [*self.store.iterdir(), *self.tmp.iterdir()])
+
+
+def _start(name: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    listener = small_listener()
+    fd = listener.fileno()
+    env = dict(
+        os.environ,
+        STREAMFX_UPLOAD_STORE=str(directory / "store"),
+        TMPDIR=str(directory / "tmp"),
+    )
+    if name == "gunicorn":
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", "--workers", "1"]
+        command += ["--worker-class", "gthread", "--threads", str(GUNICORN_THREADS)]
+        command += ["--log-level", "warning", "tests.apps.upload_apps:wsgi_app()"]
+    else:
+        command = [sys.executable, "-m", "tests.apps.upload_apps", name, str(fd)]
+    with (directory / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            command, pass_fds=(fd,), env=env, cwd=ROOT, stdout=log, stderr=log
+        )
+    port: int = listener.getsockname()[1]
+    listener.close()
+    return process, port
+
+
+@pytest.fixture(scope="module", params=SITES)
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    name: str = request.param
+    directory = tmp_path_factory.mktemp(f"upload-{name}")
+    (directory / "store").mkdir()
+    (directory / "tmp").mkdir()
+    process, port = _start(name, directory)
+    served = Site(name, port, directory / "store", directory / "tmp", directory / "server.log")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                served.peak_rss()
+                break
+            except (OSError, AssertionError):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(served.log.read_text()) from None
+                time.sleep(0.1)
+        yield served
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung server
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def checked(site: Site) -> Iterator[Site]:
+    """`site`, and afterwards: memory grew by less than `MEMORY_GROWTH`, nothing left."""
+    before = site.peak_rss()
+    yield site
+    deadline = time.monotonic() + 10  # a refused request's cleanup may still be running
+    while site.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert site.leftovers() == []
+    growth = site.peak_rss() - before
+    assert growth < MEMORY_GROWTH, f"peak RSS grew by {growth} KiB"
+
+
+# -- bodies ------------------------------------------------------------------------------
+
+
+def file_head(name: str = "file", filename: str = "a.bin") -> bytes:
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; '
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+
+
+def closing() -> bytes:
+    return f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def one_file(size: int) -> bytes:
+    return file_head() + b"x" * size + closing()
+
+
+def endless_file() -> Iterator[bytes]:
+    """A file part that never ends, in 64 KiB pieces."""
+    yield file_head()
+    block = b"x" * (64 * 1024)
+    while True:
+        yield block
+
+
+def trickle(data: bytes) -> Iterator[bytes]:
+    """`data` a byte at a time."""
+    for index in range(len(data)):
+        yield data[index : index + 1]
+
+
+# -- the declared length (issue 14, item 5) ----------------------------------------------
+
+
+def test_a_declared_length_over_max_size_is_refused_before_the_body(checked: Site) -> None:
+    options = {"max_size": 32 * MIB, "max_part_size": 32 * MIB, "max_parts": 10}
+    head = request_head(checked.url(options), GIB, CONTENT_TYPE)
+    with Connection(checked.port) as connection:
+        reply = connection.exchange(head, endless_file(), timeout=30)
+        assert reply.status == 413, reply
+        assert 0 <= reply.sent_at_answer <= IN_FLIGHT, reply
+        assert "max_size=33554432" in reply.text
+        # The connection is not kept for the gibibyte still to come: the server closes
+        # it (aiohttp and gunicorn after a bounded lingering read).
+        assert connection.closed_by_server(10)
+
+
+def test_a_small_refused_body_leaves_a_usable_connection_or_none(checked: Site) -> None:
+    body = one_file(5000)
+    options = {"max_size": 1000, "max_part_size": 1000, "max_parts": 10}
+    with Connection(checked.port) as connection:
+        reply = connection.exchange(
+            request_head(checked.url(options), len(body), CONTENT_TYPE), [body]
+        )
+        assert reply.status == 413, reply
+        assert reply.sent == len(body)  # a client that sends all before it reads
+        if reply.headers.get("connection") == "close":
+            assert connection.closed_by_server(10)
+            return
+        # Kept: the next request on it is answered as a request, not as body bytes.
+        again = connection.exchange(b"GET /rss HTTP/1.1\r\nHost: test\r\n\r\n", timeout=20)
+        if again.status == 0 and connection.closed_by_server(0.1):
+            return  # hypercorn closes a connection whose body was not read
+        assert again.status == 200, again
+        assert int(again.text) > 0
+
+
+# -- the read rule (issue 14, item 6) ----------------------------------------------------
+
+
+LIMITS = {"max_size": 10 * MIB, "max_part_size": 10 * MIB, "max_parts": 10}
+
+
+def test_a_client_that_stops_sending_gets_408(checked: Site) -> None:
+    options = {**LIMITS, "read_timeout": 1.0}
+    body = one_file(100_000)
+    head = request_head(checked.url(options), len(body), CONTENT_TYPE)
+    with Connection(checked.port) as connection:
+        reply = connection.exchange(head, [body[:1000]], timeout=20)
+    assert reply.status == 408, reply
+    assert "read_timeout=1" in reply.text
+
+
+def test_a_client_trickling_bytes_gets_408(checked: Site) -> None:
+    options = {**LIMITS, "read_timeout": 1.0, "min_rate": 16384}
+    body = one_file(100_000)
+    head = request_head(checked.url(options), len(body), CONTENT_TYPE)
+    with Connection(checked.port) as connection:
+        reply = connection.exchange(head, trickle(body), pace=0.05, timeout=30)
+    assert reply.status == 408, reply
+    assert "min_rate=16384" in reply.text
+    assert reply.sent_at_answer < 200  # a few seconds at 20 bytes per second
+
+
+def test_a_client_above_min_rate_is_never_refused(checked: Site) -> None:
+    options = {**LIMITS, "read_timeout": 2.0, "min_rate": 16384}
+    body = one_file(96 * 1024)
+    head = request_head(checked.url(options), len(body), CONTENT_TYPE)
+    with Connection(checked.port) as connection:  # 64 KiB/s: four times min_rate
+        reply = connection.exchange(head, pieces(body, 8192), pace=0.125, timeout=30)
+    assert reply.status == 200, reply
+    assert json.loads(reply.body) == [{"name": "file", "filename": "a.bin", "size": 96 * 1024}]
+
+
+def test_trickling_clients_hold_no_server_for_long(checked: Site) -> None:
+    """As many trickling clients as gunicorn has threads: each is refused, and then an
+    honest upload is served (before the read rule, gunicorn's worker was theirs for as
+    long as they kept trickling)."""
+    options = {**LIMITS, "read_timeout": 1.0, "min_rate": 16384}
+    body = one_file(100_000)
+    head = request_head(checked.url(options), len(body), CONTENT_TYPE)
+
+    def slow() -> Reply:
+        with Connection(checked.port) as connection:
+            return connection.exchange(head, trickle(body), pace=0.05, timeout=30)
+
+    with ThreadPoolExecutor(GUNICORN_THREADS) as pool:
+        trickling = [pool.submit(slow) for _ in range(GUNICORN_THREADS)]
+        time.sleep(0.3)  # let them take the server's threads first
+        honest = one_file(1000)
+        with Connection(checked.port) as connection:
+            reply = connection.exchange(
+                request_head(checked.url(LIMITS), len(honest), CONTENT_TYPE), [honest], timeout=30
+            )
+        assert reply.status == 200, reply
+        assert [future.result().status for future in trickling] == [408] * GUNICORN_THREADS
