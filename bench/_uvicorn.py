@@ -7,6 +7,7 @@ importable both in the script and in the server process it starts.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -25,19 +26,27 @@ def start_server(module: str, sock: socket.socket, *arguments: str) -> subproces
 
 
 def run_uvicorn(app: Any, fd: int, **options: Any) -> None:
-    """Serve `app` with uvicorn (uvloop, httptools, no lifespan, quiet) on socket `fd`."""
+    """Serve `app` with uvicorn on socket `fd`: uvloop, httptools, no lifespan, quiet,
+    unless `options` say otherwise."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        fd=fd,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-        **options,
-    )
+    settings: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "off",
+        "log_level": "warning",
+        "access_log": False,
+    }
+    uvicorn.run(app, fd=fd, **{**settings, **options})
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process `pid`, in bytes (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def wait_ready(port: int, seconds: float = 20.0) -> None:
@@ -65,3 +74,10 @@ def fetch_chunked(port: int, path: str) -> tuple[float, bytes]:
                 raise RuntimeError(f"{path}: connection closed before the end of the body")
             received += chunk
         return time.perf_counter() - started, bytes(received)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

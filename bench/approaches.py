@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench._uvicorn import rss_bytes
 from bench.approach_apps import AIOHTTP_APPROACHES, ASGI_APPROACHES, EXPORTS, event_bytes
 
 FULL: dict[str, Any] = {
@@ -108,11 +109,8 @@ class Server:
                 time.sleep(0.05)
 
     def rss(self) -> int:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        """Resident memory of the server process, in bytes."""
+        return rss_bytes(self.process.pid)
 
     def close(self) -> None:
         self.process.terminate()

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bench._uvicorn import run_uvicorn, start_server
+from bench._uvicorn import rss_bytes, run_uvicorn, start_server
 
 CONNECTIONS = 3000
 EVENTS = 300
@@ -108,11 +108,7 @@ class Server:
 
     def rss(self) -> int:
         """Resident memory of the server process, in bytes."""
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        return rss_bytes(self.process.pid)
 
     def close(self) -> None:
         self.process.terminate()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import report_plots
+from bench import report_broadcast, report_plots
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "docs" / "streaming-report.template.md"
@@ -439,6 +439,7 @@ def render(results: Path, target: Path) -> None:
     approaches = load(results, "approaches")
     values |= approach_tables(approaches)
     values |= load_tables(results)
+    values |= report_broadcast.broadcast_fragments(results)
     for name in (
         "test_bench_core",
         "test_bench_sse",

@@ -46,6 +46,9 @@ PACKAGES = (
     "werkzeug",
     "pytest-benchmark",
     "matplotlib",
+    "broadcaster",
+    "redis",
+    "hiredis",
 )
 PYTEST_FILES = (
     "test_bench_core",
@@ -87,6 +90,10 @@ LOAD_SCRIPTS: tuple[tuple[str, str, list[str], list[str]], ...] = (
         ["--file-mb", "8", "--fields", "2000", "--rounds", "1"],
     ),
     ("approaches", "bench.approaches", [], ["--quick"]),
+    ("load_broadcast", "bench.load_broadcast", [], ["--quick"]),
+    # starts its own redis-server (apt-get installs it when missing, as root); when
+    # that is impossible it prints why and records the Redis rows as skipped
+    ("load_broadcast_redis", "bench.load_broadcast_redis", [], ["--quick"]),
 )
 
 

@@ -6,6 +6,12 @@ Run: ``make bench`` or
 Every benchmark moves N integers from a fast async-generator source to a fast
 consumer. Divide a round's time by N for the per-item cost; compare rows of the same
 group (they run in the same process, on the same loop).
+
+Two rows of the hand-off group are yardsticks, not peers: ``two generator hops`` is
+the source passed through one more async generator with no task (the least any stage
+between a source and its consumer costs), and ``streamfx.buffer(N): never full`` is a
+buffer as large as the whole run, so its producer never waits: the difference between
+it and ``buffer(64)`` is the price of one trip through the event loop per 64 items.
 """
 
 from __future__ import annotations
@@ -71,6 +77,18 @@ async def streamfx_buffer() -> int:
     return await drain(streamfx.buffer(source(), 64, "suspend"))
 
 
+async def two_generator_hops() -> int:
+    async def stage(items: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for item in items:
+            yield item
+
+    return await drain(stage(source()))
+
+
+async def streamfx_buffer_never_full() -> int:
+    return await drain(streamfx.buffer(source(), N, "suspend"))
+
+
 async def hand_written_stage() -> int:
     seen = []
 
@@ -110,6 +128,8 @@ BUFFER_PEERS = {
     "asyncio.Queue(64) + task": queue_between_tasks,
     "aiostream pipe.map": aiostream_map,
     "streamfx.buffer(64, suspend)": streamfx_buffer,
+    "two generator hops": two_generator_hops,
+    "streamfx.buffer(N): never full": streamfx_buffer_never_full,
 }
 
 STAGE_PEERS = {

@@ -43,11 +43,19 @@ def number(request: web.Request, name: str, default: float, high: float) -> floa
     return value
 
 
+def last_event_number(header: str | None) -> int:
+    """The event number a ``Last-Event-ID`` names, or 0 (start over) when it is not 1 to
+    18 ASCII digits. The header is untrusted: ``"²".isdigit()`` is true but ``int("²")``
+    raises, ``int()`` refuses 5,000 digits, and ``int("٣")`` is 3."""
+    if header and len(header) <= 18 and header.isascii() and header.isdigit():
+        return int(header)
+    return 0
+
+
 async def job_events(request: web.Request) -> web.StreamResponse:
     steps = int(number(request, "steps", 50, 10_000))
     interval = number(request, "interval", 0.2, 10)
-    last = request.headers.get("Last-Event-ID", "0")
-    after = int(last) if last.isdigit() else 0
+    after = last_event_number(request.headers.get("Last-Event-ID"))
     if after > steps:
         return web.Response(status=204)  # the job is over: EventSource stops reconnecting
 

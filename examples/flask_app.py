@@ -58,6 +58,15 @@ def write_file(path: Path, megabytes: int) -> None:
             out.write(block)
 
 
+def last_event_number(header: str | None) -> int:
+    """The event number a ``Last-Event-ID`` names, or 0 (start over) when it is not 1 to
+    18 ASCII digits. The header is untrusted: ``"²".isdigit()`` is true but ``int("²")``
+    raises, ``int()`` refuses 5,000 digits, and ``int("٣")`` is 3."""
+    if header and len(header) <= 18 and header.isascii() and header.isdigit():
+        return int(header)
+    return 0
+
+
 def create_app(file_mb: int = 64) -> Flask:
     app = Flask(__name__)
     directory = tempfile.TemporaryDirectory(prefix="streamfx-flask-")
@@ -69,8 +78,7 @@ def create_app(file_mb: int = 64) -> Flask:
     def job_events() -> WSGIStream | Response:
         steps = int(number("steps", 50, 10_000))
         interval = number("interval", 0.2, 10)
-        last = request.headers.get("Last-Event-ID", "0")
-        after = int(last) if last.isdigit() else 0
+        after = last_event_number(request.headers.get("Last-Event-ID"))
         if after > steps:
             return Response(status=204)  # the job is over: EventSource stops reconnecting
 

@@ -26,7 +26,7 @@ from streamfx._download.download import download
 from streamfx._download.errors import DownloadError, DownloadNotFound, PathOutsideRoot
 from streamfx._export.export import export
 from streamfx._response.response import FileRange, StreamResponse
-from streamfx._sse.decoder import SSEDecoder
+from streamfx._sse.decoder import SSEDecodeError, SSEDecoder
 from streamfx._sse.event import ServerSentEvent
 from streamfx._sse.response import sse
 from streamfx._upload.errors import (
@@ -51,6 +51,7 @@ __all__ = [
     "Part",
     "PathOutsideRoot",
     "Progress",
+    "SSEDecodeError",
     "SSEDecoder",
     "ServerSentEvent",
     "Strategy",

@@ -36,12 +36,15 @@ class RunningDemo:
 
 
 @contextlib.contextmanager
-def running_demo(log: Path, *, file_mb: int = 4, timeout: float = 30.0) -> Iterator[RunningDemo]:
+def running_demo(
+    log: Path, *, file_mb: int = 4, workers: int = 1, timeout: float = 30.0
+) -> Iterator[RunningDemo]:
     """Run the demo until the block ends (then SIGINT, as Ctrl-C); yield it once it
-    answers and its download file is ready. The server's output goes to `log`."""
+    answers and its download file is ready. The server's output goes to `log`.
+    With `workers` > 1 the demo starts its own redis-server (see examples/demo)."""
     port = free_port()
     command = [sys.executable, "-m", "examples.demo", "--port", str(port)]
-    command += ["--file-mb", str(file_mb)]
+    command += ["--file-mb", str(file_mb), "--workers", str(workers)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out, env=dict(os.environ))
     base = f"http://127.0.0.1:{port}"

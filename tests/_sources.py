@@ -4,7 +4,7 @@ whether their cleanup ran."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Set
 from dataclasses import dataclass, field
 
 
@@ -49,3 +49,16 @@ async def forever(probe: Probe) -> AsyncIterator[int]:
             i += 1
     finally:
         probe.cleanups += 1
+
+
+async def burst(
+    count: int, *, pauses: Set[int] = frozenset(), finished: asyncio.Event | None = None
+) -> AsyncIterator[int]:
+    """Yield 0..count-1 all at once (it never suspends) except just before each index
+    in `pauses`, so bursts of any size reach the consumer; set `finished` at the end."""
+    for index in range(count):
+        if index in pauses:
+            await asyncio.sleep(0)
+        yield index
+    if finished is not None:
+        finished.set()

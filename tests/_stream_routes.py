@@ -1,22 +1,42 @@
-"""Framework-neutral routes for the Quart and Django adapter tests.
+"""The framework-neutral routes every adapter's test app serves (tests/apps/).
 
 Each route takes the query parameters and the path parameter (``""`` when the route
-has none) and returns a `StreamResponse`; the framework tests wrap them in views.
-What the bodies did is counted in a `Tally` shared with the test (same process, same
-event loop).
+has none) and returns a `StreamResponse`; the apps wrap them in views. What the bodies
+did is counted in a `Tally` (tests/apps/tally.py) that the test reads. Downloads are
+served from ``ROOT/files``; a route that cannot build its response raises (a
+`DownloadError`), and each app answers that the way its adapter offers.
+
+Paths (``{name}`` is the path parameter):
+
+- ``/lines?n=&delay=``: `n` numbered lines, chunked; ``/empty``: none;
+  ``/sized?n=&short=``: the same with a ``Content-Length`` (10 bytes too many when
+  `short`); ``/forever``: lines until the client leaves.
+- ``/stall``: a body whose first chunk never comes; ``/endless``: 64 KiB chunks as
+  fast as they are taken.
+- ``/fail-before?error=runtime|oserror|refused`` (403 for refused);
+  ``/fail-after?length=``: 20 lines, then an error (with a ``Content-Length`` when
+  `length` is given).
+- ``/gone``: `for_request` raises `DownloadNotFound` (404); ``/echo``: `for_request`
+  answers with the method and the ``X-Probe`` header.
+- ``/sse?n=&heartbeat=&hold=&gated=``: `n` events (``event K``, id ``K``), then the
+  farewell ``bye`` (event ``shutdown``) on `request_shutdown`. `hold`: stay open after
+  the last event; `gated`: event K waits until ``tally.go > K``.
+- ``/slow?strategy=&capacity=&size=&n=``: `n` lines of `size` bytes through a buffer of
+  that policy, counting ``produced`` and ``max_lead``.
+- ``/files/{name}``: `download` from ``ROOT/files``;
+  ``/export/{name}?n=&fail_at=``: rows in the format `name`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streamfx import (
     BufferPolicy,
-    DownloadError,
+    DownloadNotFound,
     ServerSentEvent,
     StreamResponse,
     download,
@@ -25,27 +45,22 @@ from streamfx import (
 )
 from streamfx._core.util import aclose_iterator
 from streamfx._response.engine import encode_batches
+from tests.apps.tally import Tally, TallyMetrics
 
 Route = Callable[[Mapping[str, str], str], StreamResponse]
 
-SIZE = 300_000
-
-
-@dataclass
-class Tally:
-    started: int = 0
-    finalized: int = 0
-    produced: int = 0
-    closes: int = 0  # aclose() calls an adapter made on a `text` body
-    root: Path = Path()
+FAREWELL = ServerSentEvent("bye", event="shutdown")
+CHUNK = 65536  # bytes per chunk of /endless
 
 
 class Refused(Exception):
     status = 403
 
 
-def lines(items: list[int]) -> bytes:
-    return b"".join(b"%d\n" % item for item in items)
+def lines(items: range | list[int], size: int = 0) -> bytes:
+    """What `numbered` sends for `items`: each number padded with `size` x's, a line each."""
+    pad = b"x" * size
+    return b"".join(b"%s%d\n" % (pad, item) for item in items)
 
 
 def numbered(
@@ -53,10 +68,13 @@ def numbered(
     count: int | None,
     *,
     delay: float = 0.0,
+    size: int = 0,
+    policy: BufferPolicy | None = None,
     fail_at: int | None = None,
     error: Exception | None = None,
 ) -> AsyncIterator[bytes]:
-    """A batching body of `count` numbered lines (forever when None)."""
+    """A batching body of `count` numbered lines (forever when None), reported to the
+    tally's metrics as kind ``test``."""
 
     async def source() -> AsyncIterator[int]:
         tally.started += 1
@@ -64,23 +82,25 @@ def numbered(
             index = 0
             while count is None or index < count:
                 if index == fail_at:
-                    raise error or RuntimeError("failed")
+                    raise error or RuntimeError("the source failed")
                 if delay:
                     await asyncio.sleep(delay)
+                tally.produce()
                 yield index
                 index += 1
         finally:
             tally.finalized += 1
 
     def encode(batch: list[int]) -> bytes:
-        return lines(batch)
+        return lines(batch, size)
 
-    return encode_batches(source(), BufferPolicy(16, "suspend"), encode, kind="test")
-
-
-async def _raising(exc: Exception) -> AsyncIterator[bytes]:
-    raise exc
-    yield b""  # pragma: no cover - makes this an async generator
+    return encode_batches(
+        source(),
+        policy or BufferPolicy(16, "suspend"),
+        encode,
+        kind="test",
+        metrics=TallyMetrics(tally),
+    )
 
 
 class CountedBody:
@@ -105,62 +125,106 @@ class CountedBody:
         await aclose_iterator(self.body)
 
 
-def text(tally: Tally, body: AsyncIterator[bytes]) -> StreamResponse:
-    return StreamResponse(200, [("content-type", "text/plain")], CountedBody(body, tally))
-
-
-def make_routes(tally: Tally) -> dict[str, Route]:
+def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
     """Paths (``{name}`` marks the path parameter) and their routes."""
 
+    def text(
+        body: AsyncIterator[bytes], headers: list[tuple[str, str]] | None = None
+    ) -> StreamResponse:
+        headers = [("content-type", "text/plain"), *(headers or [])]
+        return StreamResponse(200, headers, CountedBody(body, tally))
+
     def lines_route(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(tally, numbered(tally, int(query.get("n", "10"))))
+        delay = float(query.get("delay", "0"))
+        return text(numbered(tally, int(query.get("n", "10")), delay=delay))
+
+    def empty(query: Mapping[str, str], _: str) -> StreamResponse:
+        return text(numbered(tally, 0))
+
+    def sized(query: Mapping[str, str], _: str) -> StreamResponse:
+        count = int(query.get("n", "10"))
+        length = len(lines(range(count))) + (10 if "short" in query else 0)
+        return text(numbered(tally, count), [("content-length", str(length))])
 
     def forever(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(tally, numbered(tally, None, delay=0.001))
+        return text(numbered(tally, None, delay=0.001))
+
+    def stall(query: Mapping[str, str], _: str) -> StreamResponse:
+        async def never() -> AsyncIterator[bytes]:
+            tally.started += 1
+            try:
+                await asyncio.Event().wait()
+                yield b"never"
+            finally:
+                tally.finalized += 1
+
+        return text(never())
 
     def endless(query: Mapping[str, str], _: str) -> StreamResponse:
         async def chunks() -> AsyncIterator[bytes]:
             tally.started += 1
             try:
                 while True:
-                    tally.produced += 1
-                    yield b"x" * 65536
+                    tally.produce()
+                    yield b"x" * CHUNK
                     await asyncio.sleep(0)  # a failing test must end, not spin
             finally:
                 tally.finalized += 1
 
-        return text(tally, chunks())
+        return text(chunks())
 
     def fail_before(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(tally, numbered(tally, 5, fail_at=0))
-
-    def refused(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(tally, numbered(tally, 5, fail_at=0, error=Refused("no")))
+        errors: dict[str, Exception] = {
+            "runtime": RuntimeError("database exploded: secret detail"),
+            "oserror": ConnectionRefusedError("db down"),
+            "refused": Refused("not yours: /srv/secret"),
+        }
+        return text(numbered(tally, 5, fail_at=0, error=errors[query.get("error", "runtime")]))
 
     def fail_after(query: Mapping[str, str], _: str) -> StreamResponse:
-        return text(tally, numbered(tally, 50, fail_at=20, delay=0.001))
+        headers = [("content-length", query["length"])] if "length" in query else []
+        return text(numbered(tally, 50, fail_at=20, delay=0.001), headers)
+
+    def gone(query: Mapping[str, str], _: str) -> StreamResponse:
+        def respond_to(method: str, headers: Any) -> StreamResponse:
+            raise DownloadNotFound("no such file: gone.bin")
+
+        body = CountedBody(numbered(tally, 3), tally)
+        return StreamResponse(200, [], body, respond_to=respond_to)
+
+    def echo(query: Mapping[str, str], _: str) -> StreamResponse:
+        def respond_to(method: str, headers: Any) -> StreamResponse:
+            probe = dict((key.lower(), value) for key, value in headers).get("x-probe", "")
+            return text(once(f"{method} {probe}".encode()))
+
+        return StreamResponse(500, [], CountedBody(once(b"not this"), tally), respond_to=respond_to)
 
     def events(query: Mapping[str, str], _: str) -> StreamResponse:
         count = int(query.get("n", "3"))
-        gap = float(query.get("gap", "0"))
+        heartbeat = float(query["heartbeat"]) if "heartbeat" in query else None
 
         async def source() -> AsyncIterator[ServerSentEvent]:
             tally.started += 1
             try:
                 for index in range(count):
-                    if index:
-                        await asyncio.sleep(gap)
+                    if "gated" in query:
+                        while tally.go <= index:  # noqa: ASYNC110 - the test's client sets it
+                            await asyncio.sleep(0.005)
                     yield ServerSentEvent(data=f"event {index}", id=str(index))
+                if "hold" in query:
+                    await asyncio.Event().wait()
             finally:
                 tally.finalized += 1
 
-        return sse(source(), heartbeat=float(query.get("heartbeat", "15")))
+        return sse(source(), heartbeat=heartbeat, farewell=FAREWELL)
+
+    def slow(query: Mapping[str, str], _: str) -> StreamResponse:
+        policy = BufferPolicy(int(query["capacity"]), query["strategy"])  # type: ignore[arg-type]
+        size = int(query["size"])
+        return text(numbered(tally, int(query["n"]), size=size, policy=policy))
 
     def files(query: Mapping[str, str], name: str) -> StreamResponse:
-        try:
-            return download(name, root=tally.root)
-        except DownloadError as exc:  # answered with its status by the adapter
-            return text(tally, _raising(exc))
+        return download(name, root=root / "files")
 
     def exported(query: Mapping[str, str], fmt: str) -> StreamResponse:
         count = int(query.get("n", "100"))
@@ -176,22 +240,36 @@ def make_routes(tally: Tally) -> dict[str, Route]:
             finally:
                 tally.finalized += 1
 
-        return export(rows(), fmt, filename="rows.out")  # type: ignore[arg-type]
+        return export(rows(), fmt, filename="rows.out")
 
     return {
         "/lines": lines_route,
+        "/empty": empty,
+        "/sized": sized,
         "/forever": forever,
+        "/stall": stall,
         "/endless": endless,
         "/fail-before": fail_before,
-        "/refused": refused,
         "/fail-after": fail_after,
+        "/gone": gone,
+        "/echo": echo,
         "/sse": events,
+        "/slow": slow,
         "/files/{name}": files,
         "/export/{name}": exported,
     }
 
 
-def write_file(root: Path) -> bytes:
-    content = bytes(range(256)) * (SIZE // 256) + b"x" * (SIZE % 256)
-    (root / "data.bin").write_bytes(content)
-    return content
+async def once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+def raising(exc: Exception) -> StreamResponse:
+    """A response whose body raises `exc` before its first chunk (for an adapter that
+    has no other way to answer an error with its status)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        raise exc
+        yield b""  # pragma: no cover - makes this an async generator
+
+    return StreamResponse(200, [], body())

@@ -92,6 +92,21 @@ async def test_a_burst_into_a_full_buffer(
     assert seen_dropped == dropped
 
 
+@pytest.mark.parametrize("strategy", ["sliding", "dropping"])
+async def test_a_burst_into_a_ready_consumer_loses_nothing(strategy: streamfx.Strategy) -> None:
+    """The consumer never leaves the channel for anything else, so it is always ready:
+    a full buffer makes the producer wait, it does not drop."""
+    dropped: list[int] = []
+
+    async def burst() -> Any:
+        for i in range(10_000):
+            yield i  # never suspends: the whole burst is ready at once
+
+    got = [x async for x in streamfx.buffer(burst(), 64, strategy, on_drop=dropped.append)]
+    assert got == list(range(10_000))
+    assert dropped == []
+
+
 async def test_source_error_arrives_after_the_items_before_it() -> None:
     probe = Probe()
     got: list[int] = []

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streamfx
+from tests._sources import burst
 
 
 @dataclass
@@ -131,3 +132,83 @@ def test_buffer_matches_the_model(capacity: int, strategy: str, steps: list[str]
         assert consumed[-1] == produced[-1], "sliding never drops the newest item"
     if strategy == "dropping":
         assert consumed[0] == 0, "dropping never drops the first item"
+
+
+# -- the drop rule: drop only when the consumer is not ready ---------------------------
+
+
+lossy = st.sampled_from(["sliding", "dropping"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    capacity=st.integers(min_value=1, max_value=8),
+    strategy=lossy,
+    count=st.integers(min_value=0, max_value=300),
+    pauses=st.sets(st.integers(min_value=0, max_value=300), max_size=20),
+)
+def test_a_ready_consumer_never_loses_an_item(
+    capacity: int, strategy: streamfx.Strategy, count: int, pauses: set[int]
+) -> None:
+    async def run() -> tuple[list[int], list[int]]:
+        dropped: list[int] = []
+        source = burst(count, pauses=pauses)
+        stream = streamfx.buffer(source, capacity, strategy, on_drop=dropped.append)
+        return [item async for item in stream], dropped
+
+    consumed, dropped = asyncio.run(run())
+    assert consumed == list(range(count))
+    assert dropped == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    capacity=st.integers(min_value=1, max_value=8),
+    strategy=lossy,
+    count_and_stall=st.integers(min_value=1, max_value=200).flatmap(
+        lambda count: st.tuples(st.just(count), st.integers(min_value=1, max_value=count))
+    ),
+    pauses=st.sets(st.integers(min_value=0, max_value=200), max_size=20),
+)
+def test_a_stalled_consumer_loses_only_what_did_not_fit(
+    capacity: int, strategy: streamfx.Strategy, count_and_stall: tuple[int, int], pauses: set[int]
+) -> None:
+    """The consumer takes `stall` items, then is away (it awaits an event the test
+    controls) until the source has produced everything."""
+    count, stall = count_and_stall
+
+    async def run() -> tuple[list[int], list[int], list[bool]]:
+        finished, resume = asyncio.Event(), asyncio.Event()
+        received: list[int] = []
+        dropped: list[int] = []
+        dropped_while_away: list[bool] = []
+
+        def on_drop(item: int) -> None:
+            dropped.append(item)
+            dropped_while_away.append(not resume.is_set() and len(received) == stall)
+
+        async def consume() -> None:
+            source = burst(count, pauses=pauses, finished=finished)
+            async for item in streamfx.buffer(source, capacity, strategy, on_drop=on_drop):
+                received.append(item)
+                if len(received) == stall:
+                    await resume.wait()
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(finished.wait(), 5)
+        resume.set()
+        await asyncio.wait_for(consumer, 5)
+        return received, dropped, dropped_while_away
+
+    received, dropped, dropped_while_away = asyncio.run(run())
+    assert received[:stall] == list(range(stall)), "nothing is lost while the consumer is ready"
+    assert received == sorted(received), "order is kept"
+    assert sorted(received + dropped) == list(range(count)), "received + dropped = produced"
+    assert len(set(dropped)) == len(dropped), "each drop is reported once"
+    assert all(dropped_while_away), "items are dropped only while the consumer is away"
+    after = received[stall:]
+    assert len(after) == min(capacity, count - stall), "a full buffer's worth is kept"
+    if strategy == "sliding":
+        assert after == list(range(count - len(after), count)), "sliding keeps the newest"
+    else:
+        assert after == list(range(stall, stall + len(after))), "dropping keeps the oldest"

@@ -1,8 +1,9 @@
 """The demo page in a real browser: headless Chromium from Debian's packages, driven
 with playwright (no browser download: ``executable_path=/usr/bin/chromium``).
 
-Loads the page, runs a job over SSE, has the server drop the connection mid-job and
-checks that the browser resumed with no gap and no duplicate; downloads an export and
+Loads the page, runs a job whose events two subscribers of the page follow over SSE
+(and, in a second page, two more), has the server drop every connection mid-job and
+checks that each resumed with no gap and no duplicate; downloads an export and
 counts its rows; triggers the upload errors and reads their messages. A screenshot of
 the page is saved to ``artifacts/demo.png``.
 """
@@ -92,27 +93,80 @@ def state(page: Page, path: str) -> Any:
     return page.evaluate(f"() => window.demo.{path}")
 
 
-def test_job_survives_a_server_side_drop_without_gap_or_duplicate(page: Page) -> None:
-    page.click("#job-start")
-    page.wait_for_function("() => window.demo.job.seqs.length >= 5")
-    page.click("#job-drop")
-    page.wait_for_function("() => window.demo.job.connections >= 2", timeout=10_000)
-    page.wait_for_function("() => window.demo.job.done", timeout=30_000)
+ALL_PROGRESSED = "() => window.demo.job.subscribers.every(s => s.seqs.length >= 5)"
+ALL_RECONNECTED = "() => window.demo.job.subscribers.every(s => s.connections >= 2)"
+JOB_DONE = "() => window.demo.job.done"
+# 1 start line + 40 progress + 4 log lines + 2 around the pause + done
+JOB_SEQS = list(range(1, 49))
 
-    seqs = state(page, "job.seqs")
-    # 1 start line + 40 progress + 4 log lines + 2 around the pause + done
-    assert seqs == list(range(1, 49))
-    assert state(page, "job.problems") == []
+
+def check_subscribers_resumed(page: Page, job_id: str, count: int) -> None:
+    """The `count` subscribers of `page` followed job `job_id` from 1 to 48 across one
+    drop."""
+    assert state(page, "job.id") == job_id
+    subscribers = state(page, "job.subscribers")
+    assert len(subscribers) == count
+    for subscriber in subscribers:
+        assert subscriber["seqs"] == JOB_SEQS
+        assert subscriber["problems"] == []
+        assert subscriber["resets"] == []
+        assert subscriber["drops"] == 1
+        assert subscriber["connections"] == 2
+        assert len(subscriber["pids"]) == 2
+    cells = page.locator("#job-subscribers tbody tr td:last-child").all_inner_texts()
+    assert cells == ["1…48: no gap, no duplicate"] * count
+
+
+def test_job_survives_a_server_side_drop_without_gap_or_duplicate(page: Page) -> None:
+    """Two subscribers in one page (``?subscribers=2``)."""
+    page.goto(page.url + "&subscribers=2")
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("#job-start")
+    page.wait_for_function(ALL_PROGRESSED)
+    page.click("#job-drop")
+    page.wait_for_function(ALL_RECONNECTED, timeout=10_000)
+    page.wait_for_function(JOB_DONE, timeout=30_000)
+
+    check_subscribers_resumed(page, state(page, "job.id"), 2)
     assert state(page, "job.drops") == 1
-    assert state(page, "job.connections") == 2
-    assert state(page, "job.heartbeats") >= 1
+    assert state(page, "job.subscribers[0].heartbeats") >= 1
     assert page.inner_text("#job-status").startswith("done: 40 steps")
-    assert page.inner_text("#job-sequence") == "1…48: no gap, no duplicate"
     assert page.inner_text("#job-percent").startswith("100")
+    assert page.inner_text("#job-backend") == "hub: in-process, 1 worker"
     log = page.inner_text("#job-log")
-    assert "server dropped 1 connection(s)" in log
-    assert "reconnected: the server resumes after id" in log
+    assert "asked the server to drop every connection following the job" in log
+    assert "[#1] server dropped this connection" in log
+    assert "[#2] server dropped this connection" in log
+    assert "[#1] reconnected: the server resumes after id" in log
     assert "♥ heartbeat" in log
+
+
+def test_two_pages_follow_the_same_job_and_both_resume_after_a_drop(page: Page) -> None:
+    """Open the page twice: a job started in one is followed by both (the live feed
+    names it), each page lists both subscribers, and a drop from the other page ends
+    every connection; both subscribers resume with no gap."""
+    other = page.context.new_page()
+    try:
+        other.goto(page.url)
+        other.wait_for_selector("body[data-ready=true]")
+        page.click("#job-start")
+        # interval polling: a background page gets no animation frames to poll on
+        for each in (page, other):
+            each.wait_for_function(ALL_PROGRESSED, polling=50)
+        job_id = state(page, "job.id")
+        assert state(other, "job.id") == job_id
+        for each in (page, other):
+            each.wait_for_function(
+                "() => window.demo.job.followers.length == 2", polling=50, timeout=10_000
+            )
+            assert "(this page) in worker" in each.inner_text("#job-followers")
+        other.click("#job-drop")
+        for each in (page, other):
+            each.wait_for_function(ALL_RECONNECTED, polling=50, timeout=10_000)
+            each.wait_for_function(JOB_DONE, polling=50, timeout=30_000)
+            check_subscribers_resumed(each, job_id, 1)
+    finally:
+        other.close()
 
 
 def test_export_is_the_browsers_own_download_with_its_row_count(page: Page) -> None:
@@ -137,7 +191,7 @@ def test_export_is_the_browsers_own_download_with_its_row_count(page: Page) -> N
 @pytest.mark.parametrize(
     ("button", "status", "message"),
     [
-        ("#upload-too-large", "413", "a part is larger than 5242880 bytes"),
+        ("#upload-too-large", "413", "a file is larger than 5242880 bytes (max_part_size=5242880)"),
         ("#upload-wrong-type", "415", "has type 'application/x-msdownload'"),
         ("#upload-malformed", "400", "truncated upload"),
     ],
@@ -168,11 +222,15 @@ def test_everything_at_once_live_counters_and_screenshot(page: Page) -> None:
     page.wait_for_function("() => window.demo.flood !== null", timeout=20_000)
     flood = state(page, "flood")
     assert 0 < flood["received"] <= flood["sent"]
-    page.wait_for_function("() => window.demo.job.heartbeats >= 1", timeout=20_000)
+    page.wait_for_function(
+        "() => window.demo.job.subscribers.some(s => s.heartbeats >= 1)", timeout=20_000
+    )
     page.wait_for_selector("#export-results tbody tr td.ok")
     page.wait_for_function("() => window.demo.live && window.demo.live.events > 0")
     live = state(page, "live")
-    assert live["active"] >= 2  # this page's live feed and its job stream, at least
+    assert live["active"] >= 1  # this page's live feed (the job may be done by now)
+    # the hub's subscribers (kind "broadcast") are counted by the metrics hook too
+    assert any(s["kind"] == "broadcast" and s["items"] > 0 for s in live["streams"])
     assert live["dropped"] >= flood["sent"] - flood["received"]
     assert int(page.inner_text("#live-events").replace(",", "")) > 0
     ARTIFACTS.mkdir(exist_ok=True)

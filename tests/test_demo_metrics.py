@@ -3,6 +3,8 @@ parser, and moved by exactly the requests this test makes."""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,12 +73,13 @@ def test_exports_move_items_bytes_and_streams(demo: str) -> None:
 def test_job_events_upload_errors_and_downloads_are_counted(demo: str) -> None:
     before = scrape(demo)
     job = httpx.post(f"{demo}/api/jobs", params={"steps": 5, "interval": 0.01, "pause": 0})
-    job_id = job.json()["id"]
-    with httpx.stream("GET", f"{demo}/api/jobs/{job_id}/events", timeout=10) as events:
-        body = b"".join(events.iter_bytes())
-    ids = [line for line in body.decode().splitlines() if line.startswith("id: ")]
+    record = job.json()
+    url = f"{demo}/api/jobs/{record['id']}/events"
+    with httpx.stream("GET", url, params={"since": record["since"]}, timeout=10) as events:
+        body = b"".join(events.iter_bytes())  # the stream ends after the job's done event
+    seqs = [json.loads(line[6:])["seq"] for line in body.decode().splitlines() if '"seq"' in line]
     # start log, 5 progress, done (the log line comes every 10 steps: none here)
-    assert ids == [f"id: {n}" for n in range(1, 8)]
+    assert seqs == list(range(1, 8))
 
     refused = httpx.post(
         f"{demo}/api/upload",
@@ -99,9 +102,10 @@ def test_job_events_upload_errors_and_downloads_are_counted(demo: str) -> None:
     def moved(name: str, labels: frozenset[tuple[str, str]]) -> float:
         return after[name, labels] - before.get((name, labels), 0.0)
 
-    jobs = stream("sse", "job-events")
+    jobs = stream("broadcast", "job-events")  # a hub subscriber
     assert moved("streamfx_items_sent_total", jobs) == 7
-    assert moved("streamfx_streams_closed_total", jobs | {("outcome", "completed")}) == 1
+    # the demo closes the subscription after the done event
+    assert moved("streamfx_streams_closed_total", jobs | {("outcome", "closed")}) == 1
     upload = stream("upload", "demo-upload", outcome="error")
     assert moved("streamfx_streams_closed_total", upload) == 1
     assert moved("streamfx_bytes_sent_total", stream("download", "")) == 100
@@ -121,5 +125,8 @@ def test_ctrl_c_ends_open_sse_streams_cleanly(tmp_path: Path) -> None:
             assert next(chunks).startswith(b":")  # the stream is open
             server.process.send_signal(signal.SIGINT)
             b"".join(chunks)  # httpx raises if a chunked body is cut short
-            assert b"".join(events.iter_raw()).startswith(b"retry: 500\n\n")
+            job_body = b"".join(events.iter_raw())
+            assert job_body.startswith(b"event: worker\n")
+            # the hub's farewell: a jittered reconnection delay, then the end
+            assert re.search(rb"\nretry: \d+\n\n$", job_body), job_body[-200:]
         assert server.process.wait(timeout=20) == 0

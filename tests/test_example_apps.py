@@ -85,6 +85,38 @@ def test_sse_job_runs_and_resumes_from_last_event_id(app: str) -> None:
     assert httpx.get(url, headers={"Last-Event-ID": "6"}).status_code == 204
 
 
+@pytest.mark.parametrize(
+    "last_event_id",
+    [b"\xb2", "²".encode(), b"9" * 5000, b"-3", b"3.0", b"0x3", b"", "٣".encode()],
+    ids=[
+        "latin1-superscript",
+        "utf8-superscript",
+        "5000-digits",
+        "negative",
+        "float",
+        "hex",
+        "empty",
+        "arabic-digit",
+    ],
+)
+def test_an_untrusted_last_event_id_starts_over_instead_of_a_500(
+    app: str, last_event_id: bytes
+) -> None:
+    """Whatever a client sends as Last-Event-ID, the job streams (from the start when
+    the id is not a plain number of at most 18 ASCII digits); never a 500."""
+    url = f"{app}/job/events?steps=3&interval=0.01"
+    response = httpx.get(url, headers={b"Last-Event-ID": last_event_id}, timeout=10)
+    assert response.status_code == 200
+    expected = [("progress", "1"), ("progress", "2"), ("progress", "3"), ("done", "4")]
+    assert sse_ids(response) == expected
+
+
+def test_a_last_event_id_past_the_end_is_204(app: str) -> None:
+    url = f"{app}/job/events?steps=3&interval=0.01"
+    for last in (b"4", b"9" * 18):
+        assert httpx.get(url, headers={b"Last-Event-ID": last}).status_code == 204
+
+
 @pytest.mark.parametrize("fmt", ["csv", "ndjson", "json"])
 def test_exports(app: str, fmt: str) -> None:
     response = httpx.get(f"{app}/export/{fmt}", params={"rows": 1500}, timeout=30)

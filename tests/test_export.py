@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
+import datetime
+import enum
 import io
 import json
+import math
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streamfx
-from streamfx import BufferPolicy, StreamResponse, export
+from streamfx import BufferPolicy, StreamResponse, export, sse
+from streamfx._export.export import CONTENT_TYPES
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests._json_backends import BACKENDS, json_backend
 
 ROWS = [
     {"id": 1, "name": "Zoë", "note": 'says "hi", then\nleaves'},
@@ -173,6 +181,105 @@ async def test_csv_formula_guard_can_be_turned_off() -> None:
     assert parsed == [[value, "-5"] for value in DANGEROUS]
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test runs as on an install with orjson, then as on one without it."""
+    yield from json_backend(request.param, monkeypatch)
+
+
+@dataclasses.dataclass
+class Reading:
+    _sensor: str
+    at: datetime.datetime
+    id: uuid.UUID
+
+
+class Level(enum.Enum):
+    HIGH = 3
+
+
+class Row(pydantic.BaseModel):
+    id: int
+    tags: dict[int, str]
+
+
+SAME_AS_SSE: list[Any] = [
+    {"n": 2**70},
+    {1: "a", 2.5: "b", None: "c", False: "d"},
+    Reading("s1", datetime.datetime(2024, 1, 2, 3, 4, tzinfo=datetime.UTC), uuid.UUID(int=1)),
+    Level.HIGH,
+    Row(id=1, tags={7: "x"}),
+    {"text": "é ✓ \u2028 \u2029 \x85"},
+]
+
+
+async def test_json_formats_write_exactly_what_sse_sends(backend: str) -> None:
+    lines = (await body_of(export(arows(SAME_AS_SSE), "ndjson"))).split(b"\n")[:-1]
+    sent = b"".join(await chunks_of(sse(arows(SAME_AS_SSE), heartbeat=None)))
+    assert sent == b":\n\n" + b"".join(b"data: " + line + b"\n\n" for line in lines)
+    array = await body_of(export(arows(SAME_AS_SSE), "json"))
+    assert array == b"[" + b",".join(lines) + b"]"
+    assert json.loads(lines[0]) == {"n": 2**70}
+    assert json.loads(lines[1]) == {"1": "a", "2.5": "b", "null": "c", "false": "d"}
+    assert json.loads(lines[2]) == {
+        "_sensor": "s1",
+        "at": "2024-01-02T03:04:00+00:00",
+        "id": "00000000-0000-0000-0000-000000000001",
+    }
+    assert lines[3:5] == [b"3", b'{"id":1,"tags":{"7":"x"}}']
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+async def test_nan_and_infinity_are_refused_not_written_as_null(
+    backend: str, fmt: str, value: float
+) -> None:
+    received: list[bytes] = []
+    with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
+        await drain_into(export(arows([{"x": value}]), fmt), received)
+    assert received == []
+
+
+async def test_ndjson_is_one_line_per_item_however_lines_are_split(backend: str) -> None:
+    items = [{"t": "a\u2028b"}, {"t": "c\u2029d\x85e"}, "\u2028"]
+    text = (await body_of(export(arows(items), "ndjson"))).decode()
+    assert [json.loads(line) for line in text.splitlines()] == items
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+async def test_unknown_item_types_name_the_type_and_serialize(backend: str, fmt: str) -> None:
+    with pytest.raises(TypeError, match=r"Object of type Opaque .*pass serialize= to turn"):
+        await body_of(export(arows([{"ok": 1}, Opaque()]), fmt))
+
+
+class Opaque:
+    def __init__(self, n: int = 0) -> None:
+        self.n = n
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("json", b'[{"n":1},{"n":2}]'),
+        ("ndjson", b'{"n":1}\n{"n":2}\n'),
+        ("csv", b"n\r\n1\r\n2\r\n"),
+    ],
+)
+async def test_serialize_turns_each_item_into_a_row(fmt: str, expected: bytes) -> None:
+    items = [Opaque(1), Opaque(2)]
+    assert await body_of(export(arows(items), fmt, serialize=vars)) == expected
+    selected = await body_of(export(arows(items), fmt, serialize=vars, fields=["n"]))
+    assert selected == expected
+
+
+async def test_format_may_be_any_str_such_as_a_path_parameter() -> None:
+    for fmt in ("json", "ndjson", "csv"):
+        chosen: str = fmt  # a plain str, as a router hands it over
+        response = export([{"a": 1}], chosen)
+        assert response.header("content-type") == CONTENT_TYPES[fmt]
+        await response.aclose()
+
+
 async def test_json_formats_are_never_altered_by_the_guard() -> None:
     items = [{"t": value} for value in DANGEROUS]
     assert json.loads(await body_of(export(arows(items), "json"))) == items
@@ -184,7 +291,7 @@ async def test_json_formats_are_never_altered_by_the_guard() -> None:
 @pytest.mark.parametrize("fmt", ["json", "ndjson"])
 async def test_json_fields_select_and_order_keys(fmt: str) -> None:
     items = [{"a": 1, "b": 2, "c": 3}, {"c": 4}]
-    data = await body_of(export(arows(items), fmt, fields=["c", "a"]))  # type: ignore[arg-type]
+    data = await body_of(export(arows(items), fmt, fields=["c", "a"]))
     text = data.decode()
     values = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]
     assert values == [{"c": 3, "a": 1}, {"c": 4, "a": None}]
@@ -246,6 +353,8 @@ class NeverIterated:
     [
         ({"format": "xml"}, ValueError, "unknown export format 'xml'"),
         ({"format": "JSON"}, ValueError, "unknown export format"),
+        ({"format": None}, ValueError, "unknown export format None"),
+        ({"format": "csv", "serialize": "vars"}, TypeError, "serialize must be callable"),
         ({"format": "csv", "fields": []}, ValueError, "at least one column"),
         ({"format": "csv", "fields": "ab"}, TypeError, "not a single str"),
         ({"format": "csv", "fields": ["a", "a"]}, ValueError, "repeated: \\['a'\\]"),

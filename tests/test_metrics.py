@@ -59,13 +59,30 @@ async def test_the_process_wide_hook_is_used_by_default() -> None:
     assert m.items[("k", "n")] == 4
 
 
+def test_fan_out_skips_hooks_without_the_broadcast_methods() -> None:
+    class StreamsOnly(NullMetrics):
+        broadcast_counted = None  # type: ignore[assignment]
+        broadcast_health = None  # type: ignore[assignment]
+
+    recorded = InMemoryMetrics()
+    hook = FanOut(StreamsOnly(), recorded)
+    hook.broadcast_counted("hub", "resets", 1)
+    hook.broadcast_health("hub", True)
+    assert recorded.broadcast["hub", "resets"] == 1
+    assert recorded.broadcast_healthy == {"hub": True}
+
+
 async def test_fan_out_reports_everything_to_every_hook() -> None:
     first, second = InMemoryMetrics(), InMemoryMetrics()
     hook = FanOut(first, second)
     assert [c async for c in metered(bytes_source(), "export", "rows", metrics=hook)]
     hook.items_dropped("sse", "feed", 2)
     hook.circuit_changed("db", "closed", "open")
+    hook.broadcast_counted("hub", "published", 2)
+    hook.broadcast_health("hub", False)
     for m in (first, second):
+        assert m.broadcast["hub", "published"] == 2
+        assert m.broadcast_healthy == {"hub": False}
         assert (m.opened["export", "rows"], m.items["export", "rows"]) == (1, 3)
         assert m.bytes["export", "rows"] == 15
         assert m.outcomes["export", "rows", "completed"] == 1

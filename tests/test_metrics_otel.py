@@ -124,6 +124,19 @@ def test_names_and_units_follow_opentelemetry_conventions(otel: Setup) -> None:
     assert got.numbers["streamfx.items.dropped", stream("sse", "jobs")] == 1
 
 
+def test_broadcast_figures_and_health_are_reported(otel: Setup) -> None:
+    otel.hook.broadcast_counted("jobs", "published", 3)
+    otel.hook.broadcast_health("jobs", True)
+    got = otel.collect()
+    figure = {"streamfx.broadcast.name": "jobs", "streamfx.broadcast.figure": "published"}
+    assert got.numbers["streamfx.broadcast.events", frozenset(figure.items())] == 3
+    hub = frozenset({"streamfx.broadcast.name": "jobs"}.items())
+    assert got.numbers["streamfx.broadcast.up", hub] == 1
+    otel.hook.broadcast_health("jobs", False)
+    assert otel.collect().numbers["streamfx.broadcast.up", hub] == 0
+    assert got.units["streamfx.broadcast.events"] == "{event}"
+
+
 async def test_circuit_state_gauge_follows_the_breaker(otel: Setup) -> None:
     now = [0.0]
     breaker = CircuitBreaker(1, 10.0, name="db", metrics=otel.hook, clock=lambda: now[0])

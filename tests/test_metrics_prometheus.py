@@ -56,7 +56,23 @@ def test_names_and_types_follow_prometheus_conventions() -> None:
         "streamfx_items_dropped": "counter",
         "streamfx_stream_duration_seconds": "histogram",
         "streamfx_circuit_state": "gauge",
+        "streamfx_broadcast_events": "counter",
+        "streamfx_broadcast_up": "gauge",
     }
+
+
+def test_broadcast_figures_and_health_are_exported() -> None:
+    registry = CollectorRegistry()
+    hook = PrometheusMetrics(registry)
+    hook.broadcast_counted("jobs", "published", 3)
+    hook.broadcast_counted("jobs", "resets", 1)
+    hook.broadcast_health("jobs", False)
+    _, samples = scrape(registry)
+    assert samples["streamfx_broadcast_events_total", labels(name="jobs", figure="published")] == 3
+    assert samples["streamfx_broadcast_events_total", labels(name="jobs", figure="resets")] == 1
+    assert samples["streamfx_broadcast_up", labels(name="jobs")] == 0
+    hook.broadcast_health("jobs", True)
+    assert scrape(registry)[1]["streamfx_broadcast_up", labels(name="jobs")] == 1
 
 
 async def test_metered_streams_move_the_counters() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from streamfx import (
     parse_multipart,
 )
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests._loop_ticker import Ticker
 from tests._upload_bodies import (
     BOUNDARY,
     CONTENT_TYPE,
@@ -513,37 +513,6 @@ async def test_files_and_fields_are_counted_separately(limits: dict[str, int], d
 # -- fairness to the event loop -------------------------------------------------------
 
 
-class Ticker:
-    """A task that runs whenever the loop lets it and records the longest stretch of
-    CPU time (of this thread, so a busy machine's other processes do not count) the
-    loop spent elsewhere between two of its turns."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self.turns = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Ticker:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.sleep(0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self._task
-
-    async def _run(self) -> None:
-        last = time.thread_time()
-        while True:
-            await asyncio.sleep(0)
-            now = time.thread_time()
-            self.longest = max(self.longest, now - last)
-            self.turns += 1
-            last = now
-
-
 async def test_a_hundred_thousand_empty_fields_never_stall_the_loop() -> None:
     """Issue 14, item 4: 100,000 empty fields with max_parts=1_000_000 held the loop for
     the whole parse (the body never makes the reader wait). The bound is generous (50 ms
@@ -583,6 +552,7 @@ async def test_a_large_file_from_a_body_that_never_waits_does_not_stall_the_loop
         async for part in parts:
             async for _ in part:
                 pass
+    assert ticker.turns > 5  # 64 MiB take longer than a few turns of 2 ms
     assert ticker.longest < 0.05
 
 

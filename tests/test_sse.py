@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfx import ServerSentEvent, SSEDecoder
+from streamfx import ServerSentEvent, SSEDecodeError, SSEDecoder
 
 
 def decode(*chunks: bytes) -> list[ServerSentEvent]:
@@ -255,6 +257,192 @@ def test_empty_chunks() -> None:
     assert decode(b"", b"data: a", b"", b"\r", b"", b"\n\n", b"") == [ServerSentEvent("a")]
 
 
+# -- limits ---------------------------------------------------------------------------
+
+
+def test_default_limits() -> None:
+    decoder = SSEDecoder()
+    assert (decoder.max_line, decoder.max_event) == (1 << 20, 8 << 20)
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_line_longer_than_max_line_is_refused_without_being_held(whole: bool) -> None:
+    decoder = SSEDecoder(max_line=1000)
+    decoder.feed(b"data: a\n\n")
+    if whole:
+        with pytest.raises(SSEDecodeError, match="max_line=1000") as caught:
+            decoder.feed(b"data: " + b"x" * 2000)
+    else:
+        for _ in range(9):
+            assert decoder.feed(b"x" * 100) == []  # 900 characters: still fine
+        with pytest.raises(SSEDecodeError, match="max_line=1000") as caught:
+            decoder.feed(b"x" * 101)
+    assert caught.value.limit == "max_line"
+    assert caught.value.events == []
+
+
+def test_a_line_of_exactly_max_line_is_fine() -> None:
+    decoder = SSEDecoder(max_line=10)
+    assert decoder.feed(b"data:" + b"y" * 5) == []
+    assert decoder.feed(b"\n\n") == [ServerSentEvent("yyyyy")]
+    assert decoder.feed(b"data:12345\r\n\r\n") == [ServerSentEvent("12345")]
+
+
+def test_comment_and_unknown_lines_are_bounded_too() -> None:
+    with pytest.raises(SSEDecodeError, match="max_line"):
+        SSEDecoder(max_line=100).feed(b":" + b"c" * 200 + b"\n")
+    with pytest.raises(SSEDecodeError, match="max_line"):
+        SSEDecoder(max_line=100).feed(b"x" * 200 + b"\n")
+
+
+def test_data_lines_without_a_blank_line_are_bounded_by_max_event() -> None:
+    decoder = SSEDecoder(max_line=200, max_event=1000)
+    line = b"data: " + b"d" * 99 + b"\n"  # 99 characters of data, + 1 line break
+    for _ in range(10):  # 10 * 99 + 9 line breaks = 999 characters
+        assert decoder.feed(line) == []
+    with pytest.raises(SSEDecodeError, match="max_event=1000") as caught:
+        decoder.feed(line)
+    assert caught.value.limit == "max_event"
+
+
+def test_an_event_of_exactly_max_event_is_fine() -> None:
+    decoder = SSEDecoder(max_line=100, max_event=10)
+    assert decoder.feed(b"data: 1234\ndata: 56789\n\n") == [ServerSentEvent("1234\n56789")]
+
+
+def test_events_completed_before_the_limit_travel_with_the_error() -> None:
+    decoder = SSEDecoder(max_line=50)
+    with pytest.raises(SSEDecodeError) as caught:
+        decoder.feed(b"data: a\n\ndata: b\n\ndata: " + b"z" * 60 + b"\n\ndata: c\n\n")
+    assert caught.value.events == [ServerSentEvent("a"), ServerSentEvent("b")]
+
+
+def test_after_the_error_the_stream_is_refused_until_end_of_stream() -> None:
+    decoder = SSEDecoder(max_line=10)
+    decoder.feed(b"id: 7\ndata: a\n\n")
+    with pytest.raises(SSEDecodeError):
+        decoder.feed(b"data: " + b"z" * 20)
+    with pytest.raises(SSEDecodeError, match="end_of_stream"):
+        decoder.feed(b"\n\ndata: b\n\n")
+    decoder.end_of_stream()
+    assert decoder.feed(b"data: c\n\n") == [ServerSentEvent("c", id="7")]
+
+
+@pytest.mark.parametrize("limits", [{"max_line": 0}, {"max_event": -1}, {"max_line": 1.5}])
+def test_limits_must_be_positive_ints(limits: dict[str, object]) -> None:
+    with pytest.raises((ValueError, TypeError), match="must be a positive int"):
+        SSEDecoder(**limits)  # type: ignore[arg-type]
+
+
+def test_a_huge_stream_without_line_ends_holds_about_max_line() -> None:
+    import tracemalloc
+
+    decoder = SSEDecoder(max_line=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SSEDecodeError):
+            for _ in range(100):  # 100 MiB, 1 MiB at a time
+                decoder.feed(b"data: " + b"x" * (1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+# -- the end of a stream and reconnection (web-platform-tests eventsource/) -----------
+
+
+def reconnect(
+    decoder: SSEDecoder, resource: Callable[[str | None], bytes], connections: int
+) -> list[tuple[str, str | None]]:
+    """What an EventSource sees over `connections` connections to `resource` (which
+    answers a ``Last-Event-ID`` header, or None without one), each ending with the
+    body: (data, lastEventId) per message."""
+    seen: list[tuple[str, str | None]] = []
+    for _ in range(connections):
+        header = decoder.last_event_id or None
+        for event in decoder.feed(resource(header)):
+            seen.append((event.data or "", event.id or ""))
+        decoder.end_of_stream()
+    return seen
+
+
+def last_event_id_py(idvalue: bytes = "\u2026".encode()) -> Callable[[str | None], bytes]:
+    """eventsource/resources/last-event-id.py"""
+
+    def resource(last_event_id: str | None) -> bytes:
+        if last_event_id:
+            return b"data: " + last_event_id.encode() + b"\n\n"
+        return b"id: " + idvalue + b"\nretry: 200\ndata: hello\n\n"
+
+    return resource
+
+
+def test_wpt_format_field_id() -> None:
+    # The id set on the first connection is sent back and stays in effect on the next.
+    seen = reconnect(SSEDecoder(), last_event_id_py(), 2)
+    assert seen == [("hello", "\u2026"), ("\u2026", "\u2026")]
+
+
+def test_wpt_format_field_id_2() -> None:
+    seen = reconnect(SSEDecoder(), last_event_id_py(), 3)
+    assert seen == [("hello", "\u2026"), ("\u2026", "\u2026"), ("\u2026", "\u2026")]
+
+
+@pytest.mark.parametrize("idvalue", [b"\0\0", b"x\0", b"\0x", b"x\0x", b" \0"])
+def test_wpt_format_field_id_null(idvalue: bytes) -> None:
+    # An id holding NUL is ignored: no Last-Event-ID is sent on reconnection.
+    decoder = SSEDecoder()
+    seen = reconnect(decoder, last_event_id_py(idvalue), 2)
+    assert seen == [("hello", ""), ("hello", "")]
+    assert decoder.retry == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"id: 1\ndata: 1\n\ndata:2\n\n", [("1", "1"), ("2", "1")]),
+        (b"id: 1\ndata: 1\n\nid: 2\ndata:2\n\ndata:3\n\n", [("1", "1"), ("2", "2"), ("3", "2")]),
+        (b"id: 1\ndata: 1\n\nid:\ndata:2\n\ndata:3\n\n", [("1", "1"), ("2", ""), ("3", "")]),
+        (b"id: 1\ndata: 1\n\nid\ndata:2\n\ndata:3\n\n", [("1", "1"), ("2", ""), ("3", "")]),
+    ],
+)
+def test_wpt_format_field_id_3(body: bytes, expected: list[tuple[str, str]]) -> None:
+    # eventsource/resources/last-event-id2.py: the id persists, changes, or resets.
+    assert reconnect(SSEDecoder(), lambda _header: body, 1) == expected
+
+
+@pytest.mark.parametrize("newline", [b"", b"\n"])
+def test_wpt_format_data_before_final_empty_line(newline: bytes) -> None:
+    # The unfinished event at the end of a connection is dropped, and its id never
+    # takes effect: the second connection's first message is test1 again, with no id.
+    message = b"retry:1000\ndata:test1\n\nid:test\ndata:test2" + newline
+    decoder = SSEDecoder()
+    seen = reconnect(decoder, lambda _header: message, 2)
+    assert seen == [("test1", ""), ("test1", "")]
+    assert (decoder.last_event_id, decoder.retry) == ("", 1000)
+
+
+def test_end_of_stream_drops_a_partial_line_a_cr_and_a_split_character() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: a\r")  # a CR whose LF may follow: not on the next connection
+    decoder.end_of_stream()
+    assert decoder.feed(b"\ndata: b\n\n") == [ServerSentEvent("b")]
+    decoder.feed(b"data: \xe2\x9c")  # half of a check mark
+    decoder.end_of_stream()
+    assert decoder.feed(b"\x93data: c\n\n") == []  # U+FFFD starts an unknown field name
+    decoder.feed(b"event: e\ndata: d")
+    decoder.end_of_stream()
+    assert decoder.feed(b"\n\ndata: f\n\n") == [ServerSentEvent("f")]
+
+
+def test_a_new_stream_may_start_with_a_byte_order_mark_again() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"\xef\xbb\xbfdata: a\n\n") == [ServerSentEvent("a")]
+    decoder.end_of_stream()
+    assert decoder.feed(b"\xef\xbb\xbfdata: b\n\n") == [ServerSentEvent("b")]
+
+
 # -- properties -----------------------------------------------------------------------
 
 line_free = st.text().filter(lambda s: "\r" not in s and "\n" not in s)
@@ -313,3 +501,29 @@ def test_any_stream_decodes_the_same_however_it_is_split(
         parts = SSEDecoder()
         assert [e for chunk in chunks for e in parts.feed(chunk)] == events
         assert (parts.last_event_id, parts.retry) == (whole.last_event_id, whole.retry)
+
+
+def decode_with_limits(chunks: list[bytes]) -> tuple[list[ServerSentEvent], str | None]:
+    """Every event a small-limit decoder gives for `chunks`, and the limit it hit."""
+    decoder = SSEDecoder(max_line=12, max_event=20)
+    events: list[ServerSentEvent] = []
+    for chunk in chunks:
+        try:
+            events += decoder.feed(chunk)
+        except SSEDecodeError as error:
+            return events + error.events, error.limit
+    return events, None
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from([*LINES, b"data: 0123456", b"x" * 13]), st.just(b"\n"))),
+    st.sampled_from([b"", b"data: tail", b"y" * 20]),
+    st.lists(st.integers(min_value=0), max_size=12),
+)
+def test_limits_are_hit_at_the_same_place_however_the_stream_is_split(
+    lines: list[tuple[bytes, bytes]], tail: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(line + end for line, end in lines) + tail
+    whole = decode_with_limits([stream])
+    assert decode_with_limits(split(stream, cuts)) == whole
+    assert decode_with_limits([stream[i : i + 1] for i in range(len(stream))]) == whole

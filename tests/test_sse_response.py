@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import enum
 import json
-import sys
+import math
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamfx import BufferPolicy, ServerSentEvent, SSEDecoder, StreamResponse, sse
+from streamfx.adapters.asgi import to_asgi
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests._json_backends import BACKENDS, json_backend
+from tests._servers import serve
 
 
 @pytest.fixture
@@ -128,6 +135,11 @@ class Point:
     y: int
 
 
+@dataclasses.dataclass
+class Hidden:
+    _secret: int
+
+
 async def test_each_item_type() -> None:
     source = items(
         ServerSentEvent("ev", event="e", id="1"),
@@ -164,11 +176,78 @@ async def test_json_that_orjson_refuses_goes_to_json() -> None:
     assert chunks[1] == b'data: {"1":1180591620717411303424}\n\n'
 
 
-async def test_json_without_orjson_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    values = [{"k": "é✓", "n": [1, 2.5, None]}, "x", [True]]
-    with_orjson = await chunks_of(sse(items(*values)))
-    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson now raises ImportError
-    assert await chunks_of(sse(items(*values))) == with_orjson
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test runs as on an install with orjson, then as on one without it."""
+    yield from json_backend(request.param, monkeypatch)
+
+
+ALIKE = [
+    {"k": "é✓", "n": [1, 2.5, None]},
+    "x",
+    [True],
+    {"n": 2**70},
+    {1: "a", None: "b", False: "c"},
+    datetime.datetime(1890, 1, 1, tzinfo=ZoneInfo("Europe/Amsterdam")),
+    uuid.UUID(int=7),
+    Colour.RED,
+    Point(1, 2),
+    Hidden(1),
+]
+ALIKE_BODY = (
+    b':\n\ndata: {"k":"\xc3\xa9\xe2\x9c\x93","n":[1,2.5,null]}\n\n'
+    b"data: x\n\n"
+    b"data: [true]\n\n"
+    b'data: {"n":1180591620717411303424}\n\n'
+    b'data: {"1":"a","null":"b","false":"c"}\n\n'
+    b'data: "1890-01-01T00:00:00+00:19:32"\n\n'
+    b'data: "00000000-0000-0000-0000-000000000007"\n\n'
+    b"data: red\n\n"
+    b'data: {"x":1,"y":2}\n\n'
+    b'data: {"_secret":1}\n\n'
+)
+
+
+async def test_json_items_are_the_same_with_and_without_orjson(backend: str) -> None:
+    assert b"".join(await chunks_of(sse(items(*ALIKE)))) == ALIKE_BODY
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+async def test_nan_and_infinity_are_refused_not_sent_as_invalid_json_or_null(
+    backend: str, value: float
+) -> None:
+    body = aiter(sse(items("ok", {"n": value}), heartbeat=None, buffer=BufferPolicy(1)).body)
+    assert await anext(body) == b":\n\n"
+    assert await anext(body) == b"data: ok\n\n"
+    with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
+        await anext(body)
+
+
+async def test_line_separators_in_json_cannot_inject_fields_for_a_line_splitting_client(
+    backend: str,
+) -> None:
+    """httpx's ``aiter_lines`` splits like `str.splitlines`, on U+2028, U+2029, U+0085
+    too; a JSON string holding them must still arrive as one ``data:`` line."""
+    hostile = {"note": "a\u2028event: admin\u2029id: 999\x85data: forged", "n": 1}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await to_asgi(sse(items(hostile, "after"), heartbeat=None))(scope, receive, send)
+
+    async with (
+        serve(app) as (host, port),
+        httpx.AsyncClient() as client,
+        client.stream("GET", f"http://{host}:{port}/") as reply,
+    ):
+        lines = [line async for line in reply.aiter_lines()]
+    assert lines == [
+        ":",
+        "",
+        'data: {"note":"a\\u2028event: admin\\u2029id: 999\\u0085data: forged","n":1}',
+        "",
+        "data: after",
+        "",
+    ]
+    assert json.loads(lines[2].removeprefix("data: ")) == hostile
 
 
 async def test_str_batches_with_and_without_line_breaks() -> None:
@@ -206,7 +285,7 @@ async def test_item_that_is_not_json_serializable_raises_after_earlier_events() 
     body = aiter(sse(items("ok", object()), heartbeat=None, buffer=BufferPolicy(1)).body)
     assert await anext(body) == b":\n\n"
     assert await anext(body) == b"data: ok\n\n"
-    with pytest.raises(TypeError, match="cannot send an item of type object"):
+    with pytest.raises(TypeError, match=r"Object of type object .*pass serialize= to turn"):
         await anext(body)
 
 
@@ -320,7 +399,17 @@ async def test_no_heartbeat_when_disabled() -> None:
 
 async def test_sliding_buffer_drops_oldest_and_counts_drops(metrics: InMemoryMetrics) -> None:
     count = 500
-    chunks = await chunks_of(sse(items(*(str(i) for i in range(count))), name="feed"))
+    produced = asyncio.Event()
+
+    async def feed() -> AsyncIterator[str]:
+        for i in range(count):
+            yield str(i)
+        produced.set()
+
+    body = aiter(sse(feed(), name="feed").body)
+    chunks = [await anext(body), await anext(body)]  # the opening, then a first batch
+    await produced.wait()  # the client is away (not reading) while the rest arrives
+    chunks += [chunk async for chunk in body]
     delivered = [int(event.data or "") for event in decode(chunks)]
     dropped = count - len(delivered)
     assert dropped > 0
@@ -390,6 +479,8 @@ def expected_events(values: list[Any]) -> list[ServerSentEvent]:
             data, event = value, None
         else:
             data, event = json.dumps(value, separators=(",", ":"), ensure_ascii=False), None
+            for char in "\u2028\u2029\x85":
+                data = data.replace(char, f"\\u{ord(char):04x}")
         data = data.replace("\r\n", "\n").replace("\r", "\n")
         result.append(ServerSentEvent(data, event=event, id=last_id or None))
     return result

@@ -16,8 +16,8 @@ import pytest
 import streamfx._upload.save
 from streamfx import Part, UploadTooLarge, parse_multipart
 from streamfx._upload.save import WRITE_SIZE
+from tests._loop_ticker import Ticker
 from tests._upload_bodies import CONTENT_TYPE, LIMITS, Body, Spec, closing, encode, raw_part
-from tests.test_multipart import Ticker
 
 CONTENT = bytes(range(256)) * 4096  # 1 MiB
 

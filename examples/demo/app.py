@@ -3,9 +3,15 @@
 Routes (all responses built by streamfx and sent with ``to_asgi``):
 
 - ``GET /``, ``GET /static/{name}``: the page, served with ``download(..., root=...)``.
-- ``POST /api/jobs``: start a simulated job; ``GET /api/jobs/{id}/events``: its events
-  over SSE, resumable from ``Last-Event-ID``; ``POST /api/jobs/{id}/drop``: close every
-  connection following the job, server-side.
+- ``POST /api/jobs``: start a simulated job that publishes to a `Broadcast` hub;
+  ``GET /api/jobs/{id}/events``: its events over SSE, from ``?since=`` or the
+  ``Last-Event-ID`` header (untrusted: the hub bounds and checks it; a position it
+  cannot honour gets one ``reset`` event); any number of subscribers, in any worker;
+  ``POST /api/jobs/{id}/drop``: publish a ``drop`` event that makes every connection
+  following the job end (and its browser resume). The live feed names the latest job
+  and who follows it (``?subscriber=`` name @ worker pid), so every open page follows
+  the job any page started. (A page holds two SSE connections, the live feed and one
+  job subscriber: browsers allow six per host over HTTP/1.1, so two pages fit.)
 - ``GET /api/export/{csv|ndjson|json}?rows=N&token=T``: N rows, streamed.
 - ``GET /api/file``: a large generated file, with Range and conditional requests.
 - ``POST /api/upload``: a multipart upload with limits; refused uploads get 413, 415 or
@@ -14,6 +20,10 @@ Routes (all responses built by streamfx and sent with ``to_asgi``):
   oldest waiting events rather than growing memory (watch the "dropped" counter).
 - ``GET /api/live``: the metrics hook's counters, twice a second, over SSE.
 - ``GET /metrics``: the same hook's figures in Prometheus text format.
+
+With one process the hub keeps its history in memory. With ``redis_url`` (``make demo
+WORKERS=4``) it is a `RedisStreamsBackend`: every worker follows every job, and a
+browser that reconnects to another worker resumes from its ``Last-Event-ID``.
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
+import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -44,18 +57,20 @@ from streamfx import (
     download,
     drain_on_signals,
     export,
-    heartbeat,
     sse,
 )
 from streamfx.adapters.asgi import error_response, parts, to_asgi
+from streamfx.broadcast import Broadcast, BroadcastError, RedisStreamsBackend
 from streamfx.metrics import FanOut, metered, set_metrics
 from streamfx.metrics.prometheus import PrometheusMetrics
 
-from .jobs import JobBoard, JobEvent, JobPlan, ReplayGone
+from .bigfile import BigFile, MiB
+from .job_streams import for_the_page
 from .live import ExportLog, LiveCounters, counted_rows, tracked
+from .registry import JobRegistry, LocalRegistry, RedisRegistry
+from .simulation import JobPlan, JobRunner, job_topic
 
 STATIC: Final = Path(__file__).parent / "static"
-MiB: Final = 1024 * 1024
 
 UPLOAD_LIMITS: Final = {
     "max_size": 8 * MiB,
@@ -67,6 +82,9 @@ MAX_EXPORT_ROWS: Final = 5_000_000
 MAX_FLOOD: Final = 200_000
 HEARTBEAT_EVERY: Final = 1.0
 """Seconds of silence after which a job stream sends a visible ``heartbeat`` event."""
+SUBSCRIBER_NAME: Final = re.compile(r"[a-z0-9]{1,16}")
+REDIS_PREFIX: Final = "streamfx-demo:"
+RECONNECT_MS: Final = 500
 
 ExportFormat = Literal["csv", "ndjson", "json"]
 EXTENSIONS: Final[dict[str, str]] = {"csv": "csv", "ndjson": "ndjson", "json": "json"}
@@ -79,33 +97,22 @@ class DemoConfig:
     file_mb: int = 256
     data_dir: Path | None = None
     job: JobPlan = field(default_factory=JobPlan)
+    redis_url: str | None = None
+    """None: the hub keeps everything in this process; else its Redis."""
+    workers: int = 1
+    """How many worker processes serve the demo (shown on the page)."""
 
-
-class BigFile:
-    """The large file, written at start-up in a worker thread (the page shows progress)."""
-
-    def __init__(self, directory: Path, size: int) -> None:
-        self.path = directory / f"streamfx-demo-{size // MiB}MB.bin"
-        self.size = size
-        self.written = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.written == self.size
-
-    def write(self) -> None:
-        block = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(MiB // 32))
-        tmp = self.path.with_suffix(".part")
-        with tmp.open("wb") as out:
-            while self.written + len(block) <= self.size:
-                out.write(block)
-                self.written += len(block)
-            out.write(block[: self.size - self.written])
-        tmp.rename(self.path)
-        self.written = self.size
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.path.name, "size": self.size, "written": self.written}
+    @classmethod
+    def from_environment(cls) -> DemoConfig:
+        """The configuration `python -m examples.demo` hands to its worker processes."""
+        data_dir = os.environ.get("STREAMFX_DEMO_DATA_DIR")
+        return cls(
+            file_mb=int(os.environ.get("STREAMFX_DEMO_FILE_MB", "256")),
+            data_dir=Path(data_dir) if data_dir else None,
+            job=JobPlan(steps=int(os.environ.get("STREAMFX_DEMO_JOB_STEPS", JobPlan.steps))),
+            redis_url=os.environ.get("STREAMFX_DEMO_REDIS_URL") or None,
+            workers=int(os.environ.get("STREAMFX_DEMO_WORKERS", "1")),
+        )
 
 
 def rows(n: int) -> Iterator[dict[str, Any]]:
@@ -154,13 +161,22 @@ def _bad_request(exc: _BadRequest) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=400)
 
 
+def make_hub(config: DemoConfig) -> tuple[Broadcast, JobRegistry]:
+    """The jobs' hub and registry: in this process, or shared through Redis."""
+    if config.redis_url is None:
+        return Broadcast(name="demo"), LocalRegistry()
+    backend = RedisStreamsBackend(config.redis_url, prefix=REDIS_PREFIX)
+    return Broadcast(backend=backend, name="demo"), RedisRegistry(config.redis_url, REDIS_PREFIX)
+
+
 def create_app(config: DemoConfig | None = None) -> Starlette:
     """The demo application. Installs its metrics hook process-wide while it runs."""
     config = config or DemoConfig()
     registry = CollectorRegistry()
     prometheus = PrometheusMetrics(registry)
     live = LiveCounters()
-    jobs = JobBoard()
+    hub, jobs = make_hub(config)
+    runner = JobRunner(hub)
     exports = ExportLog()
     state: dict[str, BigFile] = {}
 
@@ -174,9 +190,12 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
         directory = config.data_dir or Path(tempfile.mkdtemp(prefix="streamfx-demo-"))
         big = state["file"] = BigFile(directory, config.file_mb * MiB)
         writing = asyncio.create_task(asyncio.to_thread(big.write))
+        await hub.start()
         try:
             yield
         finally:
+            await runner.aclose()
+            await hub.close(grace=2.0)
             await jobs.aclose()
             with contextlib.suppress(Exception):
                 await writing
@@ -201,6 +220,10 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
                 "file": state["file"].info(),
                 "job": {"steps": config.job.steps, "heartbeat": HEARTBEAT_EVERY},
                 "max_export_rows": MAX_EXPORT_ROWS,
+                "worker": os.getpid(),
+                "workers": config.workers,
+                "backend": "in-process" if config.redis_url is None else "redis",
+                "current_job": await jobs.latest(),
             }
         )
 
@@ -213,44 +236,53 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
             )
         except _BadRequest as exc:
             return _bad_request(exc)
-        job = jobs.start(plan)
-        return JSONResponse({"id": job.id, "steps": plan.steps}, status_code=201)
+        job_id = secrets.token_hex(6)
+        try:
+            # Subscribers start after this event (``?since=``): they see the job whole.
+            since = await hub.publish(job_topic(job_id), {"steps": plan.steps}, event="created")
+            record = {"id": job_id, "since": since, "steps": plan.steps}
+            await jobs.remember(record)
+            runner.start(job_id, plan)
+        except BroadcastError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse({**record, "worker": os.getpid()}, status_code=201)
 
     async def job_events(request: Request) -> Response:
-        job = jobs.get(request.path_params["id"])
-        if job is None:
+        job_id = request.path_params["id"]
+        if await jobs.get(job_id) is None:
             return JSONResponse({"error": "no such job"}, status_code=404)
-        raw = request.headers.get("last-event-id", "0") or "0"
-        after = int(raw) if raw.isdigit() else 0
-        if job.done and after >= job.last_seq:
-            return Response(status_code=204)  # tells EventSource not to reconnect
-        try:
-            job.events_after(after)  # refuse at once a replay the history cannot serve
-        except ReplayGone as exc:
-            return JSONResponse({"error": str(exc)}, status_code=410)
+        name = request.query_params.get("subscriber", "")
+        member = f"{name if SUBSCRIBER_NAME.fullmatch(name) else 'anonymous'}@{os.getpid()}"
 
-        def encode(event: JobEvent) -> ServerSentEvent:
-            return ServerSentEvent(event.data, event=event.type, id=str(event.seq))
+        async def presence(change: int) -> None:
+            try:
+                await jobs.join(job_id, member, change)
+            except Exception as exc:  # Redis away: the stream goes on regardless
+                logging.getLogger("examples.demo").warning("presence not recorded: %s", exc)
 
-        def beat() -> ServerSentEvent:
-            # No id: a heartbeat does not move the client's Last-Event-ID.
-            return ServerSentEvent(time.strftime("%H:%M:%S"), event="heartbeat")
-
-        events = heartbeat(job.follow(after), HEARTBEAT_EVERY, beat)
-        stream = sse(
-            events,
-            serialize=lambda item: encode(item) if isinstance(item, JobEvent) else item,
-            buffer=BufferPolicy(64, "suspend"),  # lossless: every job event must arrive
-            retry=500,
+        # Untrusted, both: the hub bounds the id and answers one `reset` event for
+        # anything it cannot honour (malformed, too long, unknown, expired).
+        position = request.headers.get("last-event-id") or request.query_params.get("since")
+        response = hub.sse(
+            job_topic(request.path_params["id"]),
+            last_event_id=position,
+            heartbeat=HEARTBEAT_EVERY,
+            retry=RECONNECT_MS,
             name="job-events",
         )
-        return cast(Response, to_asgi(stream))
+        return cast(Response, to_asgi(for_the_page(response, presence)))
 
     async def drop_job(request: Request) -> Response:
-        job = jobs.get(request.path_params["id"])
-        if job is None:
+        job_id = request.path_params["id"]
+        if await jobs.get(job_id) is None:
             return JSONResponse({"error": "no such job"}, status_code=404)
-        return JSONResponse({"dropped": job.drop(), "last_seq": job.last_seq})
+        try:
+            event_id = await hub.publish(
+                job_topic(job_id), {"at": time.strftime("%H:%M:%S")}, event="drop"
+            )
+        except BroadcastError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse({"drop_event": event_id})
 
     async def export_rows(request: Request) -> Response:
         fmt = request.path_params["format"]
@@ -322,13 +354,29 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
         response = sse(burst(), buffer=BufferPolicy(16, "sliding"), name="flood")
         return cast(Response, to_asgi(response))
 
+    async def job_summary() -> dict[str, Any]:
+        """The latest job and who follows it (for every page's job panel)."""
+        try:
+            current = await jobs.latest()
+            followers = await jobs.followers(current["id"]) if current else []
+        except Exception as exc:  # Redis away: say so, keep the feed going
+            return {"current": None, "followers": [], "error": str(exc)}
+        return {"current": current, "followers": followers}
+
     async def live_feed(request: Request) -> Response:
         async def snapshots() -> AsyncIterator[dict[str, Any]]:
             while True:
                 yield {
+                    "job": await job_summary(),
                     **live.snapshot(),
                     "exports": exports.recent(),
                     "file": state["file"].info(),
+                    "hub": {
+                        "worker": os.getpid(),
+                        "subscribers": hub.subscribers,
+                        "healthy": hub.healthy,
+                        "jobs_running": runner.running(),
+                    },
                 }
                 await asyncio.sleep(0.5)
 
@@ -353,5 +401,10 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.live = live
-    app.state.jobs = jobs
+    app.state.hub = hub
     return app
+
+
+def create_app_from_environment() -> Starlette:
+    """`create_app` configured by `DemoConfig.from_environment` (each worker's factory)."""
+    return create_app(DemoConfig.from_environment())

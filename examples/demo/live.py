@@ -28,7 +28,7 @@ class LiveCounters(InMemoryMetrics):
         return {
             "active": self.total("active"),
             "opened": self.total("opened"),
-            "events": sum(n for (kind, _), n in self.items.items() if kind == "sse"),
+            "events": sum(n for (kind, _), n in self.items.items() if kind in ("sse", "broadcast")),
             "items": self.total("items"),
             "bytes": self.total("bytes"),
             "dropped": self.total("dropped"),

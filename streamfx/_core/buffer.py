@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar
 
@@ -25,10 +24,17 @@ def buffer(
     - ``"sliding"``: when full, the oldest waiting item is dropped; the newest gets in.
     - ``"dropping"``: when full, the incoming item is dropped.
 
+    A lossy strategy drops only while the consumer is away (the code iterating this
+    stream is awaiting something else, such as a write); while it waits for the next
+    item, a full buffer makes the producer wait instead, so a burst into a consumer
+    that keeps up loses nothing, however fast the source is.
+
     Order is kept in every strategy. `on_drop(item)` is called (synchronously, in the
-    producer task) for each dropped item; if it raises, the stream fails with that error.
-    The producer task starts on the first iteration. An error raised by `source`
-    reaches the consumer after the items buffered before it.
+    producer task) exactly once for each dropped item; if it raises, the stream fails
+    with that error. The producer task starts on the first iteration. An error raised
+    by `source` reaches the consumer after the items buffered before it. The item the
+    consumer has just received does not count against `capacity`: the producer may
+    fetch up to `capacity` items ahead of it.
 
     Closing the returned generator early (``aclose()``, leaving
     ``contextlib.aclosing``, cancelling the consumer) cancels the producer task, and the
@@ -39,31 +45,4 @@ def buffer(
     `strategy` is unknown.
     """
     channel: Channel[T] = Channel(check_capacity(capacity), check_strategy(strategy), on_drop)
-    return drain(channel, (source,), "streamfx.buffer")
-
-
-async def drain(
-    channel: Channel[T], sources: tuple[AsyncIterable[T], ...], name: str
-) -> AsyncGenerator[T, None]:
-    """Start `channel` on `sources` and yield its items until every source has ended."""
-    channel.start(sources, name)
-    items = channel.items
-    popleft = items.popleft
-    waiting_producers = channel.putters
-    try:
-        while True:
-            while items:  # the hot path: Channel.pop() inlined
-                item = popleft()
-                if waiting_producers:
-                    channel.release()
-                yield item
-            if channel.done:
-                break
-            if channel.producer_scheduled:
-                await asyncio.sleep(0)  # the woken producer refills in this loop iteration
-                continue
-            await channel.wait()
-        if channel.error is not None:
-            raise channel.error
-    finally:
-        await channel.aclose()
+    return channel.drain((source,), "streamfx.buffer")

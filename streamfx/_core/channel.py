@@ -1,73 +1,109 @@
-"""The bounded hand-off at the heart of `buffer`, `heartbeat` and `merge`.
+"""The bounded hand-off under `buffer`, `merge`, `heartbeat` and the response engine.
 
 A `Channel` runs one producer task per source. Each task pulls its source and appends
-to a deque that never holds more than `capacity` items; the one consumer pops from it.
+to a deque of at most `capacity` items; one consumer takes them out, either one at a
+time through `drain` (an async generator: `buffer`, `merge` and `heartbeat` are this)
+or a batch at a time with `take_all` / `release` / `wait_ready` (the response engine).
 What happens when the deque is full depends on the strategy (see `streamfx.Strategy`).
 
-Why not `asyncio.Queue`: a queue hands items over one at a time, with a future and a
-task switch per item. Here the consumer drains everything that is ready without
-suspending, and a producer that was waiting for room is woken once and then refills
-the deque in one go, so a fast pipeline pays for a task switch per *batch*, not per
+Why not `asyncio.Queue`, or anyio's memory object streams (whose consumer API this
+one follows): they hand items over one at a time, with a coroutine call per item on
+each side, and anyio adds a checkpoint (a trip through the event loop) to every send
+and receive. Here the consumer takes everything that is ready without suspending, and
+a producer that was waiting for room is woken once and then refills the deque in one
+go, so a fast pipeline pays for a trip through the event loop per *batch*, not per
 item. aiostream's operators also hand items over one by one; they sit on top of this
 (see `streamfx.pipe`) rather than underneath it.
 
 Promises:
 
-- At most `capacity` items are ever held. In ``"suspend"`` mode a producer pulls its
-  next item only after there is room for it, so it never holds an extra item in hand.
+- At most `capacity` items are held: those waiting in the deque, plus, in
+  ``"suspend"`` mode, a batch taken with `take_all` until it is released. In
+  ``"suspend"`` mode a producer pulls its next item only once there is room for it, so
+  it never holds an extra item in hand.
 - Order is kept: items leave in the order they were appended.
+- A lossy strategy (``"sliding"``, ``"dropping"``) drops only while the consumer is not
+  ready, that is, while it is away from the channel (blocked in a write, say). While
+  the consumer waits in the channel, or has been woken and has not run yet, a producer
+  that finds the deque full waits for room like ``"suspend"``: a burst into a ready
+  consumer loses nothing, however fast it comes. Each dropped item is passed to
+  `on_drop` exactly once, in the producer's task; if `on_drop` raises, the channel
+  fails with that error.
 - A source that raises stops that source; the other producers are cancelled (their
-  cleanup runs); the consumer sees the error after the items buffered before it.
+  cleanup runs); the consumer sees the error (`raise_if_failed`) after the items
+  buffered before it.
 - `aclose` cancels every producer and returns only after each has finished, with its
   source closed (``aclose()`` called, so the source's ``finally`` has run).
+
+How the hot path stays cheap: a producer compares the deque's length with one number,
+``_limit``, after (``"suspend"``) or before (lossy) each append, and does anything else
+(waking the consumer, waiting for room, dropping) only when that comparison says so.
+The consumer sets ``_limit`` so that the next append takes that slow path whenever it
+needs the producer's attention: when it starts waiting for an item, and when it holds
+a batch that counts against the capacity. Whether the consumer is ready is a flag set
+only while it waits in `wait_ready`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import types
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable
-from typing import Generic, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
+from typing import Any, Generic, TypeVar, overload
 
 from streamfx._core.policy import Strategy
 from streamfx._core.util import aclose_iterator, cancel_and_wait
 
 T = TypeVar("T")
+B = TypeVar("B")
 
 
 class Channel(Generic[T]):
     """A bounded deque fed by producer tasks and drained by one consumer."""
 
     __slots__ = (
+        "_capacity",
+        "_consumer_ready",
+        "_deadline",
+        "_error",
         "_getter",
+        "_held",
+        "_items",
+        "_limit",
         "_loop",
+        "_lossless",
+        "_on_drop",
+        "_producer_scheduled",
+        "_putters",
         "_running",
+        "_sliding",
         "_tasks",
-        "capacity",
-        "error",
-        "items",
-        "on_drop",
-        "producer_scheduled",
-        "putters",
-        "strategy",
     )
 
     def __init__(
-        self, capacity: int, strategy: Strategy, on_drop: Callable[[T], object] | None
+        self, capacity: int, strategy: Strategy, on_drop: Callable[[T], object] | None = None
     ) -> None:
-        self.items: deque[T] = deque()
-        self.capacity = capacity
-        self.strategy = strategy
-        self.on_drop = on_drop
-        self.error: BaseException | None = None
+        self._items: deque[T] = deque()
+        self._capacity = capacity
+        self._lossless = strategy == "suspend"
+        self._sliding = strategy == "sliding"
+        self._on_drop = on_drop
+        self._error: BaseException | None = None
+        # A producer takes its slow path when the deque's length reaches this.
+        self._limit = capacity
+        # Items of a batch taken by `take_all` and not yet released ("suspend" only).
+        self._held = 0
         self._getter: asyncio.Future[bool] | None = None
         # A list, not a deque: it rarely holds more than one future, and an empty list
         # costs a tenth of an empty deque on each of thousands of idle streams.
-        self.putters: list[asyncio.Future[None]] = []
-        # True from the moment a producer waiting for room is woken until it runs:
-        # a consumer that finds the deque empty then only needs to yield once (the
+        self._putters: list[asyncio.Future[None]] = []
+        # True from the moment a producer waiting for room is woken until it runs: a
+        # consumer that finds the deque empty then only needs to yield once (the
         # producer runs in the same loop iteration) instead of waiting on a future.
-        self.producer_scheduled = False
+        self._producer_scheduled = False
+        self._consumer_ready = False
+        self._deadline: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,97 +129,261 @@ class Channel(Generic[T]):
         if self._running:
             await cancel_and_wait(self._tasks)
 
-    # -- consumer side -----------------------------------------------------------
+    # -- consumer side: one item at a time -------------------------------------------
 
-    def pop(self) -> T:
-        """Take the oldest item (the deque must not be empty) and make room for producers."""
-        item = self.items.popleft()
-        if self.putters:
-            self._wake_putter()
-        return item
+    @overload
+    def drain(self, sources: Iterable[AsyncIterable[T]], name: str) -> AsyncGenerator[T, None]: ...
+
+    @overload
+    def drain(
+        self,
+        sources: Iterable[AsyncIterable[T]],
+        name: str,
+        *,
+        interval: float,
+        beat: Callable[[], B],
+    ) -> AsyncGenerator[T | B, None]: ...
+
+    def drain(
+        self,
+        sources: Iterable[AsyncIterable[T]],
+        name: str,
+        *,
+        interval: float | None = None,
+        beat: Callable[[], Any] | None = None,
+    ) -> AsyncGenerator[Any, None]:
+        """Start the channel on `sources` at the first iteration and yield its items
+        one at a time until every source has ended, then raise a source's error if one
+        failed.
+
+        With `interval`, ``beat()`` is yielded whenever that many seconds pass without
+        an item (the rule of `wait_ready`). An item counts as taken once it is yielded:
+        a producer waiting for room is woken as each item leaves. Closing the generator
+        closes the channel (`aclose`).
+        """
+        return self._drain(sources, name, interval, beat)
+
+    async def _drain(
+        self,
+        sources: Iterable[AsyncIterable[T]],
+        name: str,
+        interval: float | None,
+        beat: Callable[[], Any] | None,
+    ) -> AsyncGenerator[Any, None]:
+        self.start(sources, name)
+        items = self._items
+        popleft = items.popleft
+        putters = self._putters
+        try:
+            while True:
+                while items:
+                    item = popleft()
+                    if putters:
+                        self._make_room()
+                    yield item
+                if not self._running:
+                    break
+                if not await self.wait_ready(interval):
+                    assert beat is not None
+                    yield beat()
+            self.raise_if_failed()
+        finally:
+            await self.aclose()
+
+    # -- consumer side: batches --------------------------------------------------------
+
+    def take_all(self) -> list[T]:
+        """Remove and return every waiting item, oldest first (an empty list if none).
+
+        In ``"suspend"`` mode the batch still counts against the capacity until
+        `release` (or the next `wait_ready`): a batch being encoded and written is part
+        of what the channel holds, so a slow consumer slows the producers. With a lossy
+        strategy the items leave at once, so a drop never reaches a batch in flight.
+        """
+        items = self._items
+        if not items:
+            return []
+        batch = list(items)
+        items.clear()
+        self._deadline = None
+        if self._lossless:
+            self._held += len(batch)
+            self._limit = self._capacity - self._held  # the consumer is not waiting
+        elif self._putters:
+            self._make_room()
+        return batch
 
     def release(self) -> None:
-        """Wake producers waiting for room (after items were taken out directly)."""
-        while self.putters and len(self.items) < self.capacity:
-            self._wake_putter()
+        """The batches taken so far are handed on: stop counting them and wake the
+        producers waiting for the room they leave."""
+        self._held = 0
+        self._limit = self._capacity  # the consumer is not waiting
+        if self._putters:
+            self._make_room()
 
-    async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        """Wait until an item is ready or every producer has finished.
+    async def wait_ready(self, interval: float | None = None) -> bool:
+        """Wait until an item is waiting or every producer has finished: True.
 
-        Returns ``False`` if `timeout` seconds passed first, ``True`` otherwise.
+        With `interval`: False once that many seconds have passed without the consumer
+        getting an item, counted from when it came back for more after its last items
+        (or after the last False), so a caller that sends a keep-alive on False sends
+        one per `interval` of silence. Waiting here also releases a batch still held
+        (`release`), and while the consumer waits here it is *ready*: a lossy producer
+        that finds the deque full waits for it instead of dropping.
         """
-        assert self._loop is not None, "Channel.start() must be called first"
+        if self._held:
+            self.release()
+        if self._items:
+            self._deadline = None
+            return True
+        if not self._running:
+            return True
+        loop = self._loop
+        assert loop is not None, "Channel.start() must be called first"
+        self._consumer_ready = True
+        try:
+            if self._producer_scheduled:
+                await _yield_now()  # the woken producer refills in this loop iteration
+                ready = True
+            elif interval is None:
+                ready = await self._getter_future()
+            else:
+                now = loop.time()
+                if self._deadline is None:
+                    self._deadline = now + interval
+                if self._deadline <= now:
+                    ready = False
+                else:
+                    getter = self._getter_future()
+                    timer = loop.call_later(self._deadline - now, _resolve, getter, False)
+                    try:
+                        ready = await getter
+                    finally:
+                        timer.cancel()
+        finally:
+            self._consumer_ready = False
+            if self._getter is not None:  # not woken by a producer: no longer waiting
+                self._getter = None
+                self._reset_limit()
+        if self._items:
+            self._deadline = None
+            return True
+        if not ready:
+            self._deadline = None
+        return ready
+
+    def raise_if_failed(self) -> None:
+        """Raise the error of the source that failed, if one did."""
+        if self._error is not None:
+            raise self._error
+
+    def wake(self) -> None:
+        """Wake a consumer blocked in `wait_ready` (it returns True and looks again)."""
+        self._wake_getter()
+
+    def _getter_future(self) -> asyncio.Future[bool]:
+        """The future a producer resolves (True) when it appends or the last one ends."""
+        assert self._loop is not None
         getter: asyncio.Future[bool] = self._loop.create_future()
         self._getter = getter
-        if timeout is None:
-            return await getter
-        timer = self._loop.call_later(timeout, _resolve, getter, False)
-        try:
-            return await getter
-        finally:
-            timer.cancel()
+        self._reset_limit()
+        return getter
 
     # -- producer side -----------------------------------------------------------
 
-    def wake(self) -> None:
-        """Wake a consumer blocked in `wait` (it returns True and looks again)."""
-        self._wake_getter()
+    def _reset_limit(self) -> None:
+        """Set the length at which a producer must take its slow path (see module doc)."""
+        if self._getter is not None:
+            # The consumer waits for an item: the next append must wake it.
+            self._limit = 1 if self._lossless else 0
+        elif self._lossless:
+            self._limit = self._capacity - self._held
+        else:
+            self._limit = self._capacity
 
     def _wake_getter(self) -> None:
         getter = self._getter
         if getter is not None:
             self._getter = None
+            self._reset_limit()
             _resolve(getter, True)
 
-    def _wake_putter(self) -> None:
-        putters = self.putters
-        while putters:
+    def _make_room(self) -> None:
+        """Wake one waiting producer per free slot."""
+        putters = self._putters
+        if not putters:
+            return
+        room = self._capacity - len(self._items) - self._held
+        while putters and room > 0:
             putter = putters.pop(0)
             if not putter.done():
                 putter.set_result(None)
-                self.producer_scheduled = True
-                return
+                self._producer_scheduled = True
+                room -= 1
 
-    async def _room(self) -> None:
+    def _room_signal(self) -> asyncio.Future[None]:
+        """A future that `_make_room` resolves once there is room (await it, then clear
+        ``_producer_scheduled``: the woken producer is running)."""
         assert self._loop is not None
-        while len(self.items) >= self.capacity:
-            putter = self._loop.create_future()
-            self.putters.append(putter)
-            await putter
-            self.producer_scheduled = False
+        putter = self._loop.create_future()
+        self._putters.append(putter)
+        return putter
+
+    async def _after_append(self) -> None:
+        """``"suspend"``: wake a waiting consumer; wait until there is room for one more."""
+        if self._getter is not None:
+            self._wake_getter()
+        items = self._items
+        if len(items) + self._held >= self._capacity:
+            putters = self._putters
+            loop = self._loop
+            assert loop is not None
+            while len(items) + self._held >= self._capacity:
+                putter = loop.create_future()
+                putters.append(putter)
+                await putter
+                self._producer_scheduled = False
+        self._reset_limit()
+
+    async def _offer(self, item: T) -> None:
+        """Lossy strategies: append `item` if there is room (waking a waiting consumer);
+        if the deque is full, wait while the consumer is ready, else drop."""
+        items = self._items
+        while len(items) >= self._capacity:
+            if self._consumer_ready:
+                await self._room_signal()
+                self._producer_scheduled = False
+                continue
+            if self._sliding:
+                dropped = items.popleft()
+                items.append(item)
+            else:
+                dropped = item
+            if self._on_drop is not None:
+                self._on_drop(dropped)
+            # A source that never suspends must not starve the consumer.
+            await asyncio.sleep(0)
+            return
+        items.append(item)
+        self._wake_getter()
 
     async def _produce(self, source: AsyncIterable[T]) -> None:
-        items = self.items
+        items = self._items
         append = items.append
-        capacity = self.capacity
         iterator = aiter(source)
         try:
             try:
-                if self.strategy == "suspend":
+                if self._lossless:
                     async for item in iterator:
                         append(item)
-                        if self._getter is not None:
-                            self._wake_getter()
-                        if len(items) >= capacity:
-                            await self._room()
+                        if len(items) >= self._limit:
+                            await self._after_append()
                 else:
-                    sliding = self.strategy == "sliding"
-                    on_drop = self.on_drop
                     async for item in iterator:
-                        if len(items) < capacity:
-                            items.append(item)
+                        if len(items) < self._limit:
+                            append(item)
                         else:
-                            if sliding:
-                                dropped = items.popleft()
-                                items.append(item)
-                            else:
-                                dropped = item
-                            if on_drop is not None:
-                                on_drop(dropped)
-                            # A source that never suspends must not starve the consumer.
-                            await asyncio.sleep(0)
-                        if self._getter is not None:
-                            self._wake_getter()
+                            await self._offer(item)
             finally:
                 await aclose_iterator(iterator)
         except asyncio.CancelledError:
@@ -196,12 +396,18 @@ class Channel(Generic[T]):
                 self._wake_getter()
 
     def _fail(self, exc: BaseException) -> None:
-        if self.error is None:
-            self.error = exc
+        if self._error is None:
+            self._error = exc
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
                 task.cancel()
+
+
+@types.coroutine
+def _yield_now() -> Generator[None, None, None]:
+    """Let every other ready task run once (``asyncio.sleep(0)`` without its overhead)."""
+    yield
 
 
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar, overload
 
@@ -36,7 +35,10 @@ def heartbeat(
 
     The source is read by a task one item ahead (so that waiting for it can be timed
     out without cancelling it); closing this stream cancels that task and closes the
-    source. Raises `ValueError` at the call if `interval` is not a positive number.
+    source. The silence is counted from when the consumer comes back for the next item
+    (the time it spends with an item or a beat is not silence), the same rule as the
+    keep-alive of the response bodies. Raises `ValueError` at the call if `interval` is
+    not a positive number.
     """
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
         raise ValueError(
@@ -45,31 +47,5 @@ def heartbeat(
     if interval == float("inf"):
         raise ValueError("heartbeat interval must be finite")
     make: Callable[[], B] = beat if callable(beat) else (lambda: beat)
-    return _heartbeat(Channel(1, "suspend", None), source, float(interval), make)
-
-
-async def _heartbeat(
-    channel: Channel[T], source: AsyncIterable[T], interval: float, make: Callable[[], B]
-) -> AsyncGenerator[T | B, None]:
-    channel.start((source,), "streamfx.heartbeat")
-    loop = asyncio.get_running_loop()
-    items = channel.items
-    deadline: float | None = None
-    try:
-        while True:
-            if items:
-                deadline = None
-                yield channel.pop()
-                continue
-            if channel.done:
-                break
-            now = loop.time()
-            if deadline is None:
-                deadline = now + interval
-            if deadline - now <= 0 or not await channel.wait(deadline - now):
-                deadline = loop.time() + interval
-                yield make()
-        if channel.error is not None:
-            raise channel.error
-    finally:
-        await channel.aclose()
+    channel: Channel[T] = Channel(1, "suspend")
+    return channel.drain((source,), "streamfx.heartbeat", interval=float(interval), beat=make)

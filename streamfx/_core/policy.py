@@ -17,6 +17,10 @@ Strategy = Literal["suspend", "sliding", "dropping"]
 - ``"suspend"``: nothing is lost; the producer waits until the consumer makes room.
 - ``"sliding"``: the oldest waiting item is dropped so that the newest gets in.
 - ``"dropping"``: the incoming item is dropped; what is already waiting stays.
+
+The two lossy strategies drop only while the consumer is not ready (away from the
+buffer, blocked in a write, say): while it waits for the next item, a full buffer makes
+the producer wait, so a burst into a consumer that keeps up loses nothing.
 """
 
 STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -74,7 +74,10 @@ def neutralize_rows(rows: list[Any]) -> list[Any]:
 
 
 class CsvEncoder:
-    """Encodes batches of rows (dicts or sequences) as CSV; see the module docstring."""
+    """Encodes batches of rows (dicts or sequences) as CSV; see the module docstring.
+
+    `transform`, when given, is applied to each batch first (``export(serialize=)``).
+    """
 
     __slots__ = (
         "_buffer",
@@ -85,11 +88,19 @@ class CsvEncoder:
         "_header_sent",
         "_mapping_rows",
         "_rows_seen",
+        "_transform",
         "_width",
         "_writer",
     )
 
-    def __init__(self, fields: Sequence[str] | None = None, *, formula_guard: bool = True) -> None:
+    def __init__(
+        self,
+        fields: Sequence[str] | None = None,
+        *,
+        formula_guard: bool = True,
+        transform: Callable[[list[Any]], list[Any]] | None = None,
+    ) -> None:
+        self._transform = transform
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\r\n")
         self._guard = formula_guard
@@ -113,6 +124,8 @@ class CsvEncoder:
             self._getter = itemgetter(*fields)
 
     def encode(self, batch: list[Any]) -> bytes:
+        if self._transform is not None:
+            batch = self._transform(batch)
         if not batch:
             return b""
         if self._mapping_rows is None:

@@ -23,12 +23,12 @@ Promises:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, TypeVar, get_args
 
 from streamfx._core.policy import BufferPolicy
 from streamfx._export.csv_encoder import CsvEncoder
-from streamfx._export.json_encoders import JsonArrayEncoder, NdjsonEncoder, project
+from streamfx._export.json_encoders import JsonArrayEncoder, NdjsonEncoder, Transform, project
 from streamfx._response.disposition import content_disposition
 from streamfx._response.engine import encode_batches
 from streamfx._response.response import StreamResponse
@@ -48,15 +48,19 @@ CONTENT_TYPES: Final[Mapping[str, str]] = {
 
 def export(
     items: AsyncIterable[Any] | Iterable[Any],
-    format: ExportFormat,
+    format: ExportFormat | str,
     *,
     filename: str | None = None,
     fields: Sequence[str] | None = None,
     buffer: BufferPolicy | None = None,
     csv_formula_guard: bool = True,
+    serialize: Callable[[Any], Any] | None = None,
     name: str = "",
 ) -> StreamResponse:
     """A `StreamResponse` whose body is `items` encoded as `format`.
+
+    `format` is one of the strings below (a path parameter can be passed as it is);
+    any other value is a `ValueError`.
 
     - ``"json"``: one JSON array (``[]`` for no items), ``application/json``.
     - ``"ndjson"``: one JSON value per line, ``application/x-ndjson``.
@@ -65,6 +69,12 @@ def export(
       that start with ``= + - @``, tab or CR so spreadsheets do not run them as
       formulas; numbers are never changed. Turn it off only when the file is not meant
       for a spreadsheet.
+
+    JSON items are written by the rules `sse()` uses too: JSON natives, datetimes
+    (ISO 8601), UUIDs, enums, dataclasses and Pydantic models; NaN and infinities are
+    refused (`ValueError`), as is any other type (`TypeError`). `serialize`, when
+    given, is applied to every item first (to turn an object into a row or a JSON-able
+    value).
 
     `fields` selects and orders the columns (CSV) or keys (JSON formats: each item must
     then be a mapping; a missing key becomes ``null``). `filename` adds
@@ -91,6 +101,8 @@ def export(
             f"not {policy.strategy!r}"
         )
     columns = None if fields is None else _check_fields(fields)
+    if serialize is not None and not callable(serialize):
+        raise TypeError(f"serialize must be callable, not {type(serialize).__name__}")
     headers = [("content-type", CONTENT_TYPES[format])]
     if filename is not None:
         headers.append(("content-disposition", content_disposition(filename)))
@@ -98,10 +110,12 @@ def export(
 
     encoder: CsvEncoder | JsonArrayEncoder | NdjsonEncoder
     if format == "csv":
-        encoder = CsvEncoder(columns, formula_guard=csv_formula_guard)
+        encoder = CsvEncoder(
+            columns, formula_guard=csv_formula_guard, transform=_converting(serialize)
+        )
         finish = encoder.finish
     else:
-        transform = None if columns is None else project(columns)
+        transform = _converting(serialize, None if columns is None else project(columns))
         if format == "json":
             encoder = JsonArrayEncoder(transform=transform)
             finish = encoder.finish
@@ -110,6 +124,17 @@ def export(
             finish = None
     body = encode_batches(source, policy, encoder.encode, kind="export", name=name, finish=finish)
     return StreamResponse(200, headers, body)
+
+
+def _converting(
+    serialize: Callable[[Any], Any] | None, then: Transform | None = None
+) -> Transform | None:
+    """The batch transform that applies `serialize` to every item, then `then`."""
+    if serialize is None:
+        return then
+    if then is None:
+        return lambda batch: list(map(serialize, batch))
+    return lambda batch: then(list(map(serialize, batch)))
 
 
 def _check_fields(fields: Sequence[str]) -> tuple[str, ...]:

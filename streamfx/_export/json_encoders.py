@@ -1,68 +1,22 @@
 """JSON encoders for exports: one JSON array written in batches, and NDJSON.
 
 Each encoder turns a *batch* of items into bytes with one call, for `encode_batches`.
-
-Serialization uses orjson when it is installed (``pip install streamfx[orjson]``), and
-the standard `json` module otherwise, with compact separators, UTF-8 output and
-``allow_nan=False``. The two differ only at the edges: orjson writes ``NaN`` and
-``inf`` as ``null`` where `json` refuses them, orjson serializes `datetime`, `UUID`
-and dataclasses natively, and orjson refuses integers beyond 64 bits and non-``str``
-dict keys. Both always produce valid JSON or raise (`TypeError` or `ValueError`).
+Every item is written by `JsonSerializer` (``streamfx._response.json``), the one set
+of JSON rules that `sse()` uses too, with orjson when it is installed and the standard
+`json` module otherwise: both accept and refuse the same items and write the same
+JSON. An item that cannot be written raises (`TypeError` or `ValueError`) and nothing
+of its batch is returned.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-Dumps = Callable[[Any], bytes]
-"""Serialize one value to UTF-8 JSON bytes."""
+from streamfx._response.json import JsonSerializer, default_serializer
 
-_stdlib_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def stdlib_dumps(value: Any) -> bytes:
-    """`json`-module serialization: compact, UTF-8, refuses NaN and infinities."""
-    return _stdlib_encoder.encode(value).encode("utf-8")
-
-
-def lines_with(dumps: Dumps) -> Callable[[list[Any]], bytes]:
-    """NDJSON for a batch: each item serialized by `dumps`, then ``\n``.
-
-    Each item's bytes go into one growing buffer and are dropped at once: joining a
-    list of many small serialized items instead was measured an order of magnitude
-    slower with orjson, whose fresh output buffers are costly to keep alive.
-    """
-
-    def encode_lines(batch: list[Any]) -> bytes:
-        out = bytearray()
-        for item in batch:
-            out += dumps(item)
-            out += b"\n"
-        return bytes(out)
-
-    return encode_lines
-
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - exercised by installs without the extra
-    default_dumps: Dumps = stdlib_dumps
-    default_lines = lines_with(stdlib_dumps)
-    USING_ORJSON = False
-else:
-    default_dumps = orjson.dumps
-    USING_ORJSON = True
-    _dumps_line = orjson.dumps
-    _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
-
-    def default_lines(batch: list[Any]) -> bytes:
-        """`lines_with(orjson.dumps)`, with orjson writing each line's ``\n`` itself."""
-        out = bytearray()
-        for item in batch:
-            out += _dumps_line(item, option=_APPEND_NEWLINE)
-        return bytes(out)
+Transform = Callable[[list[Any]], list[Any]]
+"""Applied to each batch before it is encoded (`project`, a ``serialize=`` function)."""
 
 
 def project(fields: Sequence[str]) -> Callable[[list[Any]], list[dict[str, Any]]]:
@@ -90,14 +44,12 @@ class JsonArrayEncoder:
     when the source is exhausted: a stream that fails midway never looks complete.
     """
 
-    __slots__ = ("_dumps", "_started", "_transform")
+    __slots__ = ("_json", "_started", "_transform")
 
     def __init__(
-        self,
-        dumps: Dumps = default_dumps,
-        transform: Callable[[list[Any]], list[Any]] | None = None,
+        self, json: JsonSerializer | None = None, transform: Transform | None = None
     ) -> None:
-        self._dumps = dumps
+        self._json = default_serializer() if json is None else json
         self._transform = transform
         self._started = False
 
@@ -106,9 +58,9 @@ class JsonArrayEncoder:
             batch = self._transform(batch)
         if not batch:
             return b""
-        array = self._dumps(batch)  # b"[a,b,c]": one call for the whole batch
+        array = self._json.dumps(batch)  # b"[a,b,c]": one call for the whole batch
         if self._started:
-            return b"," + array[1:-1]
+            return b"".join((b",", memoryview(array)[1:-1]))  # one copy
         self._started = True
         return array[:-1]
 
@@ -119,18 +71,16 @@ class JsonArrayEncoder:
 class NdjsonEncoder:
     """Encodes each item as one line of JSON followed by ``\\n`` (NDJSON / JSON Lines).
 
-    `dumps` defaults to orjson (or `json`); JSON text never holds a raw line break, so
-    every item is exactly one line.
+    JSON text never holds a raw line break, and U+2028, U+2029 and U+0085 are escaped,
+    so every item is exactly one line, however a client splits lines.
     """
 
-    __slots__ = ("_lines", "_transform")
+    __slots__ = ("_json", "_transform")
 
     def __init__(
-        self,
-        dumps: Dumps | None = None,
-        transform: Callable[[list[Any]], list[Any]] | None = None,
+        self, json: JsonSerializer | None = None, transform: Transform | None = None
     ) -> None:
-        self._lines = default_lines if dumps is None else lines_with(dumps)
+        self._json = default_serializer() if json is None else json
         self._transform = transform
 
     def encode(self, batch: list[Any]) -> bytes:
@@ -138,4 +88,4 @@ class NdjsonEncoder:
             batch = self._transform(batch)
         if not batch:
             return b""
-        return self._lines(batch)
+        return self._json.lines(batch)

@@ -1,17 +1,25 @@
 """`encode_batches`: the shared engine under every response body.
 
 A source runs in its own task into a bounded `Channel` (the `buffer` machinery); the
-body pulls *every item that is ready* at once, encodes them with one call, and yields
+body takes *every item that is ready* at once, encodes them with one call, and yields
 one chunk. So a producer that is ahead of the client sends many items per write, and a
 lone item leaves at once, without waiting for company.
 
 Promises:
 
-- Memory: at most ``policy.capacity`` items are held. Items taken out for a batch are
-  counted against the capacity until the batch has been handed on (yielded): a
-  ``"suspend"`` producer is woken only after that, so a slow client slows it.
+- Memory: at most ``policy.capacity`` items wait. With ``"suspend"`` the batch being
+  encoded and written counts too, until its chunk has been handed on (yielded and the
+  body resumed): a slow client slows the producer and at most ``capacity`` items are
+  held in all. With a lossy strategy the batch in flight is never dropped from; while
+  its chunk is written, up to ``capacity`` newer items wait.
+- Drops (``"sliding"``, ``"dropping"``) happen only while the client is not ready, that
+  is, while the body is suspended in a ``yield`` (the adapter is writing). While the
+  body waits for items, a full buffer makes the source wait: a burst into a client that
+  keeps up loses nothing. Each dropped item is reported once: ``on_drop(item)`` and
+  ``items_dropped(kind, name, 1)``.
 - Keep-alive: with `keepalive` set, `beat` is yielded whenever that many seconds pass
-  without a chunk.
+  without a chunk, counted from when the body came back for more (the rule of
+  `streamfx.heartbeat`, from the same code: `Channel.wait_ready`).
 - Order is kept; the source's error is raised after the chunks of the items before it.
 - Metrics: ``stream_opened`` at the first iteration, ``items_sent`` per chunk (items
   and bytes), ``items_dropped`` per dropped item, ``stream_closed`` exactly once with
@@ -47,7 +55,8 @@ def encode_batches(
     beat: bytes = b"",
     on_drop: Callable[[T], object] | None = None,
     metrics: MetricsHook | None = None,
-    farewell: bytes | None = None,
+    drainable: bool = False,
+    farewell: bytes = b"",
 ) -> AsyncGenerator[bytes, None]:
     """Encode `source` in batches of ready items; see the module docstring.
 
@@ -55,10 +64,11 @@ def encode_batches(
     its headers out at once). `finish()` is called when the source is exhausted and
     its bytes, if any, are the last chunk.
 
-    With `farewell` set (even to ``b""``) the stream is *drainable*: when a shutdown is
-    requested (`streamfx.request_shutdown`) it sends the items it already holds, then
-    `farewell`, and ends cleanly (outcome ``"completed"``) without waiting for the
-    source, whose task is cancelled as on any close.
+    A `drainable` stream ends on purpose when a shutdown is requested
+    (`streamfx.request_shutdown`): it sends the items it already holds, then
+    `farewell` (if not empty), and ends cleanly (outcome ``"completed"``) without
+    waiting for the source, whose task is cancelled as on any close. A stream that is
+    not drainable (a file: ending it early would truncate it) ignores the request.
     """
     hook = metrics if metrics is not None else get_metrics()
 
@@ -69,7 +79,18 @@ def encode_batches(
 
     channel: Channel[T] = Channel(policy.capacity, policy.strategy, dropped)
     return _run(
-        channel, source, encode, kind, name, prefix, finish, keepalive, beat, hook, farewell
+        channel,
+        source,
+        encode,
+        kind,
+        name,
+        prefix,
+        finish,
+        keepalive,
+        beat,
+        hook,
+        drainable,
+        farewell,
     )
 
 
@@ -84,21 +105,20 @@ async def _run(
     keepalive: float | None,
     beat: bytes,
     hook: MetricsHook,
-    farewell: bytes | None,
+    drainable: bool,
+    farewell: bytes,
 ) -> AsyncGenerator[bytes, None]:
     hook.stream_opened(kind, name)
     started = time.monotonic()
     outcome: Outcome = "closed"
     channel.start((source,), f"streamfx.{kind}")
-    items = channel.items
-    unsubscribe = on_shutdown(channel.wake) if farewell is not None else None
+    unsubscribe = on_shutdown(channel.wake) if drainable else None
     try:
         if prefix:
             yield prefix
         while True:
-            if items:
-                batch = list(items)
-                items.clear()
+            batch = channel.take_all()
+            if batch:
                 chunk = encode(batch)
                 hook.items_sent(kind, name, len(batch), len(chunk))
                 if chunk:
@@ -107,17 +127,11 @@ async def _run(
                 continue
             if channel.done:
                 break
-            if unsubscribe is not None and shutdown_requested():
+            if drainable and shutdown_requested():
                 break  # drained: what was held has been sent
-            if channel.producer_scheduled:
-                await asyncio.sleep(0)  # the woken producer refills in this loop iteration
-                continue
-            if keepalive is None:
-                await channel.wait()
-            elif not await channel.wait(keepalive):
+            if not await channel.wait_ready(keepalive):
                 yield beat
-        if channel.error is not None:
-            raise channel.error
+        channel.raise_if_failed()
         if not channel.done:  # ended by a shutdown request
             if farewell:
                 hook.items_sent(kind, name, 0, len(farewell))

@@ -1,21 +1,51 @@
-"""Server-Sent Events on the wire, parsing: `SSEDecoder`.
+"""Server-Sent Events on the wire, parsing: `SSEDecoder` and `SSEDecodeError`.
 
 It follows the WHATWG HTML standard, section "Server-sent events" (9.2.5 "Parsing an
-event stream" and 9.2.6 "Interpreting an event stream").
+event stream" and 9.2.6 "Interpreting an event stream"), and the reconnection rules its
+``EventSource`` keeps (the web-platform-tests ``eventsource/format-field-id*`` and
+``format-data-before-final-empty-line`` cases): the last event ID outlives a
+connection, an event left unfinished by one does not.
+
+The standard sets no limit on a line or an event; a decoder fed by an untrusted server
+needs one, or a stream without line ends (or ``data:`` lines without a blank line)
+grows it without end. `max_line` and `max_event` are those limits.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+from typing import Final, Literal
 
 from streamfx._sse.event import ServerSentEvent, _lines
 
-__all__ = ["SSEDecoder"]
+__all__ = ["DEFAULT_MAX_EVENT", "DEFAULT_MAX_LINE", "SSEDecodeError", "SSEDecoder"]
+
+DEFAULT_MAX_LINE: Final = 1 << 20
+"""The default `SSEDecoder.max_line`: 1 Mi characters."""
+DEFAULT_MAX_EVENT: Final = 8 << 20
+"""The default `SSEDecoder.max_event`: 8 Mi characters."""
+
+Limit = Literal["max_line", "max_event"]
+
+
+class SSEDecodeError(ValueError):
+    """The event stream passed one of the decoder's limits (`limit` names it).
+
+    `events` holds the events that the same `SSEDecoder.feed` call completed before the
+    limit was passed, in order, so nothing that arrived whole is lost. The stream
+    cannot be trusted further: drop the connection, call `SSEDecoder.end_of_stream`
+    and reconnect (or give up).
+    """
+
+    def __init__(self, message: str, limit: Limit, events: list[ServerSentEvent]) -> None:
+        super().__init__(message)
+        self.limit: Limit = limit
+        self.events = events
 
 
 class SSEDecoder:
-    """The standard's incremental event-stream parser.
+    """The standard's incremental event-stream parser, with bounded memory.
 
     Feed it the bytes of a ``text/event-stream`` as they arrive, split anywhere;
     `feed` returns the events that those bytes completed, in order.
@@ -35,39 +65,96 @@ class SSEDecoder:
     earlier events; None while it is empty), `retry` the value of a valid ``retry``
     field in the same block (else None), and no comment. An event whose
     blank line has not arrived yet is never returned.
+
+    Limits (in characters, after decoding): a line longer than `max_line` (comments and
+    unknown fields included, the line end not counted), or an event whose data (its
+    ``data`` lines joined with ``\\n``) would pass `max_event`, raises `SSEDecodeError`
+    as soon as the excess arrives; what is held is then at most about `max_line` +
+    `max_event` characters plus the chunk being fed. After the error the decoder
+    discards what it held of the stream and refuses more of it (`feed` raises
+    `SSEDecodeError` again) until `end_of_stream`.
+
+    Reconnecting: when a connection ends (cleanly or not), call `end_of_stream`, then
+    open the next one with a ``Last-Event-ID`` header of `last_event_id` (when it is
+    not empty) after `retry` milliseconds (when the server set it), and feed the new
+    body to the same decoder.
     """
 
     __slots__ = (
         "_data",
+        "_data_size",
         "_decoder",
         "_event",
+        "_failed",
         "_has_data",
         "_id_buffer",
         "_pending",
+        "_pending_size",
         "_skip_lf",
         "_started",
         "_this_retry",
         "last_event_id",
+        "max_event",
+        "max_line",
         "retry",
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_line: int = DEFAULT_MAX_LINE, max_event: int = DEFAULT_MAX_EVENT
+    ) -> None:
+        """A decoder at the start of a stream. `max_line` and `max_event` must be
+        positive ints (`TypeError` or `ValueError` otherwise)."""
+        self.max_line = _check_limit("max_line", max_line)
+        self.max_event = _check_limit("max_event", max_event)
         self.last_event_id: str = ""
-        """The last event ID string, updated at each dispatch ("" until an id is sent)."""
+        """The last event ID string, updated at each dispatch ("" until an id is sent).
+        It outlives `end_of_stream`."""
         self.retry: int | None = None
-        """The reconnection time (ms) from the latest valid ``retry`` field, if any."""
+        """The reconnection time (ms) from the latest valid ``retry`` field, if any.
+        It outlives `end_of_stream`."""
+        self._id_buffer = ""
+        self._start_stream()
+
+    def _start_stream(self) -> None:
+        """Forget everything of the stream but the ids and the reconnection time."""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending: list[str] = []  # the start of a line whose end has not come
+        self._pending_size = 0
         self._skip_lf = False
         self._started = False
         self._data: list[str] = []
+        self._data_size = -1  # the length of the data lines joined with "\n"
         self._has_data = False
         self._event = ""
-        self._id_buffer = ""
         self._this_retry: int | None = None
+        self._failed: Limit | None = None
+
+    def end_of_stream(self) -> None:
+        """The connection ended: make the decoder ready for the next one.
+
+        What the stream left unfinished is dropped (an event without its blank line, a
+        partial line, a CR whose LF might have followed, half a UTF-8 character), and
+        so is the ``id`` of that unfinished event, which never took effect. Kept:
+        `last_event_id`, which stays in effect on the next connection until it sends
+        an ``id`` of its own, and `retry`. The next `feed` starts a new stream (a byte
+        order mark is stripped again) and is accepted even after an `SSEDecodeError`.
+        """
+        self._id_buffer = self.last_event_id
+        self._start_stream()
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        """Parse `chunk`; return the events it completed (possibly none)."""
+        """Parse `chunk`; return the events it completed (possibly none).
+
+        Raises `SSEDecodeError` past `max_line` or `max_event` (see the class
+        docstring), and again for every chunk after that until `end_of_stream`.
+        """
+        if self._failed is not None:
+            raise SSEDecodeError(
+                f"the event stream passed {self._failed}; call end_of_stream() before "
+                "feeding a new connection",
+                self._failed,
+                [],
+            )
         text = self._decoder.decode(chunk)
         if not text:
             return []
@@ -80,34 +167,58 @@ class SSEDecoder:
             if text.startswith("\n"):
                 text = text[1:]
         if "\n" not in text and "\r" not in text:
+            self._pending_size += len(text)
+            if self._pending_size > self.max_line:
+                self._fail("max_line", [])
             self._pending.append(text)
             return []
         if self._pending:
             self._pending.append(text)
             text = "".join(self._pending)
         lines = _lines(text)
-        self._pending = [lines.pop()]
+        last = lines.pop()
+        self._pending = [last]
+        self._pending_size = len(last)
         if text.endswith("\r"):
             # The CR ended a line; an LF at the start of the next chunk is its pair.
             self._skip_lf = True
         events: list[ServerSentEvent] = []
+        max_line = self.max_line
         for line in lines:
             if not line:
                 event = self._dispatch()
                 if event is not None:
                     events.append(event)
-            elif line[0] != ":":
-                self._field(line)
+            elif len(line) > max_line:
+                self._fail("max_line", events)
+            elif line[0] != ":" and self._field(line):
+                self._fail("max_event", events)
+        if len(last) > max_line:
+            self._fail("max_line", events)
         return events
 
-    def _field(self, line: str) -> None:
+    def _fail(self, limit: Limit, events: list[ServerSentEvent]) -> None:
+        self._start_stream()
+        self._failed = limit
+        size = self.max_line if limit == "max_line" else self.max_event
+        what = "a line" if limit == "max_line" else "the data of one event"
+        raise SSEDecodeError(
+            f"the event stream sent {what} longer than {limit}={size} characters",
+            limit,
+            events,
+        )
+
+    def _field(self, line: str) -> bool:
+        """Take one field line; True when it makes the event's data pass `max_event`."""
         name, colon, value = line.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]
         if name == "data":
             self._data.append(value)
             self._has_data = True
-        elif name == "event":
+            self._data_size += len(value) + 1
+            return self._data_size > self.max_event
+        if name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
             self._id_buffer = value
@@ -115,6 +226,7 @@ class SSEDecoder:
             # More digits than int() takes (4300 by default) is absurd: ignored.
             with contextlib.suppress(ValueError):
                 self.retry = self._this_retry = int(value)
+        return False
 
     def _dispatch(self) -> ServerSentEvent | None:
         self.last_event_id = self._id_buffer
@@ -128,6 +240,15 @@ class SSEDecoder:
             )
         self._this_retry = None
         self._data = []
+        self._data_size = -1
         self._has_data = False
         self._event = ""
         return event
+
+
+def _check_limit(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value

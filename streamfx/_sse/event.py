@@ -1,4 +1,9 @@
-"""Server-Sent Events on the wire, encoding: `ServerSentEvent` and `encode_data`.
+"""SSE on the wire, encoding: `ServerSentEvent`, `encode_event` and `data_events`.
+
+This module is the only place that writes SSE fields: `encode_event` writes one event
+(what `ServerSentEvent` holds, and what `sse()` sends for one ``str`` or JSON item), and
+`data_events` is its batch form for data-only events (equal to `encode_event` applied
+to each text, a property test checks it), used by `sse()` for runs of such items.
 
 The parser is `SSEDecoder` (next door). Both follow the WHATWG HTML standard, section
 "Server-sent events" (9.2.5 "Parsing an event stream" and 9.2.6 "Interpreting an event stream").
@@ -12,7 +17,9 @@ Encoding promises (`ServerSentEvent.encode`):
 - Data with line breaks (``\\n``, ``\\r`` or ``\\r\\n``) becomes one ``data:`` line per
   line; a parser joins them with ``\\n``, so ``\\r`` and ``\\r\\n`` come back as ``\\n``.
   Only those three are line breaks in SSE: other characters that `str.splitlines`
-  would split on (``\\x0b``, ``\\u2028``, ...) are plain text here.
+  would split on (``\\x0b``, ``\\u2028``, ...) are plain text here (and a client that
+  splits lines like `str.splitlines`, as httpx's ``aiter_lines`` does, misreads them;
+  JSON data escapes them, see ``streamfx._response.json``).
 - ``data=""`` is written as one empty ``data:`` line and dispatches an empty message;
   ``data=None`` writes no data line (such an event only sets id/retry on the client).
 - A comment with line breaks becomes one comment line per line.
@@ -37,7 +44,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["ServerSentEvent", "encode_data"]
+__all__ = ["ServerSentEvent", "data_events", "encode_event"]
 
 _LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
 
@@ -117,23 +124,7 @@ class ServerSentEvent:
         self._id = id
         self._retry = retry
         self._comment = comment
-        if (
-            comment is None
-            and retry is None
-            and data is not None
-            and "\n" not in data
-            and "\r" not in data
-        ):
-            # The common shapes, without building a list of lines.
-            if event is None:
-                text = f"data: {data}\n\n" if id is None else f"id: {id}\ndata: {data}\n\n"
-            elif id is None:
-                text = f"event: {event}\ndata: {data}\n\n"
-            else:
-                text = f"event: {event}\nid: {id}\ndata: {data}\n\n"
-        else:
-            text = _render(data, event, id, retry, comment)
-        self._encoded = text.encode()
+        self._encoded = encode_event(data, event, id, retry, comment)
 
     @property
     def data(self) -> str | None:
@@ -180,26 +171,53 @@ class ServerSentEvent:
         return f"ServerSentEvent({shown})"
 
 
-def _render(
-    data: str | None, event: str | None, id: str | None, retry: int | None, comment: str | None
-) -> str:
-    parts: list[str] = []
+def encode_event(
+    data: str | None,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+) -> bytes:
+    """One event as UTF-8, fields already checked: the one writer of event fields."""
+    if (
+        comment is None
+        and retry is None
+        and data is not None
+        and "\n" not in data
+        and "\r" not in data
+    ):
+        # The common shapes, in one step each.
+        if event is None:
+            if id is None:
+                return f"data: {data}\n\n".encode()
+            return f"id: {id}\ndata: {data}\n\n".encode()
+        if id is None:
+            return f"event: {event}\ndata: {data}\n\n".encode()
+        return f"event: {event}\nid: {id}\ndata: {data}\n\n".encode()
+    lines: list[str] = []
     if comment is not None:
-        parts.extend(": " + line if line else ":" for line in _lines(comment))
+        lines.extend(": " + line if line else ":" for line in _lines(comment))
     if event is not None:
-        parts.append("event: " + event)
+        lines.append("event: " + event)
     if id is not None:
-        parts.append("id: " + id)
+        lines.append("id: " + id)
     if retry is not None:
-        parts.append(f"retry: {retry}")
+        lines.append(f"retry: {retry}")
     if data is not None:
-        parts.extend("data: " + line for line in _lines(data))
-    parts.append("\n")
-    return "\n".join(parts)
+        lines.extend("data: " + line for line in _lines(data))
+    lines.append("\n")
+    return "\n".join(lines).encode()
 
 
-def encode_data(text: str) -> bytes:
-    """`ServerSentEvent(data=text).encode()` without building the event (hot path)."""
-    if "\n" in text or "\r" in text:
-        return ("data: " + "\ndata: ".join(_LINE_BREAK.split(text)) + "\n\n").encode()
-    return ("data: " + text + "\n\n").encode()
+def data_events(texts: list[str]) -> bytes:
+    """``b"".join(map(encode_event, texts))``: each text as one event's data.
+
+    For the batches of `sse()`: when no text holds a line break (the usual case) the
+    whole list is framed by one C-level join, without a Python call per text.
+    """
+    if not texts:
+        return b""
+    blob = "".join(texts)
+    if "\n" in blob or "\r" in blob:
+        return b"".join(map(encode_event, texts))
+    return ("data: " + "\n\ndata: ".join(texts) + "\n\n").encode()

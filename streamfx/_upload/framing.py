@@ -5,7 +5,9 @@ every per-part limit checked as the bytes are scanned.
 body; `Framing.next_event` returns what that piece holds, one event per call: a `Part`
 (its headers are complete and checked), ``bytes`` (a piece of its content, at most
 `CHUNK_SIZE`), `PART_END`, `NEED_DATA` (feed the next piece) or `MESSAGE_END` (the
-closing boundary was read; nothing after it is ever looked at). It starts no task and
+closing boundary was read; nothing after it is ever looked at). A part whose whole
+content (within its limit and `CHUNK_SIZE`) is already in the piece comes with it in
+`Part._whole`, and then no content event and no `PART_END` follow for it. It starts no task and
 does work only when asked for an event, so the caller decides when to stop and let the
 event loop run, even in the middle of a piece holding a thousand parts.
 
@@ -183,29 +185,42 @@ class Framing:
 
     def _boundary_end(self) -> Event:
         """Just after a delimiter: CRLF begins a part, ``--`` ends the message."""
+        buffer = self._buffer
         position = self._position
-        tail = self._buffer[position : position + 2]
-        if tail == b"\r\n":
-            return self._part_begins(position + 2)
-        if tail == b"--":
+        if buffer.startswith(b"\r\n", position):
+            return self._part_begins(buffer, position + 2)
+        if buffer.startswith(b"--", position):
             self._position = position + 2
             self.ended = True
             self.next_event = self._message_end
             return MESSAGE_END
+        tail = buffer[position:]
         if len(tail) < 2 and (b"\r\n".startswith(tail) or b"--".startswith(tail)):
             return NEED_DATA
         raise MalformedUpload("a multipart boundary is followed by something else than CRLF or --")
 
-    def _part_begins(self, position: int) -> Event:
+    def _part_begins(self, buffer: bytes, position: int) -> Event:
         self._parts += 1
-        if self._parts > self._limits.max_parts:
+        limits = self._limits
+        if self._parts > limits.max_parts:
             raise self._too_large("the upload has more than", " parts", "max_parts")
-        self._position = position
-        browser = _BROWSER_HEADERS.match(self._buffer, position)
-        if browser is not None:
-            part = self._browser_part(browser)
-            if part is not None:
+        # Headers as browsers send them, within the limits: read by one match.
+        browser = _BROWSER_HEADERS.match(buffer, position)
+        if browser is not None and browser.end() - position <= limits.max_header_size:
+            disposition, name, filename, content_type = browser.groups()
+            if content_type is None:
+                headers = [(b"content-disposition", disposition)]
+            elif limits.max_headers > 1:
+                headers = [(b"content-disposition", disposition), (b"content-type", content_type)]
+            else:
+                headers = []  # one header line too many: the general path says so
+            if headers:
+                self._position = browser.end()
+                part = make_part(
+                    name, filename, content_type, headers, self._allowed_types, self._read
+                )
                 return self._content_begins(part)
+        self._position = position
         self._headers = []
         self.next_event = self._header_lines
         return self._header_lines()
@@ -238,37 +253,31 @@ class Framing:
             headers.append(_header(buffer[position:end]))
             position = end + 2
 
-    def _browser_part(self, browser: re.Match[bytes]) -> Part | None:
-        """The part whose headers `browser` matched (`_BROWSER_HEADERS`), or ``None`` when
-        they pass a header limit (then the general path finds which, and says so)."""
-        end = browser.end()
-        disposition, name, filename, content_type = browser.groups()
-        limits = self._limits
-        if end - self._position > limits.max_header_size:
-            return None
-        if content_type is None:
-            headers = [(b"content-disposition", disposition)]
-        elif limits.max_headers < 2:
-            return None
-        else:
-            headers = [(b"content-disposition", disposition), (b"content-type", content_type)]
-        self._position = end
-        return make_part(name, filename, content_type, headers, self._allowed_types, self._read)
-
     def _content_begins(self, part: Part) -> Part:
         limits = self._limits
         if part.raw_filename is None:
             self._fields += 1
             if self._fields > limits.max_fields:
                 raise self._too_large("the upload has more than", " fields", "max_fields")
-            self._room = limits.max_field_size
+            room = limits.max_field_size
             self._in_file = False
         else:
             self._files += 1
             if self._files > limits.max_files:
                 raise self._too_large("the upload has more than", " files", "max_files")
-            self._room = limits.max_file_size
+            room = limits.max_file_size
             self._in_file = True
+        # A part whose whole content is already here, within its limit, carries it: no
+        # content events and no PART_END for it (most fields, many small files).
+        buffer = self._buffer
+        position = self._position
+        end = buffer.find(self._delimiter, position)
+        if end >= 0 and end - position <= min(room, CHUNK_SIZE):
+            part._whole = buffer[position:end]
+            self._position = end + len(self._delimiter)
+            self.next_event = self._boundary_end
+            return part
+        self._room = room
         self.next_event = self._content
         return part
 

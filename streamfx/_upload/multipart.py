@@ -251,16 +251,27 @@ class PartStream:
             self._opened_at = time.monotonic()
         current = self._current
         if current is not None and current._state == "open":
-            while (event := await self._next_event()) is not PART_END:
-                current._state = "skipped"
-            if current._state == "open":
-                current._state = "done"
-        event = await self._next_event()
+            if current._whole is not None:
+                current._state = "skipped" if current._whole else "done"
+                current._whole = None
+            else:
+                while (event := await self._next_event()) is not PART_END:
+                    current._state = "skipped"
+                if current._state == "open":
+                    current._state = "done"
+        try:
+            event = self._event_now()
+        except BaseException as exc:
+            await self._fail(exc)
+            raise
+        if event is NEED_DATA:
+            event = await self._next_event()
         if event is MESSAGE_END:
             self._outcome = "completed"
             await self.aclose()
             raise StopAsyncIteration
-        assert isinstance(event, Part), event
+        if not isinstance(event, Part):  # pragma: no cover - the scanner ends parts first
+            raise AssertionError(event)
         self._current = event
         if self._sniff is not None and event.raw_filename is not None:
             await self._check_sniff(event)
@@ -270,22 +281,22 @@ class PartStream:
     async def _read_part(self, part: Part) -> bytes:
         """The next chunk of `part`'s content (`Part.__anext__`)."""
         if part._state == "open":
-            if self._countdown > 1 and not (
-                self._held or self._error is not None or self._closed or self._busy
-            ):
-                # `_next_event` without its own coroutine (the hot path of small parts)
-                self._countdown -= 1
-                try:
-                    event = self._framing.next_event()
-                except BaseException as exc:
-                    await self._fail(exc)
-                    raise
-                if event is NEED_DATA:
-                    event = await self._pull()
-            elif self._closed and self._error is None:
+            if self._closed and self._error is None:
                 part._state = "closed"
                 raise RuntimeError(f"the upload was closed before part {part.name!r} was read")
-            else:
+            whole = part._whole
+            if whole is not None and self._error is None:
+                part._whole = None
+                part._state = "done"
+                if whole:
+                    return whole
+                raise StopAsyncIteration
+            try:
+                event = self._event_now()
+            except BaseException as exc:
+                await self._fail(exc)
+                raise
+            if event is NEED_DATA:
                 event = await self._next_event()
             if event is PART_END:
                 part._state = "done"
@@ -305,6 +316,7 @@ class PartStream:
         if self._closed:
             return
         self._closed = True
+        self._countdown = 0
         self._held.clear()
         try:
             await aclose_iterator(self._body)
@@ -331,15 +343,18 @@ class PartStream:
         hold those events back for the caller; a refusal fails the stream."""
         assert self._sniff is not None
         taken: list[object] = []
-        size = 0
-        while size < SNIFF_SIZE:
-            event = await self._next_event()
-            taken.append(event)
-            if event is PART_END:
-                break
-            assert isinstance(event, bytes)
-            size += len(event)
-        first = b"".join(e for e in taken if isinstance(e, bytes))[:SNIFF_SIZE]
+        if part._whole is not None:  # the whole content is here, kept by the part
+            first = part._whole[:SNIFF_SIZE]
+        else:
+            size = 0
+            while size < SNIFF_SIZE:
+                event = await self._next_event()
+                taken.append(event)
+                if event is PART_END:
+                    break
+                assert isinstance(event, bytes)
+                size += len(event)
+            first = b"".join(e for e in taken if isinstance(e, bytes))[:SNIFF_SIZE]
         try:
             accepted = self._sniff(first, part)
             if not accepted:
@@ -349,9 +364,23 @@ class PartStream:
         except Exception as exc:
             await self._fail(exc)
             raise
-        self._held = taken
+        if taken:
+            self._held = taken
+            self._countdown = 0
 
     # -- pulling the body --------------------------------------------------------
+
+    def _event_now(self) -> object:
+        """The scanner's next event if it can be had without awaiting anything, else
+        `NEED_DATA` (then `_next_event` gets it). Raises the scanner's `UploadError`.
+
+        `_countdown` is zeroed whenever the stream is anything but plainly reading (an
+        event held back, an error, closed, another task awaiting the body): then this
+        always defers to `_next_event`, which checks each of those."""
+        if self._countdown > 1:
+            self._countdown -= 1
+            return self._framing.next_event()
+        return NEED_DATA
 
     async def _next_event(self) -> object:
         """The next event of the scanner, pulling the body only when it needs bytes.
@@ -369,7 +398,7 @@ class PartStream:
             raise RuntimeError("the upload is already being read by another task")
         try:
             self._countdown -= 1
-            if not self._countdown:
+            if self._countdown <= 0:
                 await self._let_the_loop_run()
             event = self._framing.next_event()
         except BaseException as exc:
@@ -382,6 +411,7 @@ class PartStream:
     async def _pull(self) -> object:
         """Feed the scanner until it has an event; fail the stream on any error."""
         self._busy = True
+        self._countdown = 0
         try:
             framing = self._framing
             event: object = NEED_DATA
@@ -398,7 +428,6 @@ class PartStream:
     async def _let_the_loop_run(self) -> None:
         """Every `_CHECK_EVERY` events: if the loop has not run for `YIELD_INTERVAL`,
         let it run once."""
-        self._countdown = _CHECK_EVERY
         if time.monotonic() - self._yielded_at >= YIELD_INTERVAL:
             self._busy = True
             try:
@@ -406,10 +435,14 @@ class PartStream:
             finally:
                 self._busy = False
             self._yielded_at = time.monotonic()
+            if self._closed:
+                raise RuntimeError("the upload was closed while it was being read")
+        self._countdown = _CHECK_EVERY
 
     async def _fail(self, exc: BaseException) -> None:
         """Fail the stream with `exc` (a cancellation becomes a `RuntimeError` for later
         reads) and close the body."""
+        self._countdown = 0
         if self._error is None:
             if isinstance(exc, Exception):
                 self._error = exc

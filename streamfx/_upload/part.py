@@ -51,10 +51,10 @@ class Part:
     """
 
     __slots__ = (
-        "_headers",
         "_raw_headers",
         "_read",
         "_state",
+        "_whole",
         "content_type",
         "filename",
         "name",
@@ -71,19 +71,17 @@ class Part:
     ) -> None:
         self._read = read  # the multipart stream's reader, which tracks `_state`
         self._state: PartState = "open"
+        self._whole: bytes | None = None  # all the content, when the scanner had it at once
         self.name = name
         self.raw_filename = raw_filename
         self.filename = None if raw_filename is None else clean_filename(raw_filename)
         self.content_type = content_type
         self._raw_headers = raw_headers
-        self._headers: list[tuple[str, str]] | None = None
 
     @property
     def headers(self) -> list[tuple[str, str]]:
         """Every header of the part, ``(name, value)`` in order, names in lower case."""
-        if self._headers is None:
-            self._headers = [(k.decode("latin-1"), decode_text(v)) for k, v in self._raw_headers]
-        return self._headers
+        return [(key.decode("latin-1"), decode_text(value)) for key, value in self._raw_headers]
 
     def header(self, name: str) -> str | None:
         """The value of the first header called `name` (any case), or ``None``."""

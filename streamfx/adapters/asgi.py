@@ -33,7 +33,11 @@ What the application promises, for one HTTP request:
 - A client that stops reading is treated as gone, too: when one ``send`` of a body
   chunk has waited `write_timeout` seconds (60 by default) on the server's flow
   control, the body is cancelled as on a disconnect, so a stalled client cannot pin a
-  producer forever (the rule every adapter shares: see `WriteWatchdog`).
+  producer forever (the rule every adapter shares: see `WriteWatchdog`). Its HTTP/1.x
+  connection is aborted too where the server lets the transport be found (uvicorn):
+  without that the server's close waits for the client to read, holding the socket,
+  and uvicorn logs an error per eviction (see ``_asgi_abort``). Elsewhere (hypercorn,
+  granian) the socket stays until the client goes.
 - Whatever the ending (completion, error, disconnect, cancellation), the body is
   closed exactly once (``aclose()``) before the application returns, so every
   finalizer of its pipeline has run, and the listening task has finished: no task
@@ -64,6 +68,7 @@ from typing import Any
 
 from streamfx._core.util import aclose_iterator, cancel_and_wait
 from streamfx._response.response import StreamResponse
+from streamfx.adapters._asgi_abort import abort_connection
 from streamfx.adapters._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from streamfx.adapters._asgi_upload import (
     HasASGIRequest,
@@ -197,7 +202,7 @@ async def send_response(
 
 async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> StreamResponse | None:
     """``response.for_request(method, headers)`` (skipped when it would return itself);
-    if that raises, the error is answered (see `error_status`) and None returned."""
+    if that raises, the body is closed, the error is answered and None returned."""
     if response.respond_to is None:
         return response
     headers = [
@@ -206,6 +211,7 @@ async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> Stream
     try:
         return response.for_request(scope.get("method", "GET"), headers)
     except Exception as exc:
+        await response.aclose()  # the body never starts; its clean-up still runs
         await _send_error(send, exc)
         return None
 
@@ -236,9 +242,9 @@ async def _send(
     task = asyncio.current_task()
     assert task is not None, "send_response must run in a task"
     loop = asyncio.get_running_loop()
-    watch = _DisconnectWatch(task)
-    watcher = loop.create_task(watch.run(receive), name="streamfx.asgi disconnect watch")
-    watchdog = WriteWatchdog(write_timeout, watch.client_gone, logger)
+    watch = _DisconnectWatch(task, scope, receive, send)
+    watcher = loop.create_task(watch.run(), name="streamfx.asgi disconnect watch")
+    watchdog = WriteWatchdog(write_timeout, watch.stalled, logger)
     writing, written = watchdog.writing, watchdog.written
     iterator = body
     try:
@@ -346,12 +352,15 @@ async def _send_error(send: Send, exc: Exception) -> None:
 
 class _DisconnectWatch:
     """Listens on ``receive`` and cancels the sending task when the client leaves (or
-    when `client_gone` is called: the write timeout)."""
+    when `stalled` is called: the write timeout)."""
 
-    __slots__ = ("closing", "disconnected", "task")
+    __slots__ = ("closing", "disconnected", "receive", "scope", "send", "task")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
+    def __init__(self, task: asyncio.Task[Any], scope: Scope, receive: Receive, send: Send) -> None:
         self.task = task
+        self.scope = scope
+        self.receive = receive
+        self.send = send
         self.closing = False
         self.disconnected = False
 
@@ -361,7 +370,16 @@ class _DisconnectWatch:
             self.disconnected = True
             self.task.cancel()
 
-    async def run(self, receive: Receive) -> None:
+    def stalled(self) -> None:
+        """The write timeout: abort the connection where the server lets us (before
+        the cancellation, so that the server sees it lost before the application
+        returns), then treat the client as gone."""
+        if not self.closing:
+            abort_connection(self.scope, self.receive, self.send)
+        self.client_gone()
+
+    async def run(self) -> None:
+        receive = self.receive
         try:
             while True:
                 message = await receive()

@@ -3,9 +3,14 @@
 Streams report to a `MetricsHook`: a stream opened or closed (with its duration and
 outcome), items and bytes sent, items dropped, and circuit-breaker state changes. Each
 report carries the stream's *kind* (``"sse"``, ``"export"``, ``"download"``,
-``"upload"``, or your own) and *name* (a route or topic), which exporters turn into
-labels. For uploads, the items are the parts handed to the caller and the bytes are
-the request body's.
+``"upload"``, ``"broadcast"``, or your own) and *name* (a route or topic), which
+exporters turn into labels. For uploads, the items are the parts handed to the caller
+and the bytes are the request body's.
+
+A broadcast hub's subscribers report as streams of kind ``"broadcast"``; the hub's
+own figures (events published, replayed, resets, overflows) and its backend's health
+go to the two optional methods of `BroadcastMetricsHook`, which every hook here
+implements (a hook of your own without them simply does not get those figures).
 
 The default hook is `NullMetrics` (every call does nothing). Install another one
 process-wide with `set_metrics`, or pass ``metrics=`` where it is taken
@@ -54,6 +59,10 @@ live from milliseconds (a small export) to hours (an SSE feed)."""
 Outcome = Literal["completed", "error", "closed"]
 """How a stream ended: exhausted, raised, or stopped early (closed, cancelled, disconnect)."""
 
+BroadcastFigure = Literal["published", "replayed", "resets", "overflows"]
+"""A broadcast hub's own counts: events published; events sent from history when a
+subscriber resumed; ``reset`` events sent; subscribers ended for falling behind."""
+
 
 class MetricsHook(Protocol):
     """What streams report. Implementations must be cheap and must not block."""
@@ -67,6 +76,14 @@ class MetricsHook(Protocol):
     def items_dropped(self, kind: str, name: str, items: int) -> None: ...
 
     def circuit_changed(self, name: str, old: str, new: str) -> None: ...
+
+
+class BroadcastMetricsHook(Protocol):
+    """The optional part of a hook that a broadcast hub reports to, by hub name."""
+
+    def broadcast_counted(self, name: str, figure: BroadcastFigure, count: int) -> None: ...
+
+    def broadcast_health(self, name: str, healthy: bool) -> None: ...
 
 
 class NullMetrics:
@@ -87,6 +104,12 @@ class NullMetrics:
     def circuit_changed(self, name: str, old: str, new: str) -> None:
         pass
 
+    def broadcast_counted(self, name: str, figure: BroadcastFigure, count: int) -> None:
+        pass
+
+    def broadcast_health(self, name: str, healthy: bool) -> None:
+        pass
+
 
 Key = tuple[str, str]
 
@@ -98,7 +121,9 @@ class InMemoryMetrics:
     Meant for tests and for small dashboards: ``active``, ``opened``, ``items``,
     ``bytes`` and ``dropped`` are counters; ``durations`` lists every closed stream's
     duration; ``outcomes`` counts ``(kind, name, outcome)``; ``circuit`` holds each
-    breaker's current state and ``transitions`` every change in order.
+    breaker's current state and ``transitions`` every change in order; ``broadcast``
+    counts ``(hub name, figure)`` and ``broadcast_healthy`` holds each hub's last
+    reported backend health.
     """
 
     active: Counter[Key] = field(default_factory=Counter)
@@ -110,6 +135,8 @@ class InMemoryMetrics:
     outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     circuit: dict[str, str] = field(default_factory=dict)
     transitions: list[tuple[str, str, str]] = field(default_factory=list)
+    broadcast: Counter[Key] = field(default_factory=Counter)
+    broadcast_healthy: dict[str, bool] = field(default_factory=dict)
 
     def stream_opened(self, kind: str, name: str) -> None:
         self.active[kind, name] += 1
@@ -130,6 +157,12 @@ class InMemoryMetrics:
     def circuit_changed(self, name: str, old: str, new: str) -> None:
         self.circuit[name] = new
         self.transitions.append((name, old, new))
+
+    def broadcast_counted(self, name: str, figure: BroadcastFigure, count: int) -> None:
+        self.broadcast[name, figure] += count
+
+    def broadcast_health(self, name: str, healthy: bool) -> None:
+        self.broadcast_healthy[name] = healthy
 
     def total(self, figure: Literal["active", "opened", "items", "bytes", "dropped"]) -> int:
         """The sum of one counter over every ``(kind, name)``."""
@@ -167,6 +200,18 @@ class FanOut:
     def circuit_changed(self, name: str, old: str, new: str) -> None:
         for hook in self.hooks:
             hook.circuit_changed(name, old, new)
+
+    def broadcast_counted(self, name: str, figure: BroadcastFigure, count: int) -> None:
+        for hook in self.hooks:
+            report = getattr(hook, "broadcast_counted", None)
+            if report is not None:
+                report(name, figure, count)
+
+    def broadcast_health(self, name: str, healthy: bool) -> None:
+        for hook in self.hooks:
+            report = getattr(hook, "broadcast_health", None)
+            if report is not None:
+                report(name, healthy)
 
 
 _hook: MetricsHook = NullMetrics()

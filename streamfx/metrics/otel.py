@@ -22,12 +22,17 @@ name                           instrument        unit       meaning
 ``streamfx.stream.duration``   Histogram         s          open-to-close time
 ``streamfx.circuit.state``     ObservableGauge   {state}    1 for a breaker's current
                                                             state, 0 for the others
+``streamfx.broadcast.events``  Counter           {event}    a broadcast hub's figures
+``streamfx.broadcast.up``      ObservableGauge   1          1 while a hub's backend is
+                                                            healthy, else 0
 =============================  ================  =========  ==============================
 
 Stream instruments carry the attributes ``streamfx.stream.kind`` and
 ``streamfx.stream.name``; ``streamfx.streams.closed`` and ``streamfx.stream.duration``
 add ``streamfx.stream.outcome`` (``completed``, ``error``, ``closed``). The circuit gauge
-carries ``streamfx.circuit.name`` and ``streamfx.circuit.state``.
+carries ``streamfx.circuit.name`` and ``streamfx.circuit.state``. The broadcast
+instruments carry ``streamfx.broadcast.name`` (the hub's name), and the counter
+``streamfx.broadcast.figure`` (``published``, ``replayed``, ``resets``, ``overflows``).
 
 Without an SDK installed every instrument is a no-op, so the hook costs next to nothing.
 """
@@ -43,7 +48,7 @@ from opentelemetry.util.types import Attributes
 
 from streamfx._core.circuit import CIRCUIT_STATES
 from streamfx._version import __version__
-from streamfx.metrics import STREAM_DURATION_BUCKETS, Outcome
+from streamfx.metrics import STREAM_DURATION_BUCKETS, BroadcastFigure, Outcome
 
 __all__ = ["DEFAULT_DURATION_BOUNDARIES", "OpenTelemetryMetrics"]
 
@@ -98,6 +103,18 @@ class OpenTelemetryMetrics:
             unit="{state}",
             description="1 for each circuit breaker's current state, 0 for its other states.",
         )
+        self.broadcast_events = meter.create_counter(
+            "streamfx.broadcast.events",
+            unit="{event}",
+            description="A broadcast hub's figures: published, replayed, resets, overflows.",
+        )
+        self._broadcast_up: dict[str, bool] = {}
+        self.broadcast_up = meter.create_observable_gauge(
+            "streamfx.broadcast.up",
+            callbacks=[self._observe_broadcast_health],
+            unit="1",
+            description="1 while a broadcast hub's backend is healthy, else 0.",
+        )
 
     def _stream(self, kind: str, name: str) -> Attributes:
         attributes = self._attributes.get((kind, name))
@@ -145,4 +162,20 @@ class OpenTelemetryMetrics:
             )
             for name, now in current
             for state in CIRCUIT_STATES
+        ]
+
+    def broadcast_counted(self, name: str, figure: BroadcastFigure, count: int) -> None:
+        self.broadcast_events.add(
+            count, {"streamfx.broadcast.name": name, "streamfx.broadcast.figure": figure}
+        )
+
+    def broadcast_health(self, name: str, healthy: bool) -> None:
+        with self._lock:
+            self._broadcast_up[name] = healthy
+
+    def _observe_broadcast_health(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            current = list(self._broadcast_up.items())
+        return [
+            Observation(1 if up else 0, {"streamfx.broadcast.name": name}) for name, up in current
         ]

@@ -23,12 +23,18 @@ name                                 type       labels                 meaning
 ``streamfx_circuit_state``           gauge      name, state            1 for a breaker's
                                                                        current state, 0
                                                                        for the others
+``streamfx_broadcast_events_total``  counter    name, figure           a broadcast hub's
+                                                                       figures
+``streamfx_broadcast_up``            gauge      name                   1 while a hub's
+                                                                       backend is healthy
 ===================================  =========  =====================  ================
 
 *kind* is ``sse``, ``export``, ``download``, ``upload`` or your own; *name* is the
 stream's route or topic name as the application passed it. Every distinct name is a
 label value, so keep names to routes (not user ids). *outcome* is ``completed``,
 ``error`` or ``closed`` (stopped early: the client went away or the stream was cancelled).
+For broadcast, *name* is the hub's name and *figure* is ``published``, ``replayed``,
+``resets`` or ``overflows``.
 
 Pass ``registry=`` to register somewhere other than the default registry (tests, or
 several apps in one process), and ``namespace=`` to change the ``streamfx`` prefix.
@@ -42,7 +48,7 @@ from typing import NamedTuple
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from streamfx._core.circuit import CIRCUIT_STATES
-from streamfx.metrics import STREAM_DURATION_BUCKETS, Outcome
+from streamfx.metrics import STREAM_DURATION_BUCKETS, BroadcastFigure, Outcome
 
 __all__ = ["DEFAULT_DURATION_BUCKETS", "PrometheusMetrics"]
 
@@ -132,6 +138,20 @@ class PrometheusMetrics:
             namespace=namespace,
             registry=registry,
         )
+        self.broadcast_events = Counter(
+            "broadcast_events",
+            "A broadcast hub's figures: published, replayed, resets, overflows.",
+            ("name", "figure"),
+            namespace=namespace,
+            registry=registry,
+        )
+        self.broadcast_up = Gauge(
+            "broadcast_up",
+            "1 while a broadcast hub's backend is healthy, else 0.",
+            ("name",),
+            namespace=namespace,
+            registry=registry,
+        )
         self._children: dict[tuple[str, str], _StreamChildren] = {}
 
     def _stream(self, kind: str, name: str) -> _StreamChildren:
@@ -168,3 +188,9 @@ class PrometheusMetrics:
     def circuit_changed(self, name: str, old: str, new: str) -> None:
         for state in CIRCUIT_STATES:
             self.circuit_state.labels(name, state).set(1 if state == new else 0)
+
+    def broadcast_counted(self, name: str, figure: BroadcastFigure, count: int) -> None:
+        self.broadcast_events.labels(name, figure).inc(count)
+
+    def broadcast_health(self, name: str, healthy: bool) -> None:
+        self.broadcast_up.labels(name).set(1 if healthy else 0)

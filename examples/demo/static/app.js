@@ -7,10 +7,13 @@ const fmt = (n) => Number(n).toLocaleString("en-US");
 const size = (n) => n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB`
   : n >= 1024 ? `${(n / 1024).toFixed(1)} KB` : `${n} B`;
 
+// The job this page follows, and its subscribers: one EventSource each (kept apart in
+// `sources`, so that window.demo stays plain data).
 const job = {
-  id: null, source: null, seqs: [], lastSeq: 0, connections: 0, heartbeats: 0,
-  done: false, problems: [], drops: 0,
+  id: null, since: null, steps: 0, subscribers: [], drops: 0, done: false, followers: [],
 };
+const sources = new Map();
+const followed = new Set(); // jobs this page followed: never go back to an older one
 const demo = { job, exports: {}, live: null, config: null, upload: null, flood: null };
 window.demo = demo;
 
@@ -26,36 +29,50 @@ function logLine(text, cls) {
   log.scrollTop = log.scrollHeight;
 }
 
-function showSequence() {
-  const el = $("job-sequence");
-  if (job.problems.length) {
-    el.textContent = job.problems.join("; ");
-    el.className = "bad";
-  } else {
-    el.textContent = job.seqs.length ? `1…${job.lastSeq}: no gap, no duplicate` : "–";
-    el.className = "ok";
-  }
+function sequenceText(sub) {
+  if (sub.problems.length) return sub.problems.join("; ");
+  return sub.seqs.length ? `1…${sub.lastSeq}: no gap, no duplicate` : "–";
 }
 
-function onJobEvent(event) {
-  const seq = Number(event.lastEventId);
+function showSubscriber(sub) {
+  let row = document.querySelector(`#job-subscribers tr[data-n="${sub.n}"]`);
+  if (!row) {
+    row = $("job-subscribers").tBodies[0].insertRow();
+    row.dataset.n = sub.n;
+    for (let i = 0; i < 7; i++) row.insertCell();
+  }
+  const cells = row.children;
+  cells[0].textContent = `#${sub.n} (${sub.name})`;
+  cells[1].textContent = sub.pids.join(" → ") || "–";
+  cells[2].textContent = fmt(sub.seqs.length);
+  cells[3].textContent = sub.lastId || "–";
+  cells[4].textContent = sub.connections;
+  cells[5].textContent = sub.heartbeats;
+  cells[6].textContent = sequenceText(sub);
+  cells[6].className = sub.problems.length ? "bad" : "ok";
+}
+
+function onJobEvent(sub, event) {
   const data = JSON.parse(event.data);
-  if (seq !== data.seq) job.problems.push(`id ${seq} carries seq ${data.seq}`);
-  if (seq <= job.lastSeq) job.problems.push(`duplicate ${seq}`);
-  else if (seq !== job.lastSeq + 1) job.problems.push(`gap ${job.lastSeq + 1}…${seq - 1}`);
-  job.seqs.push(seq);
-  job.lastSeq = Math.max(job.lastSeq, seq);
-  $("job-events").textContent = fmt(job.seqs.length);
-  $("job-last-id").textContent = seq;
-  showSequence();
+  const seq = data.seq;
+  if (seq <= sub.lastSeq) sub.problems.push(`duplicate ${seq}`);
+  else if (seq !== sub.lastSeq + 1) sub.problems.push(`gap ${sub.lastSeq + 1}…${seq - 1}`);
+  sub.seqs.push(seq);
+  sub.lastSeq = Math.max(sub.lastSeq, seq);
+  sub.lastId = event.lastEventId;
+  showSubscriber(sub);
+  if (event.type === "done") {
+    sub.done = true;
+    sources.get(sub.n).close();
+    job.done = job.subscribers.every((s) => s.done);
+  }
+  if (sub.n !== 1) return; // the progress bar and the log follow subscriber #1
   if (event.type === "progress") {
     $("job-bar").style.width = `${data.percent}%`;
     $("job-percent").textContent = `${data.percent} %  (step ${data.step}/${data.total})`;
   } else if (event.type === "log") {
     logLine(`#${seq}  ${data.line}`);
   } else if (event.type === "done") {
-    job.done = true;
-    job.source.close();
     $("job-drop").disabled = true;
     $("job-status").textContent = `done: ${data.steps} steps in ${data.seconds} s`;
     $("job-status").className = "ok";
@@ -63,52 +80,89 @@ function onJobEvent(event) {
   }
 }
 
-function onHeartbeat(event) {
-  job.heartbeats += 1;
-  $("job-heartbeats").textContent = job.heartbeats;
+function onHeartbeat(sub, event) {
+  sub.heartbeats += 1;
+  showSubscriber(sub);
   const heart = $("job-heart");
   heart.classList.add("beat");
   setTimeout(() => heart.classList.remove("beat"), 350);
-  logLine(`♥ heartbeat ${event.data} (no id: Last-Event-ID stays ${job.lastSeq})`, "heartbeat");
+  if (sub.n === 1) {
+    logLine(`♥ heartbeat ${event.data} (no id: Last-Event-ID stays ${sub.lastId})`, "heartbeat");
+  }
+}
+
+function subscribe(n) {
+  const name = Math.random().toString(36).slice(2, 8);
+  const sub = {
+    n, name, seqs: [], lastSeq: 0, lastId: null, connections: 0, heartbeats: 0, done: false,
+    problems: [], drops: 0, resets: [], pids: [],
+  };
+  const url = `/api/jobs/${job.id}/events?since=${encodeURIComponent(job.since)}&subscriber=${name}`;
+  const source = new EventSource(url);
+  sources.set(n, source);
+  source.onopen = () => {
+    sub.connections += 1;
+    showSubscriber(sub);
+    logLine(sub.connections === 1 ? `[#${n}] connected`
+      : `[#${n}] reconnected: the server resumes after id ${sub.lastId}`, "conn");
+  };
+  source.onerror = () => {
+    if (sub.done || source.readyState !== EventSource.CONNECTING) return;
+    logLine(`[#${n}] stream closed; EventSource reconnects with Last-Event-ID: ${sub.lastId}`, "conn");
+  };
+  source.addEventListener("worker", (event) => {
+    sub.pids.push(JSON.parse(event.data).pid);
+    showSubscriber(sub);
+  });
+  for (const type of ["progress", "log", "done"]) {
+    source.addEventListener(type, (event) => onJobEvent(sub, event));
+  }
+  source.addEventListener("heartbeat", (event) => onHeartbeat(sub, event));
+  source.addEventListener("drop", (event) => {
+    sub.drops += 1;
+    sub.lastId = event.lastEventId;
+    logLine(`[#${n}] server dropped this connection (drop event ${event.lastEventId})`, "conn");
+  });
+  source.addEventListener("reset", (event) => {
+    sub.resets.push(event.data);
+    sub.problems.push(`reset: ${event.data}`);
+    showSubscriber(sub);
+    logLine(`[#${n}] the hub could not resume (${event.data}): live from here`, "conn");
+  });
+  showSubscriber(sub);
+  return sub;
+}
+
+// Follow `record` ({id, since, steps}) with N subscribers (?subscribers=N, default 1,
+// at most 4: a browser opens at most six connections per host over HTTP/1.1, and the
+// live feed takes one), each from the job's start: `since` is the id of the job's
+// "created" event.
+function followJob(record) {
+  if (!record || followed.has(record.id)) return;
+  followed.add(record.id);
+  for (const source of sources.values()) source.close();
+  sources.clear();
+  Object.assign(job, { id: record.id, since: record.since, steps: record.steps,
+    subscribers: [], drops: 0, done: false, followers: [] });
+  $("job-log").textContent = "";
+  $("job-subscribers").tBodies[0].textContent = "";
+  $("job-bar").style.width = "0";
+  $("job-percent").textContent = "0 %";
+  $("job-status").textContent = `job ${job.id} running`;
+  $("job-status").className = "status";
+  $("job-drop").disabled = false;
+  const asked = Number(new URLSearchParams(location.search).get("subscribers")) || 1;
+  const count = Math.min(Math.max(asked, 1), 4);
+  for (let n = 1; n <= count; n++) job.subscribers.push(subscribe(n));
 }
 
 async function startJob() {
-  if (job.source) job.source.close();
-  Object.assign(job, {
-    id: null, source: null, seqs: [], lastSeq: 0, connections: 0, heartbeats: 0,
-    done: false, problems: [], drops: 0,
-  });
-  $("job-log").textContent = "";
-  $("job-bar").style.width = "0";
-  ["job-events", "job-connections", "job-heartbeats"].forEach((id) => { $(id).textContent = "0"; });
-  showSequence();
   // ?steps=&interval=&pause= on the page's URL are passed on (the tests use short jobs).
   const params = new URLSearchParams(location.search);
   const query = new URLSearchParams();
   for (const key of ["steps", "interval", "pause"]) if (params.has(key)) query.set(key, params.get(key));
   const response = await fetch(`/api/jobs?${query}`, { method: "POST" });
-  const started = await response.json();
-  job.id = started.id;
-  $("job-status").textContent = `job ${job.id} running`;
-  $("job-status").className = "status";
-  $("job-drop").disabled = false;
-
-  const source = new EventSource(`/api/jobs/${job.id}/events`);
-  job.source = source;
-  source.onopen = () => {
-    job.connections += 1;
-    $("job-connections").textContent = job.connections;
-    logLine(job.connections === 1 ? "connected"
-      : `reconnected: the server resumes after id ${job.lastSeq}`, "conn");
-  };
-  source.onerror = () => {
-    if (job.done) return;
-    if (source.readyState === EventSource.CONNECTING) {
-      logLine(`stream closed; EventSource reconnects with Last-Event-ID: ${job.lastSeq}`, "conn");
-    }
-  };
-  for (const type of ["progress", "log", "done"]) source.addEventListener(type, onJobEvent);
-  source.addEventListener("heartbeat", onHeartbeat);
+  followJob(await response.json());
 }
 
 async function dropJob() {
@@ -116,7 +170,8 @@ async function dropJob() {
   const response = await fetch(`/api/jobs/${job.id}/drop`, { method: "POST" });
   const result = await response.json();
   job.drops += 1;
-  logLine(`server dropped ${result.dropped} connection(s) at id ${result.last_seq}`, "conn");
+  logLine(`asked the server to drop every connection following the job `
+    + `(drop event ${result.drop_event})`, "conn");
 }
 
 // ---- exports --------------------------------------------------------------------------
@@ -226,10 +281,22 @@ function flood() {
 
 function showLive(snapshot) {
   demo.live = snapshot;
+  // The latest job (started from any page, in any worker) and who follows it.
+  followJob(snapshot.job.current);
+  if (snapshot.job.current && snapshot.job.current.id === job.id) {
+    const mine = new Set(job.subscribers.map((s) => s.name));
+    $("job-followers").textContent = snapshot.job.followers.map((member) => {
+      const [name, pid] = member.split("@");
+      return `${name}${mine.has(name) ? " (this page)" : ""} in worker ${pid}`;
+    }).join(", ") || "nobody";
+    job.followers = snapshot.job.followers;
+  }
   $("live-active").textContent = fmt(snapshot.active);
   $("live-events").textContent = fmt(snapshot.events);
   $("live-bytes").textContent = size(snapshot.bytes);
   $("live-dropped").textContent = fmt(snapshot.dropped);
+  $("live-hub").textContent = fmt(snapshot.hub.subscribers);
+  $("live-worker").textContent = `(worker ${snapshot.hub.worker})`;
   const body = $("live-streams").tBodies[0];
   body.textContent = "";
   for (const s of snapshot.streams) {
@@ -276,6 +343,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   demo.config = await (await fetch("/api/config")).json();
   showLimits(demo.config);
   showFile(demo.config.file);
+  const { backend, workers } = demo.config;
+  $("job-backend").textContent = `hub: ${backend}, ${workers} worker${workers > 1 ? "s" : ""}`;
+  followJob(demo.config.current_job);
   const live = new EventSource("/api/live");
   live.onmessage = (event) => showLive(JSON.parse(event.data));
   document.body.dataset.ready = "true";

@@ -151,6 +151,7 @@ class WSGIStream:
         try:
             response = original.for_request(method, request_headers(environ))
         except Exception as exc:
+            WSGIBody(loop, original, self._write_timeout).close()  # never started; closed
             return _error_response(start_response, exc)
         status = status_line(response.status)
         headers = [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP]

@@ -83,3 +83,8 @@ def test_neutralize_rows_returns_clean_batches_unchanged_and_fixes_dirty_columns
     ]
     mixed = [[1, Decimal("-1")], ["-1", "=1"]]  # mixed and unknown types go cell by cell
     assert neutralize_rows(mixed) == [(1, Decimal("-1")), ("'-1", "'=1")]
+
+
+def test_transform_runs_first_and_may_turn_objects_into_rows() -> None:
+    encoder = CsvEncoder(transform=lambda batch: [{"n": n, "sq": n * n} for n in batch])
+    assert encode_in([[1, 2], [3]], encoder) == reference([["n", "sq"], [1, 1], [2, 4], [3, 9]])

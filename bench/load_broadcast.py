@@ -1,0 +1,332 @@
+"""Broadcast load test, one uvicorn worker, side by side with the peers in one run.
+
+Each scenario starts a fresh server (`bench.broadcast_apps`, uvicorn with uvloop and
+httptools) per contender, connects raw-socket subscribers from this process
+(`bench._subscribers`) and starts the publisher on the server (event k due at
+``t0 + (k - 1) / rate``; latency is arrival minus that due time):
+
+- ``fanout``: SUBSCRIBERS subscribers; streamfx at increasing rates until a rate
+  where it no longer keeps up (a subscriber ended, an event missing, or p99 above
+  50 ms); then the peers at streamfx's best rate. Deliveries/s = events delivered
+  / (last arrival - t0).
+- ``idle``: IDLE subscribers that receive nothing: server RSS growth / IDLE (the hub
+  included); then IDLE_RATE events/s to all of them, p50/p99.
+- ``live``: SUBSCRIBERS subscribers, LIVE_RATE events/s: p50/p99, with sse-starlette's
+  one-generator-per-client as the reference.
+- ``stalled``: SUBSCRIBERS subscribers of which STALLED never read (a 4 KB receive
+  buffer), LIVE_RATE events/s of STALLED_SIZE bytes for STALLED_SECONDS: RSS growth,
+  the healthy subscribers' p99 against the same run without stalled subscribers, and
+  when the stalled ones were ended (streamfx's write timeout is WRITE_TIMEOUT here);
+  a stalled connection is only seen as stalled once the kernel's buffers are full
+  (``absorbed_bytes``), so the bound is that fill time + write timeout + heartbeat.
+
+Run: ``.venv/bin/python -m bench.load_broadcast [--quick] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench._subscribers import STALLED_RECEIVE_BUFFER, Subscribers, percentiles
+from bench._uvicorn import cpu_seconds, rss_bytes, run_uvicorn, start_server, wait_ready
+from bench.broadcast_apps import build_app, raise_open_files
+
+FULL = {
+    "subscribers": 1000,
+    "rates": [100, 200, 400, 800],
+    "seconds": 4.0,
+    "idle": 5000,
+    "idle_rate": 20,
+    "live_rate": 100,
+    "stalled": 100,
+    "stalled_seconds": 60.0,
+    "stalled_size": 4096,
+    "write_timeout": 10.0,
+    "drain": 10.0,
+    "closure_wait": 10.0 + 15.0,
+    "size": 64,
+    "peers": ["sse-starlette", "broadcaster"],
+    "live_contenders": ["streamfx", "sse-starlette", "sse-starlette-gen", "broadcaster"],
+    "stalled_peers": ["sse-starlette"],
+}
+QUICK = {
+    **FULL,
+    "subscribers": 100,
+    "rates": [400],
+    "seconds": 1.0,
+    "idle": 200,
+    "stalled": 10,
+    "stalled_seconds": 3.0,
+    "write_timeout": 1.0,
+    "drain": 2.0,
+    "closure_wait": 2.0,
+    # fewer servers to start: the quick run checks the scripts work, it is no comparison
+    "peers": ["sse-starlette"],
+    "live_contenders": ["streamfx", "sse-starlette-gen"],
+    "stalled_peers": [],
+}
+P99_FLOOR_MS = 50.0
+HEARTBEAT = 15.0  # the hub's default heartbeat
+
+
+class Server:
+    """A fresh uvicorn subprocess serving `bench.broadcast_apps` on a free port."""
+
+    def __init__(self, write_timeout: float) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.process = start_server(
+            "bench.load_broadcast", self.listener, "--write-timeout", str(write_timeout)
+        )
+        wait_ready(self.port)
+
+    def call(self, method: str, path: str) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def rss(self) -> int:
+        return rss_bytes(self.process.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def close(self) -> None:
+        """Stop the server: SIGTERM (2 s of graceful shutdown), then SIGKILL: the peers'
+        streams never end by themselves, so uvicorn would wait for them forever."""
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.listener.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def broadcast_run(
+    contender: str,
+    subscribers: int,
+    rate: float,
+    seconds: float,
+    p: dict[str, Any],
+    *,
+    stalled: int = 0,
+    size: int | None = None,
+) -> dict[str, Any]:
+    """One run: connect, publish `rate` events/s for `seconds`, read, measure."""
+    count = max(1, round(rate * seconds))
+    with Server(p["write_timeout"]) as server:
+        pool = Subscribers(server.port, f"/sub/{contender}", subscribers, stalled=stalled)
+        try:
+            pool.open()
+            time.sleep(0.3)  # the peers register their queues once the response started
+            before = server.rss()
+            t0 = time.perf_counter() + 0.3
+            query = f"contender={contender}&count={count}&rate={rate}&t0={t0}"
+            server.call("POST", f"/start?{query}&size={size or p['size']}")
+            peak = [before]
+            deadline = t0 + seconds + p["drain"]
+            started = (time.perf_counter(), time.process_time(), server.cpu())
+            pool.run(count, deadline, on_tick=lambda: peak.append(server.rss()))
+            wall = time.perf_counter() - started[0]
+            client_cpu = (time.process_time() - started[1]) / wall
+            server_cpu = (server.cpu() - started[2]) / wall
+            stats = server.call("GET", "/stats")
+            waited = time.perf_counter() + p["closure_wait"]
+            while len(stats["closed"].get("stalled", [])) < stalled and (
+                time.perf_counter() < waited
+            ):
+                time.sleep(0.25)  # the stalled ones end after the write timeout
+                peak.append(server.rss())
+                stats = server.call("GET", "/stats")
+        finally:
+            pool.close()
+    delivered = pool.delivered()
+    elapsed = max(pool.last_arrival() - t0, 1e-9)
+    readers = subscribers - stalled
+    closed = [at - t0 for at in stats["closed"].get("stalled", [])]
+    return {
+        "contender": contender,
+        "subscribers": subscribers,
+        "stalled": stalled,
+        "rate": rate,
+        "events": count,
+        "offered_per_s": readers * rate,
+        "deliveries_per_s": delivered / elapsed,
+        "delivered_share": delivered / (readers * count),
+        "ended": sum(s.ended for s in pool.readers),
+        "rss_growth_mb": (max(peak) - before) / 1e6,
+        "client_cpu": client_cpu,
+        "server_cpu": server_cpu,
+        "stalled_ended": len(closed),
+        "stalled_ended_after_s": sorted(closed),
+        **percentiles(pool.latencies(t0, rate)),
+    }
+
+
+def kept_up(run: dict[str, Any]) -> bool:
+    return bool(run["ended"] == 0 and run["delivered_share"] == 1 and run["p99"] <= P99_FLOOR_MS)
+
+
+def fanout(p: dict[str, Any]) -> dict[str, Any]:
+    trials = []
+    for rate in p["rates"]:
+        run = broadcast_run("streamfx", p["subscribers"], rate, p["seconds"], p)
+        trials.append(run)
+        report(run)
+        if not kept_up(run):
+            break
+    passing = [run for run in trials if kept_up(run)]
+    best = passing[-1] if passing else trials[0]
+    peers = []
+    for peer in p["peers"]:
+        peers.append(broadcast_run(peer, p["subscribers"], best["rate"], p["seconds"], p))
+        report(peers[-1])
+    return {"trials": trials, "best": best, "peers": peers}
+
+
+def idle(p: dict[str, Any]) -> dict[str, Any]:
+    results = {}
+    for contender in ("streamfx", *p["peers"]):
+        with Server(p["write_timeout"]) as server:
+            pool = Subscribers(server.port, f"/sub/{contender}", 1)
+            pool.open()
+            time.sleep(0.5)
+            before = server.rss()
+            crowd = Subscribers(server.port, f"/sub/{contender}", p["idle"])
+            try:
+                crowd.open()
+                time.sleep(1.0)
+                grown = server.rss() - before
+                count = max(1, round(p["idle_rate"] * p["seconds"]))
+                t0 = time.perf_counter() + 0.3
+                query = f"contender={contender}&count={count}&rate={p['idle_rate']}&t0={t0}"
+                server.call("POST", f"/start?{query}&size={p['size']}")
+                crowd.run(count, t0 + p["seconds"] + p["drain"])
+                latency = percentiles(crowd.latencies(t0, p["idle_rate"]))
+                share = crowd.delivered() / (p["idle"] * count)
+            finally:
+                crowd.close()
+                pool.close()
+        results[contender] = {"kb_per_subscriber": grown / p["idle"] / 1024, "share": share}
+        results[contender].update(latency)
+        print(f"idle {contender:<18}{results[contender]}", flush=True)
+    return {"subscribers": p["idle"], "rate": p["idle_rate"], "results": results}
+
+
+def live(p: dict[str, Any]) -> dict[str, Any]:
+    runs = {}
+    for contender in p["live_contenders"]:
+        runs[contender] = broadcast_run(
+            contender, p["subscribers"], p["live_rate"], p["seconds"], p
+        )
+        report(runs[contender])
+    return {"subscribers": p["subscribers"], "rate": p["live_rate"], "runs": runs}
+
+
+def stalled(p: dict[str, Any]) -> dict[str, Any]:
+    n, rate, seconds, size = (
+        p["subscribers"],
+        p["live_rate"],
+        p["stalled_seconds"],
+        p["stalled_size"],
+    )
+    readers_only = n - p["stalled"]
+    runs = {
+        "streamfx-baseline": broadcast_run("streamfx", readers_only, rate, seconds, p, size=size)
+    }
+    for contender in ("streamfx", *p["stalled_peers"]):
+        runs[contender] = broadcast_run(
+            contender, n, rate, seconds, p, stalled=p["stalled"], size=size
+        )
+    for run in runs.values():
+        report(run)
+    absorbed = absorbed_bytes()
+    return {
+        "write_timeout": p["write_timeout"],
+        "heartbeat": HEARTBEAT,
+        "size": size,
+        "seconds": seconds,
+        "absorbed_bytes": absorbed,
+        "bound_s": absorbed / (rate * size) + p["write_timeout"] + HEARTBEAT,
+        "runs": runs,
+    }
+
+
+def absorbed_bytes() -> int:
+    """Bytes the kernel takes for a loopback client that never reads (with the
+    stalled subscribers' receive buffer) before a write blocks: until then the server
+    cannot tell the client is stalled."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RECEIVE_BUFFER)
+            client.connect(listener.getsockname())
+            accepted, _ = listener.accept()
+            with accepted:
+                accepted.setblocking(False)
+                total = 0
+                try:
+                    while True:
+                        total += accepted.send(b"x" * 65536)
+                except BlockingIOError:
+                    return total
+
+
+def report(run: dict[str, Any]) -> None:
+    print(
+        f"{run['contender']:<18} {run['subscribers']:>5} subs ({run['stalled']} stalled) "
+        f"{run['rate']:>5g} ev/s: {run['deliveries_per_s']:>10,.0f} deliveries/s, "
+        f"p50 {run['p50']:.1f} ms, p99 {run['p99']:.1f} ms, delivered "
+        f"{run['delivered_share']:.1%}, ended {run['ended']}, RSS +{run['rss_growth_mb']:.1f} MB, "
+        f"CPU (cores) server {run['server_cpu']:.2f} client {run['client_cpu']:.2f}"
+        + (f", stalled ended {run['stalled_ended']}" if run["stalled"] else ""),
+        flush=True,
+    )
+
+
+def serve(fd: int, write_timeout: float) -> None:
+    raise_open_files()
+    app = build_app(None, write_timeout)
+    run_uvicorn(app, fd, lifespan="on", backlog=8192, timeout_graceful_shutdown=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="broadcast load test, side by side")
+    parser.add_argument("--quick", action="store_true", help="CI-sized")
+    parser.add_argument("--only", nargs="*", default=["fanout", "idle", "live", "stalled"])
+    parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--write-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_fd is not None:
+        serve(args.serve_fd, args.write_timeout)
+        return
+    raise_open_files()
+    p = QUICK if args.quick else FULL
+    scenarios = {"fanout": fanout, "idle": idle, "live": live, "stalled": stalled}
+    output: dict[str, Any] = {"params": p, "quick": args.quick}
+    for name in args.only:
+        print(f"\n== {name}", flush=True)
+        output[name] = scenarios[name](p)
+    if args.json:
+        args.json.write_text(json.dumps(output, indent=1))
+
+
+if __name__ == "__main__":
+    main()

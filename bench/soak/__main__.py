@@ -1,0 +1,109 @@
+"""Run the soak: ``python -m bench.soak [--quick] [--only churn,idle,...] [--targets a,b]``.
+
+``SOAK_QUICK=1`` (or ``--quick``) runs the short version. Each server is started once
+for churn, idle, readers and faults (in that order; every scenario compares with its
+own baseline), and once more for shutdown, which stops it. The tables go to stdout
+and, as JSON, to ``bench-results/soak/results.json``; the servers' logs to
+``bench-results/soak/*.log``. Exit status 1 when a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+
+from bench.soak import churn, faults, fuzz, idle, readers, shutdown
+from bench.soak.config import Sizes, sizes
+from bench.soak.report import Table, print_table, save
+from bench.soak.targets import LOGS, TARGETS, Server, Target
+
+Measure = Callable[[Target, Server, Sizes, Table], Awaitable[None]]
+ON_ONE_SERVER: dict[str, ModuleType] = {
+    "churn": churn,
+    "idle": idle,
+    "readers": readers,
+    "faults": faults,
+}
+SCENARIOS = [*ON_ONE_SERVER, "shutdown", "fuzz"]
+
+
+def threads_needed(chosen: Sizes) -> int:
+    """Server threads a thread-per-request (WSGI) server needs for every scenario."""
+    readers_total = chosen.healthy + chosen.stalled + chosen.slow
+    return 50 + max(
+        8 * chosen.churn_concurrency,
+        chosen.idle_streams_threaded,
+        readers_total,
+        chosen.shutdown_streams,
+    )
+
+
+async def main(names: list[str], targets: list[Target], chosen: Sizes) -> int:
+    started = time.monotonic()
+    modules = {**ON_ONE_SERVER, "shutdown": shutdown, "fuzz": fuzz}
+    tables = {name: modules[name].table(chosen) for name in names}
+    spent = dict.fromkeys(names, 0.0)
+    threads = threads_needed(chosen)
+    for target in targets:
+        taken = [name for name in names if target.only is None or name in target.only]
+        shared = [name for name in taken if name in ON_ONE_SERVER]
+        if shared:
+            async with Server(target, threads=threads, tag="soak") as server:
+                for name in shared:
+                    began = time.monotonic()
+                    measure: Measure = ON_ONE_SERVER[name].measure
+                    await measure(target, server, chosen, tables[name])
+                    spent[name] += time.monotonic() - began
+                    server.log_since()
+        if "shutdown" in taken:
+            began = time.monotonic()
+            async with Server(target, threads=threads, tag="shutdown") as server:
+                await shutdown.measure(target, server, chosen, tables["shutdown"])
+            spent["shutdown"] += time.monotonic() - began
+        print(f"  {target.name}: done at {time.monotonic() - started:.0f} s", file=sys.stderr)
+    if "fuzz" in names:
+        began = time.monotonic()
+        await fuzz.measure_all(chosen, tables["fuzz"])
+        spent["fuzz"] += time.monotonic() - began
+    for name in names:
+        tables[name].notes.append(f"({spent[name]:.0f} s)")
+        print_table(tables[name])
+    save(list(tables.values()), LOGS / "results.json")
+    failures = [failure for table in tables.values() for failure in table.failures]
+    print(f"\nsoak finished in {time.monotonic() - started:.0f} s; logs in {LOGS}")
+    if failures:
+        print(f"{len(failures)} check(s) failed:")
+        for failure in failures:
+            print(f"  - {failure}")
+        return 1
+    print("every check passed")
+    return 0
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
+    parser.add_argument("--targets", default="", help="servers whose name contains one of these")
+    parser.add_argument("--quick", action="store_true", help="the short run (as SOAK_QUICK=1)")
+    args = parser.parse_args()
+    if args.quick:
+        os.environ["SOAK_QUICK"] = "1"
+    names = [name for name in SCENARIOS if name in args.only.split(",")]
+    unknown = set(args.only.split(",")) - set(SCENARIOS) - {""}
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    wanted = [part.strip() for part in args.targets.split(",") if part.strip()]
+    targets = [t for t in TARGETS if not wanted or any(w in t.name for w in wanted)]
+    chosen = sizes()
+    mode = "quick" if chosen.churn_cycles < 1000 else "full"
+    print(f"streamfx soak ({mode}): {', '.join(names)} against {len(targets)} servers", flush=True)
+    sys.exit(asyncio.run(main(names, targets, chosen)))
+
+
+if __name__ == "__main__":
+    cli()

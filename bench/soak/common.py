@@ -1,0 +1,80 @@
+"""Helpers the scenarios share: waiting on a server's figures, running many clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from bench.soak.targets import Server
+
+T = TypeVar("T")
+
+
+PEER_PATIENCE = 3.0  # a peer that leaks is shown as it is; no need to wait long for it
+
+
+async def settle(
+    server: Server, condition: Callable[[dict[str, Any]], bool], seconds: float
+) -> tuple[dict[str, Any], bool]:
+    """Poll the server's ``/stats`` until `condition` holds or `seconds` pass (at most
+    `PEER_PATIENCE` for a peer); the last figures and whether the condition held."""
+    if server.target.peer:
+        seconds = min(seconds, PEER_PATIENCE)
+    deadline = time.monotonic() + seconds
+    while True:
+        figures = await server.stats()
+        if condition(figures):
+            return figures, True
+        if time.monotonic() > deadline:
+            return figures, False
+        await asyncio.sleep(0.1)
+
+
+async def gather_limited(jobs: Iterable[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """Run the jobs, at most `limit` at a time; their results in order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job: Callable[[], Awaitable[T]]) -> T:
+        async with semaphore:
+            return await job()
+
+    return await asyncio.gather(*(one(job) for job in jobs))
+
+
+def mb(kb: float) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+async def steady(server: Server, seconds: float = 5.0) -> dict[str, Any]:
+    """The server's figures once its sources are all finalized and its tasks, threads
+    and descriptors read the same three times in a row (0.1 s apart), or after
+    `seconds`: the baseline to compare with."""
+    keys = ("tasks", "threads", "fds", "started", "finalized")
+    deadline = time.monotonic() + seconds
+    previous: list[tuple[int, ...]] = []
+    while True:
+        figures = await server.stats()
+        previous = [*previous[-2:], tuple(figures[key] for key in keys)]
+        done = figures["started"] == figures["finalized"]
+        if (done and len(previous) == 3 and len(set(previous)) == 1) or time.monotonic() > deadline:
+            return figures
+        await asyncio.sleep(0.1)
+
+
+def back_to(
+    base: dict[str, Any], thread_limit: int | None = None
+) -> Callable[[dict[str, Any]], bool]:
+    """The condition "every source finalized, and tasks, descriptors (and threads, up
+    to `thread_limit` when given) no more than in `base`"."""
+
+    def back(figures: dict[str, Any]) -> bool:
+        return (
+            figures["finalized"] == figures["started"]
+            and figures["tasks"] <= base["tasks"]
+            and figures["fds"] <= base["fds"]
+            and (thread_limit is None or figures["threads"] <= thread_limit)
+        )
+
+    return back

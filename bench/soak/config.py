@@ -1,0 +1,67 @@
+"""How big the soak is: the full run (`make soak`) or the short one (``SOAK_QUICK=1``,
+`make soak-quick`, what CI runs)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    churn_cycles: int
+    churn_concurrency: int
+    churn_seconds: float  # the time box per server (the cycles done are reported)
+    idle_streams: int
+    idle_streams_threaded: int  # WSGI holds one server thread per open stream
+    healthy: int
+    stalled: int
+    slow: int
+    readers_seconds: float
+    write_timeout: float
+    heartbeat: float
+    tick: float  # seconds between published events in the readers scenario
+    event_size: int  # bytes of padding per event there
+    shutdown_streams: int
+    fuzz_seconds: float  # per fuzz target
+
+
+FULL = Sizes(
+    churn_cycles=10_000,
+    churn_concurrency=32,
+    churn_seconds=45.0,
+    idle_streams=5_000,
+    idle_streams_threaded=1_000,
+    healthy=20,
+    stalled=200,
+    slow=20,
+    readers_seconds=8.0,
+    write_timeout=2.0,
+    heartbeat=1.0,
+    tick=0.02,
+    event_size=32768,
+    shutdown_streams=500,
+    fuzz_seconds=20.0,
+)
+
+QUICK = Sizes(
+    churn_cycles=300,
+    churn_concurrency=16,
+    churn_seconds=15.0,
+    idle_streams=200,
+    idle_streams_threaded=100,
+    healthy=10,
+    stalled=30,
+    slow=5,
+    readers_seconds=2.0,
+    write_timeout=1.0,
+    heartbeat=0.5,
+    tick=0.02,
+    event_size=32768,
+    shutdown_streams=50,
+    fuzz_seconds=1.5,
+)
+
+
+def sizes() -> Sizes:
+    return QUICK if os.environ.get("SOAK_QUICK", "") not in ("", "0") else FULL

@@ -1,0 +1,283 @@
+"""What every soak server shares: the request's parameters, the sources, the counters,
+the metrics hooks that raise, and the ``/stats`` figures.
+
+Each app module (`app_asgi`, `app_aiohttp`, `app_quart`, `app_django`, `app_wsgi`)
+routes the same paths to its framework's way of sending the same sources:
+
+- ``GET /sse?...``: an SSE stream of `source` (query parameters: `Params`);
+- ``GET /export?n=N&fault=...``: an NDJSON export of N rows (streamfx only);
+- ``GET /ping``: a tiny plain response (the server still answers);
+- ``GET /stats``: `stats` as JSON;
+- ``GET /hook?mode=...``: install a metrics hook that raises in one method
+  (``none`` puts the silent default back; streamfx only).
+
+The peers (sse-starlette, aiohttp-sse) serve ``/sse`` with their own response and the
+same `source`; what they do not support answers 404, which the tables show as "n/a".
+
+Every source counts itself in `COUNTS`: ``started`` when it begins, ``finalized`` in
+its ``finally``. So "finalizers == cycles" is read from the server, not guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import streamfx
+from streamfx.metrics import NullMetrics, Outcome, set_metrics
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """INFO and above to stderr, one line per record starting with its level (the
+    driver counts ``ERROR`` lines per case)."""
+    root = logging.getLogger()
+    if not any(getattr(handler, "_soak", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler._soak = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """One ``/sse`` request's shape, from its query string."""
+
+    mode: str = "ticks"  # ticks | idle | hang
+    n: int = -1  # events after "hello" (-1: endless)
+    gap: float = 0.05  # seconds between the shared ticker's ticks (0: no waiting)
+    size: int = 0  # padding per event, in bytes
+    hello: bool = True  # yield "hello" at once
+    heartbeat: float = 15.0
+    write_timeout: float = 60.0
+    policy: str = "sliding"
+    capacity: int = 64
+    fault: str = ""  # raise | unserializable | finalizer-raise | finalizer-slow
+    farewell: bool = False
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> Params:
+        return cls(
+            mode=query.get("mode", "ticks"),
+            n=int(query.get("n", "-1")),
+            gap=float(query.get("gap", "0.05")),
+            size=int(query.get("size", "0")),
+            hello=query.get("hello", "1") == "1",
+            heartbeat=float(query.get("hb", "15")),
+            write_timeout=float(query.get("wt", "60")),
+            policy=query.get("policy", "sliding"),
+            capacity=int(query.get("cap", "64")),
+            fault=query.get("fault", ""),
+            farewell=query.get("farewell", "0") == "1",
+        )
+
+
+class Counts:
+    started = 0
+    finalized = 0
+    finalizers_run = 0  # the `ensuring` finalizers of the fault cases
+
+
+COUNTS = Counts()
+LOOPS: set[asyncio.AbstractEventLoop] = set()  # every loop a source ran on
+
+
+class Ticker:
+    """One shared publisher per (gap, size): every `gap` seconds it builds one item
+    (``"<seq> <publish perf_counter> <padding>"``) and every source waiting on it wakes
+    and yields that same object (a publish to all subscribers at once: the per-stream
+    cost is streamfx's, not the source's)."""
+
+    def __init__(self, gap: float, size: int) -> None:
+        self.gap = gap
+        self.padding = "x" * size
+        self.item = ""
+        self.event = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="soak ticker")
+
+    async def _run(self) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(self.gap)
+            seq += 1
+            self.item = f"{seq} {time.perf_counter():.6f} {self.padding}"
+            event, self.event = self.event, asyncio.Event()
+            event.set()
+
+    async def next(self) -> str:
+        await self.event.wait()
+        return self.item
+
+
+_tickers: dict[tuple[asyncio.AbstractEventLoop, float, int], Ticker] = {}
+
+
+def ticker(gap: float, size: int) -> Ticker:
+    loop = asyncio.get_running_loop()
+    found = _tickers.get((loop, gap, size))
+    if found is None:
+        found = _tickers[loop, gap, size] = Ticker(gap, size)
+    return found
+
+
+class Unserializable:
+    """An item JSON cannot encode."""
+
+
+async def source(params: Params) -> AsyncIterator[Any]:
+    """The soak's source: "hello", then one event per tick of the shared `Ticker`
+    (``"<seq> <publish perf_counter> <padding>"``; with gap 0, as fast as the stream
+    takes them), or nothing (idle, hang), with the requested fault; counted in
+    `COUNTS`."""
+    COUNTS.started += 1
+    LOOPS.add(asyncio.get_running_loop())
+    try:
+        if params.hello:
+            yield "hello"
+        if params.mode in ("idle", "hang"):
+            await asyncio.get_running_loop().create_future()  # forever
+        clock = ticker(params.gap, params.size) if params.gap > 0 else None
+        padding = "x" * params.size
+        index = 0
+        while params.n < 0 or index < params.n:
+            if params.fault == "raise" and index == 3:
+                raise RuntimeError("soak: the source failed on purpose")
+            if params.fault == "unserializable" and index == 2:
+                yield Unserializable()
+            if clock is not None:
+                yield await clock.next()
+            else:
+                await asyncio.sleep(0)
+                yield f"{index} {time.perf_counter():.6f} {padding}"
+            index += 1
+    finally:
+        COUNTS.finalized += 1
+
+
+def with_fault_finalizer(items: AsyncIterator[Any], params: Params) -> AsyncIterator[Any]:
+    """`items` behind `streamfx.ensuring` with the finalizer the fault asks for."""
+    if params.fault == "finalizer-raise":
+
+        def failing() -> None:
+            COUNTS.finalizers_run += 1
+            raise RuntimeError("soak: the finalizer failed on purpose")
+
+        return streamfx.ensuring(items, failing)
+    if params.fault == "finalizer-slow":
+
+        async def slow() -> None:
+            await asyncio.sleep(2.0)
+            COUNTS.finalizers_run += 1
+
+        return streamfx.ensuring(items, slow)
+    return items
+
+
+def streamfx_sse(params: Params) -> streamfx.StreamResponse:
+    """The streamfx response for `params`."""
+    farewell = streamfx.ServerSentEvent("bye", event="farewell") if params.farewell else None
+    return streamfx.sse(
+        with_fault_finalizer(source(params), params),
+        heartbeat=params.heartbeat,
+        buffer=streamfx.BufferPolicy(params.capacity, params.policy),  # type: ignore[arg-type]
+        name="soak",
+        farewell=farewell,
+    )
+
+
+async def rows(n: int) -> AsyncIterator[dict[str, int]]:
+    COUNTS.started += 1
+    try:
+        for index in range(n):
+            yield {"row": index}
+    finally:
+        COUNTS.finalized += 1
+
+
+def streamfx_export(query: Mapping[str, str]) -> streamfx.StreamResponse:
+    return streamfx.export(rows(int(query.get("n", "100"))), "ndjson", name="soak")
+
+
+class RaisingHook(NullMetrics):
+    """A metrics hook that raises in one of its methods."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def _maybe_raise(self, method: str) -> None:
+        if method == self.method:
+            raise RuntimeError(f"soak: metrics hook {method} failed on purpose")
+
+    def stream_opened(self, kind: str, name: str) -> None:
+        self._maybe_raise("stream_opened")
+
+    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
+        self._maybe_raise("stream_closed")
+
+    def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
+        self._maybe_raise("items_sent")
+
+    def items_dropped(self, kind: str, name: str, items: int) -> None:
+        self._maybe_raise("items_dropped")
+
+
+def install_hook(mode: str) -> None:
+    set_metrics(NullMetrics() if mode in ("", "none") else RaisingHook(mode))
+
+
+def _proc_status(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def stats(tasks: Callable[[], int]) -> dict[str, Any]:
+    """This server process's figures: RSS (KB), descriptors, threads, live tasks (by
+    `tasks`, in the server's loop), sources started and finalized."""
+    return {
+        "pid": os.getpid(),
+        "rss_kb": _proc_status("VmRSS"),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "threads": threading.active_count(),
+        "tasks": tasks(),
+        "started": COUNTS.started,
+        "finalized": COUNTS.finalized,
+        "finalizers_run": COUNTS.finalizers_run,
+    }
+
+
+def tasks_on(loop: asyncio.AbstractEventLoop) -> int:
+    """Live tasks on `loop`, counted from any thread (on the loop itself when it is
+    another thread's), soak tickers excluded."""
+
+    def count() -> int:
+        return sum(1 for task in asyncio.all_tasks(loop) if task.get_name() != "soak ticker")
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        return count()
+
+    async def counted() -> int:
+        return count()
+
+    return asyncio.run_coroutine_threadsafe(counted(), loop).result(5)
+
+
+def background_tasks() -> int:
+    """Live tasks on the loops sources ran on that are not the caller's (the WSGI
+    adapter's background loop)."""
+    return sum(tasks_on(loop) for loop in list(LOOPS) if not loop.is_closed())

@@ -1,0 +1,137 @@
+"""Fan-out in memory: one publisher, 1,000 subscribers draining, deliveries per second.
+
+Run: ``.venv/bin/python -m pytest bench/test_bench_broadcast.py --benchmark-enable -q``.
+
+Every round publishes `EVENTS` JSON items to one topic that `SUBSCRIBERS` tasks follow
+(each task stands for one connection: it takes every chunk its subscription yields, and
+stops after the last event). The publisher lets the loop run after every publish
+(``"one per turn"``), or after every ten (``"bursts of 10"``). A round's time divided
+into ``EVENTS * SUBSCRIBERS`` gives deliveries per second. Side by side, in the same
+process and loop:
+
+- ``streamfx Broadcast``: `Broadcast.subscribe` (a cursor into the shared log; one
+  encoding per publish; everything due leaves in one chunk);
+- ``Queue per subscriber, encode per subscriber``: the recipe the peers document
+  (sse-starlette's broadcast example, flask-sse): an unbounded ``asyncio.Queue`` per
+  subscriber and each subscriber's generator encoding the event for its client;
+- ``Queue per subscriber, encoded once``: the same queues carrying bytes encoded once
+  by the publisher (the fairest peer for the data structure alone).
+
+No HTTP here: this measures the hub, not a server (``bench/`` load scripts do that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from streamfx import ServerSentEvent
+from streamfx.broadcast import Broadcast
+
+SUBSCRIBERS = 1000
+EVENTS = 200
+Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
+
+
+def item(n: int) -> dict[str, int]:
+    return {"seq": n, "progress": n % 100}
+
+
+async def hub_round(burst: int) -> int:
+    hub = Broadcast()
+    started = asyncio.Event()
+    ready = 0
+
+    async def subscriber() -> int:
+        nonlocal ready
+        body = hub.subscribe("topic", heartbeat=None)
+        received = 0
+        async for chunk in body:
+            if not received and chunk.startswith(b":"):
+                ready += 1
+                if ready == SUBSCRIBERS:
+                    started.set()
+            received += chunk.count(b"data: ")
+            if received >= EVENTS:
+                break
+        await body.aclose()  # type: ignore[attr-defined]
+        return received
+
+    tasks = [asyncio.create_task(subscriber()) for _ in range(SUBSCRIBERS)]
+    await started.wait()
+    for n in range(EVENTS):
+        await hub.publish("topic", item(n))
+        if (n + 1) % burst == 0:
+            await asyncio.sleep(0)
+    delivered = sum(await asyncio.gather(*tasks))
+    return delivered
+
+
+async def queue_round(burst: int, encode_once: bool) -> int:
+    queues: list[asyncio.Queue[Any]] = []
+    started = asyncio.Event()
+
+    async def events(queue: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
+        while True:
+            value = await queue.get()
+            if encode_once:
+                yield value
+            else:  # what each client's generator does in the peers' recipe
+                yield ServerSentEvent(json.dumps(value), id=str(value["seq"])).encode()
+
+    async def subscriber() -> int:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queues.append(queue)
+        if len(queues) == SUBSCRIBERS:
+            started.set()
+        received = 0
+        stream = events(queue)
+        async for _ in stream:
+            received += 1
+            if received >= EVENTS:
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+        return received
+
+    tasks = [asyncio.create_task(subscriber()) for _ in range(SUBSCRIBERS)]
+    await started.wait()
+    for n in range(EVENTS):
+        value: Any = item(n)
+        if encode_once:
+            value = ServerSentEvent(json.dumps(value), id=str(n)).encode()
+        for queue in queues:
+            queue.put_nowait(value)
+        if (n + 1) % burst == 0:
+            await asyncio.sleep(0)
+    return sum(await asyncio.gather(*tasks))
+
+
+PEERS: dict[str, Callable[[int], Awaitable[int]]] = {
+    "streamfx Broadcast": hub_round,
+    "Queue per subscriber, encode per subscriber": lambda burst: queue_round(burst, False),
+    "Queue per subscriber, encoded once": lambda burst: queue_round(burst, True),
+}
+
+
+@pytest.mark.benchmark(group="broadcast: 1,000 subscribers, one event per turn")
+@pytest.mark.parametrize("name", list(PEERS))
+def test_fan_out_one_per_turn(benchmark: Any, run: Runner, name: str) -> None:
+    measure(benchmark, run, name, 1)
+
+
+@pytest.mark.benchmark(group="broadcast: 1,000 subscribers, bursts of 10")
+@pytest.mark.parametrize("name", list(PEERS))
+def test_fan_out_bursts(benchmark: Any, run: Runner, name: str) -> None:
+    measure(benchmark, run, name, 10)
+
+
+def measure(benchmark: Any, run: Runner, name: str, burst: int) -> None:
+    benchmark.extra_info["deliveries"] = SUBSCRIBERS * EVENTS
+    delivered = benchmark.pedantic(
+        lambda: run(lambda: PEERS[name](burst)), rounds=5, warmup_rounds=1
+    )
+    assert delivered == SUBSCRIBERS * EVENTS

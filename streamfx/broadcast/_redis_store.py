@@ -1,0 +1,114 @@
+"""What the Redis backend asks of Redis about streams, on its command connections.
+
+Entry ids, entries as ``(id, stored event body)`` pairs whatever reply shape redis-py
+gives, and the questions the backend asks: a stream's last id, whether an entry is
+still there (what "history still covers this position" means on Redis 7.0, which
+does not record what trimming removed), the entries after an id. Every method raises
+redis-py's own errors; `unreachable` tells a lost connection from a refused command.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["FIELD", "StreamId", "StreamStore", "parse_id", "stream_entries", "unreachable"]
+
+FIELD: Final = b"e"
+"""The one field of every entry: the event's encoded body."""
+_ID: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX_PART: Final = 2**64 - 1
+
+StreamId = tuple[int, int]
+Entry = tuple[str, bytes]
+
+
+def parse_id(text: str) -> StreamId | None:
+    """``"<ms>-<seq>"`` (ASCII digits, each part below 2**64, as Redis takes them) as a
+    pair of ints; None for anything else."""
+    match = _ID.fullmatch(text)
+    if match is None:
+        return None
+    milliseconds, sequence = int(match[1]), int(match[2])
+    if milliseconds > _MAX_PART or sequence > _MAX_PART:
+        return None
+    return milliseconds, sequence
+
+
+def parse_known(text: str) -> StreamId:
+    """`parse_id` for an id that came from Redis."""
+    parsed = parse_id(text)
+    assert parsed is not None, text
+    return parsed
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` means Redis could not be reached (rather than refused a command)."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return isinstance(exc, ConnectionError | TimeoutError | OSError)
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def entries(reply: Any) -> list[Entry]:
+    """Stream entries from redis-py as ``(id, stored event body)`` pairs."""
+    return [(text(entry_id), (fields or {}).get(FIELD, b"")) for entry_id, fields in reply or ()]
+
+
+def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
+    """XREAD's reply as ``(stream key, entries)`` pairs, whatever shape redis-py gave."""
+    if not reply:
+        return []
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    result = []
+    for key, found in pairs:
+        nested = found and isinstance(found[0], list) and found[0]
+        if nested and isinstance(found[0][0], list | tuple):
+            found = found[0]  # RESP3 wraps each stream's entries once more
+        result.append((text(key), entries(found)))
+    return result
+
+
+class StreamStore:
+    """The questions asked of Redis about one prefix's streams."""
+
+    def __init__(self, commands: Redis, prefix: str) -> None:
+        self.commands = commands
+        self.prefix = prefix
+
+    async def last_id(self, topic: str) -> str:
+        """The id of the stream's newest entry; ``0-0`` for an empty or missing one."""
+        last = entries(await self.commands.xrevrange(self.prefix + topic, "+", "-", count=1))
+        return last[0][0] if last else "0-0"
+
+    async def first_id(self, topic: str) -> str | None:
+        first = entries(await self.commands.xrange(self.prefix + topic, "-", "+", count=1))
+        return first[0][0] if first else None
+
+    async def untrimmed(self, topic: str) -> bool:
+        """Whether the stream holds every entry ever added to it (a missing one does)."""
+        try:
+            info: dict[str, Any] = await self.commands.xinfo_stream(self.prefix + topic)
+        except Exception as exc:
+            if "no such key" in str(exc).lower():
+                return True
+            raise
+        return bool(info.get("entries-added", 0) == info.get("length", 0))
+
+    async def still_there(self, topic: str, entry_id: str) -> bool:
+        """Whether everything after `entry_id` is still in the stream: the entry itself
+        is (``0-0``, the position before any entry: nothing was ever trimmed)."""
+        if entry_id == "0-0":
+            return await self.untrimmed(topic)
+        key = self.prefix + topic
+        return bool(await self.commands.xrange(key, entry_id, entry_id, count=1))
+
+    async def after(self, topic: str, entry_id: str, upto: str) -> list[Entry]:
+        """The entries after `entry_id`, up to and including `upto`."""
+        return entries(await self.commands.xrange(self.prefix + topic, "(" + entry_id, upto))
