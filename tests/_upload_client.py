@@ -61,7 +61,8 @@ def request_head(
     if length is not None:
         lines.append(f"Content-Length: {length}")
     lines.extend(extra)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    # Header bytes as a client sends them: UTF-8, a lone surrogate as the byte it stands for.
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 def pieces(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:

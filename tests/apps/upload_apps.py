@@ -3,30 +3,37 @@
 Run as ``python -m tests.apps.upload_apps SERVER FD`` (SERVER: ``uvicorn``,
 ``hypercorn`` or ``aiohttp``; FD: a listening socket it inherits); gunicorn imports
 ``tests.apps.upload_apps:wsgi_app()``. Each serving process is its own, so that its
-memory is the server's alone.
+memory and its event loop are the server's alone.
 
 Routes:
 
-- ``POST /upload?options=JSON``: the request body through the adapter's upload helper
-  (``parts``, ``multipart_parts``, ``parts_from_wsgi``), the JSON object's items as
-  its keyword arguments. Every file part is saved with ``part.save(directory)`` into a
-  directory of the request's own under ``$STREAMFX_UPLOAD_STORE``, every field read;
-  on an `UploadError` the error is answered the adapter's way (``error_response``, or
-  the HTTP error aiohttp's helper raises). Whatever the outcome the saved files are
-  removed, then the directory, which stays if anything else was left in it (a
-  half-written file). On success the answer is a JSON list of ``{"name",
-  "filename", "size"}``.
-- ``GET /rss``: the serving process's peak resident memory so far, in KiB.
+- ``POST /upload?options=JSON`` or ``POST /upload?row=ID``: the request body through
+  the adapter's upload helper (``parts``, ``multipart_parts``, ``parts_from_wsgi``),
+  with the JSON object's items as keyword arguments, or with those of the row `ID` of
+  the attack table (tests/_upload_rows.py: its ``LIMITS`` and the row's ``options``,
+  the sniff hook included). Every file part is saved with ``part.save(directory)``
+  into a directory of the request's own under ``$STREAMFX_UPLOAD_STORE``, every field
+  read; on an `UploadError` the error is answered the adapter's way
+  (``error_response``, or the HTTP error aiohttp's helper raises). Whatever the outcome
+  the saved files are removed, then the directory, which stays if anything else was
+  left in it (a half-written file). On success the answer is JSON: ``count`` (parts),
+  ``parts`` (the first `LISTED` parts as ``[name, filename, size]``) and ``files``
+  (the names the saved files were given).
+- ``GET /rss``: JSON: ``rss``, the serving process's peak resident memory so far in
+  KiB, and ``stall``, the longest CPU time (of the event loop's thread) the loop went
+  without a turn since the last call (0 under gunicorn: no loop there).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import resource
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,17 +45,49 @@ from streamfx import UploadError
 from streamfx._upload.multipart import PartStream
 from streamfx.adapters.wsgi import WSGIParts
 
-Received = list[dict[str, Any]]
-
-
-def peak_rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+LISTED = 100
 
 
 def options(query_string: str) -> dict[str, Any]:
-    values = parse_qs(query_string).get("options")
-    loaded: dict[str, Any] = json.loads(values[0]) if values else {}
+    query = parse_qs(query_string)
+    if "row" in query:
+        from tests._upload_rows import LIMITS, ROWS
+
+        row = next(row for row in ROWS if row.id == query["row"][0])
+        return {**LIMITS, **row.options}
+    loaded: dict[str, Any] = json.loads(query["options"][0]) if "options" in query else {}
     return loaded
+
+
+class Ticker:
+    """Records the longest stretch of CPU time the event loop's thread spent between two
+    turns of a task that asks for one every 2 ms."""
+
+    longest = 0.0
+    task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def report(cls) -> float:
+        """The longest stretch since the last report (and start ticking, the first
+        time, in the running loop)."""
+        if cls.task is None:
+            cls.task = asyncio.get_running_loop().create_task(cls._run())
+        longest, cls.longest = cls.longest, 0.0
+        return longest
+
+    @classmethod
+    async def _run(cls) -> None:
+        last = time.thread_time()
+        while True:
+            await asyncio.sleep(0.002)
+            now = time.thread_time()
+            cls.longest = max(cls.longest, now - last)
+            last = now
+
+
+def report(stall: float) -> bytes:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return json.dumps({"rss": peak, "stall": stall}).encode()
 
 
 class Store:
@@ -60,20 +99,23 @@ class Store:
         self.directory = Path(os.environ["STREAMFX_UPLOAD_STORE"]) / uuid.uuid4().hex
         self.directory.mkdir()
         self.saved: list[Path] = []
-        self.received: Received = []
+        self.count = 0
+        self.listed: list[tuple[str, str | None, int]] = []
 
-    def field(self, name: str, size: int) -> None:
-        self.received.append({"name": name, "filename": None, "size": size})
+    def add(self, name: str, filename: str | None, size: int) -> None:
+        self.count += 1
+        if len(self.listed) < LISTED:
+            self.listed.append((name, filename, size))
 
     def file(self, name: str, filename: str | None, path: Path) -> None:
         self.saved.append(path)
-        self.received.append({"name": name, "filename": filename, "size": path.stat().st_size})
+        self.add(name, filename, path.stat().st_size)
 
     async def keep(self, stream: PartStream) -> None:
         """Read every part of `stream`: fields counted, files saved (``Part.save``)."""
         async for part in stream:
             if part.filename is None:
-                self.field(part.name, len(await part.read()))
+                self.add(part.name, None, len(await part.read()))
             else:
                 self.file(part.name, part.filename, await part.save(self.directory))
 
@@ -81,9 +123,13 @@ class Store:
         """`keep` for the WSGI helper's parts (``WSGIPart.save``)."""
         for part in parts:
             if part.filename is None:
-                self.field(part.name, len(part.read()))
+                self.add(part.name, None, len(part.read()))
             else:
                 self.file(part.name, part.filename, part.save(self.directory))
+
+    def answer(self) -> bytes:
+        files = [path.name for path in self.saved]
+        return json.dumps({"count": self.count, "parts": self.listed, "files": files}).encode()
 
     def close(self) -> None:
         for path in self.saved:
@@ -107,7 +153,7 @@ def storing() -> Iterator[Store]:
 def starlette_app() -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.responses import Response
     from starlette.routing import Route
 
     from streamfx.adapters.asgi import error_response, parts
@@ -119,10 +165,10 @@ def starlette_app() -> Any:
                     await store.keep(stream)
             except UploadError as exc:
                 return error_response(exc)
-            return JSONResponse(store.received)
+            return Response(store.answer(), media_type="application/json")
 
-    async def rss(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(str(peak_rss_kib()))
+    async def rss(request: Request) -> Response:
+        return Response(report(Ticker.report()), media_type="application/json")
 
     return Starlette(routes=[Route("/upload", upload, methods=["POST"]), Route("/rss", rss)])
 
@@ -139,10 +185,10 @@ def aiohttp_app() -> Any:
         with storing() as store:
             async with multipart_parts(request, **options(request.query_string)) as stream:
                 await store.keep(stream)
-            return web.json_response(store.received)
+            return web.Response(body=store.answer(), content_type="application/json")
 
     async def rss(request: web.Request) -> web.Response:
-        return web.Response(text=str(peak_rss_kib()))
+        return web.Response(body=report(Ticker.report()), content_type="application/json")
 
     app = web.Application()
     app.router.add_post("/upload", upload)
@@ -158,21 +204,21 @@ def wsgi_app() -> Any:
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ["PATH_INFO"] == "/rss":
-            return answer(start_response, "text/plain", str(peak_rss_kib()).encode())
+            return answer(start_response, report(0.0))
         with storing() as store:
             try:
                 with parts_from_wsgi(environ, **options(environ.get("QUERY_STRING", ""))) as it:
                     store.keep_wsgi(it)
             except UploadError as exc:
                 return error_response(exc)(environ, start_response)
-            body = json.dumps(store.received).encode()
-        return answer(start_response, "application/json", body)
+            return answer(start_response, store.answer())
 
     return app
 
 
-def answer(start_response: StartResponse, content_type: str, body: bytes) -> list[bytes]:
-    start_response("200 OK", [("content-type", content_type), ("content-length", str(len(body)))])
+def answer(start_response: StartResponse, body: bytes) -> list[bytes]:
+    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    start_response("200 OK", headers)
     return [body]
 
 
@@ -185,8 +231,6 @@ def serve(server: str, fd: int) -> None:
 
         uvicorn.run(starlette_app(), fd=fd, lifespan="off", log_level="warning")
     elif server == "hypercorn":
-        import asyncio
-
         from hypercorn.asyncio import serve as hypercorn_serve
         from hypercorn.config import Config
 
@@ -195,8 +239,6 @@ def serve(server: str, fd: int) -> None:
         config.accesslog = None
         asyncio.run(hypercorn_serve(starlette_app(), config))
     else:
-        import asyncio
-
         from aiohttp import web
 
         async def run() -> None:
