@@ -62,11 +62,12 @@ class Stalled:
     def __init__(self, shape: str) -> None:
         self.publisher = Publisher()
         self.shape = shape
-        self.bodies: list[AsyncIterator[bytes]] = []
+        self.bodies: list[AsyncIterator[Any]] = []
 
     async def start(self) -> None:
         strategy = self.shape.removeprefix("sse() ")
         for _ in range(STALLED if self.shape != "publisher alone" else 0):
+            body: AsyncIterator[Any]
             if self.shape == "generator pulled per write":
                 body = self.publisher.follow()
                 await anext(body)  # its first write; the next waits for the client

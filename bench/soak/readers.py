@@ -84,10 +84,11 @@ async def peak_rss(server: Server, stop: asyncio.Event, peak: list[int]) -> None
 
 async def cpu_rate(server: Server, seconds: float) -> float:
     """The server's CPU use over the next `seconds`, in cores."""
-    before = (await server.stats())["cpu_s"]
+    before: float = (await server.stats())["cpu_s"]
     started = time.perf_counter()
     await asyncio.sleep(seconds)
-    return ((await server.stats())["cpu_s"] - before) / (time.perf_counter() - started)
+    after: float = (await server.stats())["cpu_s"]
+    return (after - before) / (time.perf_counter() - started)
 
 
 async def run_healthy(

@@ -68,8 +68,8 @@ class Channel(Generic[T]):
     __slots__ = (
         "_capacity",
         "_consumer_ready",
-        "_drops_in_a_row",
         "_deadline",
+        "_drops_in_a_row",
         "_error",
         "_getter",
         "_held",
