@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamfx._core.channel import Channel
-from tests._sources import Probe, counting, forever
+from tests._sources import Probe, burst, counting, forever
 
 
 async def settle() -> None:
@@ -105,6 +105,35 @@ async def test_a_lossy_producer_waits_while_the_consumer_waits(strategy: str) ->
     assert dropped == []
     await settle()  # now the consumer is away
     assert dropped != []
+    await channel.aclose()
+
+
+@pytest.mark.parametrize("strategy", ["sliding", "dropping"])
+async def test_a_consumer_away_costs_one_trip_through_the_loop_per_capacity_drops(
+    strategy: str,
+) -> None:
+    """A stalled client: its consumer is away for good while the source bursts. The
+    producer drops (keeping the newest with "sliding"), and lets the loop run once per
+    `capacity` drops in a row, not once per drop (issue 15, item 10: each stalled stream
+    cost every healthy one a trip through the loop per published item)."""
+    capacity, count = 8, 4000
+    dropped: list[int] = []
+    finished = asyncio.Event()
+    channel: Channel[int] = Channel(capacity, strategy, dropped.append)  # type: ignore[arg-type]
+    channel.start([burst(count, pauses={1}, finished=finished)])
+    await channel.wait_ready()
+    assert channel.take_all() == [0]  # then the consumer is away (blocked in a write)
+    turns = 0
+    while not finished.is_set():  # another task's turns while the producer drops
+        turns += 1
+        await asyncio.sleep(0)
+    kept = channel.take_all()
+    assert sorted(kept + dropped) == list(range(1, count))
+    assert kept == (
+        list(range(count - capacity, count)) if strategy == "sliding" else list(range(1, 9))
+    )
+    assert channel.dropped == len(dropped) == count - 1 - capacity
+    assert turns <= count // capacity + 2, turns
     await channel.aclose()
 
 

@@ -167,11 +167,18 @@ class KeepAlive:
             self.client = None
 
 
+ETHERNET_MSS = 1400
+
+
 async def stalled(port: int, path: str) -> socket.socket:
     """A connection that sends ``GET path`` and then never reads: a 4 KB receive
-    buffer, no event loop reading it (an asyncio transport would read ahead)."""
+    buffer, no event loop reading it (an asyncio transport would read ahead), and the
+    segment size of a real network path (`ETHERNET_MSS`): on loopback the 64 KiB
+    segments make the kernel give the server a send buffer of megabytes for a client
+    that reads nothing, which a real client never gets."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, ETHERNET_MSS)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:

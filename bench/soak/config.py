@@ -18,6 +18,7 @@ class Sizes:
     stalled: int
     slow: int
     readers_seconds: float
+    readers_suspend_too: bool  # a second run with suspend for the two servers
     write_timeout: float
     heartbeat: float
     tick: float  # seconds between published events in the readers scenario
@@ -36,10 +37,11 @@ FULL = Sizes(
     stalled=200,
     slow=20,
     readers_seconds=8.0,
-    write_timeout=2.0,
+    readers_suspend_too=True,
+    write_timeout=4.0,
     heartbeat=1.0,
-    tick=0.02,
-    event_size=32768,
+    tick=0.005,
+    event_size=1024,
     shutdown_streams=500,
     fuzz_seconds=20.0,
 )
@@ -54,10 +56,11 @@ QUICK = Sizes(
     stalled=30,
     slow=5,
     readers_seconds=2.0,
+    readers_suspend_too=False,
     write_timeout=1.0,
     heartbeat=0.5,
-    tick=0.02,
-    event_size=32768,
+    tick=0.01,
+    event_size=1024,
     shutdown_streams=50,
     fuzz_seconds=1.5,
 )

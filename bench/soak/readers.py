@@ -7,13 +7,15 @@ event carrying its publish time and `Sizes.event_size` bytes). Two runs per serv
 - B: the same healthy clients, plus stalled clients (a 4 KB receive buffer, never
   read) and slow ones (4 KB every 0.1 s, slower than the stream).
 
+Stalled and slow clients connect as over a real network (`client.stalled`: Ethernet's
+segment size, so the kernel holds tens of KB for them, not megabytes as loopback would).
+
 Checks on B: every stalled client is evicted (its source finalized) within the write
-timeout plus one heartbeat once the kernel's send buffer for it is full (allowed: the
-time the stream takes to fill `kernel_send_buffer`, plus `SLACK_S`); the server's
-memory grows by at most (buffer capacity + 2) events per stalled or slow reader plus
-16 MB; the healthy clients' p99 latency while the stalled clients are connected is
-within `RATIO` x run A's. Then everyone leaves: sources finalized, tasks and
-descriptors back.
+timeout plus one heartbeat once its buffers are full (allowed: `FILL_S` for them to
+fill, plus `SLACK_S`); the server's memory grows by at most (buffer capacity + 2)
+events per stalled or slow reader plus 16 MB; the healthy clients' p99 latency while
+the stalled clients are connected is within `RATIO` x run A's. Then everyone leaves:
+sources finalized, tasks and descriptors back.
 """
 
 from __future__ import annotations
@@ -29,17 +31,8 @@ from bench.soak.report import Table, percentile
 from bench.soak.targets import Server, Target
 
 RATIO = 1.5
+FILL_S = 2.0  # what a stalled client's buffers (the server's, the kernel's) take to fill
 SLACK_S = 1.0
-
-
-def kernel_send_buffer() -> int:
-    """The most a socket's send buffer grows to (``tcp_wmem``'s maximum): what the
-    kernel holds for a stalled client before the server's write blocks at all."""
-    try:
-        with open("/proc/sys/net/ipv4/tcp_wmem") as wmem:
-            return int(wmem.read().split()[2])
-    except (OSError, IndexError, ValueError):
-        return 4 << 20
 
 
 class Latencies:
@@ -89,6 +82,15 @@ async def peak_rss(server: Server, stop: asyncio.Event, peak: list[int]) -> None
         await asyncio.sleep(0.25)
 
 
+async def cpu_rate(server: Server, seconds: float) -> float:
+    """The server's CPU use over the next `seconds`, in cores."""
+    before: float = (await server.stats())["cpu_s"]
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    after: float = (await server.stats())["cpu_s"]
+    return (after - before) / (time.perf_counter() - started)
+
+
 async def run_healthy(
     server: Server, path: str, sizes: Sizes, seconds: float, latencies: Latencies
 ) -> tuple[asyncio.Event, list[asyncio.Task[int]]]:
@@ -103,18 +105,20 @@ async def run_healthy(
 def table(sizes: Sizes) -> Table:
     wt, hb = sizes.write_timeout, sizes.heartbeat
     rate = sizes.event_size / sizes.tick  # bytes per second per stream
-    fill = kernel_send_buffer() / rate
     capacity = 64  # the default SSE buffer
     return Table(
         "readers",
         f"readers: {sizes.stalled} stalled + {sizes.slow} slow beside {sizes.healthy} healthy "
         f"(a {sizes.event_size} B event every {sizes.tick * 1000:.0f} ms, write_timeout {wt} s, "
-        f"heartbeat {hb} s, default buffer)",
+        f"heartbeat {hb} s, default buffer: sliding 64; rows marked suspend: BufferPolicy(64, "
+        '"suspend"))',
         [
             "server",
             "p99 alone ms",
             "p99 beside ms",
             "ratio",
+            "CPU alone",
+            "CPU stalled",
             "evicted",
             "after s",
             "slow evicted",
@@ -126,20 +130,32 @@ def table(sizes: Sizes) -> Table:
             "p99: healthy clients' publish-to-arrival latency, alone (run A) and while the",
             f"stalled clients are connected (run B); check: ratio <= {RATIO}. evicted: stalled",
             "sources finalized; after: seconds from their connect until the last one was",
-            f"(check: <= {fill:.1f} s to fill the kernel's {kernel_send_buffer() >> 20} MiB send "
-            f"buffer at {rate / 1e6:.1f} MB/s + write_timeout + heartbeat + {SLACK_S:.0f} s).",
-            f"RSS: peak growth in run B (check: <= {capacity + 2} events per stalled or slow",
-            "reader + 16 MB).",
+            f"(check: <= {FILL_S:.0f} s to fill their buffers at {rate / 1e3:.0f} KB/s + "
+            f"write_timeout + heartbeat + {SLACK_S:.0f} s).",
+            "CPU: the server's, in % of a core: over run A, and in run B while the stalled",
+            f"clients' buffers are full and none is evicted yet ({FILL_S:.0f} s after they",
+            "connected, for 0.8 x write_timeout).",
+            f"RSS: peak growth in run B (check: <= {capacity + 2} events + 64 KiB of transport",
+            "buffer per stalled or slow reader, + 16 MB).",
         ],
     )
 
 
+SUSPEND_TOO = frozenset({"asgi / uvicorn", "aiohttp"})  # the issue's comparison
+
+
 async def measure(target: Target, server: Server, sizes: Sizes, table: Table) -> None:
+    await measure_policy(target, server, sizes, table, "sliding")
+    if sizes.readers_suspend_too and target.name in SUSPEND_TOO:
+        await measure_policy(target, server, sizes, table, "suspend")
+
+
+async def measure_policy(
+    target: Target, server: Server, sizes: Sizes, table: Table, policy: str
+) -> None:
     wt, hb = sizes.write_timeout, sizes.heartbeat
-    rate = sizes.event_size / sizes.tick  # bytes per second per stream
-    fill = kernel_send_buffer() / rate
     capacity = 64  # the default SSE buffer
-    path = f"/sse?gap={sizes.tick}&size={sizes.event_size}&hb={hb}&wt={wt}"
+    path = f"/sse?gap={sizes.tick}&size={sizes.event_size}&hb={hb}&wt={wt}&policy={policy}"
     warm = await Client.get(server.port, path)  # warm-up (WSGI: its loop starts)
     await warm.head()
     warm.abort()
@@ -149,7 +165,7 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
     stop, tasks = await run_healthy(server, path, sizes, sizes.readers_seconds, alone)
     await asyncio.sleep(1.0)
     alone.recording = True
-    await asyncio.sleep(sizes.readers_seconds)
+    cpu_alone = await cpu_rate(server, sizes.readers_seconds)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     mid = await steady(server)
@@ -167,16 +183,22 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
         asyncio.create_task(slow(server.port, path, slow_stop)) for _ in range(sizes.slow)
     ]
     beside.recording = True  # from when they are all connected
-    bound = fill + wt + hb + SLACK_S
+    bound = FILL_S + wt + hb + SLACK_S
     before = mid["finalized"]
     evicted_at: float | None = None
+    # the stalled window: their buffers are full, their sources still produce
+    window: list[tuple[float, float]] = []  # (time, CPU seconds) at its start and end
     deadline = connected + max(sizes.readers_seconds, bound + 2.0)
     figures = mid
     while time.perf_counter() < deadline:
         await asyncio.sleep(0.25)
         figures = await server.stats()
+        now = time.perf_counter()
+        due = now - connected >= FILL_S + 0.8 * wt * len(window)
+        if len(window) < 2 and due and figures["finalized"] == before:  # none evicted yet
+            window.append((now, figures["cpu_s"]))
         if evicted_at is None and figures["finalized"] - before >= sizes.stalled:
-            evicted_at = time.perf_counter() - connected
+            evicted_at = now - connected
             beside.recording = False
             if time.perf_counter() - connected >= sizes.readers_seconds:
                 break
@@ -191,13 +213,16 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
         reset(sock)
 
     after, _ = await settle(server, back_to(base), 20)
-    name = target.name
+    name = target.name if policy == "sliding" else f"{target.name} (suspend)"
     check = table.checker(name, peer=target.peer)
+    cpu_stalled = float("nan")
+    if len(window) == 2:
+        cpu_stalled = (window[1][1] - window[0][1]) / (window[1][0] - window[0][0])
     p99_alone = percentile(alone.values, 0.99)
     p99_beside = percentile(beside.values, 0.99)
     ratio = p99_beside / p99_alone if p99_alone else float("inf")
     growth_kb = peak[0] - mid["rss_kb"]
-    limit_kb = (capacity + 2) * sizes.event_size * (sizes.stalled + sizes.slow) // 1024
+    limit_kb = ((capacity + 2) * sizes.event_size // 1024 + 64) * (sizes.stalled + sizes.slow)
     limit_kb += 16 << 10
     table.add(
         [
@@ -205,6 +230,8 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
             f"{p99_alone:.1f}",
             f"{p99_beside:.1f}",
             check(f"healthy p99 within {RATIO}x", ratio <= RATIO, f"{ratio:.2f}"),
+            f"{cpu_alone * 100:.0f}%",
+            f"{cpu_stalled * 100:.0f}%",
             check("every stalled client evicted", evicted == sizes.stalled, f"{evicted}"),
             check(
                 "evicted in time",
@@ -226,6 +253,8 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
             "p99_beside_ms": p99_beside,
             "p50_alone_ms": percentile(alone.values, 0.5),
             "p50_beside_ms": percentile(beside.values, 0.5),
+            "cpu_alone": cpu_alone,
+            "cpu_stalled": cpu_stalled,
             "evicted": evicted,
             "evicted_after_s": evicted_at,
             "rss_growth_kb": growth_kb,

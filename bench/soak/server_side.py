@@ -243,10 +243,12 @@ def _proc_status(field: str) -> int:
 
 
 def stats(tasks: Callable[[], int]) -> dict[str, Any]:
-    """This server process's figures: RSS (KB), descriptors, threads, live tasks (by
-    `tasks`, in the server's loop), sources started and finalized."""
+    """This server process's figures: CPU seconds used, RSS (KB), descriptors, threads,
+    live tasks (by `tasks`, in the server's loop), sources started and finalized."""
+    times = os.times()
     return {
         "pid": os.getpid(),
+        "cpu_s": times.user + times.system,
         "rss_kb": _proc_status("VmRSS"),
         "fds": len(os.listdir("/proc/self/fd")),
         "threads": threading.active_count(),

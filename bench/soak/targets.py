@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ HYPERCORN += ["--graceful-timeout", "10", "--backlog", "4096", "--error-logfile"
 GUNICORN = [PY, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "{threads}"]
 GUNICORN += ["--worker-connections", "12000", "-b", "127.0.0.1:{port}", "--backlog", "4096"]
 GUNICORN += ["--graceful-timeout", "10", "--timeout", "120", "--log-level", "info"]
-GUNICORN += ["-c", "bench/soak/gunicorn_conf.py"]
+GUNICORN += ["-c", str(ROOT / "bench" / "soak" / "gunicorn_conf.py")]
 AIOHTTP = [PY, "-m", "bench.soak.app_aiohttp", "{port}"]
 WAITRESS = [PY, "-m", "waitress", "--listen=127.0.0.1:{port}", "--threads={threads}"]
 WAITRESS += ["--connection-limit=12000", "--backlog=4096"]
@@ -115,10 +116,11 @@ class Server:
         self.log_path = LOGS / f"{slug}.log"
         self._log = self.log_path.open("wb")
         self._offset = 0
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             target.argv(self.port, threads),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **target.env},
+            cwd=tempfile.gettempdir(),  # the apps are found through PYTHONPATH
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **target.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -26,9 +26,12 @@ Promises:
   ready, that is, while it is away from the channel (blocked in a write, say). While
   the consumer waits in the channel, or has been woken and has not run yet, a producer
   that finds the deque full waits for room like ``"suspend"``: a burst into a ready
-  consumer loses nothing, however fast it comes. Each dropped item is passed to
-  `on_drop` exactly once, in the producer's task; if `on_drop` raises, the channel
-  fails with that error.
+  consumer loses nothing, however fast it comes. Each dropped item is counted
+  (`dropped`) and passed to `on_drop` exactly once, in the producer's task; if
+  `on_drop` raises, the channel fails with that error. A drop costs no trip through the
+  event loop: a producer whose consumer stays away (a stalled client) lets the loop run
+  once per `capacity` drops in a row, which is all a source that never suspends needs
+  to leave the consumer its turn.
 - A source that raises stops that source; the other producers are cancelled (their
   cleanup runs); the consumer sees the error (`raise_if_failed`) after the items
   buffered before it.
@@ -66,6 +69,7 @@ class Channel(Generic[T]):
         "_capacity",
         "_consumer_ready",
         "_deadline",
+        "_drops_in_a_row",
         "_error",
         "_getter",
         "_held",
@@ -79,6 +83,7 @@ class Channel(Generic[T]):
         "_running",
         "_sliding",
         "_tasks",
+        "dropped",
     )
 
     def __init__(
@@ -90,6 +95,9 @@ class Channel(Generic[T]):
         self._sliding = strategy == "sliding"
         self._on_drop = on_drop
         self._error: BaseException | None = None
+        self.dropped = 0
+        """Items dropped so far (a lossy strategy, while the consumer was away)."""
+        self._drops_in_a_row = 0
         # A producer takes its slow path when the deque's length reaches this.
         self._limit = capacity
         # Items of a batch taken by `take_all` and not yet released ("suspend" only).
@@ -206,6 +214,7 @@ class Channel(Generic[T]):
         batch = list(items)
         items.clear()
         self._deadline = None
+        self._drops_in_a_row = 0
         if self._lossless:
             self._held += len(batch)
             self._limit = self._capacity - self._held  # the consumer is not waiting
@@ -346,26 +355,36 @@ class Channel(Generic[T]):
         self._reset_limit()
 
     async def _offer(self, item: T) -> None:
-        """Lossy strategies: append `item` if there is room (waking a waiting consumer);
-        if the deque is full, wait while the consumer is ready, else drop."""
+        """Lossy strategies, the deque full: wait for room while the consumer is ready;
+        otherwise drop (`_drop`), and after `capacity` drops in a row let the loop run
+        once (a source that never suspends must not starve the consumer)."""
         items = self._items
         while len(items) >= self._capacity:
             if self._consumer_ready:
                 await self._room_signal()
                 self._producer_scheduled = False
                 continue
-            if self._sliding:
-                dropped = items.popleft()
-                items.append(item)
-            else:
-                dropped = item
-            if self._on_drop is not None:
-                self._on_drop(dropped)
-            # A source that never suspends must not starve the consumer.
-            await asyncio.sleep(0)
+            self._drop(item)
+            if self._drops_in_a_row >= self._capacity:
+                self._drops_in_a_row = 0
+                await _yield_now()
             return
         items.append(item)
         self._wake_getter()
+
+    def _drop(self, item: T) -> None:
+        """The deque is full and the consumer away: drop the oldest ("sliding", `item`
+        takes its place) or `item` ("dropping"), count it, pass it to `on_drop`."""
+        if self._sliding:
+            items = self._items
+            dropped = items.popleft()
+            items.append(item)
+        else:
+            dropped = item
+        self.dropped += 1
+        self._drops_in_a_row += 1
+        if self._on_drop is not None:
+            self._on_drop(dropped)
 
     async def _produce(self, source: AsyncIterable[T]) -> None:
         items = self._items
@@ -379,9 +398,16 @@ class Channel(Generic[T]):
                         if len(items) >= self._limit:
                             await self._after_append()
                 else:
+                    capacity = self._capacity
                     async for item in iterator:
                         if len(items) < self._limit:
                             append(item)
+                        elif (
+                            len(items) >= capacity
+                            and not self._consumer_ready
+                            and self._drops_in_a_row < capacity - 1
+                        ):
+                            self._drop(item)  # the consumer is away: no coroutine, no trip
                         else:
                             await self._offer(item)
             finally:

@@ -15,15 +15,17 @@ Promises:
 - Drops (``"sliding"``, ``"dropping"``) happen only while the client is not ready, that
   is, while the body is suspended in a ``yield`` (the adapter is writing). While the
   body waits for items, a full buffer makes the source wait: a burst into a client that
-  keeps up loses nothing. Each dropped item is reported once: ``on_drop(item)`` and
-  ``items_dropped(kind, name, 1)``.
+  keeps up loses nothing. Each dropped item is passed to ``on_drop(item)`` as it is
+  dropped, and counted once in ``items_dropped(kind, name, n)``, reported for the
+  drops since the last report when the body takes its next batch or ends (a stalled
+  client, whose body is away in a write, costs no report per item).
 - Keep-alive: with `keepalive` set, `beat` is yielded whenever that many seconds pass
   without a chunk, counted from when the body came back for more (the rule of
   `streamfx.heartbeat`, from the same code: `Channel.wait_ready`).
 - Order is kept; the source's error is raised after the chunks of the items before it.
 - Metrics: ``stream_opened`` at the first iteration, ``items_sent`` per chunk (items
-  and bytes), ``items_dropped`` per dropped item, ``stream_closed`` exactly once with
-  the duration and outcome.
+  and bytes), ``items_dropped`` as above, ``stream_closed`` exactly once with the
+  duration and outcome.
 - Closing the body cancels the source's task and waits for its cleanup.
 """
 
@@ -71,13 +73,7 @@ def encode_batches(
     not drainable (a file: ending it early would truncate it) ignores the request.
     """
     hook = metrics if metrics is not None else get_metrics()
-
-    def dropped(item: T) -> None:
-        hook.items_dropped(kind, name, 1)
-        if on_drop is not None:
-            on_drop(item)
-
-    channel: Channel[T] = Channel(policy.capacity, policy.strategy, dropped)
+    channel: Channel[T] = Channel(policy.capacity, policy.strategy, on_drop)
     return _run(
         channel,
         source,
@@ -113,11 +109,15 @@ async def _run(
     outcome: Outcome = "closed"
     channel.start((source,), f"streamfx.{kind}")
     unsubscribe = on_shutdown(channel.wake) if drainable else None
+    reported_drops = 0
     try:
         if prefix:
             yield prefix
         while True:
             batch = channel.take_all()
+            if channel.dropped != reported_drops:
+                hook.items_dropped(kind, name, channel.dropped - reported_drops)
+                reported_drops = channel.dropped
             if batch:
                 chunk = encode(batch)
                 hook.items_sent(kind, name, len(batch), len(chunk))
@@ -151,4 +151,6 @@ async def _run(
         try:
             await channel.aclose()
         finally:
+            if channel.dropped != reported_drops:
+                hook.items_dropped(kind, name, channel.dropped - reported_drops)
             hook.stream_closed(kind, name, time.monotonic() - started, outcome)
