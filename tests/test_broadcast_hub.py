@@ -375,6 +375,23 @@ async def test_a_burst_reaches_waiting_subscribers_whole_and_overflows_only_the_
         await stuck.aclose()  # type: ignore[attr-defined]
 
 
+async def test_a_burst_on_several_topics_reaches_a_waiting_subscriber_whole() -> None:
+    hub = Broadcast(buffer=4, history=200)
+    reader = Collector(hub.subscribe(["a", "b"], heartbeat=None))
+    try:
+        await reader.started()
+        await until_waiting(hub, 1)
+        for n in range(50):
+            await hub.publish("a", f"a{n}")
+            await hub.publish("b", f"b{n}")
+        await reader.until(lambda: reader.chunks >= 2)
+        assert [e.event for e in reader.events] == [None] * 100, "no overflow, no reset"
+        assert reader.data() == [f"a{n}" for n in range(50)] + [f"b{n}" for n in range(50)]
+        assert reader.chunks == 2
+    finally:
+        await reader.close()
+
+
 async def test_a_quiet_subscriber_gets_heartbeats() -> None:
     hub = Broadcast()
     body = hub.subscribe("t", heartbeat=0.01)
