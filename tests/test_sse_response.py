@@ -412,6 +412,7 @@ async def test_an_open_circuit_at_the_start_sends_its_retry_after_and_ends_clean
     chunks = await chunks_of(response)  # ends without raising
     assert chunks == [b"retry: 500\n\n", b"retry: 12500\n\n"]
     assert decode(chunks) == []
+    assert metrics.outcomes["sse", "", "error"] == 1
 
 
 async def test_a_half_open_circuit_with_no_trial_slot_asks_for_at_least_a_second() -> None:

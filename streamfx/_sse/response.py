@@ -32,8 +32,8 @@ Promises:
   breaker's `retry_after` in milliseconds (rounded up; at least `MIN_CIRCUIT_RETRY_MS`,
   so that a half-open breaker whose trial is running, `retry_after` 0, does not make
   every client reconnect in a tight loop): an ``EventSource`` comes back when the
-  breaker admits streams again, where an error status would make it give up for good.
-  Later, it is an error like any other.
+  breaker admits streams again, where an error status would make it give up for good
+  (the metrics record the outcome ``"error"``). Later, it is an error like any other.
 - Closing the body cancels the source's task and waits for its cleanup.
 - A server shutdown (`streamfx.request_shutdown`) ends the stream on purpose: the events
   already held are sent, then the optional `farewell` event, then a clean end.
