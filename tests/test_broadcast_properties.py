@@ -1,46 +1,64 @@
 """Property test: a hub against a model, in process and on a real Redis.
 
-A schedule interleaves publishes to two topics, subscriptions (to one topic or both),
-reads, disconnects and reconnects with any ``Last-Event-ID`` (the client's own, a
-malformed one, one too long, one from another topic, none). The model says what
+A schedule interleaves publishes to two topics (one at a time, or a burst of several
+in one loop turn), subscriptions (to one topic or both), reads, waits, disconnects and
+reconnects with any ``Last-Event-ID`` (the client's own, a malformed one, one too long,
+one from another topic, none). A subscriber is in one of two positions: *away*, its
+last chunk taken but the next not asked for (a client still writing), or *waiting*,
+its next chunk asked for while nothing was due (a ready client). The model says what
 every read must decode to:
 
 - each subscriber sees its topics' events in order, with no duplicate;
 - after a reconnect it misses none while the history covers its gap, and gets exactly
   one ``reset`` (then the live stream) otherwise;
-- a subscriber more than `buffer` events behind at a read gets what its overflow mode
-  says (``overflow`` and the end; one ``reset`` and the newest `buffer`; the newest
-  one), and the overflow, reset, skipped and replayed counts in the metrics are exact.
+- an away subscriber more than `buffer` events behind at a read gets what its overflow
+  mode says (``overflow`` and the end; one ``reset`` and the newest `buffer`; the newest
+  one);
+- a waiting subscriber is never behind: a publish or a burst of any size reaches it
+  whole, in one chunk, unless the burst pushed its frames out of the log (in process,
+  more than `history` events), and then it gets its overflow mode the same way;
+- the overflow, reset, skipped and replayed counts in the metrics are exact.
 
 In process the history is the hub's `history`. On Redis the hub keeps a long log in
 process and the stream keeps `stream_history` entries, trimmed exactly (the test
 server stores one entry per stream node, so ``MAXLEN ~`` trims to the entry); an id is
 honoured there while its entry is still in the stream or in this process's log. After
 each publish the test waits until the process's reader has fed the event into the
-logs that follow its topic, so the lag at each read is what the model says.
+logs that follow its topic, so the lag at each read is what the model says. A burst on
+Redis is one ``MULTI`` of ``XADD``s written by a client of the test's own (as another
+process's publishes would arrive), so that the reader gets it in one ``XREAD`` reply.
+After every publish or burst the test takes the chunk each waiting subscriber of that
+topic was woken for, so a waiting subscriber sees exactly one step's events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis.asyncio
+from hypothesis import event as note_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamfx import SSEDecoder
 from streamfx.broadcast import Broadcast, RedisStreamsBackend
+from streamfx.broadcast._frames import encode_body
+from streamfx.broadcast._redis_store import FIELD
 from streamfx.broadcast.redis_streams import parse_id
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests._broadcast_reader import until_waiting
 from tests._redis import RedisServer
 
 TOPICS = ("a", "b")
 SUBSCRIPTIONS = (("a",), ("b",), ("a", "b"))
-LOCAL_LOG = 500  # the in-process log on Redis: longer than any schedule
-READERS = 4
+LOCAL_LOG = 500  # the in-process log on Redis: longer than any schedule (50 x 8 events)
+READERS = 3
+LARGEST_BURST = 8  # more than any in-process history (buffer + extra <= 7)
 
 Op = tuple[Any, ...]
 
@@ -48,6 +66,10 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("publish"), st.sampled_from(TOPICS)),
         st.tuples(st.just("publish"), st.sampled_from(TOPICS)),
+        st.tuples(st.just("burst"), st.sampled_from(TOPICS), st.integers(2, LARGEST_BURST)),
+        st.tuples(st.just("wait"), st.integers(0, READERS - 1)),
+        st.tuples(st.just("wait"), st.integers(0, READERS - 1)),
+        st.tuples(st.just("subscribe"), st.integers(0, READERS - 1), st.integers(0, 2)),
         st.tuples(st.just("subscribe"), st.integers(0, READERS - 1), st.integers(0, 2)),
         st.tuples(st.just("read"), st.integers(0, READERS - 1)),
         st.tuples(st.just("read"), st.integers(0, READERS - 1)),
@@ -58,6 +80,7 @@ operations = st.lists(
             st.sampled_from(["last", "last", "garbage", "too_long", "other", "none"]),
         ),
     ),
+    min_size=10,
     max_size=50,
 )
 
@@ -70,6 +93,8 @@ class Reader:
     positions: dict[str, int]
     body: AsyncIterator[bytes] | None = None
     decoder: SSEDecoder = field(default_factory=SSEDecoder)
+    waiting: asyncio.Task[bytes] | None = None
+    """Set while it waits: its next chunk, asked for when nothing was due."""
 
 
 @dataclass
@@ -116,12 +141,21 @@ class Model:
             reader.positions[topic] = self.head(topic)
         return expected
 
-    def read(self, reader: Reader) -> list[tuple[str | None, str]] | None:
-        """What one read decodes to; None when nothing is due (the read would wait)."""
+    def due(self, reader: Reader) -> bool:
+        """Whether a read would return at once (else it waits)."""
+        return any(self.head(t) > reader.positions[t] for t in reader.topics)
+
+    def read(self, reader: Reader, away: bool = True) -> list[tuple[str | None, str]] | None:
+        """What one read decodes to; None when nothing is due (the read would wait).
+
+        `away`: the reader comes back from a write, so it may lag `buffer` events; else
+        it was waiting, and only frames gone from the log (the hub's `history` in
+        process, the long local log on Redis) count against it."""
         behind = {t: self.head(t) - reader.positions[t] for t in reader.topics}
         if not any(behind.values()):
             return None
-        over = [t for t in reader.topics if behind[t] > self.buffer]
+        bound = self.buffer if away else LOCAL_LOG if self.redis else self.history
+        over = [t for t in reader.topics if behind[t] > bound]
         if over and self.overflow == "disconnect":
             self.overflows += 1
             return [("overflow", "behind")]
@@ -140,6 +174,15 @@ class Model:
         return expected
 
 
+def describe(expected: list[tuple[str | None, str]] | None, buffer: int) -> str:
+    """What a read got, for hypothesis' statistics (``--hypothesis-show-statistics``)."""
+    if not expected:
+        return "nothing"
+    if expected[0][0] is not None:
+        return f"{expected[0][0]} first"
+    return "more than buffer" if len(expected) > buffer else "within buffer"
+
+
 def decoded(decoder: SSEDecoder, chunk: bytes) -> list[tuple[str | None, str]]:
     events = []
     for event in decoder.feed(chunk):
@@ -147,6 +190,10 @@ def decoded(decoder: SSEDecoder, chunk: bytes) -> list[tuple[str | None, str]]:
         data = event.data if event.event != "reset" or event.data == "skipped" else "?"
         events.append((event.event, data))
     return events
+
+
+async def next_chunk(body: AsyncIterator[bytes]) -> bytes:
+    return await anext(body)
 
 
 async def take_start(body: AsyncIterator[bytes]) -> bytes:
@@ -159,9 +206,12 @@ async def take_start(body: AsyncIterator[bytes]) -> bytes:
 
 
 class Harness:
-    def __init__(self, hub: Broadcast, model: Model) -> None:
+    def __init__(
+        self, hub: Broadcast, model: Model, redis_client: redis.asyncio.Redis | None = None
+    ) -> None:
         self.hub = hub
         self.model = model
+        self.redis_client = redis_client
         self.readers: dict[int, Reader] = {}
         self.last_ids: dict[str, str] = {}
 
@@ -175,6 +225,53 @@ class Harness:
         self.last_ids[topic] = event_id
         if self.model.redis:
             await caught_up(self.hub, topic, event_id)
+        await self.check_woken(topic)
+
+    async def burst(self, topic: str, count: int) -> None:
+        """`count` events in one loop turn (on Redis: one transaction, one XREAD reply, and
+        at most the stream's history: a transaction that adds more trims entries before
+        any reader can read them, and Redis does not say so to the reader)."""
+        if self.model.redis:
+            count = min(count, self.model.history)
+        first = self.model.head(topic) + 1
+        items = [f"{topic}{number}" for number in range(first, first + count)]
+        if self.redis_client is None:
+            for item in items:  # an in-process publish never suspends
+                self.last_ids[topic] = await self.hub.publish(topic, item)
+        else:
+            backend: Any = self.hub._backend
+            async with self.redis_client.pipeline(transaction=True) as pipe:
+                for item in items:  # the bytes and the trimming of hub.publish
+                    body = encode_body(item, None, None)
+                    pipe.xadd(backend.prefix + topic, {FIELD: body}, maxlen=backend.history)
+                entry_ids = await pipe.execute()
+            self.last_ids[topic] = entry_ids[-1].decode()
+            await caught_up(self.hub, topic, self.last_ids[topic])
+        self.model.events[topic].extend(items)
+        await self.check_woken(topic)
+
+    async def wait(self, reader: Reader) -> None:
+        """The reader asks for its next chunk; when something is due that is a read,
+        else it waits (until a publish to one of its topics wakes it)."""
+        if self.model.due(reader):
+            await self.check_read(reader)
+            if reader.body is None:
+                return
+        assert reader.body is not None
+        reader.waiting = asyncio.create_task(next_chunk(reader.body))
+        waiting = sum(1 for r in self.readers.values() if r.waiting is not None)
+        await until_waiting(self.hub, waiting)
+
+    async def check_woken(self, topic: str) -> None:
+        """The chunk each waiting reader of `topic` was woken for: all it missed."""
+        for reader in self.readers.values():
+            if reader.waiting is not None and topic in reader.topics:
+                task, reader.waiting = reader.waiting, None
+                async with asyncio.timeout(10):
+                    chunk = await task
+                expected = self.model.read(reader, away=False)
+                note_event(f"woken: {describe(expected, self.model.buffer)}")
+                await self.check_chunk(reader, chunk, expected)
 
     async def subscribe(self, index: int, topics: tuple[str, ...], last_id: str | None) -> Reader:
         reader = Reader(topics, dict.fromkeys(topics, 0))
@@ -187,6 +284,11 @@ class Harness:
 
     async def drop(self, reader: Reader) -> None:
         assert reader.body is not None
+        if reader.waiting is not None:
+            reader.waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader.waiting
+            reader.waiting = None
         await reader.body.aclose()  # type: ignore[attr-defined]
         reader.body = None
         for topic in reader.topics:
@@ -199,14 +301,20 @@ class Harness:
             reader = self.readers.get(step[1]) if kind != "publish" else None
             if kind == "publish":
                 await self.publish(step[1])
+            elif kind == "burst":
+                await self.burst(step[1], step[2])
+            elif kind == "wait":
+                if reader is None or reader.body is None or reader.waiting is not None:
+                    continue
+                await self.wait(reader)
             elif kind == "subscribe":
                 if reader is not None and reader.body is not None:
                     continue
                 reader = await self.subscribe(step[1], SUBSCRIPTIONS[step[2]], None)
                 await self.check_start(reader, None)
             elif kind == "read":
-                if reader is None or reader.body is None:
-                    continue
+                if reader is None or reader.body is None or reader.waiting is not None:
+                    continue  # a waiting reader's read is already asked for
                 await self.check_read(reader)
             elif kind == "drop":
                 if reader is None or reader.body is None:
@@ -258,7 +366,17 @@ class Harness:
             return
         assert reader.body is not None
         async with asyncio.timeout(10):
-            got = decoded(reader.decoder, await anext(reader.body))
+            chunk = await anext(reader.body)
+        note_event(f"away: {describe(expected, self.model.buffer)}")
+        await self.check_chunk(reader, chunk, expected)
+
+    async def check_chunk(
+        self, reader: Reader, chunk: bytes, expected: list[tuple[str | None, str]] | None
+    ) -> None:
+        """One chunk against the model's `expected` (which moved the reader's positions)."""
+        assert expected is not None, "a chunk came when the model had nothing due"
+        assert reader.body is not None
+        got = decoded(reader.decoder, chunk)
         assert got == expected
         if expected == [("overflow", "behind")]:
             with pytest.raises(StopAsyncIteration):
@@ -351,8 +469,12 @@ async def run_on_redis(
     try:
         backend = RedisStreamsBackend(url, prefix=prefix, history=kept)
         hub = Broadcast(backend=backend, buffer=buffer, history=LOCAL_LOG, overflow=overflow)  # type: ignore[arg-type]
-        async with hub:
-            await Harness(hub, model).run(steps)
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            async with hub:
+                await Harness(hub, model, client).run(steps)
+        finally:
+            await client.aclose()
     finally:
         set_metrics(previous)
     check_figures(metrics, model)
