@@ -20,17 +20,25 @@ httptools) per contender, connects raw-socket subscribers from this process
   a stalled connection is only seen as stalled once the kernel's buffers are full
   (``absorbed_bytes``), so the bound is that fill time + write timeout + heartbeat.
 
-Run: ``.venv/bin/python -m bench.load_broadcast [--quick] [--json out.json]``.
+Each scenario records when it ran and the machine's load average before and after it
+(``conditions``): the report quotes them beside the figures.
+
+Run: ``.venv/bin/python -m bench.load_broadcast [--quick] [--json out.json]``; a full
+run takes about ten minutes. ``--only idle live`` runs some scenarios; with ``--merge``
+their results replace those scenarios in an existing ``--json`` file and keep the
+others, so the scenarios can be run one at a time into one results file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +308,11 @@ def report(run: dict[str, Any]) -> None:
     )
 
 
+def snapshot() -> dict[str, Any]:
+    """The time (UTC) and the machine's load average (1, 5, 15 min), now."""
+    return {"at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), "load": os.getloadavg()}
+
+
 def serve(fd: int, write_timeout: float) -> None:
     raise_open_files()
     app = build_app(None, write_timeout)
@@ -311,6 +324,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized")
     parser.add_argument("--only", nargs="*", default=["fanout", "idle", "live", "stalled"])
     parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other scenarios of an existing --json"
+    )
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--write-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -320,12 +336,19 @@ def main() -> None:
     raise_open_files()
     p = QUICK if args.quick else FULL
     scenarios = {"fanout": fanout, "idle": idle, "live": live, "stalled": stalled}
-    output: dict[str, Any] = {"params": p, "quick": args.quick}
+    output: dict[str, Any] = {}
+    if args.merge and args.json and args.json.exists():
+        output = json.loads(args.json.read_text())
+        if output.get("params") != p:
+            parser.error(f"{args.json} was measured with other settings: cannot merge")
+    output |= {"params": p, "quick": args.quick}
     for name in args.only:
         print(f"\n== {name}", flush=True)
+        started = snapshot()
         output[name] = scenarios[name](p)
-    if args.json:
-        args.json.write_text(json.dumps(output, indent=1))
+        output[name]["conditions"] = {"start": started, "end": snapshot()}
+        if args.json:  # after every scenario: a later failure keeps the earlier ones
+            args.json.write_text(json.dumps(output, indent=1))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@
   keeps 100 events in memory, so the replay is read from the stream with ``XRANGE``).
   No peer replays at all.
 
+It records when it ran and the load average before and after (``conditions``).
+
 Run: ``.venv/bin/python -m bench.load_broadcast_redis [--quick] [--json out.json]``.
 """
 
@@ -36,7 +38,7 @@ from typing import Any
 
 from bench._subscribers import Subscribers, open_stream, percentiles
 from bench.broadcast_apps import raise_open_files
-from bench.load_broadcast import Server
+from bench.load_broadcast import Server, snapshot
 from examples.demo.redis_server import LocalRedis, RedisUnavailable
 
 FULL: dict[str, Any] = {
@@ -152,6 +154,7 @@ def main() -> None:
     raise_open_files()
     p = QUICK if args.quick else FULL
     output: dict[str, Any] = {"params": p, "replayed": REPLAYED}
+    started = snapshot()
     with Server(60.0) as server:
         output["replay_memory"] = replay(server.port, p["rounds"])
     print(f"replay of {REPLAYED} from memory: {output['replay_memory']['median_ms']:.2f} ms")
@@ -173,6 +176,7 @@ def main() -> None:
             finally:
                 workers.close()
         print(f"replay of {REPLAYED} from Redis: {output['replay_redis']['median_ms']:.2f} ms")
+    output["conditions"] = {"start": started, "end": snapshot()}
     if args.json:
         args.json.write_text(json.dumps(output, indent=1))
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import report_broadcast, report_plots
+from bench import report_broadcast
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "docs" / "streaming-report.template.md"
@@ -448,10 +448,13 @@ def render(results: Path, target: Path) -> None:
         "test_bench_multipart",
         "test_bench_aiohttp_download",
         "test_bench_wsgi",
+        "test_bench_broadcast",
     ):
         values[f"pytest_{name.removeprefix('test_bench_')}"] = pytest_table(results, name)
     images = target / "img"
     images.mkdir(parents=True, exist_ok=True)
+    from bench import report_plots  # matplotlib: only for the whole report
+
     values |= report_plots.plot_all(approaches, load(results, "load_sse_asgi"), images)
     text = TEMPLATE.read_text()
     used = set(re.findall(r"\{\{(\w+)\}\}", text))

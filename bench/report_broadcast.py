@@ -1,16 +1,31 @@
 """The report's "Broadcast" section: tables from `bench.load_broadcast` and
-`bench.load_broadcast_redis` results, and the issue's floors against what was measured.
+`bench.load_broadcast_redis` results, the issue's floors against what was measured,
+with the peers' figures of the same run and the ratios.
 
 Every figure comes from the JSON those scripts wrote; a floor is "met" only when the
-measured value is on the right side of it in this run.
+measured value is on the right side of it in this run. The section also states when
+the scenarios ran and the machine's load average then (each script records it).
+
+`bench.report` renders the section with the rest of the report (``make bench``).
+Alone, ``python -m bench.report_broadcast RESULTS REPORT`` renders only this section
+of the template from the broadcast results in RESULTS (``load_broadcast.json``,
+``load_broadcast_redis.json``, ``test_bench_broadcast.json``) and puts it into the
+already generated REPORT in place of its broadcast section (or before "Pros and
+cons"), leaving every other figure as it was: for a rerun of the broadcast benchmarks
+without the whole suite.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
+
+SECTION = "## Broadcast: one publisher, many subscribers"
+NEXT_SECTION = "## Pros and cons"
 
 LABELS = {
     "streamfx": "streamfx `Broadcast` (in process)",
@@ -134,7 +149,72 @@ def broadcast_fragments(results: Path) -> dict[str, str]:
     out["bc_redis_table"] = redis_rows
     out["bc_replay_table"] = replay_rows
     out["bc_floors_table"] = _floors(data, redis, p99_ratio, stalled)
+    out["bc_conditions"] = _conditions(data, redis)
+    out["bc_closing"] = _closing(data, redis)
     return out
+
+
+def _conditions(data: dict[str, Any], redis: dict[str, Any]) -> str:
+    """When each scenario ran and the 1-minute load average before / after it."""
+    parts = []
+    scenarios = [(name, data[name]) for name in ("fanout", "idle", "live", "stalled")]
+    for name, result in [*scenarios, ("Redis and replay", redis)]:
+        conditions = result.get("conditions")
+        if conditions is None:
+            parts.append(f"{name}: not recorded")
+            continue
+        start, end = conditions["start"], conditions["end"]
+        parts.append(
+            f"{name} {start['at'][11:16]} to {end['at'][11:16]}: "
+            f"{start['load'][0]:.2f} / {end['load'][0]:.2f}"
+        )
+    first = next(
+        (r["conditions"]["start"]["at"][:10] for _, r in scenarios if "conditions" in r), None
+    )
+    if first is None:
+        return "When these scenarios ran and the machine's load then were not recorded."
+    return (
+        f"The broadcast scenarios ran on {first} (UTC); the machine's 1-minute load average "
+        f"at the start / end of each: " + "; ".join(parts) + "."
+    )
+
+
+def _times(mine: float, theirs: float) -> str:
+    return "n/a" if not mine or mine != mine or theirs != theirs else f"{theirs / mine:,.1f}x"
+
+
+def _closing(data: dict[str, Any], redis: dict[str, Any]) -> str:
+    """The ratios to the peers in one paragraph (each: the peer's figure / streamfx's,
+    or streamfx's / the peer's for deliveries, so that above 1 favours streamfx)."""
+    best = data["fanout"]["best"]
+    peers = {run["contender"]: run for run in data["fanout"]["peers"]}
+    idle = data["idle"]["results"]
+    live = data["live"]["runs"]
+    sentences = []
+    for name, run in peers.items():
+        sentences.append(
+            f"{_times(run['deliveries_per_s'], best['deliveries_per_s'])} the deliveries/s "
+            f"of {LABELS[name]} at {best['rate']:g} events/s"
+        )
+    for name, result in idle.items():
+        if name != "streamfx":
+            sentences.append(
+                f"{_times(idle['streamfx']['kb_per_subscriber'], result['kb_per_subscriber'])}"
+                f" less memory per idle subscriber than {LABELS[name]}"
+            )
+    for name, run in live.items():
+        if name != "streamfx":
+            sentences.append(
+                f"a live p99 {_times(live['streamfx']['p99'], run['p99'])} lower than "
+                f"{LABELS[name]}'s"
+            )
+    if "skipped" not in redis and "broadcaster" in redis["redis"]:
+        mine, theirs = redis["redis"]["streamfx"], redis["redis"]["broadcaster"]
+        sentences.append(
+            f"across {redis['params']['workers']} workers on Redis a publish→deliver p99 "
+            f"{_times(mine['p99'], theirs['p99'])} lower than broadcaster's"
+        )
+    return "In this run streamfx had " + "; ".join(sentences) + "."
 
 
 def _redis_rows(redis: dict[str, Any]) -> tuple[str, str]:
@@ -180,30 +260,73 @@ def _redis_rows(redis: dict[str, Any]) -> tuple[str, str]:
 def _floors(
     data: dict[str, Any], redis: dict[str, Any], p99_ratio: float, stalled: dict[str, Any]
 ) -> str:
+    """One row per floor of issue 13: streamfx's figure, the peer's in the same run, the
+    ratio (above 1 favours streamfx) and whether the floor was met."""
     best = data["fanout"]["best"]
-    idle = data["idle"]["results"]["streamfx"]
+    idle = data["idle"]["results"]
     live = data["live"]["runs"]
     peers = {run["contender"]: run for run in data["fanout"]["peers"]}
     peer = peers.get("sse-starlette")
     ratio = best["deliveries_per_s"] / peer["deliveries_per_s"] if peer else float("nan")
     gen = live.get("sse-starlette-gen")
-    mine = stalled["runs"]["streamfx"]
+    runs = stalled["runs"]
+    mine = runs["streamfx"]
+    stalled_peer = runs.get("sse-starlette")
+
+    def peer_run(run: dict[str, Any] | None, name: str) -> str:
+        if run is None:
+            return "not in this run"
+        return (
+            f"{name}: {run['deliveries_per_s']:,.0f}/s, p50 {_ms(run['p50'])} / "
+            f"p99 {_ms(run['p99'])} ms, {run['delivered_share']:.0%} delivered"
+        )
+
+    idle_peer = idle.get("sse-starlette")
     rows = [
         [
-            "fan-out: deliveries/s ≥ 200k at p99 ≤ 50 ms",
-            f"{best['deliveries_per_s']:,.0f}/s at p99 {_ms(best['p99'])} ms",
+            f"fan-out, {data['params']['subscribers']:,} subscribers (the floor: 1,000): "
+            "≥ 200k deliveries/s at p99 ≤ 50 ms",
+            f"{best['deliveries_per_s']:,.0f}/s at {best['rate']:g} events/s, "
+            f"p99 {_ms(best['p99'])} ms",
+            peer_run(peer, "sse-starlette example"),
+            f"{_times(peer['deliveries_per_s'], best['deliveries_per_s'])} deliveries/s"
+            if peer
+            else "-",
             _met(best["deliveries_per_s"] >= 200_000 and best["p99"] <= 50),
         ],
-        ["fan-out: ≥ 25x sse-starlette's", f"{ratio:,.1f}x", _met(ratio >= 25)],
         [
-            "idle: ≤ 12 KB per subscriber; p99 ≤ 250 ms at 20 events/s",
-            f"{idle['kb_per_subscriber']:,.1f} KB; p99 {_ms(idle['p99'])} ms",
-            _met(idle["kb_per_subscriber"] <= 12 and idle["p99"] <= 250),
+            "fan-out: ≥ 25x sse-starlette's deliveries/s",
+            f"{ratio:,.1f}x",
+            "; ".join(
+                f"{name}: {run['deliveries_per_s']:,.0f}/s "
+                f"({_times(run['deliveries_per_s'], best['deliveries_per_s'])})"
+                for name, run in peers.items()
+            )
+            or "not in this run",
+            f"{ratio:,.1f}x",
+            _met(ratio >= 25),
         ],
         [
-            "live: p50 ≤ 1 ms, p99 ≤ 10 ms, at or below one generator per client",
-            f"p50 {_ms(live['streamfx']['p50'])} / p99 {_ms(live['streamfx']['p99'])} ms"
-            + (f" (generators: {_ms(gen['p50'])} / {_ms(gen['p99'])})" if gen else ""),
+            f"{data['idle']['subscribers']:,} idle subscribers (the floor: 5,000): ≤ 12 KB each; "
+            f"p99 ≤ 250 ms at {data['idle']['rate']} events/s",
+            f"{idle['streamfx']['kb_per_subscriber']:,.1f} KB; "
+            f"p99 {_ms(idle['streamfx']['p99'])} ms",
+            f"sse-starlette example: {idle_peer['kb_per_subscriber']:,.1f} KB; "
+            f"p99 {_ms(idle_peer['p99'])} ms, {idle_peer['share']:.0%} delivered"
+            if idle_peer
+            else "not in this run",
+            f"{_times(idle['streamfx']['kb_per_subscriber'], idle_peer['kb_per_subscriber'])}"
+            f" less memory; p99 {_times(idle['streamfx']['p99'], idle_peer['p99'])} lower"
+            if idle_peer
+            else "-",
+            _met(idle["streamfx"]["kb_per_subscriber"] <= 12 and idle["streamfx"]["p99"] <= 250),
+        ],
+        [
+            f"live, {data['live']['subscribers']:,} subscribers at {data['live']['rate']} "
+            "events/s: p50 ≤ 1 ms, p99 ≤ 10 ms, at or below one generator per client",
+            f"p50 {_ms(live['streamfx']['p50'])} / p99 {_ms(live['streamfx']['p99'])} ms",
+            peer_run(gen, "sse-starlette, a generator per client"),
+            f"p99 {_times(live['streamfx']['p99'], gen['p99'])} lower" if gen else "-",
             _met(
                 live["streamfx"]["p50"] <= 1
                 and live["streamfx"]["p99"] <= 10
@@ -211,40 +334,96 @@ def _floors(
             ),
         ],
         [
-            "stalled: healthy p99 within 1.5x of the run without them; stalled ended in bound",
-            f"{p99_ratio:.2f}x; {mine['stalled_ended']} of {mine['stalled']} ended",
+            f"stalled ({mine['stalled']} of {mine['subscribers']:,} never read; the floor: 100 "
+            "of 1,000): memory within the bound; healthy p99 within 1.5x of the run without "
+            "them; stalled ended within the bound",
+            f"RSS +{mine['rss_growth_mb']:,.1f} MB; p99 {_ms(mine['p99'])} ms = "
+            f"{p99_ratio:.2f}x the run without them ({_ms(runs['streamfx-baseline']['p99'])} ms);"
+            f" {mine['stalled_ended']} of {mine['stalled']} ended (bound "
+            f"{stalled['bound_s']:.1f} s)",
+            f"sse-starlette example: RSS +{stalled_peer['rss_growth_mb']:,.1f} MB, "
+            f"p99 {_ms(stalled_peer['p99'])} ms, {stalled_peer['stalled_ended']} ended"
+            if stalled_peer
+            else "not in this run",
+            f"p99 {_times(mine['p99'], stalled_peer['p99'])} lower" if stalled_peer else "-",
             _met(
                 p99_ratio <= 1.5
-                and stalled["runs"]["streamfx"]["stalled_ended"]
-                == stalled["runs"]["streamfx"]["stalled"]
-                and all(
-                    t <= stalled["bound_s"]
-                    for t in stalled["runs"]["streamfx"]["stalled_ended_after_s"]
-                )
+                and mine["stalled_ended"] == mine["stalled"]
+                and all(t <= stalled["bound_s"] for t in mine["stalled_ended_after_s"])
             ),
         ],
         [
-            "replay of 1,000 from memory ≤ 1 ms",
+            "replay of 1,000 events from memory ≤ 1 ms",
             f"{_ms(redis['replay_memory']['median_ms'])} ms",
+            "-",
+            "no peer replays",
             _met(redis["replay_memory"]["median_ms"] <= 1),
         ],
     ]
     if "skipped" not in redis:
         result = redis["redis"]["streamfx"]
+        theirs = redis["redis"].get("broadcaster")
         rows.append(
             [
                 "Redis, 4 workers, 1,000 events/s: publish→deliver p50 ≤ 2 ms, p99 ≤ 10 ms"
                 f" (this run: {redis['params']['workers']} workers)",
                 f"p50 {_ms(result['p50'])} / p99 {_ms(result['p99'])} ms, "
                 f"{result['delivered_share']:.0%} delivered",
+                f"broadcaster redis-stream: p50 {_ms(theirs['p50'])} / p99 "
+                f"{_ms(theirs['p99'])} ms, {theirs['delivered_share']:.0%} delivered"
+                if theirs
+                else "not in this run",
+                f"p99 {_times(result['p99'], theirs['p99'])} lower" if theirs else "-",
                 _met(result["p50"] <= 2 and result["p99"] <= 10 and result["ended"] == 0),
             ]
         )
         rows.append(
             [
-                "replay of 1,000 from Redis ≤ 10 ms",
+                "replay of 1,000 events from Redis ≤ 10 ms",
                 f"{_ms(redis['replay_redis']['median_ms'])} ms",
+                "-",
+                "no peer replays",
                 _met(redis["replay_redis"]["median_ms"] <= 10),
             ]
         )
-    return _table(["floor (issue 13)", "this run", ""], rows)
+    else:
+        rows.append(["Redis rows", redis["skipped"], "-", "-", "**not measured**"])
+    header = ["floor (issue 13)", "streamfx, this run", "peer, same run", "ratio", ""]
+    return _table(header, rows)
+
+
+def render_section(template: str, values: dict[str, str]) -> str:
+    """The broadcast section of `template` with its placeholders filled from `values`."""
+    start = template.index(SECTION)
+    section = template[start : template.index(NEXT_SECTION, start)]
+    missing = set(re.findall(r"\{\{(\w+)\}\}", section)) - values.keys()
+    if missing:
+        raise KeyError(f"placeholders without a value: {missing}")
+    return re.sub(r"\{\{(\w+)\}\}", lambda match: values[match.group(1)], section)
+
+
+def splice(report: str, section: str) -> str:
+    """`report` with its broadcast section replaced by `section` (or, when it has none,
+    `section` put before "Pros and cons")."""
+    end = report.index(NEXT_SECTION)
+    start = report.find(SECTION)
+    return report[: start if start >= 0 else end] + section + report[end:]
+
+
+def main() -> None:
+    from bench import report  # report imports this module: imported here, not above
+
+    parser = argparse.ArgumentParser(
+        description="render the broadcast section alone into an already generated report"
+    )
+    parser.add_argument("results", type=Path, help="the folder of the broadcast results")
+    parser.add_argument("report", type=Path, help="the generated report to update")
+    args = parser.parse_args()
+    values = broadcast_fragments(args.results)
+    values["pytest_broadcast"] = report.pytest_table(args.results, "test_bench_broadcast")
+    section = render_section(report.TEMPLATE.read_text(), values)
+    args.report.write_text(splice(args.report.read_text(), section))
+
+
+if __name__ == "__main__":
+    main()

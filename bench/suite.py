@@ -58,6 +58,7 @@ PYTEST_FILES = (
     "test_bench_multipart",
     "test_bench_aiohttp_download",
     "test_bench_wsgi",
+    "test_bench_broadcast",
 )
 # (results name, module, full-run arguments, quick-run arguments)
 LOAD_SCRIPTS: tuple[tuple[str, str, list[str], list[str]], ...] = (
