@@ -1,14 +1,17 @@
 """Shared test fixtures: every async test fails on a task left pending or an error
-that the event loop only logs (such as "Task was destroyed but it is pending")."""
+that the event loop only logs (such as "Task was destroyed but it is pending"); and
+`metrics`, the process-wide metrics hook recording for one test."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+
+from streamfx.metrics import InMemoryMetrics, set_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -30,3 +33,14 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         assert not logged, f"the event loop logged errors: {logged}"
     finally:
         loop.set_exception_handler(previous)
+
+
+@pytest.fixture
+def metrics() -> Iterator[InMemoryMetrics]:
+    """The process-wide hook, recording, for the length of one test."""
+    hook = InMemoryMetrics()
+    previous = set_metrics(hook)
+    try:
+        yield hook
+    finally:
+        set_metrics(previous)

@@ -25,19 +25,9 @@ from hypothesis import strategies as st
 
 from streamfx import BufferPolicy, ServerSentEvent, SSEDecoder, StreamResponse, sse
 from streamfx.adapters.asgi import to_asgi
-from streamfx.metrics import InMemoryMetrics, set_metrics
+from streamfx.metrics import InMemoryMetrics
 from tests._json_backends import BACKENDS, json_backend
 from tests._servers import serve
-
-
-@pytest.fixture
-def metrics() -> Iterator[InMemoryMetrics]:
-    hook = InMemoryMetrics()
-    previous = set_metrics(hook)
-    try:
-        yield hook
-    finally:
-        set_metrics(previous)
 
 
 async def items(*values: Any) -> AsyncIterator[Any]:
