@@ -191,6 +191,16 @@ class Channel(Generic[T]):
                     yield item
                 if not self._running:
                     break
+                if self._producer_scheduled:
+                    # `wait_ready`'s first case, inline: once per refill of the deque.
+                    self._consumer_ready = True
+                    try:
+                        await _yield_now()  # the woken producer refills in this iteration
+                    finally:
+                        self._consumer_ready = False
+                    if items:
+                        self._deadline = None
+                    continue
                 if not await self.wait_ready(interval):
                     assert beat is not None
                     yield beat()
@@ -352,7 +362,8 @@ class Channel(Generic[T]):
                 putters.append(putter)
                 await putter
                 self._producer_scheduled = False
-        self._reset_limit()
+        # `_reset_limit` for "suspend", inline: this runs once per refill.
+        self._limit = 1 if self._getter is not None else self._capacity - self._held
 
     async def _offer(self, item: T) -> None:
         """Lossy strategies, the deque full: wait for room while the consumer is ready;
