@@ -191,16 +191,6 @@ class Channel(Generic[T]):
                     yield item
                 if not self._running:
                     break
-                if self._producer_scheduled:
-                    # `wait_ready`'s first case, inline: once per refill of the deque.
-                    self._consumer_ready = True
-                    try:
-                        await _yield_now()  # the woken producer refills in this iteration
-                    finally:
-                        self._consumer_ready = False
-                    if items:
-                        self._deadline = None
-                    continue
                 if not await self.wait_ready(interval):
                     assert beat is not None
                     yield beat()
