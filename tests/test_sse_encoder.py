@@ -196,7 +196,9 @@ def lines(text: str) -> str:
 @ENCODERS
 @given(batch=st.lists(items, max_size=12))
 def test_property_batches_decode_to_their_items(encoder: SseEncoder, batch: list[Any]) -> None:
-    events = SSEDecoder().feed(encoder.encode(batch))
+    chunk = encoder.encode(batch)
+    assert chunk == b"".join(encoder.encode([item]) for item in batch)  # lone items alike
+    events = SSEDecoder().feed(chunk)
     assert len(events) == len(batch)
     for event, item in zip(events, batch, strict=True):
         if isinstance(item, ServerSentEvent):
