@@ -38,6 +38,7 @@ from streamfx import (
     BufferPolicy,
     DownloadNotFound,
     ServerSentEvent,
+    StreamfxError,
     StreamResponse,
     download,
     export,
@@ -53,8 +54,8 @@ FAREWELL = ServerSentEvent("bye", event="shutdown")
 CHUNK = 65536  # bytes per chunk of /endless
 
 
-class Refused(Exception):
-    status = 403
+class Refused(StreamfxError):
+    status_code = 403
 
 
 def lines(items: range | list[int], size: int = 0) -> bytes:

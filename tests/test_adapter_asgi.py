@@ -259,7 +259,7 @@ async def test_error_from_for_request_is_answered() -> None:
         sent.append(message)
 
     def respond_to(method: str, headers: Any) -> StreamResponse:
-        raise DownloadError("gone meanwhile", status=404)
+        raise DownloadError("gone meanwhile", status_code=404)
 
     response = StreamResponse(200, [], once(b"never"), respond_to=respond_to)
     assert await send_response(response, http_scope(), receive, send) is False

@@ -15,11 +15,13 @@ Django allows):
 - Before ``to_django`` returns, ``response.for_request(method, headers)`` runs with the
   request's method and headers (a download honours Range and conditional requests)
   and the first body chunk is pulled; ``HEAD`` gets the status and headers only, the
-  body closed without being iterated. An error in either step is answered with its
-  ``status`` (an int in 400..599) or 500 and a short ``text/plain`` body (the status
-  phrase; an `UploadError`'s message), its detail logged to ``streamfx.adapters.django``
-  only (a 4xx at INFO, a 5xx at ERROR); `error_response(exc)` answers an error raised
-  before any response exists (``download()`` refusing a path) the same way.
+  body closed without being iterated. An error in either step is answered as every
+  adapter answers it (`streamfx.adapters._common`): a `streamfx.errors.StreamfxError`
+  with its ``status_code``, ``headers`` and client-safe ``detail`` as a short
+  ``text/plain`` body, anything else with 500 and the status phrase; the exception is
+  logged to ``streamfx.adapters.django`` only (a 4xx at INFO, a 5xx at ERROR);
+  `error_response(exc)` answers an error raised before any response exists
+  (``download()`` refusing a path) the same way.
 - After the start, an error from the body propagates out of Django's ASGI handler
   (Django re-raises it), so the server aborts the connection without the final chunk
   of a chunked body: a truncated body never looks complete.
@@ -86,12 +88,14 @@ async def to_django(
 
 def error_response(exc: BaseException) -> HttpResponse:
     """A Django ``HttpResponse`` answering `exc` as `to_django` answers an error raised
-    before the first chunk: the error's ``status`` (an int in 400..599) or 500, with a
-    short ``text/plain`` body (the status phrase; an `UploadError`'s message). The
-    detail is logged to the ``streamfx.adapters.django`` logger only.
+    before the first chunk: a `streamfx.errors.StreamfxError` with its ``status_code``,
+    ``headers`` and its ``detail`` as a short ``text/plain`` body; anything else with
+    500 and the status phrase. The exception is logged to the
+    ``streamfx.adapters.django`` logger only.
 
     For errors raised before a response exists: ``download()`` refusing a path (403,
-    404), an upload refused by its limits.
+    404), an upload refused by its limits, an open circuit (503). In a view:
+    ``except StreamfxError as exc: return error_response(exc)``.
     """
     answer = answer_error(exc, logger)
     reply = HttpResponse(answer.body, status=answer.status)

@@ -14,11 +14,13 @@ What it promises (the same as `streamfx.adapters.asgi.to_asgi` where Quart allow
   method and headers, so a download honours Range and conditional requests; ``HEAD``
   gets the status and headers only (the body is closed without being iterated).
 - The first body chunk is pulled before ``to_quart`` returns. An error from
-  ``for_request`` or from that chunk becomes a response with the error's ``status``
-  (an int in 400..599) or 500 and a short ``text/plain`` body (the status phrase; an
-  `UploadError`'s message); the detail is logged to the ``streamfx.adapters.quart``
-  logger only (a 4xx at INFO, a 5xx at ERROR). `error_response(exc)` answers an error
-  raised before any response exists (``download()`` refusing a path) the same way.
+  ``for_request`` or from that chunk is answered as every adapter answers it
+  (`streamfx.adapters._common`): a `streamfx.errors.StreamfxError` with its
+  ``status_code``, ``headers`` and client-safe ``detail`` as a short ``text/plain``
+  body, anything else with 500 and the status phrase; the exception is logged to the
+  ``streamfx.adapters.quart`` logger only (a 4xx at INFO, a 5xx at ERROR).
+  `error_response(exc)` answers an error raised before any response exists
+  (``download()`` refusing a path) the same way.
 - After the start, an error from the body propagates out of Quart's ASGI application,
   so the server aborts the connection without the final chunk of a chunked body: a
   truncated body never looks complete.
@@ -85,13 +87,14 @@ async def to_quart(response: StreamResponse, *, write_timeout: float | None = 60
 
 def error_response(exc: BaseException) -> Response:
     """A Quart ``Response`` answering `exc` as `to_quart` answers an error raised before
-    the first chunk: the error's ``status`` (an int in 400..599) or 500, with a short
-    ``text/plain`` body (the status phrase; an `UploadError`'s message). The detail is
-    logged to the ``streamfx.adapters.quart`` logger only.
+    the first chunk: a `streamfx.errors.StreamfxError` with its ``status_code``,
+    ``headers`` and its ``detail`` as a short ``text/plain`` body; anything else with 500
+    and the status phrase. The exception is logged to the ``streamfx.adapters.quart``
+    logger only.
 
     For errors raised before a response exists: ``download()`` refusing a path (403,
-    404), an upload refused by its limits. In a Quart app:
-    ``app.register_error_handler(DownloadError, error_response)``.
+    404), an upload refused by its limits, an open circuit (503). In a Quart app:
+    ``app.register_error_handler(StreamfxError, error_response)``.
     """
     answer = answer_error(exc, logger)
     return Response(answer.body, status=answer.status, headers=Headers(answer.headers))
