@@ -25,6 +25,10 @@ Paths (``{name}`` is the path parameter):
   that policy, counting ``produced`` and ``max_lead``.
 - ``/files/{name}``: `download` from ``ROOT/files``;
   ``/export/{name}?n=&fail_at=``: rows in the format `name`.
+- ``/circuit/{name}`` (``export`` or ``download``): an export of rows, or a download
+  of a byte stream, whose source is guarded by a breaker that a failure has just
+  opened for `CIRCUIT_RESET` seconds: the body raises `CircuitOpenError` before its
+  first byte; the source never starts (it would count ``tally.started``).
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from typing import Any
 
 from streamfx import (
     BufferPolicy,
+    CircuitBreaker,
     DownloadNotFound,
     ServerSentEvent,
     StreamfxError,
     StreamResponse,
+    circuit,
     download,
     export,
     sse,
@@ -51,6 +57,7 @@ from tests.apps.tally import Tally, TallyMetrics
 Route = Callable[[Mapping[str, str], str], StreamResponse]
 
 FAREWELL = ServerSentEvent("bye", event="shutdown")
+CIRCUIT_RESET = 2.5  # seconds an opened breaker refuses streams: Retry-After: 3
 CHUNK = 65536  # bytes per chunk of /endless
 
 
@@ -243,6 +250,22 @@ def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
 
         return export(rows(), fmt, filename="rows.out")
 
+    def guarded(query: Mapping[str, str], kind: str) -> StreamResponse:
+        breaker = CircuitBreaker(1, CIRCUIT_RESET, name="rows-db", clock=lambda: 0.0)
+        breaker.after_stream(breaker.before_stream(), ConnectionError("db down"), False)
+
+        async def rows() -> AsyncIterator[dict[str, int]]:
+            tally.started += 1
+            yield {"id": 1}
+
+        async def chunks() -> AsyncIterator[bytes]:
+            tally.started += 1
+            yield b"x" * 10
+
+        if kind == "download":
+            return download(circuit(chunks(), breaker), filename="data.bin", size=10)
+        return export(circuit(rows(), breaker), "csv", filename="rows.csv")
+
     return {
         "/lines": lines_route,
         "/empty": empty,
@@ -258,6 +281,7 @@ def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
         "/slow": slow,
         "/files/{name}": files,
         "/export/{name}": exported,
+        "/circuit/{name}": guarded,
     }
 
 

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests._adapter_contract import (
     unique_name,
 )
 from tests._client import close_all, open_raw, post_reading_early, recv_until, wait_until
+from tests._stream_routes import CIRCUIT_RESET, lines
 from tests.apps.uploads import refused_log
 
 pytest_plugins = ["tests._adapter_fixtures"]  # the `target` and `deployment` fixtures
@@ -213,6 +215,23 @@ async def test_an_export_failing_midway_never_looks_complete(deployment: Deploym
     assert failed.text == d.target.error_text(500)
     await wait_until(lambda: d.tally.finalized == d.tally.started == 4, "every finalizer")
     await d.settled()
+
+
+@pytest.mark.parametrize("kind", ["export", "download"])
+async def test_an_open_circuit_before_the_first_byte_is_a_503_with_retry_after(
+    deployment: Deployment, kind: str
+) -> None:
+    d = deployment
+    started = d.tally.started
+    reply = await d.client.get(f"/circuit/{kind}")
+    assert reply.status_code == 503
+    assert reply.headers["retry-after"] == str(math.ceil(CIRCUIT_RESET))
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    assert reply.text == d.target.error_text(503, "circuit 'rows-db' is open")
+    after = await d.client.get("/lines", params={"n": 3})
+    assert after.content == lines(range(3))  # the connection serves on
+    await d.settled()
+    assert d.tally.started == started + 1  # /lines only: the guarded source never started
 
 
 # -- uploads -------------------------------------------------------------------------------
