@@ -50,14 +50,22 @@ from tests.apps.tally import Tally, TallyMetrics
 
 Adapter = Literal["asgi", "aiohttp", "wsgi", "quart", "django"]
 Capability = Literal[
-    "write_timeout", "uploads", "sees_silent_disconnects", "concurrency", "server_shutdown"
+    "write_timeout",
+    "uploads",
+    "sees_silent_disconnects",
+    "concurrency",
+    "server_shutdown",
+    "upload_error_on_leave",
 ]
 
 WHY_NOT: dict[tuple[str, Capability], str] = {
     ("wsgi", "write_timeout"): "WSGI: the server does the writing; to_wsgi has no write "
     "timeout (the server's own timeouts apply)",
-    ("quart", "uploads"): "streamfx has no upload helper for Quart: Quart reads the body",
     ("django", "uploads"): "streamfx has no upload helper for Django: Django reads the body",
+    ("quart", "upload_error_on_leave"): "Quart cancels the view's task when the client "
+    "leaves mid-upload (its own receiver sees http.disconnect first), so the view gets "
+    "CancelledError, not an UploadError: the app removes what it stored in its "
+    "CancelledError handler, and nothing is refused",
     ("wsgi", "sees_silent_disconnects"): "WSGI: a server learns that a client left only "
     "when a write fails, and nothing is written before the first chunk",
     ("gunicorn-sync", "concurrency"): "gunicorn's sync worker serves one request at a time",

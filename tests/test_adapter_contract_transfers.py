@@ -393,7 +393,8 @@ async def test_a_stalled_uploader_holds_only_its_own_request(deployment: Deploym
         assert [event.data for event in SSEDecoder().feed(events.content)] == ["event 0", "event 1"]
     finally:
         close_all([stalled])
-    if d.target.server != "waitress":
+    # waitress reads the whole body before the app runs; Quart cancels the view instead
+    if d.target.server != "waitress" and not d.target.lacks("upload_error_on_leave"):
         await wait_until(lambda: len(refused_log(d.root)) == refusals + 1, "the refusal")
         refusal = refused_log(d.root)[-1]
         assert refusal.startswith("MalformedUpload: ")

@@ -38,6 +38,11 @@ What it promises (the same as `streamfx.adapters.asgi.to_asgi` where Quart allow
 - The streamfx headers are sent as they are; Quart's default ``Content-Type`` is not
   added when the response has none (a 304, say).
 
+Uploads: ``parts(request, ...)`` feeds ``request.body`` to `streamfx.parse_multipart`
+with every adapter's limits, declared-length check and read rule; what Quart itself
+does with the body (it reads ahead of the view, bounded by ``MAX_CONTENT_LENGTH``, and
+cancels the view when the client leaves) is in `streamfx.adapters._quart_upload`.
+
 What does not hold, because Quart owns the sending:
 
 - No zero-copy ``pathsend``: downloads are sent by chunked reads.
@@ -61,8 +66,10 @@ from werkzeug.datastructures import Headers
 from streamfx._response.response import StreamResponse
 from streamfx.adapters._common import answer_error, check_write_timeout
 from streamfx.adapters._prefetch import prefetch
+from streamfx.adapters._quart_upload import parts, refusal_headers
+from streamfx.adapters._upload_body import UploadTimeout
 
-__all__ = ["error_response", "to_quart"]
+__all__ = ["UploadTimeout", "error_response", "parts", "to_quart"]
 
 logger = logging.getLogger("streamfx.adapters.quart")
 
@@ -93,8 +100,12 @@ def error_response(exc: BaseException) -> Response:
     logger only.
 
     For errors raised before a response exists: ``download()`` refusing a path (403,
-    404), an upload refused by its limits, an open circuit (503). In a Quart app:
-    ``app.register_error_handler(StreamfxError, error_response)``.
+    404), an upload refused by its limits (`parts`: 413/415/400/408; with
+    ``Connection: close`` when much of the body is left), an open circuit (503). In a
+    Quart app: ``app.register_error_handler(StreamfxError, error_response)``.
     """
     answer = answer_error(exc, logger)
-    return Response(answer.body, status=answer.status, headers=Headers(answer.headers))
+    headers = Headers(refusal_headers(answer))
+    reply = Response(answer.body, status=answer.status, headers=headers)
+    reply.timeout = None
+    return reply
