@@ -56,12 +56,17 @@ Capability = Literal[
     "concurrency",
     "server_shutdown",
     "upload_error_on_leave",
+    "streams_uploads",
 ]
 
 WHY_NOT: dict[tuple[str, Capability], str] = {
     ("wsgi", "write_timeout"): "WSGI: the server does the writing; to_wsgi has no write "
     "timeout (the server's own timeouts apply)",
-    ("django", "uploads"): "streamfx has no upload helper for Django: Django reads the body",
+    ("django", "streams_uploads"): "Django's ASGI handler reads the whole request body "
+    "(into a SpooledTemporaryFile) before it calls the view, so the view never sees a "
+    "stalled upload: the request waits in Django, and a client that leaves is dropped "
+    "there (RequestAborted) before any part exists. The streaming way is the ASGI "
+    "adapter beside Django (tests/test_adapter_django.py)",
     ("quart", "upload_error_on_leave"): "Quart cancels the view's task when the client "
     "leaves mid-upload (its own receiver sees http.disconnect first), so the view gets "
     "CancelledError, not an UploadError: the app removes what it stored in its "

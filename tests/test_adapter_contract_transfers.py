@@ -371,7 +371,7 @@ async def test_a_request_that_is_no_upload_is_refused(deployment: Deployment) ->
     await d.settled()
 
 
-@requires("uploads", "concurrency")
+@requires("uploads", "concurrency", "streams_uploads")
 async def test_a_stalled_uploader_holds_only_its_own_request(deployment: Deployment) -> None:
     """While one client stalls mid-upload, others upload and stream; when it leaves,
     its upload is refused and what was stored of it removed."""
