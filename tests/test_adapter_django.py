@@ -9,8 +9,10 @@ tests/test_adapter_contract*.py (the app is tests/apps/django_app.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -55,6 +57,7 @@ async def test_write_timeout_must_be_positive() -> None:
 
 # -- uploads: Django's own handler, and the streaming way beside it -------------------------
 
+README = Path(__file__).resolve().parent.parent / "README.md"
 MB = 1_000_000
 HUGE = 200 * MB
 BOUNDARY = "b0"
@@ -120,3 +123,17 @@ async def test_django_itself_receives_the_whole_200_mb_before_the_view_refuses_i
     assert reply.status == 413, reply
     assert "its Content-Length is 200000000" in reply.text
     assert reply.sent_at_answer == HUGE
+
+
+async def test_the_readme_streaming_way_beside_django_refuses_before_the_body() -> None:
+    """The README's ``asgi.py`` block, run as written under uvicorn: a declared 200 MB
+    upload over its 50 MiB ``max_size`` is refused before the body is read."""
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (block,) = [block for block in blocks if "django_application = get_asgi_application()" in block]
+    namespace: dict[str, Any] = {"__name__": "readme_django"}
+    exec(compile(block, "README", "exec"), namespace)
+    async with serve(namespace["application"]) as (_, port):
+        reply = await asyncio.to_thread(post_huge, port, "/upload", chunked=False)
+    assert reply.status == 413, reply
+    assert "max_size=52428800" in reply.text
+    assert reply.sent_at_answer < 2 * MB
