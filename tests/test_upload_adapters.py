@@ -7,9 +7,10 @@ Starlette ``parts()`` under uvicorn and under hypercorn, aiohttp ``parts``,
 and WSGI ``parts`` under gunicorn's gthread worker (4 threads). Quart's and Django's
 ``parts`` are checked by the contract suite (tests/test_adapter_contract_transfers.py)
 and their own modules (tests/test_adapter_quart.py, tests/test_adapter_django.py).
-The client is a raw socket (`tests._upload_client`) that sends while it reads, so a test sees how many bytes of the body were sent before the answer began;
-the server's listening socket has a small receive buffer, so that number is close to
-what the server could have read.
+The client is a raw socket (`tests._upload_client`) that sends while it reads, so a
+test sees how many bytes of the body were sent before the answer began; the server's
+listening socket has a small receive buffer, so that number is close to what the
+server could have read.
 
 Every request checks, besides its answer, what every adapter promises whatever the
 answer: the serving process's peak memory grew by less than `MEMORY_GROWTH`, its event
