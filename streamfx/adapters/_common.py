@@ -17,9 +17,9 @@ limits, an open circuit) is answered the same by every adapter:
 - an `UploadError` is answered with `ErrorAnswer.close` set: what is left of the
   refused body is not wanted, and a server that keeps the connection reads and drops
   all of it first (uvicorn does, for as long as the client sends). Each adapter does
-  what its server allows: the ASGI upload helper sends ``Connection: close`` unless
-  what is left is small (`streamfx.adapters._asgi_upload`), aiohttp closes after its
-  own bounded lingering read, gunicorn drains a bounded amount or closes by itself
+  what its server allows: the ASGI and Quart upload helpers send ``Connection:
+  close`` unless what is left is small (`streamfx.adapters._upload_refusal`), aiohttp
+  closes after its own bounded lingering read, gunicorn drains a bounded amount or closes by itself
   (PEP 3333 forbids ``Connection`` to applications) and waitress has read the body
   before the application ran;
 - the detail goes to the server log only: a 4xx at INFO, a 5xx at ERROR, each with the

@@ -23,17 +23,15 @@ What Quart decides, not streamfx:
   clean up what was stored in a ``finally`` or ``except BaseException`` block.
 - A refused upload: the server would read and drop the rest of the body before it
   serves the next request on the connection, for as long as the client sends. So
-  ``error_response`` answers an `UploadError` with ``Connection: close`` unless what
-  is left of the body, known from ``Content-Length`` and what `parts` took in this
-  task, is at most `LINGER_BYTES` (the rule of the ASGI helper,
-  `streamfx.adapters._asgi_upload`): `refusal_headers`.
+  ``error_response`` answers an `UploadError` with ``Connection: close`` unless little
+  of the body is left (`streamfx.adapters._upload_refusal`, the ASGI helper's rule;
+  what `parts` took is recorded for it).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
-from typing import Final, Unpack
+from typing import Unpack
 
 from quart import Request
 from quart.wrappers.request import Body
@@ -41,7 +39,6 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from streamfx._upload.errors import UploadTooLarge
 from streamfx._upload.multipart import PartStream, parse_multipart
-from streamfx.adapters._common import ErrorAnswer
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
@@ -50,6 +47,7 @@ from streamfx.adapters._upload_body import (
     UploadOptions,
     refuse_declared_length,
 )
+from streamfx.adapters._upload_refusal import BodyState, track_body
 
 
 def parts(
@@ -82,8 +80,7 @@ def parts(
     Quart does with the body.
     """
     rule = ReadRule(read_timeout, min_rate)
-    state = _BodyState(request.content_length)
-    _body_state.set(state)
+    state = track_body(request.content_length)
     stream = parse_multipart(  # checks the arguments; reads nothing yet
         _request_body(request.body, rule, state),
         request.headers.get("Content-Type"),
@@ -96,39 +93,7 @@ def parts(
     return stream
 
 
-LINGER_BYTES: Final = 1 << 20
-"""The most of a refused body left for the server to read and drop; with more left, or
-an unknown amount, the connection is closed."""
-
-
-class _BodyState:
-    """How much of the request body is left (None: unknown), and whether it ended."""
-
-    __slots__ = ("ended", "left")
-
-    def __init__(self, length: int | None) -> None:
-        self.left = length
-        self.ended = length == 0
-
-
-_body_state: ContextVar[_BodyState | None] = ContextVar("streamfx_quart_upload", default=None)
-
-
-def refusal_headers(answer: ErrorAnswer) -> list[tuple[str, str]]:
-    """The headers of `answer`, with ``Connection: close`` when it refuses an upload
-    (`ErrorAnswer.close`) whose body has more than `LINGER_BYTES` left, or an unknown
-    amount, as far as `parts` saw it in this task."""
-    if not answer.close:
-        return answer.headers
-    state = _body_state.get()
-    if state is not None and (
-        state.ended or (state.left is not None and state.left <= LINGER_BYTES)
-    ):
-        return answer.headers
-    return [*answer.headers, ("connection", "close")]
-
-
-async def _request_body(body: Body, rule: ReadRule, state: _BodyState) -> AsyncIterator[bytes]:
+async def _request_body(body: Body, rule: ReadRule, state: BodyState) -> AsyncIterator[bytes]:
     timer = ReadTimer(rule)
     chunks = aiter(body)
     try:
@@ -145,8 +110,7 @@ async def _request_body(body: Body, rule: ReadRule, state: _BodyState) -> AsyncI
                     limit="MAX_CONTENT_LENGTH",
                 ) from None
             rule.wait_ended(len(chunk))
-            if state.left is not None:
-                state.left -= len(chunk)
+            state.took(len(chunk))
             if chunk:
                 yield chunk
     finally:

@@ -76,7 +76,6 @@ from streamfx.adapters._asgi_upload import (
     HasASGIRequest,
     parts,
     parts_from_asgi,
-    refusal_headers,
 )
 from streamfx.adapters._common import (
     WriteWatchdog,
@@ -84,6 +83,7 @@ from streamfx.adapters._common import (
     check_write_timeout,
 )
 from streamfx.adapters._upload_body import UploadTimeout
+from streamfx.adapters._upload_refusal import refusal_headers
 
 __all__ = [
     "ASGIApp",
@@ -327,7 +327,7 @@ def error_response(exc: BaseException) -> ASGIApp:
     other exception 500 and the status phrase. The exception itself is logged to the
     ``streamfx.adapters.asgi`` logger (a 4xx at INFO, a 5xx at ERROR). A refused upload
     is answered with ``Connection: close`` unless what is left of its body is small
-    (see `streamfx.adapters._asgi_upload`). In Starlette or FastAPI, as an exception
+    (see `streamfx.adapters._upload_refusal`). In Starlette or FastAPI, as an exception
     handler: ``exception_handlers={StreamfxError: lambda request, exc:
     error_response(exc)}``.
     """

@@ -66,8 +66,9 @@ from werkzeug.datastructures import Headers
 from streamfx._response.response import StreamResponse
 from streamfx.adapters._common import answer_error, check_write_timeout
 from streamfx.adapters._prefetch import prefetch
-from streamfx.adapters._quart_upload import parts, refusal_headers
+from streamfx.adapters._quart_upload import parts
 from streamfx.adapters._upload_body import UploadTimeout
+from streamfx.adapters._upload_refusal import refusal_headers
 
 __all__ = ["UploadTimeout", "error_response", "parts", "to_quart"]
 
