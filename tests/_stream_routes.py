@@ -29,6 +29,8 @@ Paths (``{name}`` is the path parameter):
   of a byte stream, whose source is guarded by a breaker that a failure has just
   opened for `CIRCUIT_RESET` seconds: the body raises `CircuitOpenError` before its
   first byte; the source never starts (it would count ``tally.started``).
+- ``/busy``: the route itself raises `CircuitOpenError` (as an app that asks its
+  breaker before it builds a response), before any response exists.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 from streamfx import (
     BufferPolicy,
     CircuitBreaker,
+    CircuitOpenError,
     DownloadNotFound,
     ServerSentEvent,
     StreamfxError,
@@ -266,6 +269,9 @@ def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
             return download(circuit(chunks(), breaker), filename="data.bin", size=10)
         return export(circuit(rows(), breaker), "csv", filename="rows.csv")
 
+    def busy(query: Mapping[str, str], _: str) -> StreamResponse:
+        raise CircuitOpenError("rows-db", CIRCUIT_RESET)
+
     return {
         "/lines": lines_route,
         "/empty": empty,
@@ -282,6 +288,7 @@ def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
         "/files/{name}": files,
         "/export/{name}": exported,
         "/circuit/{name}": guarded,
+        "/busy": busy,
     }
 
 

@@ -234,6 +234,20 @@ async def test_an_open_circuit_before_the_first_byte_is_a_503_with_retry_after(
     assert d.tally.started == started + 1  # /lines only: the guarded source never started
 
 
+async def test_an_error_raised_before_any_response_exists_keeps_its_headers(
+    deployment: Deployment,
+) -> None:
+    """Each app answers a route's `StreamfxError` the way its framework does it (an
+    exception handler, a middleware, a view's ``except``) with ``error_response``:
+    status, ``Retry-After`` and the phrase."""
+    d = deployment
+    reply = await d.client.get("/busy")
+    assert reply.status_code == 503
+    assert reply.headers["retry-after"] == str(math.ceil(CIRCUIT_RESET))
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    assert reply.text == d.target.error_text(503, "circuit 'rows-db' is open")
+
+
 # -- uploads -------------------------------------------------------------------------------
 
 
