@@ -840,3 +840,54 @@ async def test_any_chunking_reports_the_same_figures(specs: list[Spec], sizes: l
         "closed": 1,
         "outcomes": {"completed": 1},
     }
+
+
+# -- the defaults the README's limits table states ---------------------------------------
+
+
+def _headers_body(lines: int) -> bytes:
+    extra = b"".join(b"X-%d: 1\r\n" % index for index in range(lines - 1))
+    return raw_part(DISPOSITION + extra, b"1") + closing()
+
+
+def _header_line_body(size: int) -> bytes:
+    line = b"X-A: " + b"v" * (size - len(b"X-A: ")) + b"\r\n"
+    return raw_part(DISPOSITION + line, b"1") + closing()
+
+
+def _preamble_body(size: int) -> bytes:
+    return b"p" * size + b"\r\n" + raw_part(DISPOSITION, b"1") + closing()
+
+
+@pytest.mark.parametrize(
+    ("limit", "default", "make"),
+    [
+        ("max_headers", 8, _headers_body),
+        ("max_header_size", 8192, _header_line_body),
+        ("max_preamble_size", 1024, _preamble_body),
+    ],
+)
+async def test_the_default_limits_are_the_readmes(limit: str, default: int, make: Any) -> None:
+    """README, "Upload limits": 8 header lines per part, 8 KiB per header line, 1 KiB of
+    preamble; exactly the default is accepted, one more is refused naming it."""
+    assert await collect(Body(make(default))) == [("a", None, None, b"1")]
+    _, error = await collect_until_error(Body(make(default + 1)))
+    assert isinstance(error, UploadTooLarge)
+    assert (error.limit, error.value) == (limit, default)
+    assert f"({limit}={default})" in error.detail
+
+
+def test_the_read_rule_defaults_are_the_readmes() -> None:
+    """README, "Upload limits": every helper reads with read_timeout=30 s and
+    min_rate=1024 bytes per second unless told otherwise."""
+    import inspect
+
+    from streamfx.adapters import aiohttp as aiohttp_adapter
+    from streamfx.adapters import asgi, wsgi
+
+    helpers: list[Any] = [asgi.parts, asgi.parts_from_asgi, wsgi.parts_from_wsgi]
+    helpers.append(aiohttp_adapter.multipart_parts)
+    for helper in helpers:
+        parameters = inspect.signature(helper).parameters
+        assert parameters["read_timeout"].default == 30.0, helper
+        assert parameters["min_rate"].default == 1024, helper
