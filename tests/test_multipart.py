@@ -885,8 +885,7 @@ def test_the_read_rule_defaults_are_the_readmes() -> None:
     from streamfx.adapters import aiohttp as aiohttp_adapter
     from streamfx.adapters import asgi, wsgi
 
-    helpers: list[Any] = [asgi.parts, asgi.parts_from_asgi, wsgi.parts_from_wsgi]
-    helpers.append(aiohttp_adapter.multipart_parts)
+    helpers: list[Any] = [asgi.parts, asgi.parts_from_asgi, wsgi.parts, aiohttp_adapter.parts]
     for helper in helpers:
         parameters = inspect.signature(helper).parameters
         assert parameters["read_timeout"].default == 30.0, helper

@@ -4,7 +4,7 @@ refusal.
 
 Sites (one server process each, shared by the module; `tests/apps/upload_apps.py`):
 ``parts(request)`` in Starlette under uvicorn and under hypercorn and in FastAPI under
-uvicorn, aiohttp's ``multipart_parts``, and ``parts_from_wsgi`` in Flask under
+uvicorn, aiohttp's ``parts(request)``, and WSGI's ``parts(environ)`` in Flask under
 gunicorn's gthread worker (4 threads) and under waitress. Quart and Django have no
 upload helper (Django reads the whole body before the view runs), so they are not
 here. The client is a raw socket (`tests._upload_client`) that sends while it reads,
