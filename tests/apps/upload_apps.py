@@ -51,6 +51,7 @@ from fastapi import Request as FastAPIRequest  # at module level: FastAPI reads 
 from streamfx import UploadError
 from streamfx._upload.multipart import PartStream
 from streamfx.adapters.wsgi import WSGIParts
+from tests._upload_rows import LIMITS, ROWS  # here, not in the first request's turn
 
 LISTED = 100
 WAITRESS_MAX_BODY = 100 << 20
@@ -59,8 +60,6 @@ WAITRESS_MAX_BODY = 100 << 20
 def options(query_string: str) -> dict[str, Any]:
     query = parse_qs(query_string)
     if "row" in query:
-        from tests._upload_rows import LIMITS, ROWS
-
         row = next(row for row in ROWS if row.id == query["row"][0])
         return {**LIMITS, **row.options}
     loaded: dict[str, Any] = json.loads(query["options"][0]) if "options" in query else {}
