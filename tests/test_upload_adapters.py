@@ -343,3 +343,27 @@ def test_trickling_clients_hold_no_server_for_long(checked: Site) -> None:
         assert reply.status == 200, reply
         statuses = [future.result().status for future in trickling]
         assert statuses == [0 if buffers else 408] * GUNICORN_THREADS
+
+
+# -- a body whose transfer framing breaks mid-upload ---------------------------------------
+
+
+def test_a_broken_chunked_body_is_refused_and_leaves_nothing(checked: Site) -> None:
+    """A chunked body whose chunk framing breaks after a first chunk of a file part:
+    the server or the helper refuses it with a 4xx, or the server drops the
+    connection; never a 200 and never a hang, and (by `checked`) nothing is left of
+    the part the route had begun to save. (aiohttp answers 400 itself when the bad
+    chunk comes with the request's head; when it comes later, its C parser sometimes
+    leaves the body open without an error, and the read rule ends the wait: 408.)"""
+    start = file_head() + b"x" * 5000
+    head = (
+        f"POST {checked.url({**LIMITS, 'read_timeout': 2.0})} HTTP/1.1\r\nHost: test\r\n"
+        f"Content-Type: {CONTENT_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    body = [b"%x\r\n" % len(start) + start + b"\r\n", b"zz-not-a-size\r\n" + b"y" * 100]
+    with Connection(checked.port) as connection:
+        reply = connection.exchange(head, body, timeout=20)
+        if reply.status == 0:
+            assert connection.closed_by_server(10), reply
+        else:
+            assert 400 <= reply.status < 500, reply
