@@ -20,9 +20,11 @@ python-multipart, raw callbacks       94,137          2,413        (parser only)
 ``multipart`` PushMultipartParser     145,982         3,378        (parser only)
 ====================================  ==============  ===========  ================
 
-End to end on uvicorn (``bench/load_upload.py``: the same route reading every part,
-``parts(request)`` beside ``await request.form()``, interleaved rounds, wall clock,
-median of the per-round ratios): E2E_UVICORN.
+End to end on uvicorn (``bench/load_upload.py --rounds 5``: a raw-socket client, the
+route reading every part, ``parts(request)`` beside ``await request.form()`` on the
+same server, interleaved rounds, wall clock on the same loaded machine, medians and
+the median of the per-round ratios): 10,000 fields at 32,611 fields/s against 9,382
+(3.85x), a 100 MiB file at 618 MB/s against 293 (2.11x).
 
 The two raw parsers only count parts and bytes (no `Part`, no hand-over to a caller,
 no limits), so they bound what a stream built on them could reach. python-multipart's
