@@ -50,7 +50,9 @@ async def parts(
     ``Content-Length`` already passes `max_size` is refused before a byte is read. A
     client that sends nothing for `read_timeout` seconds, or slower than `min_rate`
     bytes per second, is refused with `UploadTimeout` (408; the rule every adapter
-    shares, see `streamfx.adapters._upload_body`; None turns either off).
+    shares, see `streamfx.adapters._upload_body`; None turns either off). A client
+    that leaves before its body ends, or a body whose transfer framing breaks, is
+    `MalformedUpload` (400), as on every adapter (aiohttp's own error is its cause).
     An `UploadError`, at the start or while the parts are read, leaves the block as
     aiohttp's ``HTTPRequestEntityTooLarge`` (413), ``HTTPUnsupportedMediaType`` (415),
     ``HTTPRequestTimeout`` (408) or ``HTTPBadRequest`` (400), whose short
