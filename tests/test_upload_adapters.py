@@ -46,8 +46,20 @@ from urllib.parse import quote
 
 import pytest
 
+from streamfx._upload.limits import (
+    DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_PREAMBLE_SIZE,
+)
 from tests._upload_client import Connection, Reply, pieces, request_head, small_listener
+from tests._upload_rows import LIMITS as UPLOAD_LIMITS
 from tests._upload_rows import ROWS, STALL, Row
+
+DEFAULT_LIMITS = {
+    "max_headers": DEFAULT_MAX_HEADERS,
+    "max_header_size": DEFAULT_MAX_HEADER_SIZE,
+    "max_preamble_size": DEFAULT_MAX_PREAMBLE_SIZE,
+}
 
 ROOT = Path(__file__).resolve().parent.parent
 SITES = ("uvicorn", "fastapi", "hypercorn", "aiohttp", "gunicorn", "waitress")
@@ -226,7 +238,8 @@ def test_attack_row(checked: Site, row: Row) -> None:
         for name, pattern in zip(sorted(answer["files"]), sorted(row.files_left), strict=True):
             assert fnmatch.fnmatch(name, pattern), (name, pattern)
     elif row.limit is not None:
-        assert f"({row.limit}=" in reply.text, reply.text
+        value = {**DEFAULT_LIMITS, **UPLOAD_LIMITS, **row.options}[row.limit]
+        assert f"({row.limit}={value})" in reply.text, reply.text
 
 
 # -- the declared length (issue 14, item 5) ----------------------------------------------
