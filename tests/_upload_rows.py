@@ -4,8 +4,8 @@ package), per limit, and a few honest uploads, as data.
 
 `tests/test_upload_attacks.py` runs every row through `parse_multipart` in process, and
 `tests/test_upload_adapters.py` through every adapter's helper under its real server
-(each row says what to send and what must come back). A row's body is generated chunk by chunk, never
-whole, so a 50 MiB attack costs the test no 50 MiB.
+(each row says what to send and what must come back). A row's body is generated chunk
+by chunk, never whole, so a 50 MiB attack costs the test no 50 MiB.
 
 What each row asserts, wherever it runs:
 
