@@ -90,12 +90,7 @@ WHY_NOT: dict[tuple[str, Capability], str] = {
 # Contract tests that fail on an adapter today: a defect of the adapter, reported, not a
 # limit of its design. Marked xfail(strict=True), so a fix shows up as an XPASS failure
 # and the line here must go.
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("aiohttp", "test_a_stalled_uploader_holds_only_its_own_request"): "parts "
-    "lets aiohttp's ConnectionResetError out when the client leaves mid-upload, where "
-    "parts_from_asgi and wsgi.parts raise MalformedUpload (so the handler's "
-    "clean-up for a refused upload never runs)",
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 # Django's ASGIHandler re-raises an error from a streaming body (which is what aborts the
