@@ -36,7 +36,8 @@ Promises:
   cleanup runs); the consumer sees the error (`raise_if_failed`) after the items
   buffered before it.
 - `aclose` cancels every producer and returns only after each has finished, with its
-  source closed (``aclose()`` called, so the source's ``finally`` has run).
+  source closed (``aclose()`` called, so the source's ``finally`` has run); an error
+  raised by that cleanup is raised by `aclose`, never left unread in the channel.
 
 How the hot path stays cheap: a producer compares the deque's length with one number,
 ``_limit``, after (``"suspend"``) or before (lossy) each append, and does anything else
@@ -133,9 +134,17 @@ class Channel(Generic[T]):
         return self._running == 0
 
     async def aclose(self) -> None:
-        """Cancel the producers and wait until each one's cleanup has run."""
+        """Cancel the producers and wait until each one's cleanup has run.
+
+        An error that cleanup raises (a source's finalizer failing as it is cancelled)
+        is raised here, to whoever closed the channel early; an error a source had
+        raised before the close is not (it is the stream's, for `raise_if_failed`).
+        """
         if self._running:
+            failed_before = self._error
             await cancel_and_wait(self._tasks)
+            if self._error is not failed_before and self._error is not None:
+                raise self._error
 
     # -- consumer side: one item at a time -------------------------------------------
 

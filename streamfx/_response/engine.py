@@ -26,12 +26,16 @@ Promises:
 - Metrics: ``stream_opened`` at the first iteration, ``items_sent`` per chunk (items
   and bytes), ``items_dropped`` as above, ``stream_closed`` exactly once with the
   duration and outcome.
-- Closing the body cancels the source's task and waits for its cleanup.
+- Closing the body cancels the source's task and waits for its cleanup. An error that
+  cleanup raises (a finalizer failing when the client disconnects) is logged at ERROR
+  on ``streamfx.response`` with the stream's kind and name and its traceback, and the
+  body closes quietly: the body's own error, if it has one, is what propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar
@@ -39,9 +43,11 @@ from typing import TypeVar
 from streamfx._core.channel import Channel
 from streamfx._core.policy import BufferPolicy
 from streamfx._core.shutdown import on_shutdown, shutdown_requested
-from streamfx.metrics import MetricsHook, Outcome, get_metrics
+from streamfx.metrics import MetricsHook, Outcome, get_metrics, guarded
 
 T = TypeVar("T")
+
+logger = logging.getLogger("streamfx.response")
 
 
 def encode_batches(
@@ -72,7 +78,7 @@ def encode_batches(
     waiting for the source, whose task is cancelled as on any close. A stream that is
     not drainable (a file: ending it early would truncate it) ignores the request.
     """
-    hook = metrics if metrics is not None else get_metrics()
+    hook = guarded(metrics if metrics is not None else get_metrics())
     channel: Channel[T] = Channel(policy.capacity, policy.strategy, on_drop)
     return _run(
         channel,
@@ -150,6 +156,16 @@ async def _run(
             unsubscribe()
         try:
             await channel.aclose()
+        except Exception:
+            # The body ended before its source (the client left, an encoding error, a
+            # shutdown) and the source's cleanup raised as it was cancelled: nobody
+            # reads a body's close, so the error is logged, not raised.
+            logger.exception(
+                "the %s stream %r ended early and a finalizer of its source raised: "
+                "logged, not raised",
+                kind,
+                name,
+            )
         finally:
             if channel.dropped != reported_drops:
                 hook.items_dropped(kind, name, channel.dropped - reported_drops)

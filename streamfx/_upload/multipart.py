@@ -87,7 +87,7 @@ from streamfx._upload.limits import (
     Limits,
 )
 from streamfx._upload.part import Part, check_allowed_types
-from streamfx.metrics import MetricsHook, Outcome, get_metrics
+from streamfx.metrics import MetricsHook, Outcome, get_metrics, guarded
 
 FEED_SIZE: Final = 64 * 1024
 """The most body bytes fed to the scanner at once."""
@@ -233,7 +233,7 @@ class PartStream:
         self._countdown = _CHECK_EVERY
         self._yielded_at = time.monotonic()
         self._name = name
-        self._metrics = metrics if metrics is not None else get_metrics()
+        self._metrics = guarded(metrics if metrics is not None else get_metrics())
         self._opened_at: float | None = None  # set when the metrics hook is told it opened
         self._outcome: Outcome = "closed"
 
