@@ -54,8 +54,6 @@ Capability = Literal[
 ]
 
 WHY_NOT: dict[tuple[str, Capability], str] = {
-    ("wsgi", "write_timeout"): "WSGI: the server does the writing; to_wsgi has no write "
-    "timeout (the server's own timeouts apply)",
     ("quart", "uploads"): "streamfx has no upload helper for Quart: Quart reads the body",
     ("django", "uploads"): "streamfx has no upload helper for Django: Django reads the body",
     ("wsgi", "sees_silent_disconnects"): "WSGI: a server learns that a client left only "
