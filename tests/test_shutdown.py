@@ -124,3 +124,18 @@ def test_drain_on_signals_requests_then_chains_to_the_previous_handler() -> None
         assert seen == [signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+async def test_a_closed_stream_leaves_no_shutdown_listener_behind() -> None:
+    """Each open SSE body is one listener, removed when the body closes, however many
+    bodies come and go (the listener is the channel's own `wake`)."""
+    from streamfx._core import shutdown
+
+    before = len(shutdown._listeners)
+    bodies = [aiter(streamfx.sse(endless(Probe(), asyncio.Event())).body) for _ in range(3)]
+    for body in bodies:
+        await anext(body)  # the opening comment: the body runs
+    assert len(shutdown._listeners) == before + 3
+    for body in bodies:
+        await body.aclose()  # type: ignore[attr-defined]
+    assert len(shutdown._listeners) == before

@@ -29,12 +29,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 from typing import Any
 
 _requested = False
-_listeners: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
-_next_key = 0
+# Each subscriber's `wake` and its loop. Keyed by `wake` itself (a stream's bound
+# method compares equal to a fresh one of the same object): one dict entry per open
+# stream and nothing else, which matters with thousands of idle streams.
+_listeners: dict[Callable[[], None], asyncio.AbstractEventLoop] = {}
 
 
 def shutdown_requested() -> bool:
@@ -50,7 +53,7 @@ def request_shutdown() -> None:
     """
     global _requested
     _requested = True
-    for loop, wake in list(_listeners.values()):
+    for wake, loop in list(_listeners.items()):
         if not loop.is_closed():
             loop.call_soon_threadsafe(wake)
 
@@ -64,14 +67,18 @@ def reset_shutdown() -> None:
 def on_shutdown(wake: Callable[[], None]) -> Callable[[], None]:
     """Call `wake()` on the running loop when a shutdown is requested.
 
-    Returns the function that unsubscribes. Used by stream bodies; most code never
-    needs it.
+    Returns the function that unsubscribes, which does what ``off_shutdown(wake)``
+    does. Subscribing the same `wake` (an equal callable) again replaces it. Used by
+    stream bodies; most code never needs it.
     """
-    global _next_key
-    key = _next_key
-    _next_key += 1
-    _listeners[key] = (asyncio.get_running_loop(), wake)
-    return lambda: _listeners.pop(key, None) and None
+    _listeners[wake] = asyncio.get_running_loop()
+    return partial(off_shutdown, wake)
+
+
+def off_shutdown(wake: Callable[[], None]) -> None:
+    """Unsubscribe `wake` (or an equal callable: a bound method of the same object);
+    nothing happens if it is not subscribed."""
+    _listeners.pop(wake, None)
 
 
 def drain_on_signals(*signums: int) -> None:

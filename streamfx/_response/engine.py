@@ -38,11 +38,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from functools import lru_cache
 from typing import TypeVar
 
 from streamfx._core.channel import Channel
 from streamfx._core.policy import BufferPolicy
-from streamfx._core.shutdown import on_shutdown, shutdown_requested
+from streamfx._core.shutdown import off_shutdown, on_shutdown, shutdown_requested
 from streamfx.metrics import MetricsHook, Outcome, get_metrics, guarded
 
 T = TypeVar("T")
@@ -113,8 +114,9 @@ async def _run(
     hook.stream_opened(kind, name)
     started = time.monotonic()
     outcome: Outcome = "closed"
-    channel.start((source,), f"streamfx.{kind}")
-    unsubscribe = on_shutdown(channel.wake) if drainable else None
+    channel.start((source,), _task_name(kind))
+    if drainable:
+        on_shutdown(channel.wake)
     reported_drops = 0
     try:
         if prefix:
@@ -152,8 +154,8 @@ async def _run(
         outcome = "closed" if isinstance(exc, asyncio.CancelledError) else "error"
         raise
     finally:
-        if unsubscribe is not None:
-            unsubscribe()
+        if drainable:
+            off_shutdown(channel.wake)
         try:
             await channel.aclose()
         except Exception:
@@ -170,3 +172,10 @@ async def _run(
             if channel.dropped != reported_drops:
                 hook.items_dropped(kind, name, channel.dropped - reported_drops)
             hook.stream_closed(kind, name, time.monotonic() - started, outcome)
+
+
+@lru_cache(maxsize=64)
+def _task_name(kind: str) -> str:
+    """The name of a stream's producer task, one string shared by every stream of a
+    kind (a name built per stream is held by its task: thousands of idle streams)."""
+    return f"streamfx.{kind}"

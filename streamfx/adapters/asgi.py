@@ -245,7 +245,6 @@ async def _send(
     watch = _DisconnectWatch(task, scope, receive, send)
     watcher = loop.create_task(watch.run(), name="streamfx.asgi disconnect watch")
     watchdog = WriteWatchdog(write_timeout, watch.stalled, logger)
-    writing, written = watchdog.writing, watchdog.written
     iterator = body
     try:
         if method == "HEAD":
@@ -268,19 +267,19 @@ async def _send(
         try:
             await send(start)
             if first:
-                writing()
+                watchdog.writing()
                 await send({"type": "http.response.body", "body": first, "more_body": True})
-                written()
+                watchdog.written()
         except OSError:
             return False
         async for chunk in iterator:
             if chunk:
-                writing()
+                watchdog.writing()
                 try:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except OSError:
                     return False
-                written()
+                watchdog.written()
         watch.closing = True
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
