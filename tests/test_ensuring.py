@@ -216,3 +216,30 @@ async def test_a_client_that_disconnects_from_uvicorn_gets_the_finalizer_error_l
     assert [r.name for r in errors] == ["streamfx.response"], [r.getMessage() for r in errors]
     assert "sse" in errors[0].getMessage() and "'prices'" in errors[0].getMessage()
     assert errors[0].exc_info is not None
+
+
+async def test_a_body_whose_closer_is_cancelled_still_logs_the_finalizer_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The task closing the body is cancelled while it waits for the source's cleanup:
+    the cancellation propagates (never swallowed) and the finalizer's error is logged."""
+    cleaning, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_failing() -> None:
+        cleaning.set()
+        await release.wait()  # the cleanup takes a while: the closer waits for it
+        raise RuntimeError("the finalizer failed")
+
+    body = aiter(streamfx.sse(streamfx.ensuring(forever(Probe()), slow_failing), name="p").body)
+    await anext(body)  # the opening comment
+    await anext(body)  # the first event
+    closing = asyncio.create_task(body.aclose())  # type: ignore[attr-defined]
+    await cleaning.wait()
+    closing.cancel()
+    await asyncio.sleep(0)  # the closer takes the cancellation and keeps waiting
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    records = [r for r in caplog.records if r.name == "streamfx.response"]
+    assert len(records) == 1 and records[0].levelno == logging.ERROR
+    assert "'p'" in records[0].getMessage() and records[0].exc_info is not None

@@ -90,6 +90,7 @@ class Channel(Generic[T]):
         "_running",
         "_sliding",
         "_tasks",
+        "cleanup_error",
         "dropped",
     )
 
@@ -107,6 +108,8 @@ class Channel(Generic[T]):
         self._sliding = strategy == "sliding"
         self._on_drop = on_drop
         self._error: BaseException | None = None
+        self.cleanup_error: BaseException | None = None
+        """The error a producer's cleanup raised when `aclose` cancelled it, if any."""
         self.dropped = 0
         """Items dropped so far (a lossy strategy, while the consumer was away)."""
         self._drops_in_a_row = 0
@@ -148,14 +151,21 @@ class Channel(Generic[T]):
         """Cancel the producers and wait until each one's cleanup has run.
 
         An error that cleanup raises (a source's finalizer failing as it is cancelled)
-        is raised here, to whoever closed the channel early; an error a source had
-        raised before the close is not (it is the stream's, for `raise_if_failed`).
+        is raised here, to whoever closed the channel early, and kept in
+        `cleanup_error`; an error a source had raised before the close is not (it is
+        the stream's, for `raise_if_failed`). If the caller is cancelled while it
+        waits, `CancelledError` is raised as always (a cancellation is never swallowed)
+        and the cleanup's error is only in `cleanup_error`.
         """
         if self._running:
             failed_before = self._error
-            await cancel_and_wait(self._tasks)
-            if self._error is not failed_before and self._error is not None:
-                raise self._error
+            try:
+                await cancel_and_wait(self._tasks)
+            finally:
+                if self._error is not failed_before:
+                    self.cleanup_error = self._error
+            if self.cleanup_error is not None:
+                raise self.cleanup_error
 
     # -- consumer side: one item at a time -------------------------------------------
 

@@ -158,20 +158,28 @@ async def _run(
             off_shutdown(channel.wake)
         try:
             await channel.aclose()
-        except Exception:
+        except Exception as exc:
             # The body ended before its source (the client left, an encoding error, a
             # shutdown) and the source's cleanup raised as it was cancelled: nobody
             # reads a body's close, so the error is logged, not raised.
-            logger.exception(
-                "the %s stream %r ended early and a finalizer of its source raised: "
-                "logged, not raised",
-                kind,
-                name,
-            )
+            _log_cleanup_error(kind, name, exc)
+        except asyncio.CancelledError:
+            if channel.cleanup_error is not None:  # cancelled while waiting for it
+                _log_cleanup_error(kind, name, channel.cleanup_error)
+            raise
         finally:
             if channel.dropped != reported_drops:
                 hook.items_dropped(kind, name, channel.dropped - reported_drops)
             hook.stream_closed(kind, name, time.monotonic() - started, outcome)
+
+
+def _log_cleanup_error(kind: str, name: str, error: BaseException) -> None:
+    logger.error(
+        "the %s stream %r ended early and a finalizer of its source raised: logged, not raised",
+        kind,
+        name,
+        exc_info=error,
+    )
 
 
 @lru_cache(maxsize=64)
