@@ -243,3 +243,23 @@ async def test_a_body_whose_closer_is_cancelled_still_logs_the_finalizer_error(
     records = [r for r in caplog.records if r.name == "streamfx.response"]
     assert len(records) == 1 and records[0].levelno == logging.ERROR
     assert "'p'" in records[0].getMessage() and records[0].exc_info is not None
+
+
+async def test_behind_a_merge_a_second_finalizer_error_is_logged_not_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def failing_too() -> None:
+        raise RuntimeError("the second finalizer failed")
+
+    stream = streamfx.merge(
+        streamfx.ensuring(forever(Probe()), failing),
+        streamfx.ensuring(forever(Probe()), failing_too),
+    )
+    await anext(stream)
+    with pytest.raises(RuntimeError, match="finalizer failed") as raised:
+        await stream.aclose()
+    logged = [r for r in caplog.records if r.name == "streamfx.channel"]
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR
+    assert logged[0].exc_info is not None
+    errors = {str(raised.value), str(logged[0].exc_info[1])}
+    assert errors == {"the finalizer failed", "the second finalizer failed"}

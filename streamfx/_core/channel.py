@@ -38,7 +38,8 @@ Promises:
   buffered before it.
 - `aclose` cancels every producer and returns only after each has finished, with its
   source closed (``aclose()`` called, so the source's ``finally`` has run); an error
-  raised by that cleanup is raised by `aclose`, never left unread in the channel.
+  raised by that cleanup is raised by `aclose`, never left unread in the channel. An
+  error after the first (a second source failing) is logged on ``streamfx.channel``.
 
 How the hot path stays cheap: a producer compares the queue's length with one number,
 ``_limit``, after (``"suspend"``) or before (lossy) each append, and does anything else
@@ -52,6 +53,7 @@ only while it waits in `wait_ready`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import types
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
@@ -63,6 +65,8 @@ from streamfx._core.util import aclose_iterator, cancel_and_wait
 
 T = TypeVar("T")
 B = TypeVar("B")
+
+_logger = logging.getLogger("streamfx.channel")
 
 LIST_CAPACITY: Final = 256
 """Up to this capacity a channel consumed in batches keeps its items in a list (see
@@ -454,9 +458,19 @@ class Channel(Generic[T]):
                 self._wake_getter()
 
     def _fail(self, exc: BaseException) -> None:
+        """A source (or its cleanup) raised: the first error is the channel's; a later
+        one (another source's cleanup failing as it is cancelled) is logged, not lost."""
+        current = asyncio.current_task()
         if self._error is None:
             self._error = exc
-        current = asyncio.current_task()
+        else:
+            name = current.get_name() if current is not None else "a producer"
+            _logger.error(
+                "%s raised after another source had failed (whose error is the "
+                "stream's): logged, not raised",
+                name,
+                exc_info=exc,
+            )
         for task in self._tasks:
             if task is not current:
                 task.cancel()
