@@ -32,7 +32,9 @@ def ensuring(
       task gets it in place of `CancelledError`, with that as its ``__context__``).
       Behind `buffer`, `merge` or `heartbeat` the finalizer runs in their producer
       task when their consumer closes them; its error is raised by *their*
-      ``aclose()``, to whoever closed them early, never left unread.
+      ``aclose()``, to whoever closed them early, never left unread (behind `merge`,
+      when several finalizers raise, the first error is raised and the others are
+      logged at ERROR on ``streamfx.channel``).
     - **Behind a response body** (`sse`, `export`) whose client disconnects: nobody
       is left to receive the error, so the body logs it at ERROR on the
       ``streamfx.response`` logger, with the stream's kind and name and the traceback,
