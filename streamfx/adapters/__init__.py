@@ -3,8 +3,10 @@
 One module (or folder) per family, each importing its own framework only:
 
 - `streamfx.adapters.asgi`: `to_asgi` for any ASGI server or framework (Starlette,
-  FastAPI, Litestar, plain ASGI), `parts` / `parts_from_asgi` for uploads and
-  `error_response`;
+  FastAPI, plain ASGI), `parts` / `parts_from_asgi` for uploads, `error_response`,
+  and `openapi` for FastAPI's ``responses=``;
+- `streamfx.adapters.litestar`: `to_litestar`, `parts` and `error_response` for
+  Litestar handlers (sent by the ASGI adapter);
 - `streamfx.adapters.quart`: `to_quart`, awaited in a Quart view;
 - `streamfx.adapters.django`: `to_django`, awaited in a Django view under ASGI;
 - `streamfx.adapters.aiohttp`: `to_aiohttp`, `multipart_parts`, `streamfx_errors` and
@@ -12,7 +14,8 @@ One module (or folder) per family, each importing its own framework only:
 - `streamfx.adapters.wsgi`: `to_wsgi`, `parts_from_wsgi` and `error_response` for
   Flask, gunicorn, waitress or any WSGI server.
 
-No adapter imports another; what they share lives in the private modules
+No adapter imports another (but the Litestar one, which sends through the ASGI one);
+what they share lives in the private modules
 ``streamfx.adapters._*`` (error mapping, prefetching the first chunk, ASGI types).
 Importing `streamfx` never imports an adapter, and nothing outside this package imports
 a web framework (both checked by ``lint-imports``; see docs/architecture.md).
