@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from openapi_spec_validator import validate
 
 from examples.fastapi_app import create_app
+from streamfx.adapters.asgi import openapi
 from tests._mypy import assert_mypy_strict_passes
 from tests._servers import serve
 
@@ -63,3 +65,48 @@ async def test_openapi_json_is_valid_and_names_each_stream_s_media_type(
     assert content("/upload", "post") == ["application/json"]  # it answers JSON itself
     operations = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
     assert len(operations) == len(set(operations))
+
+
+# -- openapi() ----------------------------------------------------------------------------
+
+
+def test_openapi_lists_media_types_and_errors() -> None:
+    assert openapi("text/event-stream", "text/csv", description="Rows", errors=(404,)) == {
+        200: {
+            "description": "Rows",
+            "content": {
+                "text/event-stream": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        },
+        404: {
+            "description": "Not Found",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    }
+    assert list(openapi(errors=[413, 415])) == [413, 415]  # a JSON route's refusals only
+    assert list(openapi("application/pdf", status=206)) == [206]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error"),
+    [
+        ((), {}, ValueError),
+        (("text",), {}, ValueError),
+        (("text/csv; charset=utf-8",), {}, ValueError),
+        (("text/csv/x",), {}, ValueError),
+        (("text/ csv",), {}, ValueError),
+        (("text/csv\r\nx: y",), {}, ValueError),
+        (("text/csv",), {"status": 404}, ValueError),
+        (("text/csv",), {"errors": (200,)}, ValueError),
+        (("text/csv",), {"errors": 404}, TypeError),
+        (("text/csv",), {"errors": ("404",)}, TypeError),
+        ((b"text/csv",), {}, TypeError),
+        (("text/csv",), {"status": True}, TypeError),
+    ],
+)
+def test_openapi_refuses_what_is_not_a_description(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        openapi(*args, **kwargs)
