@@ -9,9 +9,9 @@ One module (or folder) per family, each importing its own framework only:
   Litestar handlers (sent by the ASGI adapter);
 - `streamfx.adapters.quart`: `to_quart`, awaited in a Quart view;
 - `streamfx.adapters.django`: `to_django`, awaited in a Django view under ASGI;
-- `streamfx.adapters.aiohttp`: `to_aiohttp`, `multipart_parts`, `streamfx_errors` and
+- `streamfx.adapters.aiohttp`: `to_aiohttp`, `parts`, `streamfx_errors` and
   `drain_on_shutdown`;
-- `streamfx.adapters.wsgi`: `to_wsgi`, `parts_from_wsgi` and `error_response` for
+- `streamfx.adapters.wsgi`: `to_wsgi`, `parts` and `error_response` for
   Flask, gunicorn, waitress or any WSGI server.
 
 No adapter imports another (but the Litestar one, which sends through the ASGI one);
