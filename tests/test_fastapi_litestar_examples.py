@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import io
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ import pytest
 from examples import fastapi_app, litestar_app
 from streamfx import ServerSentEvent, SSEDecoder
 from tests._client import post_reading_early
-from tests._servers import serve
+from tests._servers import free_port, launch, serve
 
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = hashlib.sha256(b"streamfx").digest() * (1 << 15)  # the examples' 1 MiB block
 MAX_SIZE = fastapi_app.MAX_SIZE
 assert litestar_app.MAX_SIZE == MAX_SIZE
 
@@ -212,3 +215,19 @@ async def test_an_upload_over_its_limits_is_refused_with_the_reason(
     unsupported = await client.post("/upload", content=wrong_type, headers=headers)
     assert unsupported.status_code == 415
     assert "application/x-sh" in unsupported.text
+
+
+# -- the documented command ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fastapi", "litestar"])
+def test_the_example_runs_with_its_documented_command(name: str, tmp_path: Path) -> None:
+    port = free_port()
+    argv = [sys.executable, str(ROOT / "examples" / f"{name}_app.py")]
+    argv += ["--port", str(port), "--file-mb", "1"]
+    url = f"http://127.0.0.1:{port}/files/data.bin"
+    env = {"PYTHONPATH": str(ROOT)}  # this checkout's streamfx, whatever is installed
+    with launch(argv, url, env, log=tmp_path / "server.log"):
+        reply = httpx.get(url, headers={"Range": "bytes=10-19"}, timeout=10)
+    assert reply.status_code == 206
+    assert reply.content == BLOCK[10:20]
