@@ -27,7 +27,7 @@ from litestar.params import FromPath
 from openapi_spec_validator import validate
 
 from examples.litestar_app import create_app
-from streamfx import DownloadError, StreamResponse, download
+from streamfx import StreamfxError, StreamResponse, download
 from streamfx.adapters.litestar import StreamingLitestarResponse, error_response, to_litestar
 from tests._client import wait_until
 from tests._mypy import assert_mypy_strict_passes
@@ -147,7 +147,7 @@ async def test_error_response_as_a_litestar_exception_handler(tmp_path: Path) ->
     async def files(name: FromPath[str]) -> StreamingLitestarResponse:
         return to_litestar(download(name, root=tmp_path))  # DownloadError left to Litestar
 
-    app = Litestar([files], exception_handlers={DownloadError: on_error})
+    app = Litestar([files], exception_handlers={StreamfxError: on_error})
     async with serving(app) as client:
         missing = await client.get("/files/nothing")
     assert (missing.status_code, missing.text) == (404, "Not Found")

@@ -47,9 +47,10 @@ from litestar.response.base import ASGIResponse
 
 from streamfx._response.response import StreamResponse
 from streamfx._upload.multipart import PartStream
-from streamfx.adapters._asgi_upload import parts_from_asgi, refusal_headers
+from streamfx.adapters._asgi_upload import parts_from_asgi
 from streamfx.adapters._common import answer_error, check_write_timeout
 from streamfx.adapters._upload_body import MIN_RATE, READ_TIMEOUT, UploadOptions
+from streamfx.adapters._upload_refusal import refusal_headers
 from streamfx.adapters.asgi import send_response
 
 if TYPE_CHECKING:
@@ -179,16 +180,17 @@ def _with_headers(response: StreamResponse, added: Headers) -> StreamResponse:
 
 
 def error_response(exc: BaseException) -> StreamingLitestarResponse:
-    """A Litestar response answering `exc`, as every adapter does: the error's status
-    (``status_code`` or ``status``, else 500) and a short ``text/plain`` body (the status
-    phrase; an `UploadError`'s client-safe detail). The detail is logged to the
+    """A Litestar response answering `exc` as every adapter does: a `StreamfxError`
+    with its ``status_code``, ``headers`` (``Retry-After`` on a 503 from an open
+    circuit) and client-safe ``detail`` as a short ``text/plain`` body; anything else
+    with 500 and the status phrase. The exception itself is logged to the
     ``streamfx.adapters.litestar`` logger (a 4xx at INFO, a 5xx at ERROR). A refused
     upload is answered with ``Connection: close`` unless what is left of its body is
-    small (see `streamfx.adapters._asgi_upload`).
+    small (see `streamfx.adapters._upload_refusal`).
 
     Meant for errors raised before a response exists (``download()``'s 403/404, an
-    upload's 413/415/400/408); also usable as a Litestar exception handler:
-    ``exception_handlers={DownloadError: lambda request, exc: error_response(exc)}``.
+    upload's 413/415/400/408); also as a Litestar exception handler:
+    ``exception_handlers={StreamfxError: lambda request, exc: error_response(exc)}``.
     """
     answer = answer_error(exc, logger)
     body = StreamResponse(answer.status, refusal_headers(answer), _once(answer.body))
