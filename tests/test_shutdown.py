@@ -14,7 +14,7 @@ import pytest
 import streamfx
 from streamfx import BufferPolicy
 from streamfx._response.engine import encode_batches
-from streamfx.metrics import InMemoryMetrics
+from streamfx.testing import capture_metrics, open_response
 from tests._sources import Probe
 
 
@@ -38,21 +38,15 @@ async def endless(probe: Probe, release: asyncio.Event) -> AsyncIterator[str]:
 
 async def test_sse_sends_what_it_holds_then_the_farewell_and_ends() -> None:
     probe = Probe()
-    metrics = InMemoryMetrics()
-    previous = streamfx.metrics.set_metrics(metrics)
-    try:
-        farewell = streamfx.ServerSentEvent(event="shutdown", data="bye", retry=5000)
-        body = streamfx.sse(endless(probe, asyncio.Event()), farewell=farewell, heartbeat=None).body
-        chunks: list[bytes] = []
-        async for chunk in body:
-            chunks.append(chunk)
-            if b"second" in b"".join(chunks):
-                streamfx.request_shutdown()
-    finally:
-        streamfx.metrics.set_metrics(previous)
-    events = streamfx.SSEDecoder().feed(b"".join(chunks))
-    assert [e.data for e in events] == ["first", "second", "bye"]
-    assert events[-1].event == "shutdown"
+    farewell = streamfx.ServerSentEvent(event="shutdown", data="bye", retry=5000)
+    with capture_metrics() as metrics:
+        response = streamfx.sse(endless(probe, asyncio.Event()), farewell=farewell, heartbeat=None)
+        async with open_response(response) as client:
+            assert [e.data for e in await client.events(2)] == ["first", "second"]
+            streamfx.request_shutdown()
+            events = await client.events()  # to the end of the body
+            assert client.ended
+    assert [(e.event, e.data) for e in events] == [("shutdown", "bye")]
     assert probe.cleanups == 1
     assert metrics.outcomes[("sse", "", "completed")] == 1
 
@@ -68,22 +62,13 @@ async def test_a_waiting_stream_wakes_up_and_ends(request_it: Callable[[], None]
     """Whether requested on the loop or from another thread (as a signal handler or a
     WSGI server's thread would), a stream blocked on a silent source ends promptly."""
     probe = Probe()
-    body = streamfx.sse(endless(probe, asyncio.Event()), heartbeat=None).body
-    received: list[bytes] = []
-    both_seen = asyncio.Event()
-
-    async def read() -> None:
-        async for chunk in body:
-            received.append(chunk)
-            if b"second" in b"".join(received):
-                both_seen.set()
-
-    reader = asyncio.create_task(read())
-    await both_seen.wait()
-    request_it()
-    await asyncio.wait_for(reader, 5)
-    assert [e.data for e in streamfx.SSEDecoder().feed(b"".join(received))] == ["first", "second"]
-    assert probe.cleanups == 1
+    response = streamfx.sse(endless(probe, asyncio.Event()), heartbeat=None)
+    async with open_response(response) as client:
+        assert [e.data for e in await client.events(2)] == ["first", "second"]
+        request_it()
+        assert await client.events() == []
+        assert client.ended
+        assert probe.cleanups == 1, "ended by the request, not by leaving the block"
 
 
 async def test_a_stream_started_after_the_request_ends_at_once() -> None:
