@@ -16,7 +16,6 @@ import pytest
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 import streamfx
@@ -60,7 +59,7 @@ class Feed:
 
 
 def starlette_app(feed: Feed) -> Starlette:
-    async def events(request: Request) -> Response:
+    async def events(request: Request) -> object:
         source = feed.silence() if "idle" in request.query_params else feed.ticks()
         return to_asgi(streamfx.sse(source, name="ticks", heartbeat=None))
 
@@ -71,7 +70,7 @@ def fastapi_app(feed: Feed) -> FastAPI:
     app = FastAPI()
 
     @app.get("/events", response_model=None)
-    async def events(idle: bool = False) -> Response:
+    async def events(idle: bool = False) -> Any:
         source = feed.silence() if idle else feed.ticks()
         return to_asgi(streamfx.sse(source, name="ticks", heartbeat=None))
 
