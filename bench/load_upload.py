@@ -3,12 +3,12 @@ usual way, on the same server in the same run.
 
 Three servers, one process each, started one after the other, each serving two routes:
 
-- gunicorn (gthread worker, 4 threads): ``parts_from_wsgi`` against Flask's
+- gunicorn (gthread worker, 4 threads): ``streamfx.adapters.wsgi.parts`` against Flask's
   ``request.files`` / ``request.form`` (Werkzeug's parser: fields in memory, files
   spooled to temporary files);
 - uvicorn (uvloop, httptools): ``parts(request)`` against Starlette's
   ``await request.form()`` (fields in memory, files spooled to temporary files);
-- aiohttp: ``multipart_parts`` against aiohttp's own streaming reader
+- aiohttp: ``streamfx.adapters.aiohttp.parts`` against aiohttp's own streaming reader
   (``await request.multipart()``, ``read_chunk``).
 
 Two bodies: one file of FILE_MB MiB, and FIELDS small fields (10 bytes each). The
@@ -86,7 +86,7 @@ def flask_app() -> Any:
     """gunicorn's app: ``/streamfx`` and ``/flask``."""
     from flask import Flask, request
 
-    from streamfx.adapters.wsgi import parts_from_wsgi
+    from streamfx.adapters.wsgi import parts
 
     app = Flask(__name__)
     app.config["MAX_FORM_PARTS"] = 1_000_000
@@ -94,10 +94,10 @@ def flask_app() -> Any:
     @app.post("/streamfx")
     def streamfx_route() -> str:
         count = size = 0
-        with parts_from_wsgi(
+        with parts(
             request.environ, max_size=LIMIT, max_part_size=LIMIT, max_parts=1_000_000
-        ) as parts:
-            for part in parts:
+        ) as stream:
+            for part in stream:
                 count += 1
                 for chunk in part:
                     size += len(chunk)
@@ -155,10 +155,10 @@ def starlette_app() -> Any:
 def aiohttp_app() -> Any:
     from aiohttp import BodyPartReader, web
 
-    from streamfx.adapters.aiohttp import multipart_parts
+    from streamfx.adapters.aiohttp import parts
 
     async def streamfx_route(request: web.Request) -> web.Response:
-        async with multipart_parts(
+        async with parts(
             request, max_size=LIMIT, max_part_size=LIMIT, max_parts=1_000_000
         ) as stream:
             return web.Response(text=await count_parts(stream))

@@ -343,9 +343,9 @@ def load_tables(results: Path) -> dict[str, str]:
 
 
 UPLOAD_LABELS = {
-    "gunicorn": ("gunicorn (gthread)", "`parts_from_wsgi`", "Flask `request.files`"),
+    "gunicorn": ("gunicorn (gthread)", "`wsgi.parts`", "Flask `request.files`"),
     "uvicorn": ("uvicorn", "`parts(request)`", "Starlette `form()`"),
-    "aiohttp": ("aiohttp", "`multipart_parts`", "aiohttp `request.multipart()`"),
+    "aiohttp": ("aiohttp", "`aiohttp.parts`", "aiohttp `request.multipart()`"),
 }
 
 

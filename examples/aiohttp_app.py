@@ -26,7 +26,7 @@ from typing import Any, Literal, cast
 from aiohttp import web
 
 from streamfx import ServerSentEvent, download, export, request_shutdown, sse
-from streamfx.adapters.aiohttp import multipart_parts, streamfx_errors, to_aiohttp
+from streamfx.adapters.aiohttp import parts, streamfx_errors, to_aiohttp
 
 MAX_SIZE, MAX_PART_SIZE, MAX_PARTS = 8 << 20, 5 << 20, 4
 UPLOAD_TYPES = ("text/plain", "text/csv", "application/json", "image/png", "image/jpeg")
@@ -96,14 +96,14 @@ async def big_file(request: web.Request) -> web.StreamResponse:
 async def upload(request: web.Request) -> web.StreamResponse:
     # a refused upload leaves the block as aiohttp's 413, 415 or 400 with a clear message
     received = []
-    async with multipart_parts(
+    async with parts(
         request,
         max_size=MAX_SIZE,
         max_part_size=MAX_PART_SIZE,
         max_parts=MAX_PARTS,
         allowed_types=UPLOAD_TYPES,
-    ) as parts:
-        async for part in parts:
+    ) as stream:
+        async for part in stream:
             digest, size = hashlib.sha256(), 0
             async for chunk in part:
                 digest.update(chunk)

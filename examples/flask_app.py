@@ -30,7 +30,7 @@ from wsgiref.types import WSGIApplication
 from flask import Flask, Response, abort, jsonify, request
 
 from streamfx import ServerSentEvent, UploadError, download, export, sse
-from streamfx.adapters.wsgi import WSGIStream, error_response, parts_from_wsgi, to_wsgi
+from streamfx.adapters.wsgi import WSGIStream, error_response, parts, to_wsgi
 
 MAX_SIZE, MAX_PART_SIZE, MAX_PARTS = 8 << 20, 5 << 20, 4
 UPLOAD_TYPES = ("text/plain", "text/csv", "application/json", "image/png", "image/jpeg")
@@ -107,14 +107,14 @@ def create_app(file_mb: int = 64) -> Flask:
     def upload() -> Response | WSGIApplication:
         received = []
         try:
-            with parts_from_wsgi(
+            with parts(
                 request.environ,
                 max_size=MAX_SIZE,
                 max_part_size=MAX_PART_SIZE,
                 max_parts=MAX_PARTS,
                 allowed_types=UPLOAD_TYPES,
-            ) as parts:
-                for part in parts:  # read as they arrive, never buffered whole
+            ) as stream:
+                for part in stream:  # read as they arrive, never buffered whole
                     digest, size = hashlib.sha256(), 0
                     for chunk in part:
                         digest.update(chunk)

@@ -78,9 +78,9 @@ WHY_NOT: dict[tuple[str, Capability], str] = {
 # limit of its design. Marked xfail(strict=True), so a fix shows up as an XPASS failure
 # and the line here must go.
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("aiohttp", "test_a_stalled_uploader_holds_only_its_own_request"): "multipart_parts "
+    ("aiohttp", "test_a_stalled_uploader_holds_only_its_own_request"): "parts "
     "lets aiohttp's ConnectionResetError out when the client leaves mid-upload, where "
-    "parts_from_asgi and parts_from_wsgi raise MalformedUpload (so the handler's "
+    "parts_from_asgi and wsgi.parts raise MalformedUpload (so the handler's "
     "clean-up for a refused upload never runs)",
 }
 

@@ -26,7 +26,7 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 from streamfx import DownloadNotFound, StreamResponse, UploadTooLarge
-from streamfx.adapters.wsgi import UploadTimeout, background_loop, parts_from_wsgi, to_wsgi
+from streamfx.adapters.wsgi import UploadTimeout, background_loop, parts, to_wsgi
 from streamfx.adapters.wsgi import _body as _wsgi_body
 from streamfx.adapters.wsgi._upload import run_here
 from tests._adapter_contract import (
@@ -258,9 +258,9 @@ print("ok")
     assert result.stdout.strip() == "ok", result.stderr
 
 
-def multipart_body(parts: list[tuple[str, str | None, str, bytes]], boundary: str) -> bytes:
+def multipart_body(fields: list[tuple[str, str | None, str, bytes]], boundary: str) -> bytes:
     out = bytearray()
-    for name, filename, content_type, content in parts:
+    for name, filename, content_type, content in fields:
         out += f"--{boundary}\r\n".encode()
         disposition = f'form-data; name="{name}"'
         if filename is not None:
@@ -322,10 +322,8 @@ def socket_request(
 
 def read_all(environ: dict[str, Any], **options: Any) -> list[tuple[str, int]]:
     received = []
-    with parts_from_wsgi(
-        environ, max_size=1 << 24, max_part_size=1 << 24, max_parts=10, **options
-    ) as parts:
-        for part in parts:
+    with parts(environ, max_size=1 << 24, max_part_size=1 << 24, max_parts=10, **options) as stream:
+        for part in stream:
             received.append((part.name, sum(len(chunk) for chunk in part)))
     return received
 
@@ -395,32 +393,30 @@ def bytes_request(body: bytes) -> dict[str, Any]:
 def test_a_wsgi_part_saves_like_a_part(tmp_path: Path) -> None:
     content = os.urandom(700_000)
     body = multipart_body([("doc", "../../etc/a.bin", "application/octet-stream", content)], "b0")
-    with parts_from_wsgi(
+    with parts(
         bytes_request(body), max_size=1 << 24, max_part_size=1 << 24, max_parts=10
-    ) as parts:
-        part = next(parts)
+    ) as stream:
+        part = next(stream)
         assert (part.filename, part.raw_filename) == ("a.bin", "../../etc/a.bin")
         saved = part.save(tmp_path)
     assert saved == tmp_path / "a.bin"
     assert saved.read_bytes() == content
     again = multipart_body([("doc", "a.bin", "application/octet-stream", b"x")], "b0")
     with (
-        parts_from_wsgi(
+        parts(
             bytes_request(again), max_size=1 << 24, max_part_size=1 << 24, max_parts=10
-        ) as parts,
+        ) as stream,
         pytest.raises(FileExistsError),
     ):
-        next(parts).save(tmp_path)
+        next(stream).save(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.bin"]
 
 
 def test_a_refused_wsgi_save_leaves_nothing(tmp_path: Path) -> None:
     body = multipart_body([("doc", "big.bin", "application/octet-stream", b"x" * 900_000)], "b0")
     with (
-        parts_from_wsgi(
-            bytes_request(body), max_size=1 << 24, max_part_size=500_000, max_parts=10
-        ) as parts,
+        parts(bytes_request(body), max_size=1 << 24, max_part_size=500_000, max_parts=10) as stream,
         pytest.raises(UploadTooLarge, match="max_part_size=500000"),
     ):
-        next(parts).save(tmp_path)
+        next(stream).save(tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -3,8 +3,8 @@
 refusal.
 
 Sites (one server process each, shared by the module; `tests/apps/upload_apps.py`):
-Starlette ``parts()`` under uvicorn and under hypercorn, aiohttp ``multipart_parts``,
-and ``parts_from_wsgi`` under gunicorn's gthread worker (4 threads). Quart and Django
+Starlette ``parts()`` under uvicorn and under hypercorn, aiohttp ``parts``,
+and WSGI ``parts`` under gunicorn's gthread worker (4 threads). Quart and Django
 have no upload helper (Django reads the whole body before the view runs), so they are
 not here. The client is a raw socket (`tests._upload_client`) that sends while it
 reads, so a test sees how many bytes of the body were sent before the answer began;

@@ -7,9 +7,9 @@ One module (or folder) per family, each importing its own framework only:
   `error_response`;
 - `streamfx.adapters.quart`: `to_quart`, awaited in a Quart view;
 - `streamfx.adapters.django`: `to_django`, awaited in a Django view under ASGI;
-- `streamfx.adapters.aiohttp`: `to_aiohttp`, `multipart_parts`, `streamfx_errors` and
+- `streamfx.adapters.aiohttp`: `to_aiohttp`, `parts`, `streamfx_errors` and
   `drain_on_shutdown`;
-- `streamfx.adapters.wsgi`: `to_wsgi`, `parts_from_wsgi` and `error_response` for
+- `streamfx.adapters.wsgi`: `to_wsgi`, `parts` and `error_response` for
   Flask, gunicorn, waitress or any WSGI server.
 
 No adapter imports another; what they share lives in the private modules

@@ -1,4 +1,4 @@
-"""Multipart uploads in an aiohttp handler: `multipart_parts`, and the aiohttp HTTP
+"""Multipart uploads in an aiohttp handler: `parts`, and the aiohttp HTTP
 error an `UploadError` becomes (private; re-exported by `streamfx.adapters.aiohttp`).
 """
 
@@ -27,7 +27,7 @@ logger = logging.getLogger("streamfx.adapters.aiohttp")
 
 
 @asynccontextmanager
-async def multipart_parts(
+async def parts(
     request: web.BaseRequest,
     *,
     max_size: int,
@@ -39,9 +39,9 @@ async def multipart_parts(
 ) -> AsyncIterator[PartStream]:
     """The parts of `request`'s ``multipart/form-data`` body, read as they arrive.
 
-        async with multipart_parts(request, max_size=..., max_part_size=...,
-                                   max_parts=...) as parts:
-            async for part in parts:
+        async with parts(request, max_size=..., max_part_size=...,
+                         max_parts=...) as stream:
+            async for part in stream:
                 async for chunk in part: ...
 
     The limits, and every other keyword argument (`UploadOptions`: ``max_file_size``,
@@ -61,7 +61,7 @@ async def multipart_parts(
     """
     try:
         rule = ReadRule(read_timeout, min_rate)
-        parts = parse_multipart(  # checks the arguments; reads nothing yet
+        stream = parse_multipart(  # checks the arguments; reads nothing yet
             _request_body(request.content, rule),
             request.headers.get("Content-Type"),
             max_size=max_size,
@@ -72,9 +72,9 @@ async def multipart_parts(
         refuse_declared_length(request.content_length, max_size)
     except UploadError as exc:
         raise upload_http_error(exc) from exc
-    async with parts:
+    async with stream:
         try:
-            yield parts
+            yield stream
         except UploadError as exc:
             raise upload_http_error(exc) from exc
 

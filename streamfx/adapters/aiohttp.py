@@ -36,7 +36,7 @@ What `to_aiohttp` promises, in order:
    ``sendfile`` on the connection's transport, as aiohttp's own ``web.FileResponse``
    does (zero copy on plain TCP); where the loop cannot, the body is iterated instead.
 
-Uploads: `multipart_parts` feeds the request body into `streamfx.parse_multipart` and
+Uploads: `parts` feeds the request body into `streamfx.parse_multipart` and
 turns an `UploadError` into aiohttp's own HTTP error (413, 415 or 400) with a short
 ``text/plain`` message.
 
@@ -71,7 +71,7 @@ from streamfx._core.shutdown import request_shutdown
 from streamfx._download.errors import DownloadError
 from streamfx._response.response import FileRange, StreamResponse
 from streamfx._upload.errors import UploadError
-from streamfx.adapters._aiohttp_upload import multipart_parts, upload_http_error
+from streamfx.adapters._aiohttp_upload import parts, upload_http_error
 from streamfx.adapters._aiohttp_watch import DisconnectWatch
 from streamfx.adapters._common import (
     WriteWatchdog,
@@ -84,7 +84,7 @@ from streamfx.adapters._upload_body import UploadTimeout
 __all__ = [
     "UploadTimeout",
     "drain_on_shutdown",
-    "multipart_parts",
+    "parts",
     "streamfx_errors",
     "to_aiohttp",
 ]
@@ -333,7 +333,7 @@ async def streamfx_errors(request: web.Request, handler: Handler) -> web.StreamR
     A `streamfx.DownloadError` (404 no such file, 403 outside the root, ...) raised by
     the handler before its response started becomes a short ``text/plain`` response
     with its status; an `streamfx.UploadError` becomes aiohttp's 413/415/400 error with
-    the upload error's message, as `multipart_parts` does. Anything else, and any error
+    the upload error's message, as `parts` does. Anything else, and any error
     after the response started, passes through untouched.
     """
     try:

@@ -1,7 +1,7 @@
 """The shared routes (tests/_stream_routes.py) behind `to_aiohttp`, in an aiohttp app.
 
 ``aiohttp_app(tally, root)`` serves every route, plus ``POST /upload`` (through
-`multipart_parts`). It has the `streamfx_errors` middleware, which answers a route's
+`parts`). It has the `streamfx_errors` middleware, which answers a route's
 `DownloadError`; ``?write_timeout=`` and ``?disconnect_check=`` are passed to
 `to_aiohttp`.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from streamfx import UploadError
-from streamfx.adapters.aiohttp import multipart_parts, streamfx_errors, to_aiohttp
+from streamfx.adapters.aiohttp import parts, streamfx_errors, to_aiohttp
 from tests._stream_routes import Route, make_routes
 from tests.apps.tally import Tally
 from tests.apps.uploads import Upload, limits
@@ -34,8 +34,8 @@ def aiohttp_app(tally: Tally, root: Path) -> web.Application:
     async def upload(request: web.Request) -> web.StreamResponse:
         store = Upload(root, tally)
         try:
-            async with multipart_parts(request, **limits(request.query)) as parts:
-                result = await store.store_async(parts)
+            async with parts(request, **limits(request.query)) as stream:
+                result = await store.store_async(stream)
         except web.HTTPException as exc:
             if isinstance(exc.__cause__, UploadError):
                 store.refuse(exc.__cause__)

@@ -8,7 +8,7 @@ memory and its event loop are the server's alone.
 Routes:
 
 - ``POST /upload?options=JSON`` or ``POST /upload?row=ID``: the request body through
-  the adapter's upload helper (``parts``, ``multipart_parts``, ``parts_from_wsgi``),
+  the adapter's upload helper (``parts`` in each adapter module),
   with the JSON object's items as keyword arguments, or with those of the row `ID` of
   the attack table (tests/_upload_rows.py: its ``LIMITS`` and the row's ``options``,
   the sniff hook included). Every file part is saved with ``part.save(directory)``
@@ -179,11 +179,11 @@ def starlette_app() -> Any:
 def aiohttp_app() -> Any:
     from aiohttp import web
 
-    from streamfx.adapters.aiohttp import multipart_parts
+    from streamfx.adapters.aiohttp import parts
 
     async def upload(request: web.Request) -> web.StreamResponse:
         with storing() as store:
-            async with multipart_parts(request, **options(request.query_string)) as stream:
+            async with parts(request, **options(request.query_string)) as stream:
                 await store.keep(stream)
             return web.Response(body=store.answer(), content_type="application/json")
 
@@ -200,14 +200,14 @@ def aiohttp_app() -> Any:
 
 
 def wsgi_app() -> Any:
-    from streamfx.adapters.wsgi import error_response, parts_from_wsgi
+    from streamfx.adapters.wsgi import error_response, parts
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ["PATH_INFO"] == "/rss":
             return answer(start_response, report(0.0))
         with storing() as store:
             try:
-                with parts_from_wsgi(environ, **options(environ.get("QUERY_STRING", ""))) as it:
+                with parts(environ, **options(environ.get("QUERY_STRING", ""))) as it:
                     store.keep_wsgi(it)
             except UploadError as exc:
                 return error_response(exc)(environ, start_response)

@@ -1,7 +1,7 @@
 """The shared routes (tests/_stream_routes.py) behind `to_wsgi`, in a Flask app.
 
 ``create_app(tally, root)`` serves every route, plus ``POST /upload`` (through
-`parts_from_wsgi`), ``/_tasks`` (tasks still running on the background loop),
+`parts`), ``/_tasks`` (tasks still running on the background loop),
 ``/_drain`` and ``/_undrain``; a route's `DownloadError` is answered by Flask's error
 handler with ``error_response``. WSGI-only routes:
 
@@ -40,7 +40,7 @@ from streamfx.adapters.wsgi import (
     WSGIStream,
     background_loop,
     error_response,
-    parts_from_wsgi,
+    parts,
     to_wsgi,
 )
 from streamfx.metrics import set_metrics
@@ -77,8 +77,8 @@ def create_app(tally: Tally, root: Path) -> Flask:
     def upload() -> dict[str, Any] | WSGIApplication:
         store = Upload(root, tally)
         try:
-            with parts_from_wsgi(request.environ, **limits(request.args)) as parts:
-                return store.store(parts)
+            with parts(request.environ, **limits(request.args)) as stream:
+                return store.store(stream)
         except UploadError as exc:
             store.refuse(exc)
             return error_response(exc)

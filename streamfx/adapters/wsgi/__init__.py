@@ -51,7 +51,7 @@ on the loop's thread, outside the framework's request context (read what it need
 the request in the view). gevent and eventlet workers are not supported (untested: they
 patch the threads the loop runs on).
 
-Uploads: `parts_from_wsgi(environ, ...)` feeds ``wsgi.input`` to `streamfx.parse_multipart`
+Uploads: `parts(environ, ...)` feeds ``wsgi.input`` to `streamfx.parse_multipart`
 and gives synchronous parts; answer its `UploadError` with `error_response(exc)`.
 
 Hop-by-hop headers (``Connection``, ``Transfer-Encoding``...) are dropped: PEP 3333
@@ -72,7 +72,7 @@ from streamfx.adapters._upload_body import UploadTimeout
 from streamfx.adapters.wsgi._body import CLOSE_TIMEOUT, COALESCE_BYTES, WSGIBody
 from streamfx.adapters.wsgi._file import FileSlice
 from streamfx.adapters.wsgi._loop import background_loop
-from streamfx.adapters.wsgi._upload import WSGIPart, WSGIParts, parts_from_wsgi
+from streamfx.adapters.wsgi._upload import WSGIPart, WSGIParts, parts
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -83,7 +83,7 @@ __all__ = [
     "WSGIStream",
     "background_loop",
     "error_response",
-    "parts_from_wsgi",
+    "parts",
     "request_headers",
     "to_wsgi",
 ]

@@ -4,7 +4,7 @@ request's own thread.
 Re-exported by `streamfx.adapters.wsgi`. Answer the `UploadError` it raises with
 ``streamfx.adapters.wsgi.error_response(exc)`` (413 / 415 / 400 / 408, plain text).
 
-WSGI views are synchronous, so `parts_from_wsgi` gives a synchronous iterator of parts,
+WSGI views are synchronous, so `parts(environ, ...)` gives a synchronous iterator of parts,
 each a synchronous iterator of content chunks. They run `streamfx.parse_multipart`
 itself, the same code as every other adapter (one parser, one set of limits), in the
 request's thread and without an event loop: the body it reads is ``wsgi.input``, read
@@ -94,7 +94,7 @@ arrived yet (see the module docstring)."""
 _SOCKET_KEYS: Final = ("gunicorn.socket", "werkzeug.socket")
 
 
-def parts_from_wsgi(
+def parts(
     environ: WSGIEnvironment,
     *,
     max_size: int,
@@ -106,8 +106,8 @@ def parts_from_wsgi(
 ) -> WSGIParts:
     """The parts of the request's ``multipart/form-data`` body, read as they are asked for.
 
-        with parts_from_wsgi(environ, max_size=..., max_part_size=..., max_parts=...) as parts:
-            for part in parts:
+        with parts(environ, max_size=..., max_part_size=..., max_parts=...) as stream:
+            for part in stream:
                 for chunk in part: ...
 
     The limits, and every other keyword argument (`UploadOptions`: ``max_file_size``,
@@ -169,7 +169,7 @@ def run_here(step: Awaitable[T]) -> T:
 
 
 class WSGIParts(Iterator["WSGIPart"]):
-    """The parts of an upload, in order (see `parts_from_wsgi`). Close it (or use it as
+    """The parts of an upload, in order (see `parts`). Close it (or use it as
     a context manager) to release the parser; reading stops where it is."""
 
     __slots__ = ("_closed", "_reader", "_stream")
