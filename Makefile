@@ -1,6 +1,7 @@
 # Two commands for a fresh machine with python3 (>= 3.11) and make:
-#   make demo   - install and run the web demo (HOST=127.0.0.1 PORT=8000 to change;
-#                 WORKERS=4: four uvicorn workers sharing jobs through a local redis-server)
+#   make demo   - install only what the demo needs (extra "demo": a few packages) and run
+#                 the web demo (HOST=127.0.0.1 PORT=8000 to change; WORKERS=4: four
+#                 uvicorn workers sharing jobs through a local redis-server)
 #   make test   - install and run lint, the import rules (lint-imports), types and the tests
 #   make bench  - install the peers (extra "bench"), run the benchmark suite in bench/ and
 #                 rewrite docs/streaming-report.md and docs/img/*.png from what it measured
@@ -12,6 +13,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 BENCH_STAMP := $(VENV)/.bench-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
@@ -19,16 +21,23 @@ WORKERS ?= 1
 
 .PHONY: demo tour test lint imports typecheck pytest bench bench-quick soak soak-quick clean
 
+# Everything: the tools, every framework and server the tests run (and the demo's extra).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+# The demo alone: streamfx and the extra "demo" (no pip upgrade, no test tools).
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m examples.demo --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-tour: $(STAMP)
+tour: $(DEMO_STAMP)
 	$(BIN)/python examples/combinators_demo.py
 
 lint: $(STAMP)
