@@ -28,17 +28,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP) $(DEMO_STAMP)
 
-# The demo alone: streamfx and the extra "demo" (no pip upgrade, no test tools).
+# The demo alone: streamfx's own requirements and the extra "demo", read from
+# pyproject.toml; streamfx itself runs from this checkout (python -m examples.demo), so
+# nothing is built (no pip upgrade, no test tools).
+DEMO_REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	print(*p["dependencies"], *p["optional-dependencies"]["demo"], sep="\n")
 $(DEMO_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[demo]'
+	$(BIN)/python -c '$(DEMO_REQUIREMENTS)' > $(VENV)/demo-requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r $(VENV)/demo-requirements.txt
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m examples.demo --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 tour: $(DEMO_STAMP)
-	$(BIN)/python examples/combinators_demo.py
+	$(BIN)/python -m examples.combinators_demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
