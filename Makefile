@@ -30,13 +30,19 @@ $(STAMP): pyproject.toml
 
 # The demo alone: streamfx's own requirements and the extra "demo", read from
 # pyproject.toml; streamfx itself runs from this checkout (python -m examples.demo), so
-# nothing is built (no pip upgrade, no test tools).
+# nothing is built (no pip upgrade, no test tools). The virtualenv is made without pip
+# when $(PYTHON) has a pip that can install into it (--python): unpacking pip into a new
+# virtualenv costs more than the demo's packages; `make test` adds pip later.
 DEMO_REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	print(*p["dependencies"], *p["optional-dependencies"]["demo"], sep="\n")
 $(DEMO_STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
 	$(BIN)/python -c '$(DEMO_REQUIREMENTS)' > $(VENV)/demo-requirements.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check -r $(VENV)/demo-requirements.txt
+	if test -x $(BIN)/pip; then pip="$(BIN)/pip"; \
+	elif $(PYTHON) -m pip --python $(BIN)/python --version >/dev/null 2>&1; then \
+		pip="$(PYTHON) -m pip --python $(BIN)/python"; \
+	else $(BIN)/python -m ensurepip --default-pip >/dev/null && pip="$(BIN)/pip"; fi; \
+	$$pip install --quiet --disable-pip-version-check -r $(VENV)/demo-requirements.txt
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
