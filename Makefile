@@ -32,7 +32,8 @@ $(STAMP): pyproject.toml
 # pyproject.toml; streamfx itself runs from this checkout (python -m examples.demo), so
 # nothing is built (no pip upgrade, no test tools). The virtualenv is made without pip
 # when $(PYTHON) has a pip that can install into it (--python): unpacking pip into a new
-# virtualenv costs more than the demo's packages; `make test` adds pip later.
+# virtualenv costs more than the demo's packages; `make test` adds pip later. No .pyc
+# files up front (--no-compile): the demo compiles the modules it imports, no more.
 DEMO_REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	print(*p["dependencies"], *p["optional-dependencies"]["demo"], sep="\n")
 $(DEMO_STAMP): pyproject.toml
@@ -42,7 +43,7 @@ $(DEMO_STAMP): pyproject.toml
 	elif $(PYTHON) -m pip --python $(BIN)/python --version >/dev/null 2>&1; then \
 		pip="$(PYTHON) -m pip --python $(BIN)/python"; \
 	else $(BIN)/python -m ensurepip --default-pip >/dev/null && pip="$(BIN)/pip"; fi; \
-	$$pip install --quiet --disable-pip-version-check -r $(VENV)/demo-requirements.txt
+	$$pip install --quiet --disable-pip-version-check --no-compile -r $(VENV)/demo-requirements.txt
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
