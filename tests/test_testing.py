@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 import streamfx
 from streamfx.adapters.asgi import to_asgi
+from streamfx.broadcast import Broadcast
 from streamfx.testing import (
     AppDidNotReturn,
     StreamAborted,
@@ -258,3 +259,24 @@ def test_capacity_must_be_positive() -> None:
 async def endless_bytes() -> AsyncIterator[bytes]:
     while True:  # pragma: no cover - never iterated
         yield b""
+
+
+async def test_a_reconnect_with_the_last_event_id_misses_nothing() -> None:
+    """The client's decoder keeps the id to resume from (the WHATWG reconnection rule)."""
+    hub = Broadcast()
+
+    async def job(request: Request) -> object:
+        last = request.headers.get("last-event-id")
+        return to_asgi(hub.sse("job", last_event_id=last, heartbeat=None))
+
+    app = Starlette(routes=[Route("/job", job)])
+    async with connect(app, "/job") as client:  # subscribed once the response started
+        await hub.publish("job", "1")
+        await hub.publish("job", "2")
+        assert [event.data for event in await client.events(2)] == ["1", "2"]
+        resume_from = client.decoder.last_event_id
+    await hub.publish("job", "3")
+    async with connect(app, "/job", headers=[("Last-Event-ID", resume_from)]) as client:
+        await hub.publish("job", "4")
+        assert [event.data for event in await client.events(2)] == ["3", "4"]
+    await hub.close()
