@@ -17,6 +17,7 @@ from streamfx import ServerSentEvent, SSEDecoder, StreamResponse
 from streamfx.broadcast import Broadcast, BroadcastError
 from streamfx.broadcast._log import TopicLog
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests._broadcast_reader import Collector, until_waiting
 
 
 @pytest.fixture(autouse=True)
@@ -330,6 +331,65 @@ async def test_a_slow_subscriber_does_not_slow_the_publisher_or_the_others() -> 
     assert [e.event for e in events_of(await next_chunk(slow))] == ["overflow"]
     await slow.aclose()  # type: ignore[attr-defined]
     await fast.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("overflow", "stuck_gets", "dropped"),
+    [
+        ("disconnect", [("overflow", "behind")], 0),
+        ("sliding", [("reset", "skipped")] + [(None, str(n)) for n in range(96, 100)], 96),
+        ("latest", [(None, "99")], 99),
+    ],
+)
+async def test_a_burst_reaches_waiting_subscribers_whole_and_overflows_only_the_stuck(
+    overflow: str,
+    stuck_gets: list[tuple[str | None, str]],
+    dropped: int,
+    metrics: InMemoryMetrics,
+) -> None:
+    """Lag counts only while a subscriber is away (its last chunk still being written):
+    one that waits for its next frame takes a burst of 25 times `buffer`, published in
+    one loop turn, in one write. One stuck in a write still gets its overflow mode."""
+    hub = Broadcast(buffer=4, history=200, overflow=overflow, name="hub")  # type: ignore[arg-type]
+    stuck = hub.subscribe("t", heartbeat=None)
+    await next_chunk(stuck)  # and never asks for more: its write does not complete
+    readers = [Collector(hub.subscribe("t", heartbeat=None)) for _ in range(3)]
+    try:
+        for reader in readers:
+            await reader.started()
+        await until_waiting(hub, 3)
+        for n in range(100):
+            await hub.publish("t", str(n))
+        assert [r.chunks for r in readers] == [1, 1, 1], "the burst took one loop turn"
+        for reader in readers:
+            await reader.until(lambda r=reader: r.chunks >= 2)  # type: ignore[misc]
+            assert [e.event for e in reader.events] == [None] * 100, "no overflow, no reset"
+            assert reader.data() == [str(n) for n in range(100)]
+            assert reader.chunks == 2, "the start, then the whole burst in one write"
+        assert [(e.event, e.data) for e in events_of(await next_chunk(stuck))] == stuck_gets
+        assert metrics.broadcast.get(("hub", "overflows"), 0) == (overflow == "disconnect")
+        assert metrics.dropped.get(("broadcast", "hub"), 0) == dropped
+    finally:
+        for reader in readers:
+            await reader.close()
+        await stuck.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_burst_on_several_topics_reaches_a_waiting_subscriber_whole() -> None:
+    hub = Broadcast(buffer=4, history=200)
+    reader = Collector(hub.subscribe(["a", "b"], heartbeat=None))
+    try:
+        await reader.started()
+        await until_waiting(hub, 1)
+        for n in range(50):
+            await hub.publish("a", f"a{n}")
+            await hub.publish("b", f"b{n}")
+        await reader.until(lambda: reader.chunks >= 2)
+        assert [e.event for e in reader.events] == [None] * 100, "no overflow, no reset"
+        assert reader.data() == [f"a{n}" for n in range(50)] + [f"b{n}" for n in range(50)]
+        assert reader.chunks == 2
+    finally:
+        await reader.close()
 
 
 async def test_a_quiet_subscriber_gets_heartbeats() -> None:

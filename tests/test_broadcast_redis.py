@@ -4,16 +4,17 @@ stream, untrusted ids, and Redis stopped and restarted under live subscribers.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio
 
-from streamfx import ServerSentEvent, SSEDecoder
 from streamfx.broadcast import Broadcast, BroadcastError, RedisStreamsBackend
+from streamfx.broadcast._frames import encode_body
+from streamfx.broadcast._redis_store import FIELD
 from streamfx.metrics import NullMetrics, set_metrics
+from tests._broadcast_reader import Collector, until_waiting
 from tests._redis import RedisServer, redis_prefix, redis_server
 
 __all__ = ["redis_prefix", "redis_server"]  # fixtures
@@ -23,52 +24,6 @@ def hub_on(server: RedisServer, prefix: str, **kwargs: Any) -> Broadcast:
     history = kwargs.pop("stream_history", 10_000)
     backend = RedisStreamsBackend(server.url, prefix=prefix, history=history)
     return Broadcast(backend=backend, **kwargs)
-
-
-class Collector:
-    """Reads one subscription in its own task, like a client would."""
-
-    def __init__(self, body: AsyncIterator[bytes]) -> None:
-        self.body = body
-        self.decoder = SSEDecoder()
-        self.events: list[ServerSentEvent] = []
-        self.pings = 0
-        self.changed = asyncio.Event()
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for chunk in self.body:
-            self.pings += chunk.count(b": ping\n\n")
-            self.events.extend(self.decoder.feed(chunk))
-            self.changed.set()
-
-    def data(self) -> list[str | None]:
-        return [e.data for e in self.events if e.event is None]
-
-    async def until(self, condition: Callable[[], bool], seconds: float = 20) -> None:
-        async with asyncio.timeout(seconds):
-            while not condition():
-                self.changed.clear()
-                await self.changed.wait()
-
-    async def until_data(self, count: int) -> None:
-        """Until `count` data events (not resets) have arrived."""
-        await self.until(lambda: len(self.data()) >= count)
-
-    async def until_ping(self) -> None:
-        """Until one more heartbeat has arrived."""
-        pings = self.pings
-        await self.until(lambda: self.pings > pings)
-
-    async def started(self) -> None:
-        """Until the start (which always names the position) has arrived."""
-        await self.until(lambda: bool(self.decoder.last_event_id))
-
-    async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.body.aclose()  # type: ignore[attr-defined]
 
 
 class HealthWatch(NullMetrics):
@@ -108,6 +63,34 @@ async def test_a_publish_reaches_every_subscriber_once_through_the_reader(
             assert collector.data() == [f"e{n}" for n in range(20)], "once each, in order"
             assert collector.decoder.last_event_id == ids[-1]
             await collector.close()
+
+
+async def test_a_burst_read_in_one_xread_reaches_waiting_subscribers_whole(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """100 entries added in one transaction come back in one XREAD reply and are
+    appended in one loop turn: 25 times `buffer`. Subscribers that were waiting for
+    their next frame are not behind: each takes the whole burst in one write."""
+    async with hub_on(redis_server, redis_prefix, buffer=4, history=200) as hub:
+        collectors = [Collector(hub.subscribe("t", heartbeat=None)) for _ in range(3)]
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        try:
+            await asyncio.gather(*(c.started() for c in collectors))
+            await until_waiting(hub, 3)
+            started = [c.chunks for c in collectors]  # one or two: the start may wait
+            async with client.pipeline(transaction=True) as pipe:
+                for n in range(100):  # the bytes hub.publish would store
+                    pipe.xadd(redis_prefix + "t", {FIELD: encode_body(str(n), None, None)})
+                await pipe.execute()
+            for collector, before in zip(collectors, started, strict=True):
+                await collector.until(lambda c=collector, b=before: c.chunks > b)  # type: ignore[misc]
+                assert [e.event for e in collector.events] == [None] * 100, "no overflow"
+                assert collector.data() == [str(n) for n in range(100)]
+                assert collector.chunks == before + 1, "the whole burst in one write"
+        finally:
+            await client.aclose()
+            for collector in collectors:
+                await collector.close()
 
 
 async def test_one_reading_connection_whose_xread_is_woken_not_cancelled(

@@ -23,7 +23,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamfx import BufferPolicy, ServerSentEvent, SSEDecoder, StreamResponse, sse
+from streamfx import (
+    BufferPolicy,
+    CircuitBreaker,
+    CircuitOpenError,
+    ServerSentEvent,
+    SSEDecoder,
+    StreamResponse,
+    circuit,
+    sse,
+)
 from streamfx.adapters.asgi import to_asgi
 from streamfx.metrics import InMemoryMetrics, set_metrics
 from tests._json_backends import BACKENDS, json_backend
@@ -307,6 +316,155 @@ async def test_source_error_is_raised_after_the_events_before_it(
         await drain()
     assert decode(seen) == [ServerSentEvent("a"), ServerSentEvent("b")]
     assert metrics.outcomes["sse", "", "error"] == 1
+
+
+# -- ending on an error: on_error and an open circuit ---------------------------------
+
+
+async def failing(*values: str, error: Exception) -> AsyncIterator[str]:
+    for value in values:
+        yield value
+    raise error
+
+
+def open_breaker(reset_timeout: float = 30.0) -> CircuitBreaker:
+    """A breaker opened by one failure at a clock that stands still."""
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=reset_timeout, clock=lambda: 100.0)
+    breaker.after_stream(breaker.before_stream(), RuntimeError("down"), completed=False)
+    assert breaker.state == "open"
+    return breaker
+
+
+async def test_on_error_turns_a_source_error_into_a_final_event_and_a_clean_end(
+    metrics: InMemoryMetrics,
+) -> None:
+    error = RuntimeError("boom")
+    seen: list[Exception] = []
+
+    def on_error(exc: Exception) -> ServerSentEvent:
+        seen.append(exc)
+        return ServerSentEvent(str(exc), event="error")
+
+    response = sse(failing("a", "b", error=error), heartbeat=None, on_error=on_error)
+    chunks = await chunks_of(response)  # ends without raising
+    assert decode(chunks) == [
+        ServerSentEvent("a"),
+        ServerSentEvent("b"),
+        ServerSentEvent("boom", event="error"),
+    ]
+    assert chunks[-1] == b"event: error\ndata: boom\n\n", "the final event is its own chunk"
+    assert seen == [error], "called once, with the source's own exception"
+    assert metrics.outcomes["sse", "", "error"] == 1, "the source did fail"
+
+
+async def test_on_error_does_not_cover_an_item_that_cannot_be_encoded() -> None:
+    called: list[Exception] = []
+
+    def on_error(exc: Exception) -> ServerSentEvent:
+        called.append(exc)
+        return ServerSentEvent("never")
+
+    response = sse(items("ok", object()), heartbeat=None, buffer=BufferPolicy(1), on_error=on_error)
+    body = aiter(response.body)
+    assert await anext(body) == b":\n\n"
+    assert await anext(body) == b"data: ok\n\n"
+    with pytest.raises(TypeError, match="Object of type object"):
+        await anext(body)
+    assert called == []
+
+
+def raising_handler(exc: Exception) -> ServerSentEvent:
+    raise ValueError("the handler broke")
+
+
+def wrong_type_handler(exc: Exception) -> ServerSentEvent:
+    return "not an event"  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("handler", "logged"),
+    [(raising_handler, "the handler broke"), (wrong_type_handler, "must return a ServerSentEvent")],
+)
+async def test_an_on_error_that_fails_is_logged_and_the_stream_is_cut_as_without_it(
+    handler: Any, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = sse(failing("a", error=RuntimeError("boom")), heartbeat=None, on_error=handler)
+    seen: list[bytes] = []
+    with pytest.raises(RuntimeError, match="boom"):
+        async for chunk in response.body:
+            seen.append(chunk)
+    assert decode(seen) == [ServerSentEvent("a")]
+    assert [r.name for r in caplog.records] == ["streamfx.sse"]
+    assert logged in caplog.text
+    assert "boom" in caplog.text, "the log names the source's error too"
+
+
+def test_on_error_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="on_error must be callable"):
+        sse(items(), on_error="oops")  # type: ignore[arg-type]
+
+
+async def test_an_open_circuit_at_the_start_sends_its_retry_after_and_ends_cleanly(
+    metrics: InMemoryMetrics,
+) -> None:
+    breaker = open_breaker(reset_timeout=12.5)
+    response = sse(circuit(items("never"), breaker), heartbeat=None, retry=500)
+    chunks = await chunks_of(response)  # ends without raising
+    assert chunks == [b"retry: 500\n\n", b"retry: 12500\n\n"]
+    assert decode(chunks) == []
+    assert metrics.outcomes["sse", "", "error"] == 1
+
+
+async def test_a_half_open_circuit_with_no_trial_slot_asks_for_at_least_a_second() -> None:
+    breaker = open_breaker(reset_timeout=1.0)
+    clock = [100.0]
+    breaker._clock = lambda: clock[0]
+    clock[0] = 101.0  # the timeout passed: half-open
+    trial = breaker.before_stream()  # takes the one trial slot
+    response = sse(circuit(items("never"), breaker), heartbeat=None)
+    assert await chunks_of(response) == [b":\n\n", b"retry: 1000\n\n"]
+    breaker.after_stream(trial, None, completed=True)
+
+
+async def test_a_circuit_open_error_after_the_first_item_is_an_ordinary_error() -> None:
+    late = failing("a", error=CircuitOpenError("other", 5.0))
+    seen: list[bytes] = []
+    with pytest.raises(CircuitOpenError):
+        async for chunk in sse(late, heartbeat=None).body:
+            seen.append(chunk)
+    assert decode(seen) == [ServerSentEvent("a")]
+
+
+async def test_on_error_and_an_open_circuit_through_uvicorn() -> None:
+    """A real server and client: both ends are clean (the chunked body terminates), and
+    without on_error the same failure aborts the connection, as before."""
+    breaker = open_breaker(reset_timeout=3.0)
+
+    def on_error(exc: Exception) -> ServerSentEvent:
+        return ServerSentEvent(f"failed: {exc}", event="error")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope["path"]
+        if path == "/handled":
+            response = sse(failing("a", error=RuntimeError("boom")), on_error=on_error)
+        elif path == "/cut":
+            response = sse(failing("a", error=RuntimeError("boom")))
+        else:
+            response = sse(circuit(items("never"), breaker))
+        await to_asgi(response)(scope, receive, send)
+
+    async with serve(app) as (host, port), httpx.AsyncClient() as client:
+        handled = await client.get(f"http://{host}:{port}/handled")
+        assert handled.status_code == 200
+        assert decode([handled.content]) == [
+            ServerSentEvent("a"),
+            ServerSentEvent("failed: boom", event="error"),
+        ]
+        opened = await client.get(f"http://{host}:{port}/circuit")
+        assert opened.status_code == 200
+        assert opened.content == b":\n\nretry: 3000\n\n"
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await client.get(f"http://{host}:{port}/cut")
 
 
 # -- batching -------------------------------------------------------------------------

@@ -22,6 +22,18 @@ Promises:
   before it, so the adapter aborts the connection. An item that cannot be encoded (not
   JSON-serializable, a NaN, a bad `serialize` result, a lone surrogate) raises from the
   body too; the events batched in the same chunk before it are not sent.
+- With `on_error`, an error from the source (not an encoding error) becomes a last
+  event instead: the events before it, then ``on_error(exc)`` in a chunk of its own,
+  then a clean end (the metrics still record the stream's outcome as ``"error"``). A
+  handler that raises or returns something other than a `ServerSentEvent` is logged
+  (logger ``streamfx.sse``) and the stream is cut as without it.
+- A `CircuitOpenError` from the source before its first item (`circuit` refusing the
+  stream at its start) ends the stream cleanly after ``retry: N``, N being the
+  breaker's `retry_after` in milliseconds (rounded up; at least `MIN_CIRCUIT_RETRY_MS`,
+  so that a half-open breaker whose trial is running, `retry_after` 0, does not make
+  every client reconnect in a tight loop): an ``EventSource`` comes back when the
+  breaker admits streams again, where an error status would make it give up for good
+  (the metrics record the outcome ``"error"``). Later, it is an error like any other.
 - Closing the body cancels the source's task and waits for its cleanup.
 - A server shutdown (`streamfx.request_shutdown`) ends the stream on purpose: the events
   already held are sent, then the optional `farewell` event, then a clean end.
@@ -30,19 +42,24 @@ Promises:
 from __future__ import annotations
 
 import functools
+import logging
 import math
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import Any, Final, TypeVar
 
+from streamfx._core.circuit import CircuitOpenError
 from streamfx._core.policy import BufferPolicy
 from streamfx._response.engine import encode_batches
 from streamfx._response.response import StreamResponse
 from streamfx._sse.encoder import Serialized, SseEncoder
 from streamfx._sse.event import ServerSentEvent, _check_retry
 
-__all__ = ["sse"]
+__all__ = ["MIN_CIRCUIT_RETRY_MS", "sse"]
 
 T = TypeVar("T")
+OnError = Callable[[Exception], ServerSentEvent]
+
+logger = logging.getLogger("streamfx.sse")
 
 SSE_HEADERS: Final[tuple[tuple[str, str], ...]] = (
     ("content-type", "text/event-stream; charset=utf-8"),
@@ -52,6 +69,7 @@ SSE_HEADERS: Final[tuple[tuple[str, str], ...]] = (
 DEFAULT_BUFFER: Final = BufferPolicy(64, "sliding")
 OPENING: Final = b":\n\n"
 HEARTBEAT: Final = b": ping\n\n"
+MIN_CIRCUIT_RETRY_MS: Final = 1000
 
 
 def sse(
@@ -63,6 +81,7 @@ def sse(
     retry: int | None = None,
     name: str = "",
     farewell: ServerSentEvent | None = None,
+    on_error: OnError | None = None,
 ) -> StreamResponse:
     """A ``200 text/event-stream`` response whose body sends `events`.
 
@@ -89,9 +108,14 @@ def sse(
     metrics. When the server shuts down (`streamfx.request_shutdown`), the stream sends
     the events it holds, then `farewell` if given, and ends cleanly.
 
+    `on_error(exc)`: when the source raises, the `ServerSentEvent` it returns is sent
+    last and the stream ends cleanly (without it the connection is cut). A source
+    refused by an open circuit at its start ends cleanly after ``retry:`` set to the
+    breaker's `retry_after`. See the module docstring for both.
+
     Raises `ValueError` (or `TypeError` for a wrong type) at once for a heartbeat that
-    is not a positive number, a bad `retry`, a `buffer` that is not a `BufferPolicy` or
-    `events` that is not an async iterable.
+    is not a positive number, a bad `retry`, a `buffer` that is not a `BufferPolicy`,
+    `events` that is not an async iterable or an `on_error` that is not callable.
     """
     if not hasattr(events, "__aiter__"):
         raise TypeError(
@@ -107,8 +131,13 @@ def sse(
         buffer = DEFAULT_BUFFER
     elif not isinstance(buffer, BufferPolicy):
         raise TypeError(f"buffer must be a BufferPolicy or None, not {type(buffer).__name__}")
+    if on_error is not None and not callable(on_error):
+        raise TypeError(f"on_error must be callable or None, not {type(on_error).__name__}")
     prefix = OPENING if retry is None else f"retry: {_check_retry(retry)}\n\n".encode()
     encode = _default_encoder() if serialize is None else SseEncoder(serialize).encode
+    unencodable: list[Exception] = []
+    if on_error is not None:
+        encode = _noting_failures(encode, unencodable)
     body = encode_batches(
         events,
         buffer,
@@ -121,7 +150,72 @@ def sse(
         drainable=True,
         farewell=b"" if farewell is None else farewell.encode(),
     )
-    return StreamResponse(200, list(SSE_HEADERS), body)
+    return StreamResponse(200, list(SSE_HEADERS), _ending(body, prefix, on_error, unencodable))
+
+
+async def _ending(
+    body: AsyncGenerator[bytes, None],
+    prefix: bytes,
+    on_error: OnError | None,
+    unencodable: list[Exception],
+) -> AsyncGenerator[bytes, None]:
+    """`body` as it is, except where the source fails: an open circuit at the start
+    and, with `on_error`, any error from the source end the stream with a last chunk
+    (see the module docstring). Closing this closes `body`."""
+    items_sent = False
+    last = b""
+    try:
+        try:
+            async for chunk in body:
+                # The engine yields the very objects it was given as prefix and beat;
+                # anything else carries events from the source.
+                if not items_sent and chunk is not prefix and chunk is not HEARTBEAT:
+                    items_sent = True
+                yield chunk
+        except CircuitOpenError as exc:
+            if items_sent:
+                raise
+            retry = max(math.ceil(exc.retry_after * 1000), MIN_CIRCUIT_RETRY_MS)
+            last = f"retry: {retry}\n\n".encode()
+        except Exception as exc:
+            if on_error is None or any(exc is failure for failure in unencodable):
+                raise
+            final = _final_event(on_error, exc)
+            if final is None:
+                raise
+            last = final
+        if last:
+            yield last
+    finally:
+        await body.aclose()
+
+
+def _final_event(on_error: OnError, exc: Exception) -> bytes | None:
+    """``on_error(exc)`` encoded; None (and a log record) when the handler fails."""
+    try:
+        event = on_error(exc)
+        if not isinstance(event, ServerSentEvent):
+            raise TypeError(f"on_error must return a ServerSentEvent, not {type(event).__name__}")
+    except Exception:
+        logger.exception("sse(on_error=%r) failed on %r; cutting the stream", on_error, exc)
+        return None
+    return event.encode()
+
+
+def _noting_failures(
+    encode: Callable[[list[Any]], bytes], failures: list[Exception]
+) -> Callable[[list[Any]], bytes]:
+    """`encode`, noting the error of a batch it cannot encode in `failures` (so that
+    `on_error`, which is for the source's errors, leaves it alone)."""
+
+    def noting(batch: list[Any]) -> bytes:
+        try:
+            return encode(batch)
+        except Exception as exc:
+            failures.append(exc)
+            raise
+
+    return noting
 
 
 @functools.cache

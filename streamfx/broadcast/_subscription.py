@@ -13,14 +13,20 @@ subscriber. What it promises:
   follows in the next chunk, always ending with that id-only frame.
 - Then every write carries everything published since the last one (one chunk), in
   publish order per topic, nothing repeated, nothing skipped except as below.
+- Lag counts only while the subscriber is *away*: suspended at a ``yield`` while its
+  last chunk is being written (the rule of `Channel`). A subscriber that was waiting
+  for its next frame is never behind: however many frames arrived while it waited or
+  before it got to run (a burst published in one loop turn, one ``XREAD`` reply), it
+  takes them all in one write, bounded only by the history. The replay at the start
+  is not held to `buffer` either.
 - A subscriber more than `buffer` events behind in a topic when it comes back from a
   write: ``"disconnect"`` -> one ``overflow`` event (with a jittered ``retry:``) and the
   end; ``"sliding"`` -> the oldest are skipped, one ``reset`` event, then the newest
-  `buffer`; ``"latest"`` -> only the newest. The replay at the start is not held to
-  `buffer` (it is bounded by the history).
+  `buffer`; ``"latest"`` -> only the newest. The same applies to a waiting subscriber
+  whose frames left the history before it ran.
 - While nothing happens, ``: ping`` after `heartbeat` seconds of silence.
 - When the hub closes (or a shutdown is requested): the frames already due (within
-  `buffer`), then the farewell with a jittered ``retry:``, then the end.
+  `buffer` if it was away), then the farewell with a jittered ``retry:``, then the end.
 - Metrics, kind ``"broadcast"``: the stream opened and closed, events and bytes
   written, events skipped (`items_dropped`), and to the hub's figures (replayed,
   resets, overflows).
@@ -81,23 +87,25 @@ class _Cursors:
             return self.backend.position(self.logs[0], self.cursors[0])
         return join_positions(self.positions)
 
-    def collect(self, bounded: bool) -> tuple[bytes, int] | None:
+    def collect(self, away: bool) -> tuple[bytes, int] | None:
         """Everything due, as ``(chunk, events)``; None when the subscriber overflowed
-        in ``"disconnect"`` mode (nothing is taken then). With `bounded` False (the
-        replay at the start), lag is not held to `buffer`."""
+        in ``"disconnect"`` mode (nothing is taken then). `away`: it comes back from a
+        write, so its lag is held to `buffer`; False (it was waiting, or starting):
+        only frames gone from the log are lost."""
         if self.positions is None:
-            return self._collect_one(bounded)
-        return self._collect_many(bounded)
+            return self._collect_one(away)
+        return self._collect_many(away)
 
-    def _catch_up(self, log: TopicLog, cursor: int, bounded: bool) -> int | None:
+    def _catch_up(self, log: TopicLog, cursor: int, away: bool) -> int | None:
         """The cursor to write from after the overflow rule; None: disconnect.
 
         A subscriber at most `buffer` (<= the log's capacity) behind still has all its
-        frames in the log; one further behind, or one whose frames are gone, overflows.
+        frames in the log; one further behind after being away, or one whose frames
+        are gone, overflows.
         """
         head = log.next - 1
         behind = head - cursor
-        if (bounded and behind > self.buffer) or cursor < log.first - 1:
+        if (away and behind > self.buffer) or cursor < log.first - 1:
             if self.overflow == "disconnect":
                 return None
             keep = self.buffer if self.overflow == "sliding" else 1
@@ -105,20 +113,21 @@ class _Cursors:
             return head - keep
         return cursor
 
-    def _collect_one(self, bounded: bool) -> tuple[bytes, int] | None:
-        # The hot path of every delivery: kept to a few attribute reads.
+    def _collect_one(self, away: bool) -> tuple[bytes, int] | None:
+        # The hot path of every delivery: kept to a few attribute reads. Within
+        # `buffer` (<= the log's capacity) every frame is still held.
         log = self.logs[0]
         cursor = self.cursors[0]
         head = log.next - 1
         behind = head - cursor
         if behind <= 0:
             return _NOTHING
-        if bounded and behind <= self.buffer:
+        if behind <= self.buffer or (not away and cursor >= log.first - 1):
             self.cursors[0] = head
             if behind == 1:
                 return log.frames[cursor % log.capacity], 1
             return log.join(cursor, head), behind
-        start = self._catch_up(log, cursor, bounded)
+        start = self._catch_up(log, cursor, away)
         if start is None:
             return None
         self.cursors[0] = head
@@ -127,11 +136,11 @@ class _Cursors:
             return reset_frame(self.backend.position(log, start), "skipped") + frames, head - start
         return frames, head - start
 
-    def _collect_many(self, bounded: bool) -> tuple[bytes, int] | None:
+    def _collect_many(self, away: bool) -> tuple[bytes, int] | None:
         assert self.positions is not None
         starts: list[int] = []
         for log, cursor in zip(self.logs, self.cursors, strict=True):
-            start = self._catch_up(log, cursor, bounded) if log.head > cursor else cursor
+            start = self._catch_up(log, cursor, away) if log.head > cursor else cursor
             if start is None:
                 return None
             starts.append(start)
@@ -294,7 +303,7 @@ async def follow(
                 yield PING
                 idle.wrote()
         cursors = _Cursors(backend, logs, plan.cursors, hub)
-        due = cursors.collect(bounded=False)
+        due = cursors.collect(away=False)
         assert due is not None, "the start is not held to the buffer"
         hub._count("replayed", plan.replayed + due[1])
         if plan.reset:
@@ -303,9 +312,10 @@ async def follow(
         hook.items_sent(KIND, label, plan.replayed + due[1], len(chunk))
         yield chunk
         idle.wrote()
+        away = True  # back from a write: what was published meanwhile is lag
         while True:
             closing = hub._closing  # set by close() or, one loop turn later, a shutdown
-            due = cursors.collect(bounded=True)
+            due = cursors.collect(away)
             if cursors.skipped:
                 hook.items_dropped(KIND, label, cursors.skipped)
                 if cursors.overflow == "sliding":
@@ -327,9 +337,13 @@ async def follow(
                 hook.items_sent(KIND, label, events, len(chunk))
                 yield chunk
                 idle.wrote()
-            elif not await idle.wait():
+                away = True
+            elif await idle.wait():
+                away = False  # it was ready: a backlog found now is not lag
+            else:
                 yield PING
                 idle.wrote()
+                away = True
     except Exception:
         outcome = "error"
         raise

@@ -1,6 +1,7 @@
 """`RedisStreamsBackend`: topics shared by processes and machines on Redis Streams.
 
-Install with ``pip install 'streamfx[redis]'`` (redis-py's asyncio client); Redis 6.2
+Install with ``pip install 'streamfx[redis]'`` (redis-py's asyncio client, with hiredis,
+its C reply parser: a replay of 1,000 entries parses several times faster); Redis 6.2
 or newer. Each topic is the stream ``<prefix><topic>``; a publish is one ``XADD``
 (``MAXLEN ~ history``; with `ttl`, in one transaction with ``PEXPIRE``) whose entry id is the
 event's SSE id and whose one field holds the encoded event, so every process writes
