@@ -72,10 +72,8 @@ __all__ = [
 ]
 
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+"""Any ASGI application, whatever its framework's own types for scope and messages."""
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a read (or the start of a response) may take before `StreamTimeout`."""
