@@ -18,12 +18,12 @@ from streamfx.adapters.asgi import to_asgi
 FAREWELL = streamfx.ServerSentEvent(event="shutdown", data="server restarting", retry=3000)
 
 
-async def ticks() -> AsyncIterator[str]:
+async def ticks(interval: float = 0.5) -> AsyncIterator[str]:
     n = 0
     while True:
         yield f"tick {n}"
         n += 1
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(interval)
 
 
 async def events(request: Request) -> object:
