@@ -51,6 +51,7 @@ _next_key = 0
 _auto_drain: bool | None = None  # None: as the environment says (STREAMFX_AUTO_DRAIN)
 _our_handlers: weakref.WeakSet[Callable[[int, FrameType | None], None]] = weakref.WeakSet()
 DRAINED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_OFF = frozenset({"0", "false", "no", "off"})  # values of STREAMFX_AUTO_DRAIN that opt out
 
 
 def shutdown_requested() -> bool:
@@ -106,12 +107,7 @@ def auto_drain_enabled() -> bool:
     """Whether the first drainable stream chains the drain to the signal handlers."""
     if _auto_drain is not None:
         return _auto_drain
-    return os.environ.get("STREAMFX_AUTO_DRAIN", "1").strip().lower() not in {
-        "0",
-        "false",
-        "no",
-        "off",
-    }
+    return os.environ.get("STREAMFX_AUTO_DRAIN", "1").strip().lower() not in _OFF
 
 
 def drain_on_signals(*signums: int) -> None:
