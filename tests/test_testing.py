@@ -9,6 +9,7 @@ ASGITransport hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,10 +24,12 @@ from streamfx.adapters.asgi import to_asgi
 from streamfx.broadcast import Broadcast
 from streamfx.testing import (
     AppDidNotReturn,
+    LifespanFailed,
     StreamAborted,
     StreamTimeout,
     capture_metrics,
     connect,
+    lifespan,
     open_response,
 )
 
@@ -280,3 +283,52 @@ async def test_a_reconnect_with_the_last_event_id_misses_nothing() -> None:
         await hub.publish("job", "4")
         assert [event.data for event in await client.events(2)] == ["3", "4"]
     await hub.close()
+
+
+async def test_a_lifespan_app_is_started_its_state_reaches_requests_and_it_stops() -> None:
+    stopped = asyncio.Event()
+    hub_seen: list[Broadcast] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan_of(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with Broadcast() as hub:
+            yield {"hub": hub}
+        stopped.set()
+
+    app = FastAPI(lifespan=lifespan_of)
+
+    @app.get("/news", response_model=None)
+    async def news(request: Request) -> Any:
+        hub: Broadcast = request.state.hub
+        hub_seen.append(hub)
+        return to_asgi(hub.sse("news", heartbeat=None))
+
+    async with lifespan(app) as state:
+        async with connect(app, "/news", state=state) as client:
+            await state["hub"].publish("news", "extra!")
+            assert [event.data for event in await client.events(1)] == ["extra!"]
+        assert hub_seen == [state["hub"]]
+        assert not stopped.is_set()
+    assert stopped.is_set(), "the lifespan's shutdown ran"
+
+
+async def test_an_app_without_lifespan_support_runs_without_it() -> None:
+    async def plain(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http", "no lifespan here"
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with lifespan(plain) as state, connect(plain, state=state) as client:
+        assert client.status == 204
+
+
+async def test_a_failed_startup_is_raised() -> None:
+    @contextlib.asynccontextmanager
+    async def broken(app: Starlette) -> AsyncIterator[None]:
+        raise RuntimeError("no database")
+        yield  # pragma: no cover
+
+    app = Starlette(lifespan=broken)
+    with pytest.raises(LifespanFailed, match="no database"):
+        async with lifespan(app):
+            pass  # pragma: no cover

@@ -1,79 +1,20 @@
-"""Testing streams in process: read an endless stream, stop when you have seen enough.
-
-Why this exists: the usual test clients wait for a response body to end, and an SSE
-body never ends. Starlette's ``TestClient`` gets the first event, then hangs on close;
-httpx's ``ASGITransport`` collects the whole body before it returns anything. So this
-module is its own small ASGI client, written for streams (no server, no socket, no
-test framework: it imports the standard library and streamfx only).
-
-- `connect(app, path)`: runs any ASGI application (Starlette, FastAPI, Litestar, a
-  bare ``to_asgi(...)``) in a task with one HTTP request, and yields a `StreamClient`
-  once the application has started its response (``status``, ``headers``).
-- `open_response(response)`: the same for a `StreamResponse` you built, without any
-  adapter: its body is pulled in a task (after ``for_request(method, headers)``).
-- `capture_metrics()`: installs an `InMemoryMetrics` hook for the duration of a
-  ``with`` block, so a test can assert on what the streams reported.
-
-What the client promises:
-
-- Reading is bounded in time and in memory. Each read takes `within=` (seconds) and
-  raises `StreamTimeout` (a `TimeoutError` carrying what it read) when it passes; the
-  stream stays usable. At most `capacity` body chunks wait to be read: past that the
-  application's ``send`` blocks, as it would on a slow socket (backpressure).
-- `StreamClient.events` stops after `count` events, at the first event `until`
-  accepts (included), or at the end of the body, whichever comes first. Events are
-  decoded by `SSEDecoder`; comments (heartbeats) are not events.
-- Leaving the ``async with`` block disconnects, however it is left. For an ASGI
-  application: ``receive()`` answers ``http.disconnect`` and a ``send()`` raises
-  `ClientDisconnected` (an `OSError`, as the ASGI spec lets a server do), then the
-  block waits up to `disconnect_timeout` for the application to return, so its
-  finalizers have run when the block exits. One that does not return in time is
-  cancelled and `AppDidNotReturn` is raised. For a `StreamResponse`: the task pulling
-  the body is cancelled and awaited, which closes the body and runs its finalizers.
-- An application that raises is not hidden: before the response starts, its error is
-  raised from `connect`; after, reading raises `StreamAborted` (what a real client sees
-  as a broken connection) and leaving the block re-raises the error itself when
-  nothing else is being raised.
-"""
+"""The client side of `streamfx.testing`: the bounded pipe of body chunks, `StreamClient`
+(what a test reads), the errors, `open_response` and `capture_metrics`. See the
+package docstring for the promises."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterator,
-    MutableMapping,
-    Sequence,
-)
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Final
-from urllib.parse import unquote
 
 from streamfx._core.util import aclose_iterator, cancel_and_wait
 from streamfx._response.response import StreamResponse
 from streamfx._sse.decoder import SSEDecoder
 from streamfx._sse.event import ServerSentEvent
 from streamfx.metrics import InMemoryMetrics, set_metrics
-
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "AppDidNotReturn",
-    "ClientDisconnected",
-    "StreamAborted",
-    "StreamClient",
-    "StreamTimeout",
-    "capture_metrics",
-    "connect",
-    "open_response",
-]
-
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
-"""Any ASGI application, whatever its framework's own types for scope and messages."""
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a read (or the start of a response) may take before `StreamTimeout`."""
@@ -242,78 +183,6 @@ class StreamClient:
 
 
 @contextlib.asynccontextmanager
-async def connect(
-    app: ASGIApp,
-    path: str = "/",
-    *,
-    method: str = "GET",
-    headers: Sequence[tuple[str, str]] = (),
-    body: bytes = b"",
-    start_timeout: float = DEFAULT_TIMEOUT,
-    disconnect_timeout: float = DEFAULT_TIMEOUT,
-    capacity: int = 16,
-) -> AsyncIterator[StreamClient]:
-    """Send one request to the ASGI application `app` in process and yield its response
-    once it has started (status and headers), within `start_timeout` seconds.
-
-    `path` may carry a query string; `headers` are added after ``host: testserver``;
-    `body` is the whole request body, sent in one message. See the module docstring for
-    what leaving the block does (disconnect, wait for the application, re-raise its error).
-    """
-    pipe = _Pipe(capacity)
-    # the status and headers, or None when the application returned without them
-    started: asyncio.Future[tuple[int, list[tuple[str, str]]] | None] = (
-        asyncio.get_running_loop().create_future()
-    )
-    request: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> Message:
-        if request:
-            return request.pop()
-        while not pipe.closed:
-            pipe.changed.clear()
-            await pipe.changed.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        if pipe.closed:
-            raise ClientDisconnected("the test client disconnected")
-        kind = message["type"]
-        if kind == "http.response.start" and not started.done():
-            raw = message.get("headers", [])
-            decoded = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
-            started.set_result((message["status"], decoded))
-        elif kind == "http.response.body" and started.done() and not pipe.ended:
-            more = message.get("more_body", False)
-            await pipe.put(bytes(message.get("body", b"")), last=not more)
-        else:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} at this point")
-
-    async def run() -> None:
-        try:
-            await app(_http_scope(method, path, headers), receive, send)
-        finally:
-            pipe.changed.set()  # wake a reader: the application is done
-            if not started.done():
-                started.set_result(None)
-
-    task = asyncio.create_task(run())
-    try:
-        status, response_headers = await _started(started, task, start_timeout)
-    except BaseException:
-        await _stop(task)
-        _error_of(task)
-        raise
-    client = StreamClient(status, response_headers, pipe, task)
-    try:
-        yield client
-    finally:
-        pipe.close()
-        await _wait_for_return(task, disconnect_timeout)
-    _raise_unreported(client, task)
-
-
-@contextlib.asynccontextmanager
 async def open_response(
     response: StreamResponse,
     *,
@@ -363,41 +232,10 @@ async def _pull(body: AsyncIterable[bytes], pipe: _Pipe) -> None:
         await aclose_iterator(iterator)
 
 
-async def _started(
-    started: asyncio.Future[tuple[int, list[tuple[str, str]]] | None],
-    task: asyncio.Task[None],
-    seconds: float,
-) -> tuple[int, list[tuple[str, str]]]:
-    await asyncio.wait({started}, timeout=seconds)
-    if not started.done():
-        raise StreamTimeout(f"the app did not start its response within {seconds} s", [])
-    result = started.result()
-    if result is not None:
-        return result
-    await asyncio.wait({task})  # it has returned or raised: only its last step is left
-    if (error := _error_of(task)) is not None:
-        raise error
-    raise StreamAborted("the app returned without starting a response")
-
-
 async def _stop(task: asyncio.Task[Any]) -> None:
     """Cancel `task` and wait until it has finished (its cleanup has run); its error,
     if it had one, is kept for `_error_of`."""
     await cancel_and_wait([task])
-
-
-async def _wait_for_return(task: asyncio.Task[Any], seconds: float) -> None:
-    """Wait up to `seconds` for the application to return after the disconnect; cancel
-    it (and raise `AppDidNotReturn`) if it does not."""
-    try:
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-    except asyncio.CancelledError:
-        await _stop(task)
-        raise
-    if not done:
-        await _stop(task)
-        _error_of(task)
-        raise AppDidNotReturn(f"the app was still running {seconds} s after http.disconnect")
 
 
 def _error_of(task: asyncio.Task[Any]) -> BaseException | None:
@@ -410,24 +248,3 @@ def _raise_unreported(client: StreamClient, task: asyncio.Task[Any]) -> None:
     error = _error_of(task)
     if error is not None and not client._aborted:
         raise error
-
-
-def _http_scope(method: str, path: str, headers: Sequence[tuple[str, str]]) -> Message:
-    raw_path, _, query = path.partition("?")
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method.upper(),
-        "scheme": "http",
-        "path": unquote(raw_path),
-        "raw_path": raw_path.encode("latin-1"),
-        "query_string": query.encode("latin-1"),
-        "root_path": "",
-        "headers": [(b"host", b"testserver")]
-        + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "extensions": {},
-        "state": {},
-    }
