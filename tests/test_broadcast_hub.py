@@ -16,7 +16,8 @@ import streamfx
 from streamfx import ServerSentEvent, SSEDecoder, StreamResponse
 from streamfx.broadcast import Broadcast, BroadcastError
 from streamfx.broadcast._log import TopicLog
-from streamfx.metrics import InMemoryMetrics, set_metrics
+from streamfx.metrics import InMemoryMetrics
+from streamfx.testing import capture_metrics
 from tests._broadcast_reader import Collector, until_waiting
 
 
@@ -29,10 +30,8 @@ def clean_shutdown_flag() -> Iterator[None]:
 
 @pytest.fixture
 def metrics() -> Iterator[InMemoryMetrics]:
-    recorded = InMemoryMetrics()
-    previous = set_metrics(recorded)
-    yield recorded
-    set_metrics(previous)
+    with capture_metrics() as recorded:
+        yield recorded
 
 
 def events_of(chunk: bytes, decoder: SSEDecoder | None = None) -> list[ServerSentEvent]:
