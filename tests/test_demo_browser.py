@@ -123,11 +123,19 @@ def state(page: Page, path: str) -> Any:
     return page.evaluate(f"() => window.demo.{path}")
 
 
-ALL_PROGRESSED = "() => window.demo.job.subscribers.every(s => s.seqs.length >= 5)"
+# (a page follows a job once its live feed named it: until then it has no subscribers,
+# and "every" of none would hold at once)
+ALL_PROGRESSED = (
+    "() => window.demo.job.subscribers.length > 0"
+    " && window.demo.job.subscribers.every(s => s.seqs.length >= 5)"
+)
 FOLLOWERS_SHOWN = (
     "() => document.getElementById('job-followers').innerText.includes('(this page) in worker')"
 )
-ALL_RECONNECTED = "() => window.demo.job.subscribers.every(s => s.connections >= 2)"
+ALL_RECONNECTED = (
+    "() => window.demo.job.subscribers.length > 0"
+    " && window.demo.job.subscribers.every(s => s.connections >= 2)"
+)
 JOB_DONE = "() => window.demo.job.done"
 # 1 start line + 40 progress + 4 log lines + 2 around the pause + done
 JOB_SEQS = list(range(1, 49))
