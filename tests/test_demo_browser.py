@@ -141,6 +141,29 @@ JOB_DONE = "() => window.demo.job.done"
 JOB_SEQS = list(range(1, 49))
 
 
+def start_job(page: Page) -> str:
+    """Start a job from `page` and return its id once the page follows it. (A page
+    that loads while an earlier job is the latest follows that one, replayed from its
+    start, until its own job's answer arrives: waiting for progress alone would see the
+    old job's.)"""
+    before = state(page, "job.id")
+    page.click("#job-start")
+    page.wait_for_function(
+        "before => window.demo.job.id !== null && window.demo.job.id !== before",
+        arg=before,
+        polling=50,
+    )
+    job_id: str = state(page, "job.id")
+    return job_id
+
+
+def follows(page: Page, job_id: str) -> None:
+    """Wait until `page` follows job `job_id` (named by its live feed)."""
+    page.wait_for_function(
+        "id => window.demo.job.id === id", arg=job_id, polling=50, timeout=10_000
+    )
+
+
 def check_subscribers_resumed(page: Page, job_id: str, count: int) -> None:
     """The `count` subscribers of `page` followed job `job_id` from 1 to 48 across one
     drop."""
@@ -154,6 +177,13 @@ def check_subscribers_resumed(page: Page, job_id: str, count: int) -> None:
         assert subscriber["drops"] == 1
         assert subscriber["connections"] == 2
         assert len(subscriber["pids"]) == 2
+    # the table is rendered after the state changes (late in a background page)
+    page.wait_for_function(
+        "count => [...document.querySelectorAll('#job-subscribers tbody tr td:last-child')]"
+        ".filter(cell => cell.innerText.startsWith('1…48')).length == count",
+        arg=count,
+        polling=50,
+    )
     cells = page.locator("#job-subscribers tbody tr td:last-child").all_inner_texts()
     assert cells == ["1…48: no gap, no duplicate"] * count
 
@@ -162,13 +192,13 @@ def test_job_survives_a_server_side_drop_without_gap_or_duplicate(page: Page) ->
     """Two subscribers in one page (``?subscribers=2``)."""
     page.goto(page.url + "&subscribers=2")
     page.wait_for_selector("body[data-ready=true]")
-    page.click("#job-start")
+    job_id = start_job(page)
     page.wait_for_function(ALL_PROGRESSED)
     page.click("#job-drop")
     page.wait_for_function(ALL_RECONNECTED, timeout=10_000)
     page.wait_for_function(JOB_DONE, timeout=30_000)
 
-    check_subscribers_resumed(page, state(page, "job.id"), 2)
+    check_subscribers_resumed(page, job_id, 2)
     assert state(page, "job.drops") == 1
     assert state(page, "job.subscribers[0].heartbeats") >= 1
     assert page.inner_text("#job-status").startswith("done: 40 steps")
@@ -194,12 +224,11 @@ def test_two_pages_follow_the_same_job_and_both_resume_after_a_drop(page: Page) 
     try:
         other.goto(page.url)
         other.wait_for_selector("body[data-ready=true]")
-        page.click("#job-start")
+        job_id = start_job(page)
+        follows(other, job_id)
         # interval polling: a background page gets no animation frames to poll on
         for each in (page, other):
             each.wait_for_function(ALL_PROGRESSED, polling=50)
-        job_id = state(page, "job.id")
-        assert state(other, "job.id") == job_id
         for each in (page, other):
             each.wait_for_function(
                 "() => window.demo.job.followers.length == 2", polling=50, timeout=10_000
