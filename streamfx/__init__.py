@@ -39,6 +39,7 @@ from streamfx._upload.errors import (
 from streamfx._upload.multipart import parse_multipart
 from streamfx._upload.part import Part
 from streamfx._version import __version__
+from streamfx.errors import StreamfxError
 
 __all__ = [
     "BufferPolicy",
@@ -57,6 +58,7 @@ __all__ = [
     "ServerSentEvent",
     "Strategy",
     "StreamResponse",
+    "StreamfxError",
     "UnsupportedMediaType",
     "UploadError",
     "UploadTooLarge",

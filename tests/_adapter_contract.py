@@ -50,14 +50,27 @@ from tests.apps.tally import Tally, TallyMetrics
 
 Adapter = Literal["asgi", "aiohttp", "wsgi", "quart", "django"]
 Capability = Literal[
-    "write_timeout", "uploads", "sees_silent_disconnects", "concurrency", "server_shutdown"
+    "write_timeout",
+    "uploads",
+    "sees_silent_disconnects",
+    "concurrency",
+    "server_shutdown",
+    "upload_error_on_leave",
+    "streams_uploads",
 ]
 
 WHY_NOT: dict[tuple[str, Capability], str] = {
     ("wsgi", "write_timeout"): "WSGI: the server does the writing; to_wsgi has no write "
     "timeout (the server's own timeouts apply)",
-    ("quart", "uploads"): "streamfx has no upload helper for Quart: Quart reads the body",
-    ("django", "uploads"): "streamfx has no upload helper for Django: Django reads the body",
+    ("django", "streams_uploads"): "Django's ASGI handler reads the whole request body "
+    "(into a SpooledTemporaryFile) before it calls the view, so the view never sees a "
+    "stalled upload: the request waits in Django, and a client that leaves is dropped "
+    "there (RequestAborted) before any part exists. The streaming way is the ASGI "
+    "adapter beside Django (tests/test_adapter_django.py)",
+    ("quart", "upload_error_on_leave"): "Quart cancels the view's task when the client "
+    "leaves mid-upload (its own receiver sees http.disconnect first), so the view gets "
+    "CancelledError, not an UploadError: the app removes what it stored in its "
+    "CancelledError handler, and nothing is refused",
     ("wsgi", "sees_silent_disconnects"): "WSGI: a server learns that a client left only "
     "when a write fails, and nothing is written before the first chunk",
     ("gunicorn-sync", "concurrency"): "gunicorn's sync worker serves one request at a time",
@@ -77,12 +90,7 @@ WHY_NOT: dict[tuple[str, Capability], str] = {
 # Contract tests that fail on an adapter today: a defect of the adapter, reported, not a
 # limit of its design. Marked xfail(strict=True), so a fix shows up as an XPASS failure
 # and the line here must go.
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("aiohttp", "test_a_stalled_uploader_holds_only_its_own_request"): "parts "
-    "lets aiohttp's ConnectionResetError out when the client leaves mid-upload, where "
-    "parts_from_asgi and wsgi.parts raise MalformedUpload (so the handler's "
-    "clean-up for a refused upload never runs)",
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 # Django's ASGIHandler re-raises an error from a streaming body (which is what aborts the

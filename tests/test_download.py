@@ -513,7 +513,7 @@ async def test_paths_inside_root_are_served(root: Path) -> None:
 def test_dot_dot_escapes_are_refused(root: Path, attempt: str) -> None:
     with pytest.raises(PathOutsideRoot, match="outside the root") as caught:
         download(attempt, root=root)
-    assert caught.value.status == 403
+    assert caught.value.status_code == 403
     assert isinstance(caught.value, ValueError)
 
 
@@ -535,7 +535,7 @@ def test_missing_files_and_non_files_are_not_found(root: Path, tmp_path: Path) -
     for attempt, base in [("nope.txt", root), ("sub", root), ("sub/a.txt/x", root)]:
         with pytest.raises(DownloadNotFound) as caught:
             download(attempt, root=base)
-        assert caught.value.status == 404
+        assert caught.value.status_code == 404
         assert isinstance(caught.value, FileNotFoundError)
     with pytest.raises(DownloadNotFound):
         download(tmp_path / "missing.bin")

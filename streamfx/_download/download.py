@@ -190,7 +190,7 @@ def _stat_regular(path: Path) -> os.stat_result:
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise DownloadNotFound(f"no such file: {path}") from exc
     except PermissionError as exc:
-        raise DownloadError(f"not allowed to read {path}", status=403) from exc
+        raise DownloadError(f"not allowed to read {path}", status_code=403) from exc
     if not stat_module.S_ISREG(result.st_mode):
         raise DownloadNotFound(f"not a regular file: {path}")
     return result

@@ -16,10 +16,12 @@ What the application promises, for one HTTP request:
   would return the response itself); an error it raises is answered as below. A
   ``HEAD`` request gets the status and headers only: the body is never iterated.
 - The first body chunk is pulled *before* ``http.response.start``. An error there
-  becomes a response with the error's ``status`` attribute (when it is an int in
-  400..599) or 500, with a short ``text/plain`` body (the status phrase; only an
-  `UploadError`'s message, written for the client, is shown). The detail goes to the
-  ``streamfx.adapters.asgi`` logger only (a 4xx at INFO, a 5xx at ERROR).
+  is answered as every adapter answers it (`streamfx.adapters._common`): a
+  `streamfx.errors.StreamfxError` with its ``status_code``, ``headers`` (a 503 from an
+  open circuit carries ``Retry-After``) and client-safe ``detail`` as a short
+  ``text/plain`` body; anything else with 500 and the status phrase. The exception
+  itself goes to the ``streamfx.adapters.asgi`` logger only (a 4xx at INFO, a 5xx at
+  ERROR).
 - After the start, every non-empty chunk is sent as it comes with ``more_body=True``
   (the body already batches many events per chunk when the producer is ahead); the
   end of the body sends ``more_body=False``. An error from the body after the start
@@ -74,16 +76,14 @@ from streamfx.adapters._asgi_upload import (
     HasASGIRequest,
     parts,
     parts_from_asgi,
-    refusal_headers,
 )
 from streamfx.adapters._common import (
     WriteWatchdog,
     answer_error,
     check_write_timeout,
-    error_status,
-    error_text,
 )
 from streamfx.adapters._upload_body import UploadTimeout
+from streamfx.adapters._upload_refusal import refusal_headers
 
 __all__ = [
     "ASGIApp",
@@ -94,8 +94,6 @@ __all__ = [
     "StreamingASGIResponse",
     "UploadTimeout",
     "error_response",
-    "error_status",
-    "error_text",
     "parts",
     "parts_from_asgi",
     "send_response",
@@ -319,15 +317,19 @@ def _pathsend_path(response: StreamResponse, scope: Scope) -> str | None:
 
 
 def error_response(exc: BaseException) -> ASGIApp:
-    """An ASGI application answering `exc` with `error_status` and `error_text`.
+    """An ASGI application (a Starlette ``Response`` when Starlette is installed)
+    answering `exc` as `to_asgi` answers an error raised before the first chunk.
 
     Meant for errors raised before a response exists: ``download(...)`` refusing a
-    path (403/404), an upload refused by its limits (413/415/400). The response is
-    ``text/plain`` with a ``Content-Length``; its body is the status phrase (an
-    `UploadError`'s detail), never anything else from `exc`, whose detail is logged
-    to the ``streamfx.adapters.asgi`` logger (a 4xx at INFO, a 5xx at ERROR). A refused
-    upload is answered with ``Connection: close`` unless what is left of its body is
-    small (see `streamfx.adapters._asgi_upload`).
+    path (403/404), an upload refused by its limits (413/415/400/408), an open circuit
+    or a closed broadcast hub (503). A `streamfx.errors.StreamfxError` gets its
+    ``status_code``, ``headers`` and its ``detail`` as a short ``text/plain`` body; any
+    other exception 500 and the status phrase. The exception itself is logged to the
+    ``streamfx.adapters.asgi`` logger (a 4xx at INFO, a 5xx at ERROR). A refused upload
+    is answered with ``Connection: close`` unless what is left of its body is small
+    (see `streamfx.adapters._upload_refusal`). In Starlette or FastAPI, as an exception
+    handler: ``exception_handlers={StreamfxError: lambda request, exc:
+    error_response(exc)}``.
     """
     answer = answer_error(exc, logger)
     headers = refusal_headers(answer)

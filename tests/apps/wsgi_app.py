@@ -2,8 +2,8 @@
 
 ``create_app(tally, root)`` serves every route, plus ``POST /upload`` (through
 `parts`), ``/_tasks`` (tasks still running on the background loop),
-``/_drain`` and ``/_undrain``; a route's `DownloadError` is answered by Flask's error
-handler with ``error_response``. WSGI-only routes:
+``/_drain`` and ``/_undrain``; a route's `StreamfxError` (``download()`` refusing a
+path) is answered by Flask's error handler, ``error_response``. WSGI-only routes:
 
 - ``/file?offset=&length=``: a `FileRange` of ``ROOT/data.bin`` whose body, if it is
   ever iterated, counts ``tally.started``;
@@ -28,8 +28,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from flask import Flask, request
 
 from streamfx import (
-    DownloadError,
     FileRange,
+    StreamfxError,
     StreamResponse,
     UploadError,
     download,
@@ -61,7 +61,7 @@ def loop_tasks() -> int:
 
 def create_app(tally: Tally, root: Path) -> Flask:
     app = Flask(__name__)
-    app.register_error_handler(DownloadError, error_response)
+    app.register_error_handler(StreamfxError, error_response)
 
     def view(route: Route) -> Callable[..., WSGIStream]:
         def handler(name: str = "") -> WSGIStream:
