@@ -17,7 +17,6 @@ from streamfx import ServerSentEvent, SSEDecoder, StreamResponse
 from streamfx.broadcast import Broadcast, BroadcastError
 from streamfx.broadcast._log import TopicLog
 from streamfx.metrics import InMemoryMetrics
-from streamfx.testing import capture_metrics
 from tests._broadcast_reader import Collector, until_waiting
 
 
@@ -26,12 +25,6 @@ def clean_shutdown_flag() -> Iterator[None]:
     streamfx.reset_shutdown()
     yield
     streamfx.reset_shutdown()
-
-
-@pytest.fixture
-def metrics() -> Iterator[InMemoryMetrics]:
-    with capture_metrics() as recorded:
-        yield recorded
 
 
 def events_of(chunk: bytes, decoder: SSEDecoder | None = None) -> list[ServerSentEvent]:
