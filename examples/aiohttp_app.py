@@ -120,7 +120,7 @@ def write_file(path: Path, megabytes: int) -> None:
 
 
 def create_app(file_mb: int = 64) -> web.Application:
-    app = web.Application(middlewares=[streamfx_errors])  # DownloadError -> 404/403...
+    app = web.Application(middlewares=[streamfx_errors])  # StreamfxError -> 404/403, 413..., 503
     app.router.add_get("/job/events", job_events)
     app.router.add_get("/export/{format}", export_rows)
     app.router.add_get("/file", big_file)

@@ -19,6 +19,7 @@ from streamfx._core.shutdown import (
     drain_on_signals,
     request_shutdown,
     reset_shutdown,
+    set_auto_drain,
     shutdown_requested,
 )
 from streamfx._core.tap import tap
@@ -38,6 +39,7 @@ from streamfx._upload.errors import (
 from streamfx._upload.multipart import parse_multipart
 from streamfx._upload.part import Part
 from streamfx._version import __version__
+from streamfx.errors import StreamfxError
 
 __all__ = [
     "BufferPolicy",
@@ -56,6 +58,7 @@ __all__ = [
     "ServerSentEvent",
     "Strategy",
     "StreamResponse",
+    "StreamfxError",
     "UnsupportedMediaType",
     "UploadError",
     "UploadTooLarge",
@@ -72,6 +75,7 @@ __all__ = [
     "progress",
     "request_shutdown",
     "reset_shutdown",
+    "set_auto_drain",
     "shutdown_requested",
     "sse",
     "tap",

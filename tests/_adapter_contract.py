@@ -1,7 +1,7 @@
 """Every adapter under every server it is tested with, as one list of `Target`s.
 
-A `Target` names an adapter (ASGI through Starlette or FastAPI, aiohttp, WSGI through
-Flask, Quart, Django), the server it runs under, and what differs there *by design*:
+A `Target` names an adapter (ASGI through Starlette or FastAPI, Litestar, aiohttp, WSGI
+through Flask, Quart, Django), the server it runs under, and what differs there *by design*:
 the exact text of an error body, whether the adapter has a write timeout or an upload
 helper, whether whole files go out without iterating the body, and so on.
 tests/test_adapter_contract*.py run every contract test on every target; an adapter's
@@ -48,14 +48,27 @@ from tests._servers import (
 from tests.apps.asgi_app import fastapi_app, running_tasks, starlette_app
 from tests.apps.tally import Tally, TallyMetrics
 
-Adapter = Literal["asgi", "aiohttp", "wsgi", "quart", "django"]
+Adapter = Literal["asgi", "aiohttp", "wsgi", "quart", "django", "litestar"]
 Capability = Literal[
-    "write_timeout", "uploads", "sees_silent_disconnects", "concurrency", "server_shutdown"
+    "write_timeout",
+    "uploads",
+    "sees_silent_disconnects",
+    "concurrency",
+    "server_shutdown",
+    "upload_error_on_leave",
+    "streams_uploads",
 ]
 
 WHY_NOT: dict[tuple[str, Capability], str] = {
-    ("quart", "uploads"): "streamfx has no upload helper for Quart: Quart reads the body",
-    ("django", "uploads"): "streamfx has no upload helper for Django: Django reads the body",
+    ("django", "streams_uploads"): "Django's ASGI handler reads the whole request body "
+    "(into a SpooledTemporaryFile) before it calls the view, so the view never sees a "
+    "stalled upload: the request waits in Django, and a client that leaves is dropped "
+    "there (RequestAborted) before any part exists. The streaming way is the ASGI "
+    "adapter beside Django (tests/test_adapter_django.py)",
+    ("quart", "upload_error_on_leave"): "Quart cancels the view's task when the client "
+    "leaves mid-upload (its own receiver sees http.disconnect first), so the view gets "
+    "CancelledError, not an UploadError: the app removes what it stored in its "
+    "CancelledError handler, and nothing is refused",
     ("wsgi", "sees_silent_disconnects"): "WSGI: a server learns that a client left only "
     "when a write fails, and nothing is written before the first chunk",
     ("gunicorn-sync", "concurrency"): "gunicorn's sync worker serves one request at a time",
@@ -75,12 +88,7 @@ WHY_NOT: dict[tuple[str, Capability], str] = {
 # Contract tests that fail on an adapter today: a defect of the adapter, reported, not a
 # limit of its design. Marked xfail(strict=True), so a fix shows up as an XPASS failure
 # and the line here must go.
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("aiohttp", "test_a_stalled_uploader_holds_only_its_own_request"): "parts "
-    "lets aiohttp's ConnectionResetError out when the client leaves mid-upload, where "
-    "parts_from_asgi and wsgi.parts raise MalformedUpload (so the handler's "
-    "clean-up for a refused upload never runs)",
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 # Django's ASGIHandler re-raises an error from a streaming body (which is what aborts the
@@ -155,6 +163,8 @@ TARGETS: tuple[Target, ...] = (
     Target("asgi", "starlette", "granian", zero_copy="whole", server_buffer=3 * 2**20),
     Target("asgi", "fastapi", "uvicorn", server_buffer=64 * 1024),
     Target("asgi", "fastapi", "hypercorn"),
+    Target("litestar", "litestar", "uvicorn", server_buffer=64 * 1024),
+    Target("litestar", "litestar", "hypercorn"),
     Target("aiohttp", "aiohttp", "aiohttp", zero_copy="ranges", server_buffer=128 * 1024),
     Target("wsgi", "flask", "waitress", zero_copy="ranges", server_buffer=WAITRESS_OUTBUF),
     Target("wsgi", "flask", "gunicorn-gthread", zero_copy="ranges", server_buffer=0),
@@ -282,6 +292,10 @@ def _in_process(
         from tests.apps.django_app import django_app
 
         return serve(django_app(tally, root), server)
+    if target.framework == "litestar":
+        from tests.apps.litestar_app import litestar_app
+
+        return serve(litestar_app(tally, root), server)
     build = starlette_app if target.framework == "starlette" else fastapi_app
     return serve(build(tally, root), server)
 

@@ -25,6 +25,12 @@ Paths (``{name}`` is the path parameter):
   that policy, counting ``produced`` and ``max_lead``.
 - ``/files/{name}``: `download` from ``ROOT/files``;
   ``/export/{name}?n=&fail_at=``: rows in the format `name`.
+- ``/circuit/{name}`` (``export`` or ``download``): an export of rows, or a download
+  of a byte stream, whose source is guarded by a breaker that a failure has just
+  opened for `CIRCUIT_RESET` seconds: the body raises `CircuitOpenError` before its
+  first byte; the source never starts (it would count ``tally.started``).
+- ``/busy``: the route itself raises `CircuitOpenError` (as an app that asks its
+  breaker before it builds a response), before any response exists.
 """
 
 from __future__ import annotations
@@ -36,9 +42,13 @@ from typing import Any
 
 from streamfx import (
     BufferPolicy,
+    CircuitBreaker,
+    CircuitOpenError,
     DownloadNotFound,
     ServerSentEvent,
+    StreamfxError,
     StreamResponse,
+    circuit,
     download,
     export,
     sse,
@@ -50,11 +60,12 @@ from tests.apps.tally import Tally, TallyMetrics
 Route = Callable[[Mapping[str, str], str], StreamResponse]
 
 FAREWELL = ServerSentEvent("bye", event="shutdown")
+CIRCUIT_RESET = 2.5  # seconds an opened breaker refuses streams: Retry-After: 3
 CHUNK = 65536  # bytes per chunk of /endless
 
 
-class Refused(Exception):
-    status = 403
+class Refused(StreamfxError):
+    status_code = 403
 
 
 def lines(items: range | list[int], size: int = 0) -> bytes:
@@ -242,6 +253,25 @@ def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
 
         return export(rows(), fmt, filename="rows.out")
 
+    def guarded(query: Mapping[str, str], kind: str) -> StreamResponse:
+        breaker = CircuitBreaker(1, CIRCUIT_RESET, name="rows-db", clock=lambda: 0.0)
+        breaker.after_stream(breaker.before_stream(), ConnectionError("db down"), False)
+
+        async def rows() -> AsyncIterator[dict[str, int]]:
+            tally.started += 1
+            yield {"id": 1}
+
+        async def chunks() -> AsyncIterator[bytes]:
+            tally.started += 1
+            yield b"x" * 10
+
+        if kind == "download":
+            return download(circuit(chunks(), breaker), filename="data.bin", size=10)
+        return export(circuit(rows(), breaker), "csv", filename="rows.csv")
+
+    def busy(query: Mapping[str, str], _: str) -> StreamResponse:
+        raise CircuitOpenError("rows-db", CIRCUIT_RESET)
+
     return {
         "/lines": lines_route,
         "/empty": empty,
@@ -257,6 +287,8 @@ def make_routes(tally: Tally, root: Path) -> dict[str, Route]:
         "/slow": slow,
         "/files/{name}": files,
         "/export/{name}": exported,
+        "/circuit/{name}": guarded,
+        "/busy": busy,
     }
 
 

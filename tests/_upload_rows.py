@@ -2,10 +2,10 @@
 2023-2026 (python-multipart, Starlette, aiohttp, Werkzeug, Django, the `multipart`
 package), per limit, and a few honest uploads, as data.
 
-`tests/test_upload_attacks.py` runs every row through `parse_multipart` in process; the
-same rows are meant to run through every adapter under its real server (each row says
-what to send and what must come back). A row's body is generated chunk by chunk, never
-whole, so a 50 MiB attack costs the test no 50 MiB.
+`tests/test_upload_attacks.py` runs every row through `parse_multipart` in process, and
+`tests/test_upload_adapters.py` through every adapter's helper under its real server
+(each row says what to send and what must come back). A row's body is generated chunk
+by chunk, never whole, so a 50 MiB attack costs the test no 50 MiB.
 
 What each row asserts, wherever it runs:
 

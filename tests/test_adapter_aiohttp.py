@@ -24,13 +24,21 @@ from streamfx import (
     FileRange,
     ServerSentEvent,
     SSEDecoder,
+    StreamfxError,
     StreamResponse,
+    UploadTooLarge,
     download,
     parse_multipart,
     reset_shutdown,
     sse,
 )
-from streamfx.adapters.aiohttp import drain_on_shutdown, streamfx_errors, to_aiohttp
+from streamfx.adapters.aiohttp import (
+    drain_on_shutdown,
+    error_response,
+    streamfx_errors,
+    to_aiohttp,
+)
+from streamfx.broadcast import BroadcastError
 from tests._client import close_all, open_raw, read_to_eof, recv_until, wait_until
 from tests._servers import serve_aiohttp
 from tests._stream_routes import CountedBody, once
@@ -422,3 +430,36 @@ async def test_the_middleware_maps_upload_errors_raised_directly() -> None:
     assert reply.status_code == 413
     assert reply.headers["content-type"].startswith("text/plain")
     assert "100" in reply.text
+
+
+async def test_error_response_and_the_middleware_answer_any_streamfx_error() -> None:
+    """``error_response(exc)`` in a handler, and the middleware for what a handler lets
+    out: a closed hub (503), an application's own `StreamfxError` with its headers; any
+    other error is left to aiohttp (its own 500)."""
+    quota = StreamfxError("user 7 over quota", status_code=429, headers={"Retry-After": "60"})
+
+    async def caught(request: web.Request) -> web.StreamResponse:
+        try:
+            raise BroadcastError("this hub is closed")
+        except StreamfxError as exc:
+            return error_response(exc)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path == "/caught":
+            return await caught(request)
+        raise quota
+
+    async with serve(handler, middlewares=[streamfx_errors]) as port, httpx.AsyncClient() as c:
+        closed = await c.get(f"http://127.0.0.1:{port}/caught")
+        limited = await c.get(f"http://127.0.0.1:{port}/quota")
+    assert (closed.status_code, closed.text) == (503, "Service Unavailable")
+    assert (limited.status_code, limited.text) == (429, "Too Many Requests")
+    assert limited.headers["retry-after"] == "60"
+    assert "user 7" not in limited.text
+
+
+def test_error_response_closes_the_connection_after_an_upload_error() -> None:
+    reply = error_response(UploadTooLarge("the upload is larger than 10 bytes"))
+    assert (reply.status, reply.text) == (413, "the upload is larger than 10 bytes")
+    assert reply.keep_alive is False
+    assert error_response(RuntimeError("secret /srv/x")).text == "Internal Server Error"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 import httpx
@@ -23,12 +23,14 @@ from litestar import Litestar, asgi
 from litestar.types import Receive as LitestarReceive
 from litestar.types import Scope as LitestarScope
 from litestar.types import Send as LitestarSend
+from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from streamfx import DownloadError, StreamResponse
-from streamfx.adapters.asgi import send_response, to_asgi
+from streamfx import DownloadError, StreamfxError, StreamResponse, download
+from streamfx.adapters.asgi import error_response, send_response, to_asgi
 from tests._client import close_all, open_raw, recv_until, wait_until
 from tests._servers import SERVERS, Server, serve
 from tests._stream_routes import CountedBody, lines, make_routes, numbered, once
@@ -86,7 +88,7 @@ async def test_fastapi_background_tasks_run_after_the_body(server: Server, tmp_p
 
         background.add_task(after)
         body = CountedBody(numbered(tally, 5), tally)
-        return to_asgi(StreamResponse(200, [], body))  # type: ignore[return-value]
+        return to_asgi(StreamResponse(200, [], body))  # a Response: no cast, no ignore
 
     async with running(app, server) as (client, _port):
         reply = await client.get("/with-background")
@@ -230,17 +232,27 @@ async def test_cancelled_by_the_server_closes_the_body() -> None:
 
 
 def test_works_without_starlette() -> None:
-    """Starlette is optional: imported only by `to_asgi`, and only if it is installed."""
+    """Starlette is optional: without it `StreamingASGIResponse` is a plain ASGI app
+    (with it, a Starlette ``Response``: tests/test_fastapi.py)."""
     script = """
-import sys
-import streamfx.adapters.asgi as adapter
-assert "starlette" not in sys.modules, "importing the adapter imported starlette"
+import asyncio, sys
 sys.modules["starlette"] = None  # as if it were not installed
+import streamfx.adapters.asgi as adapter
 from streamfx import StreamResponse
+assert adapter.StreamingASGIResponse.__mro__ == (adapter.StreamingASGIResponse, object)
 async def body():
     yield b"x"
-app = adapter.to_asgi(StreamResponse(200, [], body()))
+app = adapter.to_asgi(StreamResponse(200, [("content-type", "text/plain")], body()))
 assert type(app) is adapter.StreamingASGIResponse, type(app)
+sent = []
+async def receive():
+    await asyncio.Event().wait()
+async def send(message):
+    sent.append(message)
+scope = {"type": "http", "method": "GET", "headers": []}
+asyncio.run(app(scope, receive, send))
+assert [m.get("status", m.get("body")) for m in sent] == [200, b"x", b""], sent
+assert "starlette.responses" not in sys.modules
 print("ok")
 """
     done = subprocess.run(
@@ -259,7 +271,7 @@ async def test_error_from_for_request_is_answered() -> None:
         sent.append(message)
 
     def respond_to(method: str, headers: Any) -> StreamResponse:
-        raise DownloadError("gone meanwhile", status=404)
+        raise DownloadError("gone meanwhile", status_code=404)
 
     response = StreamResponse(200, [], once(b"never"), respond_to=respond_to)
     assert await send_response(response, http_scope(), receive, send) is False
@@ -333,3 +345,36 @@ async def test_uvicorn_drops_the_connection_of_an_evicted_client_without_an_erro
 def test_write_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="write_timeout"):
         to_asgi(StreamResponse(200, [], once(b"")), write_timeout=0)
+
+
+async def test_error_response_as_the_exception_handler_of_starlette_and_fastapi(
+    server: Server, tmp_path: Path
+) -> None:
+    """The README's idiom: no try/except in the endpoints; the framework's exception
+    handler for `StreamfxError` answers what ``download()`` raises before `to_asgi` runs
+    (and an application's own error), with the status, headers and detail."""
+    (tmp_path / "here.txt").write_text("here")
+
+    async def files(request: Request) -> Response:
+        if request.path_params["name"] == "quota":
+            raise StreamfxError("user 7", status_code=429, headers={"Retry-After": "9"})
+        return cast(Response, to_asgi(download(request.path_params["name"], root=tmp_path)))
+
+    def handler(request: Request, exc: Exception) -> Response:
+        return cast(Response, error_response(exc))
+
+    starlette = Starlette(
+        routes=[Route("/files/{name}", files)], exception_handlers={StreamfxError: handler}
+    )
+    fastapi = FastAPI()
+    fastapi.add_api_route("/files/{name}", files)
+    fastapi.add_exception_handler(StreamfxError, handler)
+    for app in (starlette, fastapi):
+        async with running(app, server) as (client, _):
+            found = await client.get("/files/here.txt")
+            missing = await client.get("/files/missing.txt")
+            quota = await client.get("/files/quota")
+        assert (found.status_code, found.text) == (200, "here")
+        assert (missing.status_code, missing.text) == (404, "Not Found")
+        assert (quota.status_code, quota.text) == (429, "Too Many Requests")
+        assert quota.headers["retry-after"] == "9"

@@ -17,7 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfx import DownloadNotFound, MalformedUpload, UploadTooLarge
+from streamfx import (
+    CircuitOpenError,
+    DownloadNotFound,
+    MalformedUpload,
+    StreamfxError,
+    UploadTooLarge,
+)
 from streamfx.adapters._common import (
     MAX_MESSAGE,
     WriteWatchdog,
@@ -27,37 +33,44 @@ from streamfx.adapters._common import (
     error_status,
     error_text,
 )
+from streamfx.broadcast import BroadcastError
 from tests._every_adapter import CHUNK, SITES, Counts, Site, running
 
 logger = logging.getLogger("tests.adapter_core")
 
 
 class WithStatus(Exception):
+    """Not a streamfx error, though it carries the attributes one has."""
+
     def __init__(self, message: str, status: object) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = self.status_code = status
+        self.detail = message
 
 
 # -- the error answer --------------------------------------------------------------------
 
 
-@given(st.one_of(st.integers(), st.booleans(), st.none(), st.text(), st.floats()))
-def test_the_status_is_the_errors_own_only_from_400_to_599(status: object) -> None:
-    expected = status if type(status) is int and 400 <= status <= 599 else 500
-    assert error_status(WithStatus("x", status)) == expected
-
-
-@given(st.text(), st.integers(400, 599))
-def test_nothing_of_an_errors_message_reaches_the_client(message: str, status: int) -> None:
-    body = error_text(WithStatus(message, status), status)
+@given(st.integers(400, 599), st.text())
+def test_a_streamfx_error_is_answered_with_its_status_and_detail(status: int, detail: str) -> None:
+    error = StreamfxError("server side: /srv/x", status_code=status, detail=detail)
+    assert error_status(error) == status
+    shown = " ".join(detail.split())[:MAX_MESSAGE]
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    assert body == phrase.encode()
+    assert error_text(error) == (shown or phrase).encode()
+
+
+@given(st.one_of(st.integers(), st.booleans(), st.none(), st.text(), st.floats()), st.text())
+def test_anything_else_is_a_500_with_the_phrase_only(status: object, message: str) -> None:
+    error = WithStatus(message, status)
+    assert error_status(error) == 500
+    assert error_text(error) == b"Internal Server Error"
 
 
 @given(st.text())
 def test_an_upload_errors_message_is_shown_on_one_short_line(message: str) -> None:
-    body = error_text(MalformedUpload(message), 400).decode()
-    assert body == " ".join(message.split())[:MAX_MESSAGE]
+    body = error_text(MalformedUpload(message)).decode()
+    assert body == " ".join(message.split())[:MAX_MESSAGE] or body == "Bad Request"
     assert len(body) <= MAX_MESSAGE
     assert "\n" not in body and "\r" not in body
 
@@ -83,16 +96,17 @@ def test_the_answer_has_its_length_and_type_and_logs_the_detail(
     assert "/srv/files/a.txt" in caplog.records[0].getMessage()
 
 
-class WithStatusCode(WithStatus):
-    def __init__(self, message: str, status: object, status_code: object) -> None:
-        super().__init__(message, status)
-        self.status_code = status_code
+def test_an_open_circuit_is_a_503_with_retry_after_in_whole_seconds() -> None:
+    answer = answer_error(CircuitOpenError("db", 2.1), logger)
+    assert (answer.status, answer.body) == (503, b"Service Unavailable")
+    assert ("Retry-After", "3") in answer.headers
+    assert b"db" not in answer.body  # the breaker's name stays in the log
+    assert ("Retry-After", "0") in answer_error(CircuitOpenError("", 0.0), logger).headers
 
 
-def test_the_status_code_comes_before_the_older_status() -> None:
-    assert error_status(WithStatusCode("x", 404, 408)) == 408
-    assert error_status(WithStatusCode("x", 404, None)) == 404  # none given: ``status``
-    assert error_status(WithStatusCode("x", 404, 99)) == 500  # given, but no HTTP error
+def test_a_closed_hub_is_a_503() -> None:
+    answer = answer_error(BroadcastError("this hub is closed"), logger)
+    assert (answer.status, answer.body) == (503, b"Service Unavailable")
 
 
 def test_an_upload_error_is_answered_with_its_detail_and_closes() -> None:

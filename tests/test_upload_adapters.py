@@ -3,19 +3,31 @@
 refusal.
 
 Sites (one server process each, shared by the module; `tests/apps/upload_apps.py`):
-Starlette ``parts()`` under uvicorn and under hypercorn, aiohttp ``parts``,
-and WSGI ``parts`` under gunicorn's gthread worker (4 threads). Quart and Django
-have no upload helper (Django reads the whole body before the view runs), so they are
-not here. The client is a raw socket (`tests._upload_client`) that sends while it
-reads, so a test sees how many bytes of the body were sent before the answer began;
-the server's listening socket has a small receive buffer, so that number is close to
-what the server could have read.
+``parts(request)`` in Starlette under uvicorn and under hypercorn and in FastAPI under
+uvicorn, aiohttp's ``parts(request)``, and WSGI's ``parts(environ)`` in Flask under
+gunicorn's gthread worker (4 threads) and under waitress. Quart's and Django's
+``parts`` are checked by the contract suite (tests/test_adapter_contract_transfers.py)
+and their own modules (tests/test_adapter_quart.py, tests/test_adapter_django.py).
+The client is a raw socket (`tests._upload_client`) that sends while it reads, so a
+test sees how many bytes of the body were sent before the answer began; the server's
+listening socket has a small receive buffer, so that number is close to what the
+server could have read.
 
 Every request checks, besides its answer, what every adapter promises whatever the
 answer: the serving process's peak memory grew by less than `MEMORY_GROWTH`, its event
-loop never went more than `STALL` CPU seconds without a turn (the ASGI servers and
-aiohttp; gunicorn runs no loop), and no file is left in the route's store or in the
-server's temporary directory (the route saves every file with ``part.save``).
+loop never went more than `STALL` CPU seconds without a turn (the loop the upload is
+parsed on, for the ASGI servers and aiohttp; for the WSGI servers, which parse it in
+the request's thread, the process's background loop, in CPU time of the whole process:
+a request thread that kept the GIL would stall it), and no file is left in the route's
+store or in the server's temporary directory (the route saves every file with
+``part.save``).
+
+Waitress reads a request's whole body (into memory, then a temporary file) before it
+calls the application, and refuses a ``Content-Length`` over its own
+``max_request_body_size`` itself. So there a refusal cannot come before the body was
+sent (`BUFFERS_BODY`), the read rule has no read to time (a slow client holds no
+thread: waitress's I/O thread buffers it), and a declared gibibyte is waitress's own
+413. Those tests say so for that site and check what waitress does instead.
 """
 
 from __future__ import annotations
@@ -35,11 +47,25 @@ from urllib.parse import quote
 
 import pytest
 
+from streamfx._upload.limits import (
+    DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_PREAMBLE_SIZE,
+)
 from tests._upload_client import Connection, Reply, pieces, request_head, small_listener
+from tests._upload_rows import LIMITS as UPLOAD_LIMITS
 from tests._upload_rows import ROWS, STALL, Row
 
+DEFAULT_LIMITS = {
+    "max_headers": DEFAULT_MAX_HEADERS,
+    "max_header_size": DEFAULT_MAX_HEADER_SIZE,
+    "max_preamble_size": DEFAULT_MAX_PREAMBLE_SIZE,
+}
+
 ROOT = Path(__file__).resolve().parent.parent
-SITES = ("uvicorn", "hypercorn", "aiohttp", "gunicorn")
+SITES = ("uvicorn", "fastapi", "hypercorn", "aiohttp", "gunicorn", "waitress")
+BUFFERS_BODY = {"waitress"}
+"""Sites whose server reads the whole body before it calls the application."""
 BOUNDARY = "----streamfxAdapterRows7MA4YWxk"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 IN_FLIGHT = 1 << 20
@@ -92,7 +118,7 @@ def _start(name: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     if name == "gunicorn":
         command = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", "--workers", "1"]
         command += ["--worker-class", "gthread", "--threads", str(GUNICORN_THREADS)]
-        command += ["--log-level", "warning", "tests.apps.upload_apps:wsgi_app()"]
+        command += ["--log-level", "warning", "tests.apps.upload_apps:flask_app()"]
     else:
         command = [sys.executable, "-m", "tests.apps.upload_apps", name, str(fd)]
     with (directory / "server.log").open("wb") as log:
@@ -201,7 +227,9 @@ def test_attack_row(checked: Site, row: Row) -> None:
         assert 0 <= reply.sent_at_answer <= IN_FLIGHT, reply
         return
     assert reply.status == (row.status or 200), reply
-    if row.read_at_most is not None:
+    if checked.name in BUFFERS_BODY:
+        assert reply.sent_at_answer == length, reply  # the server read it all first
+    elif row.read_at_most is not None:
         assert 0 <= reply.sent_at_answer <= row.read_at_most + IN_FLIGHT, reply
     if row.status is None:
         answer = json.loads(reply.body)
@@ -211,7 +239,8 @@ def test_attack_row(checked: Site, row: Row) -> None:
         for name, pattern in zip(sorted(answer["files"]), sorted(row.files_left), strict=True):
             assert fnmatch.fnmatch(name, pattern), (name, pattern)
     elif row.limit is not None:
-        assert f"({row.limit}=" in reply.text, reply.text
+        value = {**DEFAULT_LIMITS, **UPLOAD_LIMITS, **row.options}[row.limit]
+        assert f"({row.limit}={value})" in reply.text, reply.text
 
 
 # -- the declared length (issue 14, item 5) ----------------------------------------------
@@ -224,7 +253,11 @@ def test_a_declared_length_over_max_size_is_refused_before_the_body(checked: Sit
         reply = connection.exchange(head, endless_file(), timeout=30)
         assert reply.status == 413, reply
         assert 0 <= reply.sent_at_answer <= IN_FLIGHT, reply
-        assert "max_size=33554432" in reply.text
+        if checked.name in BUFFERS_BODY:
+            # waitress's own refusal (max_request_body_size): the app never runs
+            assert "max_size" not in reply.text
+        else:
+            assert "max_size=33554432" in reply.text
         # The connection is not kept for the gibibyte still to come: the server closes
         # it (aiohttp and gunicorn after a bounded lingering read).
         assert connection.closed_by_server(10)
@@ -256,7 +289,17 @@ def test_a_small_refused_body_leaves_a_usable_connection_or_none(checked: Site) 
 LIMITS = {"max_size": 10 * MIB, "max_part_size": 10 * MIB, "max_parts": 10}
 
 
+def no_read_to_time(site: Site) -> None:
+    if site.name in BUFFERS_BODY:
+        pytest.skip(
+            f"{site.name} reads the whole body before it calls the application: the helper "
+            "has no read to time, and a slow client holds no thread (its I/O thread "
+            "buffers the body; its own channel_timeout applies)"
+        )
+
+
 def test_a_client_that_stops_sending_gets_408(checked: Site) -> None:
+    no_read_to_time(checked)
     options = {**LIMITS, "read_timeout": 1.0}
     body = one_file(100_000)
     head = request_head(checked.url(options), len(body), CONTENT_TYPE)
@@ -267,6 +310,7 @@ def test_a_client_that_stops_sending_gets_408(checked: Site) -> None:
 
 
 def test_a_client_trickling_bytes_gets_408(checked: Site) -> None:
+    no_read_to_time(checked)
     options = {**LIMITS, "read_timeout": 1.0, "min_rate": 16384}
     body = one_file(100_000)
     head = request_head(checked.url(options), len(body), CONTENT_TYPE)
@@ -290,14 +334,17 @@ def test_a_client_above_min_rate_is_never_refused(checked: Site) -> None:
 def test_trickling_clients_hold_no_server_for_long(checked: Site) -> None:
     """As many trickling clients as gunicorn has threads: each is refused, and then an
     honest upload is served (before the read rule, gunicorn's worker was theirs for as
-    long as they kept trickling)."""
+    long as they kept trickling). Under waitress, which buffers bodies in its I/O
+    thread, the honest upload is served while the trickling ones are still sending,
+    unanswered."""
     options = {**LIMITS, "read_timeout": 1.0, "min_rate": 16384}
     body = one_file(100_000)
     head = request_head(checked.url(options), len(body), CONTENT_TYPE)
+    buffers = checked.name in BUFFERS_BODY
 
     def slow() -> Reply:
         with Connection(checked.port) as connection:
-            return connection.exchange(head, trickle(body), pace=0.05, timeout=30)
+            return connection.exchange(head, trickle(body), pace=0.05, timeout=3 if buffers else 30)
 
     with ThreadPoolExecutor(GUNICORN_THREADS) as pool:
         trickling = [pool.submit(slow) for _ in range(GUNICORN_THREADS)]
@@ -308,4 +355,29 @@ def test_trickling_clients_hold_no_server_for_long(checked: Site) -> None:
                 request_head(checked.url(LIMITS), len(honest), CONTENT_TYPE), [honest], timeout=30
             )
         assert reply.status == 200, reply
-        assert [future.result().status for future in trickling] == [408] * GUNICORN_THREADS
+        statuses = [future.result().status for future in trickling]
+        assert statuses == [0 if buffers else 408] * GUNICORN_THREADS
+
+
+# -- a body whose transfer framing breaks mid-upload ---------------------------------------
+
+
+def test_a_broken_chunked_body_is_refused_and_leaves_nothing(checked: Site) -> None:
+    """A chunked body whose chunk framing breaks after a first chunk of a file part:
+    the server or the helper refuses it with a 4xx, or the server drops the
+    connection; never a 200 and never a hang, and (by `checked`) nothing is left of
+    the part the route had begun to save. (aiohttp answers 400 itself when the bad
+    chunk comes with the request's head; when it comes later, its C parser sometimes
+    leaves the body open without an error, and the read rule ends the wait: 408.)"""
+    start = file_head() + b"x" * 5000
+    head = (
+        f"POST {checked.url({**LIMITS, 'read_timeout': 2.0})} HTTP/1.1\r\nHost: test\r\n"
+        f"Content-Type: {CONTENT_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    body = [b"%x\r\n" % len(start) + start + b"\r\n", b"zz-not-a-size\r\n" + b"y" * 100]
+    with Connection(checked.port) as connection:
+        reply = connection.exchange(head, body, timeout=20)
+        if reply.status == 0:
+            assert connection.closed_by_server(10), reply
+        else:
+            assert 400 <= reply.status < 500, reply

@@ -26,11 +26,13 @@ only gives back its half-open trial slot). Exceptions that are instances of
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import Literal, TypeVar, get_args
 
 from streamfx._core.util import aclose_iterator
+from streamfx.errors import StreamfxError
 from streamfx.metrics import MetricsHook, get_metrics, guarded
 
 logger = logging.getLogger("streamfx.circuit")
@@ -42,18 +44,27 @@ CIRCUIT_STATES: tuple[CircuitState, ...] = get_args(CircuitState)
 Listener = Callable[["CircuitBreaker", CircuitState, CircuitState], object]
 
 
-class CircuitOpenError(Exception):
+class CircuitOpenError(StreamfxError):
     """Raised when a stream is started while its circuit is open.
 
     `retry_after` is the number of seconds until the breaker will admit a trial
-    stream (0 when it is half-open but its trial slots are taken).
+    stream (0 when it is half-open but its trial slots are taken). Answered by every
+    adapter, when raised before a response starts, with 503 and ``Retry-After``: the
+    seconds rounded up; the body is the status phrase (the breaker's name stays in the
+    server's log).
     """
 
+    status_code = 503
+
     def __init__(self, name: str, retry_after: float) -> None:
+        label = f"circuit {name!r}" if name else "circuit"
+        seconds = max(math.ceil(retry_after), 0) if math.isfinite(retry_after) else 0
+        super().__init__(
+            f"{label} is open; retry in {retry_after:.1f}s",
+            headers={"Retry-After": str(seconds)},
+        )
         self.name = name
         self.retry_after = retry_after
-        label = f"circuit {name!r}" if name else "circuit"
-        super().__init__(f"{label} is open; retry in {retry_after:.1f}s")
 
 
 class CircuitBreaker:

@@ -5,6 +5,9 @@ UTF-8 output), writing each batch with one `writerows` call into a reused buffer
 
 Promises:
 
+- Rows that are dataclass instances or Pydantic models (an object with
+  ``model_dump``) are the dicts the JSON rules make of them (`to_json_native`: a
+  dataclass's fields, ``model_dump(mode="json")``), so they need no ``serialize=``.
 - Header: `fields` when given, else the first row's keys (dict rows). Sequence rows
   without `fields` get no header. The header goes out with the first rows, or alone at
   the end when the source was empty (no header at all if none is known).
@@ -15,6 +18,12 @@ Promises:
 - Sequence rows must all have the header's width (or the first row's): `ValueError`
   otherwise. A row of the wrong kind (a ``str``, a mapping among sequences, ...) is a
   `TypeError`.
+- NaN, ``Infinity`` and ``-Infinity`` (``float`` cells) are written as an empty cell,
+  as ``None`` is: the rule of every streamfx format (JSON writes them as ``null``), so
+  a file never holds the ``nan`` / ``inf`` that the `csv` module would write. The
+  check costs two substring searches of the batch's text; only a batch whose text
+  contains ``nan`` or ``inf`` (a NaN, or a word such as "info") is looked at cell by
+  cell.
 - Formula injection (OWASP "CSV Injection"): with the guard on (the default), every
   ``str`` cell, header included, that starts with ``=``, ``+``, ``-``, ``@``, tab or CR
   gets a leading ``'`` so spreadsheets show it as text. Numbers (``int``, ``float``,
@@ -26,15 +35,20 @@ Promises:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import math
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
+from streamfx._response.json import to_json_native
+
 FORMULA_TRIGGERS = frozenset("=+-@\t\r")
 """First characters that make a spreadsheet treat a cell as a formula."""
 
+_PLAIN_ROWS = frozenset({dict, list, tuple})
 _NEVER_TEXT = frozenset({int, float, bool, type(None)})
 _ONLY_TEXT = frozenset({str})
 _FIRST_CHAR = slice(0, 1)
@@ -71,6 +85,31 @@ def neutralize_rows(rows: list[Any]) -> list[Any]:
         columns[index] = neutralize(column)
         changed = True
     return list(zip(*columns, strict=True)) if changed else rows
+
+
+def _as_row(row: Any) -> Any:
+    """A dataclass instance or a Pydantic model as the dict the JSON rules make of it;
+    any other row as it is."""
+    if isinstance(row, type) or not (
+        dataclasses.is_dataclass(row) or callable(getattr(row, "model_dump", None))
+    ):
+        return row
+    return to_json_native(row)
+
+
+def blank_non_finite(rows: list[Any]) -> list[Any] | None:
+    """`rows` with every NaN or infinite ``float`` cell as None, or None if none has one."""
+    changed = False
+    finite: list[Any] = []
+    for row in rows:
+        if any(isinstance(cell, float) and not math.isfinite(cell) for cell in row):
+            row = [
+                None if isinstance(cell, float) and not math.isfinite(cell) else cell
+                for cell in row
+            ]
+            changed = True
+        finite.append(row)
+    return finite if changed else None
 
 
 class CsvEncoder:
@@ -128,6 +167,8 @@ class CsvEncoder:
             batch = self._transform(batch)
         if not batch:
             return b""
+        if not set(map(type, batch)) <= _PLAIN_ROWS:
+            batch = [_as_row(row) for row in batch]
         if self._mapping_rows is None:
             self._start(batch[0])
         rows = self._dict_rows(batch) if self._mapping_rows else self._sequence_rows(batch)
@@ -138,9 +179,18 @@ class CsvEncoder:
         buffer.truncate()
         if not self._header_sent:
             self._write_header()
+        start = buffer.tell()
         self._writer.writerows(rows)
         self._rows_seen += len(batch)
-        return buffer.getvalue().encode("utf-8")
+        text = buffer.getvalue()
+        if "nan" in text or "inf" in text:  # the csv module writes float("nan") as nan
+            finite = blank_non_finite(rows)
+            if finite is not None:
+                buffer.seek(start)
+                buffer.truncate()
+                self._writer.writerows(finite)
+                text = buffer.getvalue()
+        return text.encode("utf-8")
 
     def finish(self) -> bytes:
         """The header alone if no row was ever written and a header is known; else b""."""

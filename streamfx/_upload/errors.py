@@ -1,11 +1,11 @@
 """Errors raised while reading a multipart upload, each with the HTTP status it maps to.
 
-Every error has two attributes an adapter needs and nothing else: `status_code` (an
-int, 400 / 413 / 415) and `detail` (a short sentence written for the client: it names
-what was wrong and, for a limit, the parameter and its value, such as
+Every error is a `streamfx.errors.StreamfxError`: an adapter answers it with
+`status_code` (400 / 413 / 415) and `detail` (a short sentence written for the client:
+it names what was wrong and, for a limit, the parameter and its value, such as
 ``max_file_size=1048576``; it never holds a parser's internal wording, a server path or
-a traceback). `status` and `message` are the same two values under the names earlier
-releases used.
+a traceback). Here the message is the detail. `status` and `message` are the same two
+values under the names earlier releases used.
 
 Statuses:
 
@@ -22,19 +22,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from streamfx.errors import StreamfxError
 
-class UploadError(Exception):
+
+class UploadError(StreamfxError):
     """A request body that streamfx refuses to parse.
 
     `status_code`: the HTTP status to answer with; `detail`: the client-safe reason.
     """
 
-    status_code: ClassVar[int] = 400
+    status_code = 400
     status: ClassVar[int] = 400  # the name earlier releases used; always == status_code
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        super().__init__(detail, detail=detail)
 
     @property
     def message(self) -> str:

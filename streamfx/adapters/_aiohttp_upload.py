@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Unpack
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from streamfx._upload.errors import UploadError
+from streamfx._upload.errors import MalformedUpload, UploadError
 from streamfx._upload.multipart import PartStream, parse_multipart
 from streamfx.adapters._common import answer_error
 from streamfx.adapters._upload_body import (
@@ -49,7 +50,9 @@ async def parts(
     ``Content-Length`` already passes `max_size` is refused before a byte is read. A
     client that sends nothing for `read_timeout` seconds, or slower than `min_rate`
     bytes per second, is refused with `UploadTimeout` (408; the rule every adapter
-    shares, see `streamfx.adapters._upload_body`; None turns either off).
+    shares, see `streamfx.adapters._upload_body`; None turns either off). A client
+    that leaves before its body ends, or a body whose transfer framing breaks, is
+    `MalformedUpload` (400), as on every adapter (aiohttp's own error is its cause).
     An `UploadError`, at the start or while the parts are read, leaves the block as
     aiohttp's ``HTTPRequestEntityTooLarge`` (413), ``HTTPUnsupportedMediaType`` (415),
     ``HTTPRequestTimeout`` (408) or ``HTTPBadRequest`` (400), whose short
@@ -80,12 +83,23 @@ async def parts(
 
 
 async def _request_body(content: StreamReader, rule: ReadRule) -> AsyncIterator[bytes]:
+    """The request body under the read rule. A body that cannot be read to its end (the
+    client left: aiohttp's ``ConnectionResetError``; a broken chunked encoding or a
+    body shorter than its ``Content-Length``: aiohttp's ``HttpProcessingError``) is
+    `MalformedUpload`, as on every adapter, aiohttp's words kept in the cause."""
     timer = ReadTimer(rule)
     try:
-        while chunk := await timer.read(content.readany()):
+        while True:
+            try:
+                chunk = await timer.read(content.readany())
+            except OSError as exc:
+                raise MalformedUpload("the client disconnected before the upload ended") from exc
+            except HttpProcessingError as exc:
+                raise MalformedUpload("the request body could not be read") from exc
             rule.wait_ended(len(chunk))
+            if not chunk:
+                return
             yield chunk
-        rule.wait_ended(0)
     finally:
         timer.stop()
 

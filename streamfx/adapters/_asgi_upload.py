@@ -5,27 +5,18 @@ Re-exported by `streamfx.adapters.asgi`; answer the `UploadError` it raises with
 The declared length and the read rule are every adapter's
 (`streamfx.adapters._upload_body`).
 
-The connection after a refusal. What the application leaves unread of a body, uvicorn
-reads and drops before it serves the next request on the connection, for as long as
-the client sends (hypercorn closes instead). So a refused upload is answered with
-``Connection: close`` (`refusal_headers`), unless what is left of its body is known
-to be at most `LINGER_BYTES`: then the server reads it and the connection stays
-usable, and a client that sends its whole body before it reads the answer (most
-clients do) gets the answer rather than a connection reset. What is left is known from
-``Content-Length`` and the bytes read, recorded for the request's task by
-`parts_from_asgi` (a context variable: `error_response` is called in the same task).
+The connection after a refusal: `streamfx.adapters._upload_refusal` (the body taken
+here is recorded for ``error_response``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
-from typing import Final, Protocol, Unpack
+from typing import Protocol, Unpack
 
 from streamfx._upload.errors import MalformedUpload
 from streamfx._upload.multipart import PartStream, parse_multipart
 from streamfx.adapters._asgi_types import Receive, Scope
-from streamfx.adapters._common import ErrorAnswer
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
@@ -35,6 +26,7 @@ from streamfx.adapters._upload_body import (
     content_length,
     refuse_declared_length,
 )
+from streamfx.adapters._upload_refusal import BodyState, track_body
 
 
 def parts_from_asgi(
@@ -73,8 +65,7 @@ def parts_from_asgi(
             content_type = value
         elif key == b"content-length" and length is None:
             length = content_length(value)
-    state = _BodyState(length)
-    _body_state.set(state)
+    state = track_body(length)
     stream = parse_multipart(  # checks the arguments; reads nothing yet
         _request_body(receive, rule, state),
         content_type,
@@ -120,41 +111,7 @@ def parts(
     )
 
 
-LINGER_BYTES: Final = 1 << 20
-"""The most of a refused body left for the server to read and drop (see the module
-docstring); with more left, or an unknown amount, the connection is closed."""
-
-
-class _BodyState:
-    """How much of the request body is left (None: unknown), and whether it ended."""
-
-    __slots__ = ("ended", "left")
-
-    def __init__(self, length: int | None) -> None:
-        self.left = length
-        self.ended = length == 0
-
-
-_body_state: ContextVar[_BodyState | None] = ContextVar("streamfx_asgi_upload", default=None)
-
-
-def refusal_headers(answer: ErrorAnswer) -> list[tuple[str, str]]:
-    """The headers of `answer`, with ``Connection: close`` when it refuses an upload
-    (`ErrorAnswer.close`) whose body, read by `parts_from_asgi` in this task, has more
-    than `LINGER_BYTES` left or an unknown amount (see the module docstring)."""
-    if not answer.close:
-        return answer.headers
-    state = _body_state.get()
-    if state is not None and (
-        state.ended or (state.left is not None and state.left <= LINGER_BYTES)
-    ):
-        return answer.headers
-    return [*answer.headers, ("connection", "close")]
-
-
-async def _request_body(
-    receive: Receive, rule: ReadRule, state: _BodyState
-) -> AsyncIterator[bytes]:
+async def _request_body(receive: Receive, rule: ReadRule, state: BodyState) -> AsyncIterator[bytes]:
     timer = ReadTimer(rule)
     try:
         while True:
@@ -163,8 +120,7 @@ async def _request_body(
                 raise MalformedUpload("the client disconnected before the upload ended")
             body = message.get("body", b"")
             rule.wait_ended(len(body))
-            if state.left is not None:
-                state.left -= len(body)
+            state.took(len(body))
             if not message.get("more_body", False):
                 state.ended = True
                 if body:

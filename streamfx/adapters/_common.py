@@ -3,24 +3,23 @@ how the adapters' timing arguments are checked, and the write-timeout rule.
 
 Error answers. An error raised before a response starts (``for_request`` refusing,
 the first body chunk failing, ``download()`` refusing a path, an upload refused by its
-limits) is answered the same by every adapter:
+limits, an open circuit) is answered the same by every adapter:
 
-- the status is the error's ``status_code`` attribute (``status`` when it has none)
-  when it is an int in 400..599, else 500;
-- the body is short ``text/plain; charset=utf-8`` with a ``Content-Length``: the status
-  phrase ("Not Found", "Forbidden", "Range Not Satisfiable", "Payload Too Large",
-  "Unsupported Media Type", "Bad Request", "Internal Server Error"), except for an
-  `UploadError`, whose ``detail`` is written for the client (it describes the request,
-  never the server) and is shown, folded to one line of at most `MAX_MESSAGE` characters.
-  Nothing else from the exception reaches the client: the messages of other errors hold
-  server paths (``'../x' resolves to /srv/files/x, outside the root /srv/files``) or
-  internals;
+- a `streamfx.errors.StreamfxError` (`DownloadError`, `UploadError`,
+  `CircuitOpenError`, `BroadcastError`, or an application's own subclass) with its
+  ``status_code``, its extra ``headers`` (``Retry-After`` on a 503 from an open
+  circuit) and a short ``text/plain; charset=utf-8`` body with a ``Content-Length``:
+  its ``detail``, which is written for the client (the status phrase unless the error
+  says more, as an upload's limit does), folded to one line of at most `MAX_MESSAGE`
+  characters;
+- anything else with 500 and the phrase "Internal Server Error" only, whatever
+  attributes it has: the messages of other errors hold server paths or internals;
 - an `UploadError` is answered with `ErrorAnswer.close` set: what is left of the
   refused body is not wanted, and a server that keeps the connection reads and drops
   all of it first (uvicorn does, for as long as the client sends). Each adapter does
-  what its server allows: the ASGI upload helper sends ``Connection: close`` unless
-  what is left is small (`streamfx.adapters._asgi_upload`), aiohttp closes after its
-  own bounded lingering read, gunicorn drains a bounded amount or closes by itself
+  what its server allows: the ASGI and Quart upload helpers send ``Connection:
+  close`` unless what is left is small (`streamfx.adapters._upload_refusal`), aiohttp
+  closes after its own bounded lingering read, gunicorn drains a bounded amount or closes by itself
   (PEP 3333 forbids ``Connection`` to applications) and waitress has read the body
   before the application ran;
 - the detail goes to the server log only: a 4xx at INFO, a 5xx at ERROR, each with the
@@ -44,52 +43,48 @@ from http import HTTPStatus
 from typing import Final
 
 from streamfx._upload.errors import UploadError
+from streamfx.errors import StreamfxError, phrase
 
 MAX_MESSAGE: Final = 300
-"""The most characters of an `UploadError`'s message shown to the client."""
+"""The most characters of an error's `detail` shown to the client."""
 
 
 # -- error answers -----------------------------------------------------------------------
 
 
 def error_status(exc: BaseException) -> int:
-    """The HTTP status for `exc`: its ``status_code`` attribute (``status`` when it has
-    none) when that is an int in 400..599, else 500."""
-    status = getattr(exc, "status_code", None)
-    if status is None:
-        status = getattr(exc, "status", None)
-    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
-        return status
-    return 500
+    """The HTTP status for `exc`: a `StreamfxError`'s ``status_code``, else 500."""
+    return exc.status_code if isinstance(exc, StreamfxError) else 500
 
 
 def reason_phrase(status: int) -> str:
     """The reason phrase of `status` ("Not Found" for 404); "" for a code Python does
-    not know."""
+    not know (a status line may leave it empty)."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:
         return ""
 
 
-def error_text(exc: BaseException, status: int) -> bytes:
-    """The short plain-text body for `exc` answered with `status`: an `UploadError`'s
-    ``detail`` (one line, at most `MAX_MESSAGE` characters), otherwise only the status
-    phrase ("Error" for an unknown code)."""
-    if isinstance(exc, UploadError):
-        detail = getattr(exc, "detail", None)
-        if not isinstance(detail, str):
-            detail = exc.message
-        return " ".join(detail.split())[:MAX_MESSAGE].encode("utf-8", "replace")
-    return (reason_phrase(status) or "Error").encode()
+def error_text(exc: BaseException) -> bytes:
+    """The short plain-text body for `exc`: a `StreamfxError`'s ``detail`` (one line, at
+    most `MAX_MESSAGE` characters), else "Internal Server Error"."""
+    if not isinstance(exc, StreamfxError):
+        return phrase(500).encode()
+    detail = " ".join(exc.detail.split())[:MAX_MESSAGE] or phrase(exc.status_code)
+    return detail.encode("utf-8", "replace")
 
 
-def error_headers(text: bytes) -> list[tuple[str, str]]:
-    """``Content-Type`` and ``Content-Length`` of an error body `text`."""
-    return [
+def error_headers(text: bytes, exc: BaseException | None = None) -> list[tuple[str, str]]:
+    """``Content-Type`` and ``Content-Length`` of an error body `text`, then the extra
+    headers of `exc` when it is a `StreamfxError` (``Retry-After``, say)."""
+    headers = [
         ("content-type", "text/plain; charset=utf-8"),
         ("content-length", str(len(text))),
     ]
+    if isinstance(exc, StreamfxError):
+        headers.extend(exc.headers.items())
+    return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +103,8 @@ def answer_error(exc: BaseException, logger: logging.Logger) -> ErrorAnswer:
     """The answer to `exc` (see the module docstring); logs the detail to `logger`."""
     status = error_status(exc)
     log_error(exc, status, logger)
-    body = error_text(exc, status)
-    return ErrorAnswer(status, body, error_headers(body), isinstance(exc, UploadError))
+    body = error_text(exc)
+    return ErrorAnswer(status, body, error_headers(body, exc), isinstance(exc, UploadError))
 
 
 def log_error(exc: BaseException, status: int, logger: logging.Logger) -> None:
@@ -118,8 +113,8 @@ def log_error(exc: BaseException, status: int, logger: logging.Logger) -> None:
     if status >= 500:
         logger.error("the response failed before it started; answered %d", status, exc_info=exc)
     else:
-        phrase, name = reason_phrase(status), type(exc).__name__
-        logger.info("answered %d %s: %s: %s", status, phrase, name, exc, exc_info=exc)
+        name = type(exc).__name__
+        logger.info("answered %d %s: %s: %s", status, phrase(status), name, exc, exc_info=exc)
 
 
 # -- argument checks ---------------------------------------------------------------------

@@ -51,8 +51,9 @@ async def prefetch(
       ``respond_to``).
     - ``HEAD``: the body is closed without being iterated; status and headers stay.
     - An error from ``for_request`` or from the first chunk becomes an error answer
-      (`streamfx.adapters._common.answer_error`): the error's ``status`` (an int in
-      400..599) or 500, with a short plain-text body; the detail is logged to `logger`.
+      (`streamfx.adapters._common.answer_error`): a `StreamfxError`'s ``status_code``,
+      ``headers`` and ``detail``, anything else 500; the exception is logged to
+      `logger`.
       The body is closed either way.
     - Cancelled while pulling (the client left): the body is closed, then
       `CancelledError` propagates.

@@ -12,11 +12,12 @@ What `to_aiohttp` promises, in order:
    download sees Range, If-Range and the conditional headers, and HEAD is answered.
    An error it raises is answered as in 3 (and the original body is closed).
 2. HEAD, 1xx, 204 and 304 get the status and headers only; the body is never iterated.
-3. The first body chunk is pulled *before* the status line is sent. An error there
-   becomes a short ``text/plain`` response with the error's ``status`` attribute when it
-   is an int from 400 to 599, else 500; its body is the status phrase (an
-   `UploadError`'s message), and the detail goes to the ``streamfx.adapters.aiohttp``
-   logger only (a 4xx at INFO, a 5xx at ERROR).
+3. The first body chunk is pulled *before* the status line is sent. An error there is
+   answered as every adapter answers it (`streamfx.adapters._common`): a
+   `streamfx.errors.StreamfxError` with its ``status_code``, ``headers`` and
+   client-safe ``detail`` as a short ``text/plain`` body, anything else with 500 and
+   the status phrase; the exception goes to the ``streamfx.adapters.aiohttp`` logger
+   only (a 4xx at INFO, a 5xx at ERROR).
 4. Without a ``Content-Length`` header the body goes out chunked; with one, exactly
    that many bytes are sent (a body that ends short is an error, see 5).
 5. An error after the status line resets the connection (TCP RST, no closing chunk)
@@ -41,9 +42,10 @@ turns an `UploadError` into aiohttp's own HTTP error (413, 415 or 400) with a sh
 ``text/plain`` message.
 
 Builders that refuse a request when they are called, before `to_aiohttp` runs (a
-`download` of a missing file or of a path outside its root), raise errors that carry a
-``status``; the `streamfx_errors` middleware answers them with that status and the
-status phrase, as every streamfx adapter does.
+`download` of a missing file or of a path outside its root), raise a
+`streamfx.errors.StreamfxError`; the `streamfx_errors` middleware answers every one a
+handler raises before its response started, and ``error_response(exc)`` is the same
+answer as a ``web.Response``, for a handler that catches the error itself.
 
 Shutdown: `drain_on_shutdown(app)` makes the app's shutdown end open SSE streams on
 purpose (held events, the farewell, a clean end) before aiohttp waits for its
@@ -68,7 +70,6 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import Handler
 
 from streamfx._core.shutdown import request_shutdown
-from streamfx._download.errors import DownloadError
 from streamfx._response.response import FileRange, StreamResponse
 from streamfx._upload.errors import UploadError
 from streamfx.adapters._aiohttp_upload import parts, upload_http_error
@@ -80,10 +81,12 @@ from streamfx.adapters._common import (
     check_write_timeout,
 )
 from streamfx.adapters._upload_body import UploadTimeout
+from streamfx.errors import StreamfxError
 
 __all__ = [
     "UploadTimeout",
     "drain_on_shutdown",
+    "error_response",
     "parts",
     "streamfx_errors",
     "to_aiohttp",
@@ -324,17 +327,41 @@ def drain_on_shutdown(app: web.Application) -> None:
     app.on_shutdown.append(request_drain)
 
 
+def error_response(exc: BaseException) -> web.Response:
+    """An aiohttp ``web.Response`` answering `exc` as `to_aiohttp` answers an error
+    raised before the first chunk: a `streamfx.errors.StreamfxError` (a `DownloadError`'s
+    403/404, an `UploadError`'s 413/415/400/408, a `CircuitOpenError`'s 503 with
+    ``Retry-After``) with its ``status_code``, ``headers`` and its ``detail`` as a short
+    ``text/plain`` body; any other exception with 500 and the status phrase only. The
+    exception is logged to the ``streamfx.adapters.aiohttp`` logger (a 4xx at INFO, a
+    5xx at ERROR). For an `UploadError` the response closes the connection (the rest
+    of the refused body is not wanted).
+
+        try:
+            response = download(name, root=ROOT)
+        except StreamfxError as exc:
+            return error_response(exc)
+        return await to_aiohttp(request, response)
+    """
+    reply = _plain_response(exc)
+    if isinstance(exc, UploadError):
+        reply.force_close()
+    return reply
+
+
 @web.middleware
 async def streamfx_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """An aiohttp middleware that answers streamfx's request errors with their status.
+    """An aiohttp middleware that answers streamfx's errors with their status.
 
         app = web.Application(middlewares=[streamfx_errors])
 
-    A `streamfx.DownloadError` (404 no such file, 403 outside the root, ...) raised by
-    the handler before its response started becomes a short ``text/plain`` response
-    with its status; an `streamfx.UploadError` becomes aiohttp's 413/415/400 error with
-    the upload error's message, as `parts` does. Anything else, and any error
-    after the response started, passes through untouched.
+    A `streamfx.errors.StreamfxError` raised by the handler before its response started
+    (a `DownloadError`: 404 no such file, 403 outside the root; a `CircuitOpenError`:
+    503 with ``Retry-After``; ...) becomes the answer `error_response` gives; an
+    `UploadError` becomes aiohttp's 413/415/400/408 error with the upload error's
+    detail, as `parts` does (aiohttp then reads and drops what the client still sends
+    for its bounded lingering time, and closes). Anything else, and any error after the
+    response started, passes through untouched.
     """
     try:
         return await handler(request)
@@ -342,7 +369,7 @@ async def streamfx_errors(request: web.Request, handler: Handler) -> web.StreamR
         if request.writer.output_size:
             raise
         raise upload_http_error(exc) from exc
-    except DownloadError as exc:
+    except StreamfxError as exc:
         if request.writer.output_size:
             raise
         return _plain_response(exc)

@@ -15,11 +15,13 @@ Django allows):
 - Before ``to_django`` returns, ``response.for_request(method, headers)`` runs with the
   request's method and headers (a download honours Range and conditional requests)
   and the first body chunk is pulled; ``HEAD`` gets the status and headers only, the
-  body closed without being iterated. An error in either step is answered with its
-  ``status`` (an int in 400..599) or 500 and a short ``text/plain`` body (the status
-  phrase; an `UploadError`'s message), its detail logged to ``streamfx.adapters.django``
-  only (a 4xx at INFO, a 5xx at ERROR); `error_response(exc)` answers an error raised
-  before any response exists (``download()`` refusing a path) the same way.
+  body closed without being iterated. An error in either step is answered as every
+  adapter answers it (`streamfx.adapters._common`): a `streamfx.errors.StreamfxError`
+  with its ``status_code``, ``headers`` and client-safe ``detail`` as a short
+  ``text/plain`` body, anything else with 500 and the status phrase; the exception is
+  logged to ``streamfx.adapters.django`` only (a 4xx at INFO, a 5xx at ERROR);
+  `error_response(exc)` answers an error raised before any response exists
+  (``download()`` refusing a path) the same way.
 - After the start, an error from the body propagates out of Django's ASGI handler
   (Django re-raises it), so the server aborts the connection without the final chunk
   of a chunked body: a truncated body never looks complete.
@@ -38,6 +40,19 @@ Django allows):
   added when the response has none (a 304, say). Django keeps one value per header
   name: a response with a repeated header keeps the last one.
 
+Uploads: ``parts(request, ...)`` feeds the request body to `streamfx.parse_multipart`
+with every adapter's limits (and the ``Content-Length`` over ``max_size`` refused
+before a byte is parsed); answer its `UploadError` with ``error_response(exc)``.
+But Django's ASGI handler reads the *whole* request body (into a temporary file that
+moves to disk past ``FILE_UPLOAD_MAX_MEMORY_SIZE``) before it calls any view, so by
+then the client has sent all of it: a 200 MB upload over the limit is received in
+full before the 413, and a client that stalls or trickles holds the request before
+the view runs (Django has no body timeout, so ``read_timeout`` and ``min_rate`` are not
+arguments here: use the server's timeouts). The parsing, the limits and the
+memory bound still hold. To refuse an upload while it arrives, serve that endpoint
+beside Django with the ASGI adapter (``streamfx.adapters.asgi.parts_from_asgi``, see
+the README): it reads the body only as the parts are consumed, with the read rule.
+
 What does not hold, because Django owns the sending:
 
 - No zero-copy ``pathsend``: downloads are sent by chunked reads (Django's handler
@@ -53,15 +68,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from typing import Final, Unpack
 
 from asgiref.sync import async_to_sync
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from streamfx._response.response import StreamResponse
+from streamfx._upload.multipart import PartStream, parse_multipart
 from streamfx.adapters._common import answer_error, check_write_timeout
 from streamfx.adapters._prefetch import Prefetched, ResumedBody, prefetch
+from streamfx.adapters._upload_body import UploadOptions, content_length, refuse_declared_length
 
-__all__ = ["StreamfxHttpResponse", "error_response", "to_django"]
+__all__ = ["StreamfxHttpResponse", "error_response", "parts", "to_django"]
+
+READ_SIZE: Final = 1 << 20
+"""The most bytes of the (already received) request body read at once by `parts`."""
 
 logger = logging.getLogger("streamfx.adapters.django")
 
@@ -86,18 +108,63 @@ async def to_django(
 
 def error_response(exc: BaseException) -> HttpResponse:
     """A Django ``HttpResponse`` answering `exc` as `to_django` answers an error raised
-    before the first chunk: the error's ``status`` (an int in 400..599) or 500, with a
-    short ``text/plain`` body (the status phrase; an `UploadError`'s message). The
-    detail is logged to the ``streamfx.adapters.django`` logger only.
+    before the first chunk: a `streamfx.errors.StreamfxError` with its ``status_code``,
+    ``headers`` and its ``detail`` as a short ``text/plain`` body; anything else with
+    500 and the status phrase. The exception is logged to the
+    ``streamfx.adapters.django`` logger only.
 
     For errors raised before a response exists: ``download()`` refusing a path (403,
-    404), an upload refused by its limits.
+    404), an upload refused by its limits, an open circuit (503). In a view:
+    ``except StreamfxError as exc: return error_response(exc)``.
     """
     answer = answer_error(exc, logger)
     reply = HttpResponse(answer.body, status=answer.status)
     for name, value in answer.headers:
         reply.headers[name] = value
     return reply
+
+
+def parts(
+    request: HttpRequest,
+    *,
+    max_size: int,
+    max_part_size: int,
+    max_parts: int,
+    **options: Unpack[UploadOptions],
+) -> PartStream:
+    """The parts of `request`'s ``multipart/form-data`` body, parsed as the async view
+    asks for them (``request.POST`` and ``request.FILES`` must not have been read).
+
+        async with parts(request, max_size=..., max_part_size=..., max_parts=...) as stream:
+            async for part in stream:
+                async for chunk in part: ...
+
+    The limits, and every other keyword argument (`UploadOptions`: ``max_file_size``,
+    ``allowed_types``, ``sniff``...), are `streamfx.parse_multipart`'s. Raised at once:
+    `UploadTooLarge` when ``Content-Length`` passes `max_size` (nothing is parsed),
+    `UnsupportedMediaType` / `MalformedUpload` for a request that is not multipart or
+    has no boundary. While iterating: `UploadTooLarge` (413), `UnsupportedMediaType`
+    (415), `MalformedUpload` (400). Answer any of them with ``error_response(exc)``.
+    The body is read in worker threads, `READ_SIZE` bytes at a time (Django holds it
+    in a file). Django's handler has received the whole body before the view runs:
+    see the module docstring for what that costs, and the streaming way.
+    """
+    meta = request.META
+    stream = parse_multipart(  # checks the arguments; reads nothing yet
+        _request_body(request),
+        meta.get("CONTENT_TYPE"),
+        max_size=max_size,
+        max_part_size=max_part_size,
+        max_parts=max_parts,
+        **options,
+    )
+    refuse_declared_length(content_length(meta.get("CONTENT_LENGTH")), max_size)
+    return stream
+
+
+async def _request_body(request: HttpRequest) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(request.read, READ_SIZE):
+        yield chunk
 
 
 class StreamfxHttpResponse(StreamingHttpResponse):

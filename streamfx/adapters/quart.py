@@ -14,11 +14,13 @@ What it promises (the same as `streamfx.adapters.asgi.to_asgi` where Quart allow
   method and headers, so a download honours Range and conditional requests; ``HEAD``
   gets the status and headers only (the body is closed without being iterated).
 - The first body chunk is pulled before ``to_quart`` returns. An error from
-  ``for_request`` or from that chunk becomes a response with the error's ``status``
-  (an int in 400..599) or 500 and a short ``text/plain`` body (the status phrase; an
-  `UploadError`'s message); the detail is logged to the ``streamfx.adapters.quart``
-  logger only (a 4xx at INFO, a 5xx at ERROR). `error_response(exc)` answers an error
-  raised before any response exists (``download()`` refusing a path) the same way.
+  ``for_request`` or from that chunk is answered as every adapter answers it
+  (`streamfx.adapters._common`): a `streamfx.errors.StreamfxError` with its
+  ``status_code``, ``headers`` and client-safe ``detail`` as a short ``text/plain``
+  body, anything else with 500 and the status phrase; the exception is logged to the
+  ``streamfx.adapters.quart`` logger only (a 4xx at INFO, a 5xx at ERROR).
+  `error_response(exc)` answers an error raised before any response exists
+  (``download()`` refusing a path) the same way.
 - After the start, an error from the body propagates out of Quart's ASGI application,
   so the server aborts the connection without the final chunk of a chunked body: a
   truncated body never looks complete.
@@ -35,6 +37,11 @@ What it promises (the same as `streamfx.adapters.asgi.to_asgi` where Quart allow
   `streamfx.adapters._common.WriteWatchdog`).
 - The streamfx headers are sent as they are; Quart's default ``Content-Type`` is not
   added when the response has none (a 304, say).
+
+Uploads: ``parts(request, ...)`` feeds ``request.body`` to `streamfx.parse_multipart`
+with every adapter's limits, declared-length check and read rule; what Quart itself
+does with the body (it reads ahead of the view, bounded by ``MAX_CONTENT_LENGTH``, and
+cancels the view when the client leaves) is in `streamfx.adapters._quart_upload`.
 
 What does not hold, because Quart owns the sending:
 
@@ -59,8 +66,11 @@ from werkzeug.datastructures import Headers
 from streamfx._response.response import StreamResponse
 from streamfx.adapters._common import answer_error, check_write_timeout
 from streamfx.adapters._prefetch import prefetch
+from streamfx.adapters._quart_upload import parts
+from streamfx.adapters._upload_body import UploadTimeout
+from streamfx.adapters._upload_refusal import refusal_headers
 
-__all__ = ["error_response", "to_quart"]
+__all__ = ["UploadTimeout", "error_response", "parts", "to_quart"]
 
 logger = logging.getLogger("streamfx.adapters.quart")
 
@@ -85,13 +95,18 @@ async def to_quart(response: StreamResponse, *, write_timeout: float | None = 60
 
 def error_response(exc: BaseException) -> Response:
     """A Quart ``Response`` answering `exc` as `to_quart` answers an error raised before
-    the first chunk: the error's ``status`` (an int in 400..599) or 500, with a short
-    ``text/plain`` body (the status phrase; an `UploadError`'s message). The detail is
-    logged to the ``streamfx.adapters.quart`` logger only.
+    the first chunk: a `streamfx.errors.StreamfxError` with its ``status_code``,
+    ``headers`` and its ``detail`` as a short ``text/plain`` body; anything else with 500
+    and the status phrase. The exception is logged to the ``streamfx.adapters.quart``
+    logger only.
 
     For errors raised before a response exists: ``download()`` refusing a path (403,
-    404), an upload refused by its limits. In a Quart app:
-    ``app.register_error_handler(DownloadError, error_response)``.
+    404), an upload refused by its limits (`parts`: 413/415/400/408; with
+    ``Connection: close`` when much of the body is left), an open circuit (503). In a
+    Quart app: ``app.register_error_handler(StreamfxError, error_response)``.
     """
     answer = answer_error(exc, logger)
-    return Response(answer.body, status=answer.status, headers=Headers(answer.headers))
+    headers = Headers(refusal_headers(answer))
+    reply = Response(answer.body, status=answer.status, headers=headers)
+    reply.timeout = None
+    return reply

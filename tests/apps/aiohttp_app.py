@@ -2,7 +2,7 @@
 
 ``aiohttp_app(tally, root)`` serves every route, plus ``POST /upload`` (through
 `parts`). It has the `streamfx_errors` middleware, which answers a route's
-`DownloadError`; ``?write_timeout=`` and ``?disconnect_check=`` are passed to
+`StreamfxError`; ``?write_timeout=`` and ``?disconnect_check=`` are passed to
 `to_aiohttp`.
 """
 

@@ -3,7 +3,7 @@
 ``starlette_app(tally, root)`` and ``fastapi_app(tally, root)`` serve every route, plus
 ``POST /upload`` (through `streamfx.adapters.asgi.parts`) and, for a server in another
 process, ``/_tasks`` (streamfx tasks still running), ``/_drain`` and ``/_undrain``
-(`request_shutdown` / `reset_shutdown`). A route's `DownloadError` is answered with
+(`request_shutdown` / `reset_shutdown`). A route's `StreamfxError` is answered with
 ``error_response``; ``?write_timeout=`` is passed to `to_asgi`.
 
 ``app_from_env()`` builds the Starlette app for a server in another process (granian):
@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from streamfx import DownloadError, StreamResponse, UploadError, request_shutdown, reset_shutdown
+from streamfx import StreamfxError, StreamResponse, UploadError, request_shutdown, reset_shutdown
 from streamfx.adapters.asgi import error_response, parts, to_asgi
 from streamfx.metrics import set_metrics
 from tests._stream_routes import Route, make_routes, once
@@ -53,7 +53,7 @@ def handlers(tally: Tally, root: Path) -> dict[str, Handler]:
             query = request.query_params
             try:
                 response = route(query, request.path_params.get("name", ""))
-            except DownloadError as exc:
+            except StreamfxError as exc:
                 return error_response(exc)
             return to_asgi(response, write_timeout=float(query.get("write_timeout", "60")))
 

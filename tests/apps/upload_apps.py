@@ -1,8 +1,9 @@
 """The upload route, the same on every adapter, for tests/test_upload_adapters.py.
 
-Run as ``python -m tests.apps.upload_apps SERVER FD`` (SERVER: ``uvicorn``,
-``hypercorn`` or ``aiohttp``; FD: a listening socket it inherits); gunicorn imports
-``tests.apps.upload_apps:wsgi_app()``. Each serving process is its own, so that its
+Run as ``python -m tests.apps.upload_apps SITE FD`` (FD: a listening socket it
+inherits; SITE: ``uvicorn`` and ``hypercorn``, the Starlette app; ``fastapi``, the FastAPI
+app under uvicorn; ``aiohttp``; ``waitress``, the Flask app); gunicorn imports
+``tests.apps.upload_apps:flask_app()``. Each serving process is its own, so that its
 memory and its event loop are the server's alone.
 
 Routes:
@@ -20,8 +21,13 @@ Routes:
   ``parts`` (the first `LISTED` parts as ``[name, filename, size]``) and ``files``
   (the names the saved files were given).
 - ``GET /rss``: JSON: ``rss``, the serving process's peak resident memory so far in
-  KiB, and ``stall``, the longest CPU time (of the event loop's thread) the loop went
-  without a turn since the last call (0 under gunicorn: no loop there).
+  KiB, and ``stall``, the longest the event loop went without a turn since the last
+  call, in CPU seconds: of the loop's own thread under the ASGI servers and aiohttp
+  (the upload is parsed on that loop), and of the whole process for the WSGI servers,
+  where the upload is parsed in the request's thread and the loop is the process's
+  background loop (`streamfx.adapters.wsgi._loop`, which serves the WSGI adapter's
+  async bodies): a request thread that kept the GIL would show there. CPU time, not
+  the wall clock: time the machine gives to other processes is nobody's stall.
 """
 
 from __future__ import annotations
@@ -35,24 +41,25 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.types import StartResponse, WSGIEnvironment
+
+from fastapi import Request as FastAPIRequest  # at module level: FastAPI reads the annotation
 
 from streamfx import UploadError
 from streamfx._upload.multipart import PartStream
 from streamfx.adapters.wsgi import WSGIParts
+from tests._upload_rows import LIMITS, ROWS  # here, not in the first request's turn
 
 LISTED = 100
+WAITRESS_MAX_BODY = 100 << 20
 
 
 def options(query_string: str) -> dict[str, Any]:
     query = parse_qs(query_string)
     if "row" in query:
-        from tests._upload_rows import LIMITS, ROWS
-
         row = next(row for row in ROWS if row.id == query["row"][0])
         return {**LIMITS, **row.options}
     loaded: dict[str, Any] = json.loads(query["options"][0]) if "options" in query else {}
@@ -60,29 +67,41 @@ def options(query_string: str) -> dict[str, Any]:
 
 
 class Ticker:
-    """Records the longest stretch of CPU time the event loop's thread spent between two
-    turns of a task that asks for one every 2 ms."""
+    """Records the longest stretch of `clock` time between two turns of a task that asks
+    the event loop for one every 2 ms."""
 
-    longest = 0.0
-    task: asyncio.Task[None] | None = None
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.longest = 0.0
+        self.started = False
 
-    @classmethod
-    def report(cls) -> float:
-        """The longest stretch since the last report (and start ticking, the first
-        time, in the running loop)."""
-        if cls.task is None:
-            cls.task = asyncio.get_running_loop().create_task(cls._run())
-        longest, cls.longest = cls.longest, 0.0
+    def report(self, loop: asyncio.AbstractEventLoop | None = None) -> float:
+        """The longest stretch since the last report; the first call starts ticking in
+        `loop` (from another thread) or else in the running loop."""
+        if not self.started:
+            self.started = True
+            if loop is None:
+                asyncio.get_running_loop().create_task(self._run())
+            else:
+                asyncio.run_coroutine_threadsafe(self._run(), loop)
+        longest, self.longest = self.longest, 0.0
         return longest
 
-    @classmethod
-    async def _run(cls) -> None:
-        last = time.thread_time()
+    async def _run(self) -> None:
+        clock = self.clock
+        last = clock()
         while True:
             await asyncio.sleep(0.002)
-            now = time.thread_time()
-            cls.longest = max(cls.longest, now - last)
+            now = clock()
+            self.longest = max(self.longest, now - last)
             last = now
+
+
+LOOP_TICKER = Ticker(time.thread_time)
+"""The ASGI servers' and aiohttp's loop, in CPU time of its thread."""
+
+WSGI_TICKER = Ticker(time.process_time)
+"""The WSGI background loop, in CPU time of the whole process."""
 
 
 def report(stall: float) -> bytes:
@@ -147,30 +166,58 @@ def storing() -> Iterator[Store]:
         store.close()
 
 
-# -- ASGI (Starlette) ----------------------------------------------------------------
+# -- ASGI (Starlette, FastAPI) ------------------------------------------------------
+
+
+async def asgi_upload(request: Any) -> Any:
+    """The upload route for a Starlette or FastAPI ``Request``."""
+    from starlette.responses import Response
+
+    from streamfx.adapters.asgi import error_response, parts
+
+    with storing() as store:
+        try:
+            async with parts(request, **options(request.url.query)) as stream:
+                await store.keep(stream)
+        except UploadError as exc:
+            return error_response(exc)
+        return Response(store.answer(), media_type="application/json")
+
+
+def asgi_rss() -> Any:
+    from starlette.responses import Response
+
+    return Response(report(LOOP_TICKER.report()), media_type="application/json")
 
 
 def starlette_app() -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import Response
     from starlette.routing import Route
 
-    from streamfx.adapters.asgi import error_response, parts
-
     async def upload(request: Request) -> Any:
-        with storing() as store:
-            try:
-                async with parts(request, **options(request.url.query)) as stream:
-                    await store.keep(stream)
-            except UploadError as exc:
-                return error_response(exc)
-            return Response(store.answer(), media_type="application/json")
+        return await asgi_upload(request)
 
-    async def rss(request: Request) -> Response:
-        return Response(report(Ticker.report()), media_type="application/json")
+    async def rss(request: Request) -> Any:
+        return asgi_rss()
 
     return Starlette(routes=[Route("/upload", upload, methods=["POST"]), Route("/rss", rss)])
+
+
+def fastapi_app() -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/upload")
+    async def upload(request: FastAPIRequest) -> Any:
+        return await asgi_upload(request)
+
+    @app.get("/rss")
+    async def rss() -> Any:
+        return asgi_rss()
+
+    return app
 
 
 # -- aiohttp -------------------------------------------------------------------------
@@ -188,7 +235,7 @@ def aiohttp_app() -> Any:
             return web.Response(body=store.answer(), content_type="application/json")
 
     async def rss(request: web.Request) -> web.Response:
-        return web.Response(body=report(Ticker.report()), content_type="application/json")
+        return web.Response(body=report(LOOP_TICKER.report()), content_type="application/json")
 
     app = web.Application()
     app.router.add_post("/upload", upload)
@@ -196,40 +243,56 @@ def aiohttp_app() -> Any:
     return app
 
 
-# -- WSGI ----------------------------------------------------------------------------
+# -- WSGI (Flask) --------------------------------------------------------------------
 
 
-def wsgi_app() -> Any:
+def flask_app() -> Any:
+    from flask import Flask, Response, request
+
     from streamfx.adapters.wsgi import error_response, parts
+    from streamfx.adapters.wsgi._loop import background_loop
 
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ["PATH_INFO"] == "/rss":
-            return answer(start_response, report(0.0))
+    app = Flask(__name__)
+
+    @app.post("/upload")
+    def upload() -> Any:
+        query = request.query_string.decode()
         with storing() as store:
             try:
-                with parts(environ, **options(environ.get("QUERY_STRING", ""))) as it:
+                with parts(request.environ, **options(query)) as it:
                     store.keep_wsgi(it)
             except UploadError as exc:
-                return error_response(exc)(environ, start_response)
-            return answer(start_response, store.answer())
+                return error_response(exc)
+            return Response(store.answer(), content_type="application/json")
+
+    @app.get("/rss")
+    def rss() -> Any:
+        stall = WSGI_TICKER.report(background_loop())
+        return Response(report(stall), content_type="application/json")
 
     return app
-
-
-def answer(start_response: StartResponse, body: bytes) -> list[bytes]:
-    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-    start_response("200 OK", headers)
-    return [body]
 
 
 # -- the servers ---------------------------------------------------------------------
 
 
 def serve(server: str, fd: int) -> None:
-    if server == "uvicorn":
+    if server in ("uvicorn", "fastapi"):
         import uvicorn
 
-        uvicorn.run(starlette_app(), fd=fd, lifespan="off", log_level="warning")
+        app = starlette_app() if server == "uvicorn" else fastapi_app()
+        uvicorn.run(app, fd=fd, lifespan="off", log_level="warning")
+    elif server == "waitress":
+        import waitress
+
+        # A body larger than every row's (the largest is 50 MiB) and smaller than the
+        # 1 GiB a test declares: that one waitress refuses itself, before the app.
+        waitress.serve(
+            flask_app(),
+            sockets=[socket.socket(fileno=fd)],
+            max_request_body_size=WAITRESS_MAX_BODY,
+            _quiet=True,
+        )
     elif server == "hypercorn":
         from hypercorn.asyncio import serve as hypercorn_serve
         from hypercorn.config import Config

@@ -54,9 +54,13 @@ class Upload:
         data = target.read_bytes()
         self.files[part_name] = [filename, len(data), hashlib.sha256(data).hexdigest()]
 
-    def refuse(self, exc: UploadError) -> None:
+    def discard(self) -> None:
+        """Remove what was stored (the upload ended without an answer)."""
         for path in self.saved:
             path.unlink(missing_ok=True)
+
+    def refuse(self, exc: UploadError) -> None:
+        self.discard()
         with (self.root / "refused.log").open("a") as log:
             log.write(f"{type(exc).__name__}: {exc.message}\n")
 

@@ -2,9 +2,9 @@
 
 ``create_app(tally, root)`` serves every route, plus ``POST /upload`` (through
 `parts`), ``/_tasks`` (tasks still running on the background loop),
-``/_drain`` and ``/_undrain``; a route's `DownloadError` is answered by Flask's error
-handler with ``error_response``; ``?write_timeout=`` is passed to `to_wsgi`. WSGI-only
-routes:
+``/_drain`` and ``/_undrain``; a route's `StreamfxError` (``download()`` refusing a
+path) is answered by Flask's error handler, ``error_response``; ``?write_timeout=`` is
+passed to `to_wsgi`. WSGI-only routes:
 
 - ``/file?offset=&length=``: a `FileRange` of ``ROOT/data.bin`` whose body, if it is
   ever iterated, counts ``tally.started``;
@@ -29,8 +29,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from flask import Flask, request
 
 from streamfx import (
-    DownloadError,
     FileRange,
+    StreamfxError,
     StreamResponse,
     UploadError,
     download,
@@ -62,7 +62,7 @@ def loop_tasks() -> int:
 
 def create_app(tally: Tally, root: Path) -> Flask:
     app = Flask(__name__)
-    app.register_error_handler(DownloadError, error_response)
+    app.register_error_handler(StreamfxError, error_response)
 
     def view(route: Route) -> Callable[..., WSGIStream]:
         def handler(name: str = "") -> WSGIStream:

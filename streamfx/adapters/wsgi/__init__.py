@@ -23,9 +23,10 @@ What the application does, in order (the adapter promises of `StreamResponse`):
   ``sendfile``; waitress writes from the file in its I/O thread) and the body is
   closed unread;
 - otherwise the first body chunk is pulled *before* ``start_response``: an error there
-  becomes a short ``text/plain`` response with the error's ``status`` (an int in
-  400..599) or 500, whose body is the status phrase (an `UploadError`'s message, written
-  for the client); the detail goes to the ``streamfx.adapters.wsgi`` logger only (a 4xx
+  is answered as every adapter answers it (`streamfx.adapters._common`): a
+  `streamfx.errors.StreamfxError` with its ``status_code``, ``headers`` and client-safe
+  ``detail`` as a short ``text/plain`` body, anything else with 500 and the status
+  phrase; the exception goes to the ``streamfx.adapters.wsgi`` logger only (a 4xx
   at INFO, a 5xx at ERROR), never to the client;
 - after ``start_response``, an error from the body is raised from the iterator, which
   makes gunicorn and waitress drop the connection without ending the body cleanly (no
@@ -190,14 +191,16 @@ class WSGIStream:
         return body
 
 
-def error_response(exc: Exception) -> WSGIApplication:
+def error_response(exc: BaseException) -> WSGIApplication:
     """A WSGI application answering `exc` as `to_wsgi` answers an error raised before the
-    first chunk: the error's ``status`` (an `UploadError`'s 413/415/400, a
-    `DownloadError`'s 403/404...) or 500, with a short ``text/plain`` body: the status
-    phrase (an `UploadError`'s message), never anything else from `exc`, whose detail is
-    logged to the ``streamfx.adapters.wsgi`` logger (a 4xx at INFO, a 5xx at ERROR).
+    first chunk: a `streamfx.errors.StreamfxError` (an `UploadError`'s 413/415/400/408,
+    a `DownloadError`'s 403/404, a `CircuitOpenError`'s 503 with ``Retry-After``) with
+    its ``status_code``, ``headers`` and its ``detail`` as a short ``text/plain`` body;
+    any other exception with 500 and the status phrase, never anything else from
+    `exc`, which is logged to the ``streamfx.adapters.wsgi`` logger (a 4xx at INFO, a
+    5xx at ERROR).
 
-    In Flask: ``app.register_error_handler(UploadError, error_response)``.
+    In Flask: ``app.register_error_handler(StreamfxError, error_response)``.
     """
 
     def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -221,7 +224,7 @@ def _fits(response: StreamResponse) -> bool:
     return length is not None and length.strip() == str(file.length)
 
 
-def _error_response(start_response: StartResponse, exc: Exception) -> list[bytes]:
+def _error_response(start_response: StartResponse, exc: BaseException) -> list[bytes]:
     answer = answer_error(exc, _logger)
     start_response(status_line(answer.status), answer.headers)
     return [answer.body]
