@@ -52,11 +52,11 @@ def test_a_timeout_is_408_with_the_argument_named() -> None:
     assert rule.wait_started() == 2.5
     error = rule.expired()
     assert isinstance(error, UploadError)
-    assert (error.status_code, error.status) == (408, 408)
-    assert error.message == "the client sent no upload data for 2.5 s (read_timeout=2.5)"
+    assert error.status_code == 408
+    assert error.detail == "the client sent no upload data for 2.5 s (read_timeout=2.5)"
     answer = answer_error(error, __import__("logging").getLogger("test"))
     assert answer.status == 408
-    assert answer.body == error.message.encode()
+    assert answer.body == error.detail.encode()
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_silence_is_refused_after_read_timeout_whatever_came_before() -> None:
     wait(rule, clock, 0.01, 50 << 20)  # a burst earns no more than read_timeout
     assert rule.wait_started() == 30.0
     assert rule.deadline == clock.now + 30.0
-    assert "read_timeout=30" in rule.expired().message
+    assert "read_timeout=30" in rule.expired().detail
 
 
 def test_a_trickle_is_refused_and_told_it_was_too_slow() -> None:
@@ -108,7 +108,7 @@ def test_a_trickle_is_refused_and_told_it_was_too_slow() -> None:
                 raise rule.expired()
             clock.now += 0.5
             rule.wait_ended(1)
-    assert caught.value.message == (
+    assert caught.value.detail == (
         "the client sent the upload slower than min_rate=1000 bytes per second (read_timeout=10)"
     )
     # 2 bytes per second against 1000: refused after about read_timeout.
@@ -253,8 +253,8 @@ def test_a_declared_length_over_max_size_is_refused() -> None:
     refuse_declared_length(10, 10)
     with pytest.raises(UploadTooLarge) as caught:
         refuse_declared_length(11, 10)
-    assert caught.value.status == 413
-    assert "(max_size=10)" in caught.value.message
+    assert caught.value.status_code == 413
+    assert "(max_size=10)" in caught.value.detail
 
 
 @pytest.mark.parametrize(

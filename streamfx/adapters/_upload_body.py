@@ -80,7 +80,7 @@ class UploadOptions(TypedDict, total=False):
 class UploadTimeout(UploadError):
     """The client sent the request body too slowly (see `ReadRule`): 408."""
 
-    status_code = status = 408
+    status_code = 408
 
 
 def refuse_declared_length(length: int | None, max_size: int) -> None:
