@@ -275,11 +275,7 @@ class PartStream:
                     current._state = "skipped"
                 if current._state == "open":
                     current._state = "done"
-        try:
-            event = self._event_now()
-        except BaseException as exc:
-            await self._fail(exc)
-            raise
+        event = self._event_now()
         if event is NEED_DATA:
             event = await self._next_event()
         if event is MESSAGE_END:
@@ -307,11 +303,7 @@ class PartStream:
                 if whole:
                     return whole
                 raise StopAsyncIteration
-            try:
-                event = self._event_now()
-            except BaseException as exc:
-                await self._fail(exc)
-                raise
+            event = self._event_now()
             if event is NEED_DATA:
                 event = await self._next_event()
             if event is PART_END:
@@ -388,14 +380,21 @@ class PartStream:
 
     def _event_now(self) -> object:
         """The scanner's next event if it can be had without awaiting anything, else
-        `NEED_DATA` (then `_next_event` gets it). Raises the scanner's `UploadError`.
+        `NEED_DATA`: then the caller awaits `_next_event`, which gets it. An error of the
+        scanner is recorded (the stream fails) and `NEED_DATA` returned, so that
+        `_next_event` closes the body and raises it: the one place a read fails.
 
         `_countdown` is zeroed whenever the stream is anything but plainly reading (an
         event held back, an error, closed, another task awaiting the body): then this
         always defers to `_next_event`, which checks each of those."""
         if self._countdown > 1:
             self._countdown -= 1
-            return self._framing.next_event()
+            try:
+                return self._framing.next_event()
+            except Exception as exc:
+                self._countdown = 0
+                self._error = exc
+                self._outcome = "error"
         return NEED_DATA
 
     async def _next_event(self) -> object:
