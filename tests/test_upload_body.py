@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given
@@ -20,8 +21,11 @@ from streamfx.adapters._upload_body import (
     ReadTimer,
     UploadTimeout,
     content_length,
+    parse_upload,
     refuse_declared_length,
+    timed_body,
 )
+from streamfx.adapters._upload_refusal import BodyState
 
 
 class Clock:
@@ -245,6 +249,30 @@ async def test_the_timer_keeps_a_timeout_of_the_reading_itself() -> None:
     timer.stop()
 
 
+async def test_a_timed_body_yields_what_came_and_records_its_end() -> None:
+    """`timed_body`, every async helper's loop: empty pieces are not yielded, the bytes
+    taken and the end reach the refusal's `BodyState`, and the timer is dropped."""
+    pieces = iter([(b"ab", True), (b"", True), (b"cde", True), (b"f", False)])
+
+    async def receive_chunk() -> tuple[bytes, bool]:
+        return next(pieces)
+
+    state = BodyState(6)
+    body = timed_body(receive_chunk, ReadRule(5.0, 1), state)
+    assert [chunk async for chunk in body] == [b"ab", b"cde", b"f"]
+    assert (state.left, state.ended) == (0, True)
+
+
+async def test_a_timed_body_cuts_a_silent_client() -> None:
+    async def receive_chunk() -> tuple[bytes, bool]:
+        await asyncio.get_running_loop().create_future()  # never answers
+        raise AssertionError("unreachable")
+
+    body = timed_body(receive_chunk, ReadRule(0.05, None))
+    with pytest.raises(UploadTimeout, match=r"read_timeout=0\.05"):
+        await anext(body)
+
+
 # -- the declared length -------------------------------------------------------------
 
 
@@ -255,6 +283,40 @@ def test_a_declared_length_over_max_size_is_refused() -> None:
         refuse_declared_length(11, 10)
     assert caught.value.status_code == 413
     assert "(max_size=10)" in caught.value.detail
+
+
+async def test_an_upload_checks_its_arguments_before_the_declared_length() -> None:
+    """`parse_upload`: a bad argument is a ValueError even for an oversized request; a
+    declared length over max_size is refused before a byte of the body is read."""
+    read: list[bytes] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        read.append(b"x")
+        yield b"x"
+
+    with pytest.raises(ValueError, match="max_parts"):
+        parse_upload(
+            body(),
+            "multipart/form-data; boundary=b",
+            99,
+            max_size=10,
+            max_part_size=10,
+            max_parts=0,
+        )
+    with pytest.raises(UploadTooLarge, match=r"max_size=10"):
+        parse_upload(
+            body(),
+            "multipart/form-data; boundary=b",
+            11,
+            max_size=10,
+            max_part_size=10,
+            max_parts=1,
+        )
+    stream = parse_upload(
+        body(), "multipart/form-data; boundary=b", 10, max_size=10, max_part_size=10, max_parts=1
+    )
+    await stream.aclose()
+    assert read == []
 
 
 @pytest.mark.parametrize(
