@@ -258,7 +258,7 @@ async def test_a_timed_body_yields_what_came_and_records_its_end() -> None:
         return next(pieces)
 
     state = BodyState(6)
-    body = timed_body(receive_chunk, ReadRule(5.0, 1), state)
+    body = timed_body(receive_chunk, 5.0, 1, state)
     assert [chunk async for chunk in body] == [b"ab", b"cde", b"f"]
     assert (state.left, state.ended) == (0, True)
 
@@ -268,7 +268,9 @@ async def test_a_timed_body_cuts_a_silent_client() -> None:
         await asyncio.get_running_loop().create_future()  # never answers
         raise AssertionError("unreachable")
 
-    body = timed_body(receive_chunk, ReadRule(0.05, None))
+    with pytest.raises(ValueError, match="read_timeout"):
+        timed_body(receive_chunk, -1.0, None)  # checked at the call, before a read
+    body = timed_body(receive_chunk, 0.05, None)
     with pytest.raises(UploadTimeout, match=r"read_timeout=0\.05"):
         await anext(body)
 

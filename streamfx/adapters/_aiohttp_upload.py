@@ -19,7 +19,6 @@ from streamfx.adapters._common import answer_error
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
-    ReadRule,
     UploadOptions,
     parse_upload,
     timed_body,
@@ -64,9 +63,9 @@ async def parts(
     the caller reads it.
     """
     try:
-        rule = ReadRule(read_timeout, min_rate)
+        receive_chunk = partial(_receive_chunk, request.content)
         stream = parse_upload(
-            timed_body(partial(_receive_chunk, request.content), rule),
+            timed_body(receive_chunk, read_timeout, min_rate),
             request.headers.get("Content-Type"),
             request.content_length,
             max_size=max_size,

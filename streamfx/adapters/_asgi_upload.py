@@ -20,7 +20,6 @@ from streamfx.adapters._asgi_types import Receive, Scope
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
-    ReadRule,
     UploadOptions,
     content_length,
     parse_upload,
@@ -56,7 +55,7 @@ def parts_from_asgi(
     buffered or written to disk here: a refused upload leaves nothing behind but what
     the caller kept.
     """
-    rule = ReadRule(read_timeout, min_rate)
+    receive_chunk = partial(_receive_chunk, receive)
     content_type: bytes | None = None
     length: int | None = None
     for name, value in scope["headers"]:
@@ -65,7 +64,7 @@ def parts_from_asgi(
             content_type = value
         elif key == b"content-length" and length is None:
             length = content_length(value)
-    body = timed_body(partial(_receive_chunk, receive), rule, track_body(length))
+    body = timed_body(receive_chunk, read_timeout, min_rate, track_body(length))
     return parse_upload(
         body,
         content_type,

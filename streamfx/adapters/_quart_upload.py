@@ -42,7 +42,6 @@ from streamfx._upload.multipart import PartStream
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
-    ReadRule,
     UploadOptions,
     parse_upload,
     timed_body,
@@ -79,9 +78,9 @@ def parts(
     error handler for `streamfx.StreamfxError`). See the module docstring for what
     Quart does with the body.
     """
-    rule = ReadRule(read_timeout, min_rate)
+    receive_chunk = partial(_receive_chunk, aiter(request.body))
     length = request.content_length
-    body = timed_body(partial(_receive_chunk, aiter(request.body)), rule, track_body(length))
+    body = timed_body(receive_chunk, read_timeout, min_rate, track_body(length))
     return parse_upload(
         body,
         request.headers.get("Content-Type"),

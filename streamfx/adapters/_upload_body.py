@@ -355,15 +355,24 @@ more follows; ``(b"", False)`` when the body has ended. It raises the adapter's 
 reading errors as `UploadError`s (a client that left is `MalformedUpload`)."""
 
 
-async def timed_body(
-    receive_chunk: ReceiveChunk, rule: ReadRule, state: BodyState | None = None
+def timed_body(
+    receive_chunk: ReceiveChunk,
+    read_timeout: float | None,
+    min_rate: int | None,
+    state: BodyState | None = None,
 ) -> AsyncIterator[bytes]:
-    """The request body read with `receive_chunk` under the read `rule`, as the parser
-    asks for it: each wait is cut by one `ReadTimer` (`UploadTimeout` when the rule
-    breaks), what came is reported to the rule, and to `state` (the refusal's
-    connection rule, `streamfx.adapters._upload_refusal`) when given, its end included.
-    Empty pieces are not yielded. The timer is dropped when the body ends or is closed.
-    """
+    """The request body read with `receive_chunk` under the read rule of `read_timeout`
+    and `min_rate` (checked here: `ValueError`), as the parser asks for it: each wait is
+    cut by one `ReadTimer` (`UploadTimeout` when the rule breaks), what came is
+    reported to the rule, and to `state` (the refusal's connection rule,
+    `streamfx.adapters._upload_refusal`) when given, its end included. Empty pieces are
+    not yielded. The timer is dropped when the body ends or is closed."""
+    return _timed_body(receive_chunk, ReadRule(read_timeout, min_rate), state)
+
+
+async def _timed_body(
+    receive_chunk: ReceiveChunk, rule: ReadRule, state: BodyState | None
+) -> AsyncIterator[bytes]:
     timer = ReadTimer(rule)
     try:
         more = True
