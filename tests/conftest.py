@@ -1,5 +1,6 @@
 """Shared test fixtures: every async test fails on a task left pending or an error
-that the event loop only logs (such as "Task was destroyed but it is pending").
+that the event loop only logs (such as "Task was destroyed but it is pending"); and
+`metrics`, the process-wide metrics hook recording for one test.
 
 Each test ends with a full garbage collection (so that a task dropped by the test is
 destroyed, and logged, while the test is still the one to blame), then `gc.freeze()`:
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+
+from streamfx.metrics import InMemoryMetrics, set_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +42,14 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         gc.freeze()
     finally:
         loop.set_exception_handler(previous)
+
+
+@pytest.fixture
+def metrics() -> Iterator[InMemoryMetrics]:
+    """The process-wide hook, recording, for the length of one test."""
+    hook = InMemoryMetrics()
+    previous = set_metrics(hook)
+    try:
+        yield hook
+    finally:
+        set_metrics(previous)

@@ -16,7 +16,7 @@ import streamfx
 from streamfx import ServerSentEvent, SSEDecoder, StreamResponse
 from streamfx.broadcast import Broadcast, BroadcastError
 from streamfx.broadcast._log import TopicLog
-from streamfx.metrics import InMemoryMetrics, set_metrics
+from streamfx.metrics import InMemoryMetrics
 from tests._broadcast_reader import Collector, until_waiting
 
 
@@ -25,14 +25,6 @@ def clean_shutdown_flag() -> Iterator[None]:
     streamfx.reset_shutdown()
     yield
     streamfx.reset_shutdown()
-
-
-@pytest.fixture
-def metrics() -> Iterator[InMemoryMetrics]:
-    recorded = InMemoryMetrics()
-    previous = set_metrics(recorded)
-    yield recorded
-    set_metrics(previous)
 
 
 def events_of(chunk: bytes, decoder: SSEDecoder | None = None) -> list[ServerSentEvent]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -21,9 +22,14 @@ cells = (
 )
 
 
+def finite(cell: Any) -> Any:
+    """streamfx's rule: a NaN or infinite float is written as None is (an empty cell)."""
+    return None if isinstance(cell, float) and not math.isfinite(cell) else cell
+
+
 def reference(rows: list[list[Any]]) -> bytes:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    csv.writer(out, lineterminator="\r\n").writerows([list(map(finite, row)) for row in rows])
     return out.getvalue().encode("utf-8")
 
 

@@ -229,15 +229,19 @@ async def test_json_formats_write_exactly_what_sse_sends(backend: str) -> None:
     assert lines[3:5] == [b"3", b'{"id":1,"tags":{"7":"x"}}']
 
 
-@pytest.mark.parametrize("fmt", ["json", "ndjson"])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-async def test_nan_and_infinity_are_refused_not_written_as_null(
-    backend: str, fmt: str, value: float
-) -> None:
-    received: list[bytes] = []
-    with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
-        await drain_into(export(arows([{"x": value}]), fmt), received)
-    assert received == []
+async def test_nan_and_infinity_are_null_in_every_format(backend: str, value: float) -> None:
+    """JSON and NDJSON write ``null``; CSV an empty cell, as it writes None."""
+    rows = [{"x": value, "y": 1.5}, {"x": None, "y": "info"}]
+    assert await body_of(export(arows(rows), "json")) == (
+        b'[{"x":null,"y":1.5},{"x":null,"y":"info"}]'
+    )
+    assert await body_of(export(arows(rows), "ndjson")) == (
+        b'{"x":null,"y":1.5}\n{"x":null,"y":"info"}\n'
+    )
+    assert await body_of(export(arows(rows), "csv")) == b"x,y\r\n,1.5\r\n,info\r\n"
+    sequences = [[value, "nan"], [-1.5, value]]
+    assert await body_of(export(arows(sequences), "csv")) == b",nan\r\n-1.5,\r\n"
 
 
 async def test_ndjson_is_one_line_per_item_however_lines_are_split(backend: str) -> None:

@@ -106,23 +106,46 @@ def test_other_keys_are_refused(serializer: JsonSerializer, key: Any) -> None:
 
 @BOTH
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_nan_and_infinity_are_refused(serializer: JsonSerializer, value: float) -> None:
-    containers: list[Any] = [
-        {"n": value},
-        [1, [value]],
-        {"a": None, "b": [None, value]},
-        [{"a": None, "b": 1.5}, {"a": None, "b": value}],  # rows with NULLs, and a NaN
+def test_nan_and_infinity_are_written_as_null(serializer: JsonSerializer, value: float) -> None:
+    """As orjson and JavaScript's ``JSON.stringify`` write them, with and without orjson."""
+
+    @dataclasses.dataclass
+    class Reading:
+        value: float
+
+    class Big(float):
+        pass
+
+    cases: list[tuple[Any, str]] = [
+        (value, "null"),
+        ({"n": value}, '{"n":null}'),
+        ([1, [value]], "[1,[null]]"),
+        ((value, 2.5), "[null,2.5]"),
+        ({"a": None, "b": [None, value]}, '{"a":null,"b":[null,null]}'),
+        (
+            [{"a": None, "b": 1.5}, {"a": None, "b": value}],
+            ('[{"a":null,"b":1.5},{"a":null,"b":null}]'),
+        ),
+        (Reading(value), '{"value":null}'),
+        ({"big": Big(value), "n": 2**70}, f'{{"big":null,"n":{2**70}}}'),
+        ({value: value}, f'{{"{json.dumps(value)}":null}}'),  # a key: "NaN", "Infinity"
     ]
-    for container in containers:
-        with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
-            serializer.dumps(container)
-        with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
-            serializer.text(container)
-        for call in (serializer.dumps, serializer.lines, serializer.texts):
-            with pytest.raises(ValueError, match="NaN and Infinity have no JSON form"):
-                call([{"ok": None}, container])
-    with pytest.raises(ValueError, match="no JSON form"):
-        serializer.dumps({value: 1})
+    for item, expected in cases:
+        assert writes(serializer, item) == expected
+        assert serializer.lines([{"ok": None}, item]) == f'{{"ok":null}}\n{expected}\n'.encode()
+
+
+def test_a_nan_beside_a_cycle_is_still_a_cycle_error() -> None:
+    looped: list[Any] = [math.nan]
+    looped.append(looped)
+    for serializer in (WITH_ORJSON, STDLIB):
+        with pytest.raises(ValueError, match="Circular reference"):
+            serializer.dumps(looped)
+
+
+def test_a_nan_beside_an_unknown_type_is_still_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"Object of type object .*serialize="):
+        STDLIB.dumps([math.nan, object()])
 
 
 @BOTH
@@ -299,6 +322,10 @@ values = st.recursive(
 )
 
 
+def refuse(token: str) -> None:
+    raise AssertionError(f"not JSON: {token}")
+
+
 def outcome(call: Any, argument: Any) -> tuple[str, Any]:
     try:
         result = call(argument)
@@ -308,8 +335,8 @@ def outcome(call: Any, argument: Any) -> tuple[str, Any]:
             result = result.encode()
     except (TypeError, ValueError) as exc:
         return type(exc).__name__, str(exc)
-    # Compare parsed JSON; NaN never gets this far.
-    parsed = [json.loads(line) for line in result.split(b"\n") if line]
+    # Compare parsed JSON; strict JSON only: a NaN token fails the test.
+    parsed = [json.loads(line, parse_constant=refuse) for line in result.split(b"\n") if line]
     assert b"\xe2\x80\xa8" not in result and b"\xe2\x80\xa9" not in result
     assert b"\xc2\x85" not in result
     return "ok", parsed

@@ -11,7 +11,7 @@ import gc
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,7 +28,7 @@ from streamfx import (
     UploadTooLarge,
     parse_multipart,
 )
-from streamfx.metrics import InMemoryMetrics, set_metrics
+from streamfx.metrics import InMemoryMetrics
 from tests._loop_ticker import Ticker
 from tests._upload_bodies import (
     BOUNDARY,
@@ -734,17 +734,6 @@ def test_uploads_need_no_multipart_library() -> None:
 
 
 # -- metrics -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def metrics() -> Iterator[InMemoryMetrics]:
-    """The process-wide hook, recording, for the length of one test."""
-    hook = InMemoryMetrics()
-    previous = set_metrics(hook)
-    try:
-        yield hook
-    finally:
-        set_metrics(previous)
 
 
 def upload_figures(hook: InMemoryMetrics, name: str = "") -> dict[str, object]:

@@ -352,7 +352,8 @@ class Channel(Generic[T]):
                 putters.append(putter)
                 await putter
                 self._producer_scheduled = False
-        self._reset_limit()
+        # `_reset_limit` for "suspend", inline: this runs once per refill.
+        self._limit = 1 if self._getter is not None else self._capacity - self._held
 
     async def _offer(self, item: T) -> None:
         """Lossy strategies, the deque full: wait for room while the consumer is ready;

@@ -34,21 +34,13 @@ from __future__ import annotations
 import email.utils
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
-from typing import TypeAlias
+
+from streamfx._response.response import HeadersInput
 
 _ENTITY_TAG = re.compile(r'(W/)?"([^"]*)"')
-
-
-HeadersInput: TypeAlias = (
-    Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]]
-)
-"""Request headers as a framework gives them: a mapping (a ``dict``, Starlette's
-``Headers``, aiohttp's ``CIMultiDictProxy``, Django's ``request.headers``...) or an
-iterable of ``(name, value)`` pairs (WSGI-style ``str`` pairs, ASGI's raw ``bytes``
-pairs). Names may be in any case; ``bytes`` are decoded as latin-1."""
 
 
 class RequestHeaders:

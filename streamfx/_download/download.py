@@ -72,7 +72,6 @@ from streamfx._core.buffer import buffer as buffered
 from streamfx._core.policy import BufferPolicy
 from streamfx._core.util import aclose_iterator
 from streamfx._download.conditional import (
-    HeadersInput,
     RequestHeaders,
     Validators,
     evaluate_preconditions,
@@ -82,7 +81,7 @@ from streamfx._download.errors import DownloadError, DownloadNotFound, PathOutsi
 from streamfx._download.file_body import read_spans
 from streamfx._download.ranges import ByteRange, multipart_byteranges, parse_range
 from streamfx._response.disposition import content_disposition
-from streamfx._response.response import FileRange, Headers, StreamResponse
+from streamfx._response.response import FileRange, Headers, HeadersInput, StreamResponse
 from streamfx.metrics import metered
 
 DOWNLOAD_POLICY = BufferPolicy(256, "suspend")

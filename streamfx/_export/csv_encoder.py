@@ -15,6 +15,12 @@ Promises:
 - Sequence rows must all have the header's width (or the first row's): `ValueError`
   otherwise. A row of the wrong kind (a ``str``, a mapping among sequences, ...) is a
   `TypeError`.
+- NaN, ``Infinity`` and ``-Infinity`` (``float`` cells) are written as an empty cell,
+  as ``None`` is: the rule of every streamfx format (JSON writes them as ``null``), so
+  a file never holds the ``nan`` / ``inf`` that the `csv` module would write. The
+  check costs two substring searches of the batch's text; only a batch whose text
+  contains ``nan`` or ``inf`` (a NaN, or a word such as "info") is looked at cell by
+  cell.
 - Formula injection (OWASP "CSV Injection"): with the guard on (the default), every
   ``str`` cell, header included, that starts with ``=``, ``+``, ``-``, ``@``, tab or CR
   gets a leading ``'`` so spreadsheets show it as text. Numbers (``int``, ``float``,
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
@@ -71,6 +78,21 @@ def neutralize_rows(rows: list[Any]) -> list[Any]:
         columns[index] = neutralize(column)
         changed = True
     return list(zip(*columns, strict=True)) if changed else rows
+
+
+def blank_non_finite(rows: list[Any]) -> list[Any] | None:
+    """`rows` with every NaN or infinite ``float`` cell as None, or None if none has one."""
+    changed = False
+    finite: list[Any] = []
+    for row in rows:
+        if any(isinstance(cell, float) and not math.isfinite(cell) for cell in row):
+            row = [
+                None if isinstance(cell, float) and not math.isfinite(cell) else cell
+                for cell in row
+            ]
+            changed = True
+        finite.append(row)
+    return finite if changed else None
 
 
 class CsvEncoder:
@@ -138,9 +160,18 @@ class CsvEncoder:
         buffer.truncate()
         if not self._header_sent:
             self._write_header()
+        start = buffer.tell()
         self._writer.writerows(rows)
         self._rows_seen += len(batch)
-        return buffer.getvalue().encode("utf-8")
+        text = buffer.getvalue()
+        if "nan" in text or "inf" in text:  # the csv module writes float("nan") as nan
+            finite = blank_non_finite(rows)
+            if finite is not None:
+                buffer.seek(start)
+                buffer.truncate()
+                self._writer.writerows(finite)
+                text = buffer.getvalue()
+        return text.encode("utf-8")
 
     def finish(self) -> bytes:
         """The header alone if no row was ever written and a header is known; else b""."""

@@ -72,9 +72,9 @@ def export(
 
     JSON items are written by the rules `sse()` uses too: JSON natives, datetimes
     (ISO 8601), UUIDs, enums, dataclasses and Pydantic models; NaN and infinities are
-    refused (`ValueError`), as is any other type (`TypeError`). `serialize`, when
-    given, is applied to every item first (to turn an object into a row or a JSON-able
-    value).
+    written as ``null`` (in CSV: an empty cell, as None is); any other type is a
+    `TypeError`. `serialize`, when given, is applied to every item first (to turn an
+    object into a row or a JSON-able value).
 
     `fields` selects and orders the columns (CSV) or keys (JSON formats: each item must
     then be a mapping; a missing key becomes ``null``). `filename` adds

@@ -12,9 +12,12 @@ The rules:
 - Dict keys are ``str``; ``int``, ``float``, ``bool`` and ``None`` keys become strings
   as the `json` module writes them (``1`` -> ``"1"``, ``True`` -> ``"true"``, ``None``
   -> ``"null"``). Any other key -> `TypeError`.
-- ``NaN``, ``Infinity`` and ``-Infinity`` -> `ValueError`: JSON has no such values
-  (`json.dumps` would write the invalid token ``NaN``, orjson would write ``null`` and
-  lose the value without a word).
+- ``NaN``, ``Infinity`` and ``-Infinity`` (``float`` values, subclasses included) ->
+  ``null``, as orjson and JavaScript's ``JSON.stringify`` write them: JSON has no such
+  values, and ``null`` keeps every text valid JSON (`json.dumps` would write the
+  invalid token ``NaN``). As a dict *key*, a non-finite float becomes the string the
+  `json` module (and JavaScript's ``String()``) gives it: ``"NaN"``, ``"Infinity"``,
+  ``"-Infinity"``.
 - `datetime.datetime`, `~datetime.date`, `~datetime.time` -> their ``isoformat()``
   (ISO 8601); `uuid.UUID` -> its canonical string; an `enum.Enum` member -> its value;
   a dataclass instance -> an object of its fields (`dataclasses.fields` order); an
@@ -39,12 +42,13 @@ converter the `json` path uses (orjson's own writers round sub-minute UTC offset
 `json` writes ``"1e-07"``) and accepts datetime, UUID and Enum keys that `json` refuses.
 Whatever orjson refuses (a non-``str`` key, an int beyond 64 bits, nesting deeper than
 254, a ``float`` or ``tuple`` subclass, a surrogate) is written by the `json` path, which
-decides; so such values cost `json`'s speed. orjson writes NaN as ``null``, so when its
-output holds more ``null`` tokens than the rows hold ``None`` values, the values are
-searched for a non-finite float (that count is the one cost the rule adds to orjson).
+decides; so such values cost `json`'s speed. The non-finite rule is orjson's own, so
+the orjson path checks nothing. The `json` path encodes with ``allow_nan=False``, and
+only when that refuses a value (a non-finite float is in it) rewrites the value with
+`finite_copy` and encodes the copy: a value without NaN pays nothing for the rule.
 
-Why hand-written: the converter and the non-finite search are the few lines that make
-the two libraries agree; no library offers that.
+Why hand-written: the converter and `finite_copy` are the few lines that make the two
+libraries agree; no library offers that.
 """
 
 from __future__ import annotations
@@ -54,10 +58,9 @@ import datetime
 import enum
 import functools
 import json
+import math
 import uuid
 from collections.abc import Callable
-from itertools import chain, repeat
-from operator import is_
 from typing import Any, Final
 
 __all__ = ["JsonSerializer", "default_serializer"]
@@ -67,13 +70,7 @@ NOT_SERIALIZABLE_HINT: Final = (
     "time, UUID, Enum, dataclasses and objects with model_dump() (Pydantic); pass "
     "serialize= to turn other items into one of these"
 )
-NON_FINITE_MESSAGE: Final = (
-    "NaN and Infinity have no JSON form (json would write the invalid token NaN, "
-    "orjson a null in its place); replace them, e.g. with None, before sending"
-)
 
-_LEAVES: Final = frozenset({str, int, bool, type(None)})
-_ROWS: Final = frozenset({dict})
 _ESCAPES: Final = (
     ("\u2028", "\\u2028"),
     ("\u2029", "\\u2029"),
@@ -107,46 +104,44 @@ def to_json_native(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def holds_non_finite(nulls: int, value: Any) -> bool:
-    """Whether `value`, which orjson wrote with `nulls` ``null`` tokens, held a NaN or
-    an infinity (orjson writes those as ``null`` too).
+def finite_copy(value: Any) -> Any:
+    """`value` made of JSON natives only, with every non-finite float as None.
 
-    When `value` is a dict or a list of dicts (rows) whose own ``None`` values account
-    for every ``null``, it held none: two C-level counts, so rows with SQL NULLs do
-    not pay for a search. Otherwise `value` is searched with `find_non_finite`.
+    For the values the `json` path refused with ``allow_nan=False``: objects are
+    converted with `to_json_native` first (a dataclass or a model may hold a NaN), a
+    non-finite float key becomes ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, and
+    everything else is kept as the `json` module would write it, so encoding the copy
+    gives what the value would give with NaN written as null. A container that holds
+    itself -> `ValueError`, as in `json`.
     """
-    rows = [value] if type(value) is dict else value
-    if type(rows) is list and set(map(type, rows)) == _ROWS:
-        cells = chain.from_iterable(map(dict.values, rows))
-        if sum(map(is_, cells, repeat(None))) == nulls:
-            return False
-    return find_non_finite(value) is not None
+    return _finite(value, set())
 
 
-def find_non_finite(value: Any) -> float | None:
-    """The first NaN or infinity inside `value`, or None (for values orjson accepted)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is float:
-            if item - item != 0.0:  # NaN - NaN and inf - inf are NaN; x - x is 0.0 else
-                return item  # type: ignore[no-any-return]
-        elif kind in _LEAVES:
-            continue
-        elif kind is dict:
-            stack.extend(item.values())
-        elif kind is list or kind is tuple:
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif isinstance(item, float):
-            stack.append(float(item))
-        elif not isinstance(item, str | int):
-            stack.append(to_json_native(item))
-    return None
+def _finite(value: Any, markers: set[int]) -> Any:
+    if isinstance(value, str):  # the `json` module's order of checks
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple | dict):
+        marker = id(value)
+        if marker in markers:
+            raise ValueError("Circular reference detected")
+        markers.add(marker)
+        if isinstance(value, dict):
+            copy: Any = {_finite_key(key): _finite(item, markers) for key, item in value.items()}
+        else:
+            copy = [_finite(item, markers) for item in value]
+        markers.discard(marker)
+        return copy
+    return _finite(to_json_native(value), markers)
+
+
+def _finite_key(key: Any) -> Any:
+    if isinstance(key, float) and not math.isfinite(key):
+        return json.dumps(key)  # "NaN", "Infinity" or "-Infinity", as json writes keys
+    return key
 
 
 def escape_line_separators(text: str) -> str:
@@ -207,7 +202,7 @@ class JsonSerializer:
             except TypeError:
                 pass
             else:
-                return _checked(data, value)
+                return data if data.isascii() else _escape_bytes(data)
         return self._stdlib_text(value).encode()
 
     def text(self, value: Any) -> str:
@@ -218,10 +213,6 @@ class JsonSerializer:
             except TypeError:
                 pass
             else:
-                # In str: a `bytes` search costs more per call than this whole test.
-                nulls = text.count("null")
-                if nulls and holds_non_finite(nulls, value):
-                    raise ValueError(NON_FINITE_MESSAGE)
                 return text if text.isascii() else escape_line_separators(text)
         return self._stdlib_text(value)
 
@@ -239,7 +230,7 @@ class JsonSerializer:
             except TypeError:
                 pass
             else:
-                return _checked(bytes(out), values)
+                return bytes(out) if out.isascii() else _escape_bytes(bytes(out))
         text = self._stdlib_text
         return "".join([text(value) + "\n" for value in values]).encode()
 
@@ -253,34 +244,24 @@ class JsonSerializer:
             except TypeError:
                 pass
             else:
-                blob = "".join(texts)
-                nulls = blob.count("null")
-                if nulls and holds_non_finite(nulls, values):
-                    raise ValueError(NON_FINITE_MESSAGE)
-                if blob.isascii():
+                if all(map(str.isascii, texts)):
                     return texts
                 return list(map(escape_line_separators, texts))
         return [self._stdlib_text(value) for value in values]
 
     def _stdlib_text(self, value: Any) -> str:
         """`value` by the `json` path: the one that decides what orjson refuses."""
+        encode = self._stdlib.encode
         try:
-            text = self._stdlib.encode(value)
+            try:
+                text = encode(value)
+            except ValueError as exc:
+                if not str(exc).startswith("Out of range float values"):
+                    raise
+                text = encode(finite_copy(value))  # NaN and infinities -> null
         except TypeError as exc:
             raise TypeError(f"{exc}; {NOT_SERIALIZABLE_HINT}") from exc
-        except ValueError as exc:
-            if str(exc).startswith("Out of range float values"):
-                raise ValueError(NON_FINITE_MESSAGE) from None
-            raise
         return text if text.isascii() else escape_line_separators(text)
-
-
-def _checked(data: bytes, value: Any) -> bytes:
-    """orjson's output `data` for `value`: refused if orjson wrote a NaN as null."""
-    nulls = data.count(b"null")
-    if nulls and holds_non_finite(nulls, value):
-        raise ValueError(NON_FINITE_MESSAGE)
-    return data if data.isascii() else _escape_bytes(data)
 
 
 @functools.cache

@@ -21,11 +21,21 @@ What an adapter promises to do with it:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 Headers = list[tuple[str, str]]
+
+HeadersInput: TypeAlias = (
+    Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]]
+)
+"""Request headers as a framework gives them: a mapping (a ``dict``, Starlette's
+``Headers``, aiohttp's ``CIMultiDictProxy``, Django's ``request.headers``...) or an
+iterable of ``(name, value)`` pairs (WSGI-style ``str`` pairs, ASGI's raw ``bytes``
+pairs), repeated names included. Names may be in any case; ``bytes`` are decoded as
+latin-1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +60,14 @@ class StreamResponse:
     headers: Headers
     body: AsyncIterable[bytes]
     file: FileRange | None = None
-    respond_to: Callable[[str, Sequence[tuple[str, str]]], StreamResponse] | None = field(
+    respond_to: Callable[[str, HeadersInput], StreamResponse] | None = field(
         default=None, repr=False
     )
 
-    def for_request(self, method: str, headers: Sequence[tuple[str, str]]) -> StreamResponse:
-        """The response to send for a request with this `method` and these `headers`.
+    def for_request(self, method: str, headers: HeadersInput) -> StreamResponse:
+        """The response to send for a request with this `method` and these `headers`
+        (any `HeadersInput`: a mapping or an iterable of pairs, as the framework gives
+        them).
 
         Builders that depend on the request set `respond_to`; the original response's
         body, never iterated, is simply dropped.

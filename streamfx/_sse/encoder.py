@@ -16,9 +16,10 @@ first three kinds; anything else is a `TypeError`.
 Each kind has two encoders: `Kind.one` for one item and `Kind.many` for a list of
 items of that kind, equal by definition (``many(items) == b"".join(map(one, items))``,
 a property test checks it); ``many`` frames the whole list with C-level joins, without
-a Python call per ``str`` or event. A batch's item types are collected in one C-level
-pass: a batch of one type (the usual case, a source yields one kind of item) is
-encoded by that kind's ``many``; a mixed batch item by item with ``one``, in order.
+a Python call per ``str`` or event. A lone item (what an idle stream sends) is encoded by
+its kind's ``one``. A larger batch's item types are collected in one C-level pass: a
+batch of one type (the usual case, a source yields one kind of item) is encoded by that
+kind's ``many``; a mixed batch item by item with ``one``, in order.
 An item that cannot be encoded raises, and nothing of its batch is returned.
 """
 
@@ -89,6 +90,9 @@ class SseEncoder:
         """The events of every item of `batch`, in order, as one chunk."""
         if self._serialize is not None:
             batch = list(map(self._serialize, batch))
+        if len(batch) == 1:  # a lone item (an idle stream's event): no scan, no join
+            item = batch[0]
+            return self._kind(type(item)).one(item)
         types = set(map(type, batch))
         if len(types) == 1:  # the usual batch: its kind frames it with C-level joins
             return self._kind(types.pop()).many(batch)

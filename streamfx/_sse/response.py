@@ -20,7 +20,7 @@ Promises:
   ``buffer=BufferPolicy(n, "suspend")`` to slow the source down instead.
 - Order is kept. An error from the source is raised from the body after the events
   before it, so the adapter aborts the connection. An item that cannot be encoded (not
-  JSON-serializable, a NaN, a bad `serialize` result, a lone surrogate) raises from the
+  JSON-serializable, a bad `serialize` result, a lone surrogate) raises from the
   body too; the events batched in the same chunk before it are not sent.
 - With `on_error`, an error from the source (not an encoding error) becomes a last
   event instead: the events before it, then ``on_error(exc)`` in a chunk of its own,
@@ -95,7 +95,8 @@ def sse(
       uses too (orjson when installed, else the standard ``json`` module, with the same
       result): JSON natives (ints of any size; int, float, bool or None dict keys as
       strings), datetimes (ISO 8601), UUIDs, enums, dataclasses, Pydantic models.
-      NaN and infinities raise `ValueError` from the body, any other type `TypeError`.
+      NaN and infinities are sent as ``null`` (as ``JSON.stringify`` writes them);
+      any other type raises `TypeError` from the body.
       U+2028, U+2029 and U+0085 are escaped, so the JSON stays on one ``data:`` line
       even for clients that split lines like `str.splitlines`.
 
