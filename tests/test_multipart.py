@@ -1,8 +1,9 @@
-"""Tests for `parse_multipart` and `PartStream` (streamfx/_upload/multipart.py): the
-parts in order for any chunking, reading and skipping, closing and cancelling, the
-limits as the body streams, fairness to the event loop, the sniff hook, memory and the
-upload metrics. The scanner's rules are in test_upload_framing.py, the header rules in
-test_upload_part.py and test_upload_params.py, saving in test_upload_save.py."""
+"""Tests for `parse_multipart` and `PartStream` (streamfx/_upload/multipart.py and
+streamfx/_upload/stream.py): the parts in order for any chunking, reading and skipping,
+closing and cancelling, the limits as the body streams, fairness to the event loop, the
+sniff hook, memory and the upload metrics. The scanner's rules are in
+test_upload_framing.py, the header rules in test_upload_part.py and
+test_upload_params.py, saving in test_upload_save.py."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from streamfx._upload.errors import MalformedUpload, UploadError
-from streamfx._upload.multipart import PartStream
+from streamfx._upload.stream import PartStream
 from streamfx.adapters._common import answer_error
 from streamfx.adapters._upload_body import (
     MIN_RATE,

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Protocol, Unpack
 
 from streamfx._upload.errors import MalformedUpload
-from streamfx._upload.multipart import PartStream
+from streamfx._upload.stream import PartStream
 from streamfx.adapters._asgi_types import Receive, Scope
 from streamfx.adapters._upload_body import (
     MIN_RATE,

@@ -38,7 +38,7 @@ from quart import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from streamfx._upload.errors import UploadTooLarge
-from streamfx._upload.multipart import PartStream
+from streamfx._upload.stream import PartStream
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,

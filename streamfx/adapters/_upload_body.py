@@ -47,7 +47,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Final, TypedDict, TypeVar, Unpack
 
 from streamfx._upload.errors import UploadError, UploadTooLarge
-from streamfx._upload.multipart import PartStream, Sniff, parse_multipart
+from streamfx._upload.multipart import parse_multipart
+from streamfx._upload.stream import PartStream, Sniff
 from streamfx.adapters._upload_refusal import BodyState
 from streamfx.metrics import MetricsHook
 

@@ -75,7 +75,7 @@ from asgiref.sync import async_to_sync
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from streamfx._response.response import StreamResponse
-from streamfx._upload.multipart import PartStream
+from streamfx._upload.stream import PartStream
 from streamfx.adapters._common import answer_error, check_write_timeout
 from streamfx.adapters._prefetch import Prefetched, ResumedBody, prefetch
 from streamfx.adapters._upload_body import UploadOptions, content_length, parse_upload
