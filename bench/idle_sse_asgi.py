@@ -14,6 +14,13 @@ Two measurements, uvicorn with uvloop and httptools, each contender in the same 
 
 Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python -m bench.idle_sse_asgi``
 (``--connections``, ``--events``, ``--gap``).
+
+``--where N`` instead shows where streamfx's share goes: in this process, without a
+server or sockets, N idle ``to_asgi(sse(never()))`` applications run against an ASGI
+``receive`` that never answers, and `tracemalloc` attributes every block still held to
+the innermost line of streamfx that allocated it (or to the innermost line at all,
+marked ``(other)``, when no streamfx frame is on the stack). Bytes per stream, by line,
+largest first.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import json
 import socket
 import statistics
 import time
-from collections.abc import AsyncIterator
+import tracemalloc
+from collections import Counter
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -175,16 +184,93 @@ def latencies(server: Server, name: str, events: int, gap: float) -> list[float]
     return found
 
 
+async def _idle_streams(count: int) -> tuple[int, Counter[str]]:
+    """Bytes held by `count` idle streamfx SSE applications, by allocating line."""
+    from streamfx import sse
+    from streamfx.adapters.asgi import to_asgi
+
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+    started = 0
+
+    async def never() -> AsyncIterator[str]:
+        await loop.create_future()
+        yield "unreachable"
+
+    async def receive() -> dict[str, Any]:
+        await stop
+        return {"type": "http.disconnect"}
+
+    goal, reached = 10, asyncio.Event()
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal started
+        started += message["type"] == "http.response.body"
+        if started == goal:
+            reached.set()
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+    async def until_started(total: int) -> None:
+        nonlocal goal, reached
+        if started < total:
+            goal, reached = total, asyncio.Event()
+            await reached.wait()
+
+    async def serve_one() -> None:
+        await to_asgi(sse(never()))(scope, receive, send)
+
+    def stream() -> asyncio.Task[None]:
+        return loop.create_task(serve_one())
+
+    tasks = [stream() for _ in range(10)]  # warm-up: caches, interned names
+    await until_started(10)
+    tracemalloc.start(30)
+    before = tracemalloc.take_snapshot()
+    tasks += [stream() for _ in range(count)]
+    await until_started(10 + count)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    by_line: Counter[str] = Counter()
+    total = 0
+    for stat in after.compare_to(before, "traceback"):
+        if stat.size_diff <= 0:
+            continue
+        total += stat.size_diff
+        frames = list(reversed(stat.traceback))  # innermost first
+        mine = [frame for frame in frames if "/streamfx/" in frame.filename]
+        if mine:
+            where = f"{mine[0].filename.split('/streamfx/')[-1]}:{mine[0].lineno}"
+        else:
+            where = f"(other) {Path(frames[0].filename).name}:{frames[0].lineno}"
+        by_line[where] += stat.size_diff
+    stop.set_result(None)
+    await asyncio.gather(*tasks)
+    return total, by_line
+
+
+def where_memory_goes(count: int) -> None:
+    total, by_line = asyncio.run(_idle_streams(count))
+    print(f"\n{count} idle streamfx SSE streams in process (tracemalloc, no server)")
+    print(f"{total / count:8.0f} B per stream in all; by line, largest first:")
+    for where, size in by_line.most_common(25):
+        print(f"{size / count:8.0f} B  {where}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="idle SSE connections and latency")
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--events", type=int, default=EVENTS)
     parser.add_argument("--gap", type=float, default=GAP)
     parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument("--where", type=int, metavar="N", help="tracemalloc N idle streams")
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fd is not None:
         serve(args.serve_fd)
+        return
+    if args.where is not None:
+        where_memory_goes(args.where)
         return
 
     print(f"\nidle SSE connections ({args.connections}), uvicorn (uvloop, httptools)")

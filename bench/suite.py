@@ -8,7 +8,7 @@ the CPU), each writing its raw results under ``bench-results/`` (not committed).
 ``docs/img/``. A script that fails stops the run with its exit status: no report is
 written from partial results.
 
-``--quick`` (``make bench-quick``, what CI runs) sizes every step down so the whole
+``--quick`` (``make bench-quick``; CI does not run it) sizes every step down so the whole
 suite finishes in a few minutes, writes under ``bench-results/quick/`` and renders the
 report there too, leaving ``docs/`` alone.
 """
@@ -133,7 +133,7 @@ def run(command: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="run the benchmark suite and the report")
-    parser.add_argument("--quick", action="store_true", help="CI-sized run")
+    parser.add_argument("--quick", action="store_true", help="the short run")
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite the report from earlier results"
     )

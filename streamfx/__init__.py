@@ -19,6 +19,7 @@ from streamfx._core.shutdown import (
     drain_on_signals,
     request_shutdown,
     reset_shutdown,
+    set_auto_drain,
     shutdown_requested,
 )
 from streamfx._core.tap import tap
@@ -74,6 +75,7 @@ __all__ = [
     "progress",
     "request_shutdown",
     "reset_shutdown",
+    "set_auto_drain",
     "shutdown_requested",
     "sse",
     "tap",

@@ -1,7 +1,7 @@
 """Every adapter under every server it is tested with, as one list of `Target`s.
 
-A `Target` names an adapter (ASGI through Starlette or FastAPI, aiohttp, WSGI through
-Flask, Quart, Django), the server it runs under, and what differs there *by design*:
+A `Target` names an adapter (ASGI through Starlette or FastAPI, Litestar, aiohttp, WSGI
+through Flask, Quart, Django), the server it runs under, and what differs there *by design*:
 the exact text of an error body, whether the adapter has a write timeout or an upload
 helper, whether whole files go out without iterating the body, and so on.
 tests/test_adapter_contract*.py run every contract test on every target; an adapter's
@@ -48,7 +48,7 @@ from tests._servers import (
 from tests.apps.asgi_app import fastapi_app, running_tasks, starlette_app
 from tests.apps.tally import Tally, TallyMetrics
 
-Adapter = Literal["asgi", "aiohttp", "wsgi", "quart", "django"]
+Adapter = Literal["asgi", "aiohttp", "wsgi", "quart", "django", "litestar"]
 Capability = Literal[
     "write_timeout",
     "uploads",
@@ -60,8 +60,6 @@ Capability = Literal[
 ]
 
 WHY_NOT: dict[tuple[str, Capability], str] = {
-    ("wsgi", "write_timeout"): "WSGI: the server does the writing; to_wsgi has no write "
-    "timeout (the server's own timeouts apply)",
     ("django", "streams_uploads"): "Django's ASGI handler reads the whole request body "
     "(into a SpooledTemporaryFile) before it calls the view, so the view never sees a "
     "stalled upload: the request waits in Django, and a client that leaves is dropped "
@@ -165,6 +163,8 @@ TARGETS: tuple[Target, ...] = (
     Target("asgi", "starlette", "granian", zero_copy="whole", server_buffer=3 * 2**20),
     Target("asgi", "fastapi", "uvicorn", server_buffer=64 * 1024),
     Target("asgi", "fastapi", "hypercorn"),
+    Target("litestar", "litestar", "uvicorn", server_buffer=64 * 1024),
+    Target("litestar", "litestar", "hypercorn"),
     Target("aiohttp", "aiohttp", "aiohttp", zero_copy="ranges", server_buffer=128 * 1024),
     Target("wsgi", "flask", "waitress", zero_copy="ranges", server_buffer=WAITRESS_OUTBUF),
     Target("wsgi", "flask", "gunicorn-gthread", zero_copy="ranges", server_buffer=0),
@@ -292,6 +292,10 @@ def _in_process(
         from tests.apps.django_app import django_app
 
         return serve(django_app(tally, root), server)
+    if target.framework == "litestar":
+        from tests.apps.litestar_app import litestar_app
+
+        return serve(litestar_app(tally, root), server)
     build = starlette_app if target.framework == "starlette" else fastapi_app
     return serve(build(tally, root), server)
 

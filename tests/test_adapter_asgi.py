@@ -88,7 +88,7 @@ async def test_fastapi_background_tasks_run_after_the_body(server: Server, tmp_p
 
         background.add_task(after)
         body = CountedBody(numbered(tally, 5), tally)
-        return to_asgi(StreamResponse(200, [], body))  # type: ignore[return-value]
+        return to_asgi(StreamResponse(200, [], body))  # a Response: no cast, no ignore
 
     async with running(app, server) as (client, _port):
         reply = await client.get("/with-background")
@@ -232,17 +232,27 @@ async def test_cancelled_by_the_server_closes_the_body() -> None:
 
 
 def test_works_without_starlette() -> None:
-    """Starlette is optional: imported only by `to_asgi`, and only if it is installed."""
+    """Starlette is optional: without it `StreamingASGIResponse` is a plain ASGI app
+    (with it, a Starlette ``Response``: tests/test_fastapi.py)."""
     script = """
-import sys
-import streamfx.adapters.asgi as adapter
-assert "starlette" not in sys.modules, "importing the adapter imported starlette"
+import asyncio, sys
 sys.modules["starlette"] = None  # as if it were not installed
+import streamfx.adapters.asgi as adapter
 from streamfx import StreamResponse
+assert adapter.StreamingASGIResponse.__mro__ == (adapter.StreamingASGIResponse, object)
 async def body():
     yield b"x"
-app = adapter.to_asgi(StreamResponse(200, [], body()))
+app = adapter.to_asgi(StreamResponse(200, [("content-type", "text/plain")], body()))
 assert type(app) is adapter.StreamingASGIResponse, type(app)
+sent = []
+async def receive():
+    await asyncio.Event().wait()
+async def send(message):
+    sent.append(message)
+scope = {"type": "http", "method": "GET", "headers": []}
+asyncio.run(app(scope, receive, send))
+assert [m.get("status", m.get("body")) for m in sent] == [200, b"x", b""], sent
+assert "starlette.responses" not in sys.modules
 print("ok")
 """
     done = subprocess.run(

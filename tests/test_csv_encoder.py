@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from decimal import Decimal
@@ -94,3 +95,26 @@ def test_neutralize_rows_returns_clean_batches_unchanged_and_fixes_dirty_columns
 def test_transform_runs_first_and_may_turn_objects_into_rows() -> None:
     encoder = CsvEncoder(transform=lambda batch: [{"n": n, "sq": n * n} for n in batch])
     assert encode_in([[1, 2], [3]], encoder) == reference([["n", "sq"], [1, 1], [2, 4], [3, 9]])
+
+
+def test_dataclass_and_model_rows_are_rows_of_their_fields_without_a_transform() -> None:
+    # The JSON rules (streamfx._response.json) write a dataclass as an object of its
+    # fields and a Pydantic model as model_dump(mode="json"); a CSV row of one is the
+    # same dict. It was a TypeError ("rows are dicts or sequences").
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        label: str
+
+    class Dumps:  # what streamfx looks for in a Pydantic v2 model (Pydantic not needed)
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def model_dump(self, mode: str = "python") -> dict[str, Any]:
+            assert mode == "json"
+            return {"n": self.n, "at": "2024-01-01T00:00:00Z"}
+
+    points = encode_in([[Point(1, "=a")], [Point(2, "b"), {"x": 3, "label": "c"}]], CsvEncoder())
+    assert points == b"x,label\r\n1,'=a\r\n2,b\r\n3,c\r\n"
+    dumps = encode_in([[Dumps(1), Dumps(2)]], CsvEncoder(["at", "n"]))
+    assert dumps == b"at,n\r\n2024-01-01T00:00:00Z,1\r\n2024-01-01T00:00:00Z,2\r\n"

@@ -35,7 +35,7 @@ from streamfx import (
 from streamfx._download.ranges import ByteRange
 from streamfx.adapters.aiohttp import to_aiohttp
 from streamfx.adapters.asgi import to_asgi
-from streamfx.metrics import InMemoryMetrics, set_metrics
+from streamfx.testing import capture_metrics
 from tests._servers import serve
 from tests.byteranges_parser import parse_byteranges
 
@@ -178,12 +178,8 @@ async def test_reads_happen_in_worker_threads(
 
 
 async def test_metrics_are_reported(path: Path, data: bytes) -> None:
-    metrics = InMemoryMetrics()
-    previous = set_metrics(metrics)
-    try:
+    with capture_metrics() as metrics:
         await body_of(download(path))
-    finally:
-        set_metrics(previous)
     assert metrics.items["download", ""] == 4
     assert metrics.bytes["download", ""] == len(data)
     assert metrics.outcomes["download", "", "completed"] == 1
@@ -191,14 +187,10 @@ async def test_metrics_are_reported(path: Path, data: bytes) -> None:
 
 
 async def test_name_labels_the_metrics(path: Path, data: bytes) -> None:
-    metrics = InMemoryMetrics()
-    previous = set_metrics(metrics)
-    try:
+    with capture_metrics() as metrics:
         await body_of(download(path, name="reports"))
         await body_of(download(path, name="reports").for_request("GET", [("Range", "bytes=0-9")]))
         await body_of(download(stream([b"ab", b"c"]), name="live"))
-    finally:
-        set_metrics(previous)
     assert metrics.bytes["download", "reports"] == len(data) + 10
     assert metrics.outcomes["download", "reports", "completed"] == 2
     assert metrics.items["download", "live"] == 2

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import streamfx
 from streamfx import BufferPolicy, Strategy
+from streamfx._core.channel import LIST_CAPACITY
 from streamfx._response.engine import encode_batches
 from streamfx.metrics import InMemoryMetrics
 from tests._sources import burst
@@ -82,6 +83,38 @@ async def test_a_lossy_engine_drops_while_the_client_is_away(
     assert received == kept
     assert sorted(received + dropped) == list(range(100))
     assert metrics.dropped["test", ""] == len(dropped)
+
+
+@pytest.mark.parametrize("capacity", [LIST_CAPACITY, LIST_CAPACITY + 1])
+@pytest.mark.parametrize("strategy", ["sliding", "dropping"])
+async def test_drops_follow_the_rule_whichever_container_holds_the_items(
+    capacity: int, strategy: Strategy
+) -> None:
+    """A channel keeps its items in a list up to `LIST_CAPACITY` and in a deque above:
+    the same items are kept and dropped either way."""
+    count = 3 * capacity
+    dropped: list[int] = []
+    go, produced = asyncio.Event(), asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        yield 0
+        await go.wait()
+        for index in range(1, count):
+            yield index
+        produced.set()
+
+    body = encode_batches(
+        source(), BufferPolicy(capacity, strategy), lines, kind="test", on_drop=dropped.append
+    )
+    first = await anext(body)
+    go.set()
+    await produced.wait()
+    received = numbers([first, *[chunk async for chunk in body]])
+    if strategy == "sliding":
+        assert received == [0, *range(count - capacity, count)]
+    else:
+        assert received == list(range(capacity + 1))
+    assert sorted(received + dropped) == list(range(count))
 
 
 capacities = st.integers(min_value=1, max_value=8)

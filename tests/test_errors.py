@@ -21,28 +21,38 @@ from streamfx import (
 from streamfx.adapters.asgi import UploadTimeout
 from streamfx.broadcast import BroadcastError
 
+EVERY_ERROR = [
+    (DownloadError("file /srv/a changed size"), 500, "Internal Server Error"),
+    (DownloadError("not allowed to read /srv/a", status_code=403), 403, "Forbidden"),
+    (PathOutsideRoot("'../a' resolves to /srv/a"), 403, "Forbidden"),
+    (DownloadNotFound("no such file: /srv/a"), 404, "Not Found"),
+    (UploadTooLarge("too large (max_size=1)"), 413, "too large (max_size=1)"),
+    (UnsupportedMediaType("not multipart"), 415, "not multipart"),
+    (MalformedUpload("no boundary"), 400, "no boundary"),
+    (UploadTimeout("too slow"), 408, "too slow"),
+    (CircuitOpenError("db", 1.5), 503, "Service Unavailable"),
+    (BroadcastError("this hub is closed"), 503, "Service Unavailable"),
+]
 
-@pytest.mark.parametrize(
-    ("error", "status", "detail"),
-    [
-        (DownloadError("file /srv/a changed size"), 500, "Internal Server Error"),
-        (DownloadError("not allowed to read /srv/a", status_code=403), 403, "Forbidden"),
-        (PathOutsideRoot("'../a' resolves to /srv/a"), 403, "Forbidden"),
-        (DownloadNotFound("no such file: /srv/a"), 404, "Not Found"),
-        (UploadTooLarge("too large (max_size=1)"), 413, "too large (max_size=1)"),
-        (UnsupportedMediaType("not multipart"), 415, "not multipart"),
-        (MalformedUpload("no boundary"), 400, "no boundary"),
-        (UploadTimeout("too slow"), 408, "too slow"),
-        (CircuitOpenError("db", 1.5), 503, "Service Unavailable"),
-        (BroadcastError("this hub is closed"), 503, "Service Unavailable"),
-    ],
-)
+
+@pytest.mark.parametrize(("error", "status", "detail"), EVERY_ERROR)
 def test_every_streamfx_error_has_a_status_and_a_client_safe_detail(
     error: StreamfxError, status: int, detail: str
 ) -> None:
     assert isinstance(error, StreamfxError)
     assert (error.status_code, error.detail) == (status, detail)
     assert "/srv" not in error.detail
+
+
+@pytest.mark.parametrize(("error", "status", "detail"), EVERY_ERROR)
+def test_an_error_answers_only_by_status_code_and_detail(
+    error: StreamfxError, status: int, detail: str
+) -> None:
+    """One pair of names on every error: no ``status`` / ``message`` beside them."""
+    assert (error.status_code, error.detail) == (status, detail)
+    for old_name in ("status", "message"):
+        assert not hasattr(error, old_name), (type(error).__name__, old_name)
+        assert not hasattr(type(error), old_name), (type(error).__name__, old_name)
 
 
 def test_the_download_errors_keep_their_builtin_bases() -> None:

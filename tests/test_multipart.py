@@ -1,8 +1,9 @@
-"""Tests for `parse_multipart` and `PartStream` (streamfx/_upload/multipart.py): the
-parts in order for any chunking, reading and skipping, closing and cancelling, the
-limits as the body streams, fairness to the event loop, the sniff hook, memory and the
-upload metrics. The scanner's rules are in test_upload_framing.py, the header rules in
-test_upload_part.py and test_upload_params.py, saving in test_upload_save.py."""
+"""Tests for `parse_multipart` and `PartStream` (streamfx/_upload/multipart.py and
+streamfx/_upload/stream.py): the parts in order for any chunking, reading and skipping,
+closing and cancelling, the limits as the body streams, fairness to the event loop, the
+sniff hook, memory and the upload metrics. The scanner's rules are in
+test_upload_framing.py, the header rules in test_upload_part.py and
+test_upload_params.py, saving in test_upload_save.py."""
 
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ async def test_a_truncated_body_is_refused_the_same_way_for_any_chunking(
     reference = await collect_until_error(Body(body))
     chunked = await collect_until_error(Body(body, sizes))
     assert isinstance(chunked[1], MalformedUpload)
-    assert chunked[1].status == 400
+    assert chunked[1].status_code == 400
     assert chunked[0] == reference[0]
 
 
@@ -364,7 +365,7 @@ async def test_a_body_over_max_size_is_refused_before_it_is_read() -> None:
     body = Body(encode([Spec("f", b"x" * 1_000_000, "f.bin")]), 4 * KIB)
     with pytest.raises(UploadTooLarge, match="larger than 100000 bytes") as info:
         await collect(body, max_size=100_000)
-    assert info.value.status == 413
+    assert info.value.status_code == 413
     assert body.sent < 110_000
     assert body.closed
 
@@ -702,7 +703,11 @@ def test_public_names() -> None:
     ]:
         assert name in streamfx.__all__
     assert streamfx.Part is Part
-    assert (UploadTooLarge.status, UnsupportedMediaType.status, MalformedUpload.status) == (
+    assert (
+        UploadTooLarge.status_code,
+        UnsupportedMediaType.status_code,
+        MalformedUpload.status_code,
+    ) == (
         413,
         415,
         400,

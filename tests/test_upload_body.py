@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given
@@ -20,8 +21,11 @@ from streamfx.adapters._upload_body import (
     ReadTimer,
     UploadTimeout,
     content_length,
+    parse_upload,
     refuse_declared_length,
+    timed_body,
 )
+from streamfx.adapters._upload_refusal import BodyState
 
 
 class Clock:
@@ -52,11 +56,11 @@ def test_a_timeout_is_408_with_the_argument_named() -> None:
     assert rule.wait_started() == 2.5
     error = rule.expired()
     assert isinstance(error, UploadError)
-    assert (error.status_code, error.status) == (408, 408)
-    assert error.message == "the client sent no upload data for 2.5 s (read_timeout=2.5)"
+    assert error.status_code == 408
+    assert error.detail == "the client sent no upload data for 2.5 s (read_timeout=2.5)"
     answer = answer_error(error, __import__("logging").getLogger("test"))
     assert answer.status == 408
-    assert answer.body == error.message.encode()
+    assert answer.body == error.detail.encode()
 
 
 @pytest.mark.parametrize(
@@ -93,7 +97,7 @@ def test_silence_is_refused_after_read_timeout_whatever_came_before() -> None:
     wait(rule, clock, 0.01, 50 << 20)  # a burst earns no more than read_timeout
     assert rule.wait_started() == 30.0
     assert rule.deadline == clock.now + 30.0
-    assert "read_timeout=30" in rule.expired().message
+    assert "read_timeout=30" in rule.expired().detail
 
 
 def test_a_trickle_is_refused_and_told_it_was_too_slow() -> None:
@@ -108,7 +112,7 @@ def test_a_trickle_is_refused_and_told_it_was_too_slow() -> None:
                 raise rule.expired()
             clock.now += 0.5
             rule.wait_ended(1)
-    assert caught.value.message == (
+    assert caught.value.detail == (
         "the client sent the upload slower than min_rate=1000 bytes per second (read_timeout=10)"
     )
     # 2 bytes per second against 1000: refused after about read_timeout.
@@ -245,6 +249,32 @@ async def test_the_timer_keeps_a_timeout_of_the_reading_itself() -> None:
     timer.stop()
 
 
+async def test_a_timed_body_yields_what_came_and_records_its_end() -> None:
+    """`timed_body`, every async helper's loop: empty pieces are not yielded, the bytes
+    taken and the end reach the refusal's `BodyState`, and the timer is dropped."""
+    pieces = iter([(b"ab", True), (b"", True), (b"cde", True), (b"f", False)])
+
+    async def receive_chunk() -> tuple[bytes, bool]:
+        return next(pieces)
+
+    state = BodyState(6)
+    body = timed_body(receive_chunk, 5.0, 1, state)
+    assert [chunk async for chunk in body] == [b"ab", b"cde", b"f"]
+    assert (state.left, state.ended) == (0, True)
+
+
+async def test_a_timed_body_cuts_a_silent_client() -> None:
+    async def receive_chunk() -> tuple[bytes, bool]:
+        await asyncio.get_running_loop().create_future()  # never answers
+        raise AssertionError("unreachable")
+
+    with pytest.raises(ValueError, match="read_timeout"):
+        timed_body(receive_chunk, -1.0, None)  # checked at the call, before a read
+    body = timed_body(receive_chunk, 0.05, None)
+    with pytest.raises(UploadTimeout, match=r"read_timeout=0\.05"):
+        await anext(body)
+
+
 # -- the declared length -------------------------------------------------------------
 
 
@@ -253,8 +283,42 @@ def test_a_declared_length_over_max_size_is_refused() -> None:
     refuse_declared_length(10, 10)
     with pytest.raises(UploadTooLarge) as caught:
         refuse_declared_length(11, 10)
-    assert caught.value.status == 413
-    assert "(max_size=10)" in caught.value.message
+    assert caught.value.status_code == 413
+    assert "(max_size=10)" in caught.value.detail
+
+
+async def test_an_upload_checks_its_arguments_before_the_declared_length() -> None:
+    """`parse_upload`: a bad argument is a ValueError even for an oversized request; a
+    declared length over max_size is refused before a byte of the body is read."""
+    read: list[bytes] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        read.append(b"x")
+        yield b"x"
+
+    with pytest.raises(ValueError, match="max_parts"):
+        parse_upload(
+            body(),
+            "multipart/form-data; boundary=b",
+            99,
+            max_size=10,
+            max_part_size=10,
+            max_parts=0,
+        )
+    with pytest.raises(UploadTooLarge, match=r"max_size=10"):
+        parse_upload(
+            body(),
+            "multipart/form-data; boundary=b",
+            11,
+            max_size=10,
+            max_part_size=10,
+            max_parts=1,
+        )
+    stream = parse_upload(
+        body(), "multipart/form-data; boundary=b", 10, max_size=10, max_part_size=10, max_parts=1
+    )
+    await stream.aclose()
+    assert read == []
 
 
 @pytest.mark.parametrize(

@@ -367,7 +367,7 @@ async def test_a_boundary_that_is_not_a_boundary_line_is_malformed_or_never_foun
 async def test_a_truncated_body_is_malformed(data: bytes) -> None:
     with pytest.raises(MalformedUpload, match="truncated") as info:
         await collect(Body(data, 5))
-    assert info.value.status == 400
+    assert info.value.status_code == 400
 
 
 # -- the request's Content-Type and boundary ----------------------------------------------

@@ -182,7 +182,7 @@ async def test_allowed_types_check_files_but_not_fields() -> None:
     )
     parts, error = await collect_until_error(Body(encode(specs)), allowed_types=["image/*"])
     assert isinstance(error, UnsupportedMediaType)
-    assert error.status == 415
+    assert error.status_code == 415
     assert "'c' has type 'application/pdf'" in str(error)
     assert [name for name, *_ in parts] == ["caption", "a", "b"]
 

@@ -182,11 +182,25 @@ def raising_hook(method: str) -> Case:
     return case
 
 
+async def log_until(
+    server: Server, wanted: Callable[[list[str]], bool], seconds: float
+) -> list[str]:
+    """The log lines since the last look, read again until `wanted(lines)` holds or
+    `seconds` pass: a record written just after what the case waited for (Django closes
+    a body from another task, after the finalizer ran) still counts."""
+    lines = server.log_since()
+    deadline = time.monotonic() + seconds
+    while not wanted(lines) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        lines += server.log_since()
+    return lines
+
+
 async def finalizer_raises_on_leave(server: Server) -> Outcome:
     before = (await server.stats())["finalizers_run"]
     seen = await watch(server.port, "/sse?gap=0.05&fault=finalizer-raise", leave_after=0.3)
     _, ran = await settle(server, lambda s: s["finalizers_run"] > before, 5)
-    lines = server.log_since()
+    lines = await log_until(server, lambda lines: bool(error_lines(lines)), 3)
     return Outcome(
         seen.show() + ("" if ran else ", finalizer never ran"),
         ran,

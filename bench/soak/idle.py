@@ -88,7 +88,7 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
     for client in clients:
         client.abort()
 
-    after, _ = await settle(server, back_to(base), 20)
+    after, _ = await settle(server, back_to(base), 60)
     name = target.name
     check = table.checker(name, peer=target.peer)
     per_stream = (loaded["rss_kb"] - base["rss_kb"]) / count

@@ -204,14 +204,14 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
                 shutil.rmtree(directory, ignore_errors=True)
 
     async def page(request: Request) -> Response:
-        return cast(Response, to_asgi(download("index.html", root=STATIC)))
+        return to_asgi(download("index.html", root=STATIC))
 
     async def static(request: Request) -> Response:
         try:
             response = download(request.path_params["name"], root=STATIC)
         except Exception as exc:
-            return cast(Response, error_response(exc))
-        return cast(Response, to_asgi(response))
+            return error_response(exc)
+        return to_asgi(response)
 
     async def settings(request: Request) -> Response:
         return JSONResponse(
@@ -270,7 +270,7 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
             retry=RECONNECT_MS,
             name="job-events",
         )
-        return cast(Response, to_asgi(for_the_page(response, presence)))
+        return to_asgi(for_the_page(response, presence))
 
     async def drop_job(request: Request) -> Response:
         job_id = request.path_params["id"]
@@ -300,7 +300,7 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
             filename=f"streamfx-export-{n}.{EXTENSIONS[fmt]}",
             name=f"export-{fmt}",
         )
-        return cast(Response, to_asgi(tracked(response, record)))
+        return to_asgi(tracked(response, record))
 
     async def big_file(request: Request) -> Response:
         big = state["file"]
@@ -308,7 +308,7 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
             return JSONResponse(
                 {"error": "the file is still being generated", **big.info()}, status_code=503
             )
-        return cast(Response, to_asgi(download(big.path, filename=big.path.name)))
+        return to_asgi(download(big.path, filename=big.path.name))
 
     async def upload(request: Request) -> Response:
         received: list[dict[str, Any]] = []
@@ -335,7 +335,7 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
                         }
                     )
         except UploadError as exc:
-            return cast(Response, error_response(exc))
+            return error_response(exc)
         return JSONResponse({"parts": received})
 
     async def flood(request: Request) -> Response:
@@ -352,7 +352,7 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
             yield ServerSentEvent(str(n), event="end")
 
         response = sse(burst(), buffer=BufferPolicy(16, "sliding"), name="flood")
-        return cast(Response, to_asgi(response))
+        return to_asgi(response)
 
     async def job_summary() -> dict[str, Any]:
         """The latest job and who follows it (for every page's job panel)."""
@@ -380,7 +380,7 @@ def create_app(config: DemoConfig | None = None) -> Starlette:
                 }
                 await asyncio.sleep(0.5)
 
-        return cast(Response, to_asgi(sse(snapshots(), name="live-metrics")))
+        return to_asgi(sse(snapshots(), name="live-metrics"))
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,23 +1,24 @@
 """The bounded hand-off under `buffer`, `merge`, `heartbeat` and the response engine.
 
 A `Channel` runs one producer task per source. Each task pulls its source and appends
-to a deque of at most `capacity` items; one consumer takes them out, either one at a
-time through `drain` (an async generator: `buffer`, `merge` and `heartbeat` are this)
-or a batch at a time with `take_all` / `release` / `wait_ready` (the response engine).
-What happens when the deque is full depends on the strategy (see `streamfx.Strategy`).
+to a queue of at most `capacity` items (a list or a deque: see `LIST_CAPACITY`); one
+consumer takes them out, either one at a time through `drain` (an async generator:
+`buffer`, `merge` and `heartbeat` are this) or a batch at a time with `take_all` /
+`release` / `wait_ready` (the response engine).
+What happens when the queue is full depends on the strategy (see `streamfx.Strategy`).
 
 Why not `asyncio.Queue`, or anyio's memory object streams (whose consumer API this
 one follows): they hand items over one at a time, with a coroutine call per item on
 each side, and anyio adds a checkpoint (a trip through the event loop) to every send
 and receive. Here the consumer takes everything that is ready without suspending, and
-a producer that was waiting for room is woken once and then refills the deque in one
+a producer that was waiting for room is woken once and then refills the queue in one
 go, so a fast pipeline pays for a trip through the event loop per *batch*, not per
 item. aiostream's operators also hand items over one by one; they sit on top of this
 (see `streamfx.pipe`) rather than underneath it.
 
 Promises:
 
-- At most `capacity` items are held: those waiting in the deque, plus, in
+- At most `capacity` items are held: those waiting in the queue, plus, in
   ``"suspend"`` mode, a batch taken with `take_all` until it is released. In
   ``"suspend"`` mode a producer pulls its next item only once there is room for it, so
   it never holds an extra item in hand.
@@ -25,7 +26,7 @@ Promises:
 - A lossy strategy (``"sliding"``, ``"dropping"``) drops only while the consumer is not
   ready, that is, while it is away from the channel (blocked in a write, say). While
   the consumer waits in the channel, or has been woken and has not run yet, a producer
-  that finds the deque full waits for room like ``"suspend"``: a burst into a ready
+  that finds the queue full waits for room like ``"suspend"``: a burst into a ready
   consumer loses nothing, however fast it comes. Each dropped item is counted
   (`dropped`) and passed to `on_drop` exactly once, in the producer's task; if
   `on_drop` raises, the channel fails with that error. A drop costs no trip through the
@@ -36,9 +37,11 @@ Promises:
   cleanup runs); the consumer sees the error (`raise_if_failed`) after the items
   buffered before it.
 - `aclose` cancels every producer and returns only after each has finished, with its
-  source closed (``aclose()`` called, so the source's ``finally`` has run).
+  source closed (``aclose()`` called, so the source's ``finally`` has run); an error
+  raised by that cleanup is raised by `aclose`, never left unread in the channel. An
+  error after the first (a second source failing) is logged on ``streamfx.channel``.
 
-How the hot path stays cheap: a producer compares the deque's length with one number,
+How the hot path stays cheap: a producer compares the queue's length with one number,
 ``_limit``, after (``"suspend"``) or before (lossy) each append, and does anything else
 (waking the consumer, waiting for room, dropping) only when that comparison says so.
 The consumer sets ``_limit`` so that the next append takes that slow path whenever it
@@ -50,10 +53,12 @@ only while it waits in `wait_ready`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import types
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
-from typing import Any, Generic, TypeVar, overload
+from functools import lru_cache
+from typing import Any, Final, Generic, TypeVar, overload
 
 from streamfx._core.policy import Strategy
 from streamfx._core.util import aclose_iterator, cancel_and_wait
@@ -61,9 +66,15 @@ from streamfx._core.util import aclose_iterator, cancel_and_wait
 T = TypeVar("T")
 B = TypeVar("B")
 
+_logger = logging.getLogger("streamfx.channel")
+
+LIST_CAPACITY: Final = 256
+"""Up to this capacity a channel consumed in batches keeps its items in a list (see
+`Channel.__init__`); above it, and for `drain`, in a deque."""
+
 
 class Channel(Generic[T]):
-    """A bounded deque fed by producer tasks and drained by one consumer."""
+    """A bounded queue fed by producer tasks and drained by one consumer."""
 
     __slots__ = (
         "_capacity",
@@ -83,18 +94,26 @@ class Channel(Generic[T]):
         "_running",
         "_sliding",
         "_tasks",
+        "cleanup_error",
         "dropped",
     )
 
     def __init__(
         self, capacity: int, strategy: Strategy, on_drop: Callable[[T], object] | None = None
     ) -> None:
-        self._items: deque[T] = deque()
+        # Batches (`take_all`) are taken from a list while the capacity is small: an
+        # empty list costs 56 bytes where an empty deque holds a 64-slot block (760),
+        # on each of thousands of idle streams, and a sliding drop from a list of at
+        # most `LIST_CAPACITY` items moves at most that many pointers. `drain`, which
+        # takes items one at a time from the front, switches to a deque.
+        self._items: deque[T] | list[T] = [] if capacity <= LIST_CAPACITY else deque()
         self._capacity = capacity
         self._lossless = strategy == "suspend"
         self._sliding = strategy == "sliding"
         self._on_drop = on_drop
         self._error: BaseException | None = None
+        self.cleanup_error: BaseException | None = None
+        """The error a producer's cleanup raised when `aclose` cancelled it, if any."""
         self.dropped = 0
         """Items dropped so far (a lossy strategy, while the consumer was away)."""
         self._drops_in_a_row = 0
@@ -121,10 +140,10 @@ class Channel(Generic[T]):
     def start(self, sources: Iterable[AsyncIterable[T]], name: str = "streamfx") -> None:
         """Start one producer task per source, on the running loop."""
         loop = self._loop = asyncio.get_running_loop()
-        for index, source in enumerate(sources):
-            self._tasks.append(
-                loop.create_task(self._produce(source), name=f"{name} producer {index}")
-            )
+        self._tasks = [
+            loop.create_task(self._produce(source), name=_producer_name(name, index))
+            for index, source in enumerate(sources)
+        ]
         self._running = len(self._tasks)
 
     @property
@@ -133,9 +152,24 @@ class Channel(Generic[T]):
         return self._running == 0
 
     async def aclose(self) -> None:
-        """Cancel the producers and wait until each one's cleanup has run."""
+        """Cancel the producers and wait until each one's cleanup has run.
+
+        An error that cleanup raises (a source's finalizer failing as it is cancelled)
+        is raised here, to whoever closed the channel early, and kept in
+        `cleanup_error`; an error a source had raised before the close is not (it is
+        the stream's, for `raise_if_failed`). If the caller is cancelled while it
+        waits, `CancelledError` is raised as always (a cancellation is never swallowed)
+        and the cleanup's error is only in `cleanup_error`.
+        """
         if self._running:
-            await cancel_and_wait(self._tasks)
+            failed_before = self._error
+            try:
+                await cancel_and_wait(self._tasks)
+            finally:
+                if self._error is not failed_before:
+                    self.cleanup_error = self._error
+            if self.cleanup_error is not None:
+                raise self.cleanup_error
 
     # -- consumer side: one item at a time -------------------------------------------
 
@@ -178,8 +212,9 @@ class Channel(Generic[T]):
         interval: float | None,
         beat: Callable[[], Any] | None,
     ) -> AsyncGenerator[Any, None]:
+        items: deque[T] = deque()
+        self._items = items  # one at a time from the front: a deque (set before start)
         self.start(sources, name)
-        items = self._items
         popleft = items.popleft
         putters = self._putters
         try:
@@ -378,7 +413,8 @@ class Channel(Generic[T]):
         takes its place) or `item` ("dropping"), count it, pass it to `on_drop`."""
         if self._sliding:
             items = self._items
-            dropped = items.popleft()
+            dropped = items[0]
+            del items[0]
             items.append(item)
         else:
             dropped = item
@@ -423,12 +459,29 @@ class Channel(Generic[T]):
                 self._wake_getter()
 
     def _fail(self, exc: BaseException) -> None:
+        """A source (or its cleanup) raised: the first error is the channel's; a later
+        one (another source's cleanup failing as it is cancelled) is logged, not lost."""
+        current = asyncio.current_task()
         if self._error is None:
             self._error = exc
-        current = asyncio.current_task()
+        else:
+            name = current.get_name() if current is not None else "a producer"
+            _logger.error(
+                "%s raised after another source had failed (whose error is the "
+                "stream's): logged, not raised",
+                name,
+                exc_info=exc,
+            )
         for task in self._tasks:
             if task is not current:
                 task.cancel()
+
+
+@lru_cache(maxsize=256)
+def _producer_name(name: str, index: int) -> str:
+    """A producer task's name, one string shared by every channel of that name (a task
+    holds its name for its lifetime: one string per idle stream otherwise)."""
+    return f"{name} producer {index}"
 
 
 @types.coroutine

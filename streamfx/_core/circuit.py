@@ -25,6 +25,7 @@ only gives back its half-open trial slot). Exceptions that are instances of
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
@@ -32,7 +33,9 @@ from typing import Literal, TypeVar, get_args
 
 from streamfx._core.util import aclose_iterator
 from streamfx.errors import StreamfxError
-from streamfx.metrics import MetricsHook, get_metrics
+from streamfx.metrics import MetricsHook, get_metrics, guarded
+
+logger = logging.getLogger("streamfx.circuit")
 
 T = TypeVar("T")
 
@@ -70,7 +73,10 @@ class CircuitBreaker:
     ``CircuitBreaker(failure_threshold=5, reset_timeout=30.0)``; see the module
     docstring for the state machine. `listener(breaker, old, new)` callables added with
     `add_listener` are called on every state change, as is the metrics hook's
-    ``circuit_changed(name, old, new)``. `clock` is injectable for tests.
+    ``circuit_changed(name, old, new)``; one that raises is logged (``streamfx.circuit``
+    for a listener, ``streamfx.metrics`` for the hook) and ignored: the breaker changes
+    state all the same and the other listeners are called. `clock` is injectable for
+    tests.
     """
 
     def __init__(
@@ -191,9 +197,17 @@ class CircuitBreaker:
         if new == "half_open":
             self._generation += 1
             self._trials = 0
-        (self._metrics or get_metrics()).circuit_changed(self.name, old, new)
+        guarded(self._metrics or get_metrics()).circuit_changed(self.name, old, new)
         for listener in list(self._listeners):
-            listener(self, old, new)
+            try:
+                listener(self, old, new)
+            except Exception:
+                logger.exception(
+                    "a listener of the circuit breaker %r raised on %s -> %s: ignored",
+                    self.name,
+                    old,
+                    new,
+                )
 
 
 def circuit(source: AsyncIterable[T], breaker: CircuitBreaker) -> AsyncGenerator[T, None]:

@@ -19,8 +19,28 @@ def ensuring(
     "Ends" covers every way: the source is exhausted, it raises, the consumer stops
     early with ``aclose()`` (even before the first item was asked for), or the task
     iterating it is cancelled. The source is closed first, then the finalizer runs; an
-    async finalizer is awaited. An error from the finalizer propagates (after the
-    source's own error, if any, as its ``__context__``).
+    async finalizer is awaited. What happens to an error, case by case:
+
+    - **Normal end** (the source is exhausted): the finalizer runs before the
+      consumer's ``async for`` ends. If it raises, that error is the stream's error,
+      raised after the last item.
+    - **Error end** (the source raises): the finalizer runs, then the source's error
+      propagates. If the finalizer raises too, its error propagates instead, with the
+      source's error as its ``__context__``.
+    - **Early close** (``aclose()``, or the iterating task is cancelled): the finalizer
+      runs inside the close. If it raises, ``aclose()`` raises that error (a cancelled
+      task gets it in place of `CancelledError`, with that as its ``__context__``).
+      Behind `buffer`, `merge` or `heartbeat` the finalizer runs in their producer
+      task when their consumer closes them; its error is raised by *their*
+      ``aclose()``, to whoever closed them early, never left unread (behind `merge`,
+      when several finalizers raise, the first error is raised and the others are
+      logged at ERROR on ``streamfx.channel``).
+    - **Behind a response body** (`sse`, `export`) whose client disconnects: nobody
+      is left to receive the error, so the body logs it at ERROR on the
+      ``streamfx.response`` logger, with the stream's kind and name and the traceback,
+      and closes quietly. If the body was already failing (an item that cannot be
+      encoded, say), its own error is the one that propagates and the finalizer's is
+      logged.
 
     A stream dropped without ``aclose()`` relies on the event loop's async-generator
     finalization (as every async generator does); adapters and `contextlib.aclosing`

@@ -12,13 +12,23 @@ drainable stream then sends what it already holds, its farewell (if any), and en
 cleanly, so the server can stop and clients reconnect elsewhere. A drainable stream
 that starts after the request ends at once.
 
-How to trigger it:
+How it is triggered:
 
-- `drain_on_signals()` once the server has installed its own signal handlers (from an
-  ASGI lifespan startup, for uvicorn and hypercorn): SIGINT and SIGTERM then request
-  the shutdown first and call the server's handler after.
+- With no configuration: the first drainable stream served in a process (an SSE body,
+  a broadcast subscriber) installs the drain on SIGINT and SIGTERM, chained to the
+  handlers the server installed (uvicorn, hypercorn ``-w 0``, granian workers, aiohttp's
+  ``run_app``): the signal requests the shutdown first, then reaches the server's own
+  handler exactly as before. By then the server has installed its handlers, so it
+  still sees every signal; nothing of the server is patched. Only the main thread can
+  install signal handlers, and only a signal that has a Python handler is chained: one
+  the process ignores (``SIG_IGN``) or dies of (``SIG_DFL``) is left alone. It is
+  checked again at each drainable stream's start, so a handler the server installs
+  later is chained too. Opt out with ``set_auto_drain(False)`` or the environment
+  variable ``STREAMFX_AUTO_DRAIN=0``.
+- `drain_on_signals()` does the same on demand (for other signals, or where streams
+  start outside the main thread, say from the lifespan startup).
 - aiohttp runs ``app.on_shutdown`` before it waits for connections: append a callback
-  that calls `request_shutdown()`.
+  that calls `request_shutdown()` (``streamfx.adapters.aiohttp.drain_on_shutdown``).
 - Anything else: call `request_shutdown()` yourself (it is thread-safe).
 
 `reset_shutdown()` clears the flag (for tests, or a server restarted in process).
@@ -27,14 +37,24 @@ How to trigger it:
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import threading
+import weakref
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 from typing import Any
 
 _requested = False
-_listeners: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
-_next_key = 0
+# Each subscriber's `wake` and its loop. Keyed by `wake` itself (a stream's bound
+# method compares equal to a fresh one of the same object): one dict entry per open
+# stream and nothing else, which matters with thousands of idle streams.
+_listeners: dict[Callable[[], None], asyncio.AbstractEventLoop] = {}
+_auto_drain: bool | None = None  # None: as the environment says (STREAMFX_AUTO_DRAIN)
+_our_handlers: weakref.WeakSet[Callable[[int, FrameType | None], None]] = weakref.WeakSet()
+DRAINED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_OFF = frozenset({"0", "false", "no", "off"})  # values of STREAMFX_AUTO_DRAIN that opt out
 
 
 def shutdown_requested() -> bool:
@@ -50,7 +70,7 @@ def request_shutdown() -> None:
     """
     global _requested
     _requested = True
-    for loop, wake in list(_listeners.values()):
+    for wake, loop in list(_listeners.items()):
         if not loop.is_closed():
             loop.call_soon_threadsafe(wake)
 
@@ -64,14 +84,37 @@ def reset_shutdown() -> None:
 def on_shutdown(wake: Callable[[], None]) -> Callable[[], None]:
     """Call `wake()` on the running loop when a shutdown is requested.
 
-    Returns the function that unsubscribes. Used by stream bodies; most code never
-    needs it.
+    Returns the function that unsubscribes, which does what ``off_shutdown(wake)``
+    does. Subscribing the same `wake` (an equal callable) again replaces it. Used by
+    stream bodies; most code never needs it. Unless turned off (`set_auto_drain`), it
+    also chains the drain to the SIGINT and SIGTERM handlers when called on the main
+    thread (see the module docstring).
     """
-    global _next_key
-    key = _next_key
-    _next_key += 1
-    _listeners[key] = (asyncio.get_running_loop(), wake)
-    return lambda: _listeners.pop(key, None) and None
+    if threading.current_thread() is threading.main_thread() and auto_drain_enabled():
+        _chain_handlers(DRAINED_SIGNALS, only_handled=True)
+    _listeners[wake] = asyncio.get_running_loop()
+    return partial(off_shutdown, wake)
+
+
+def off_shutdown(wake: Callable[[], None]) -> None:
+    """Unsubscribe `wake` (or an equal callable: a bound method of the same object);
+    nothing happens if it is not subscribed."""
+    _listeners.pop(wake, None)
+
+
+def set_auto_drain(enabled: bool) -> None:
+    """Turn the automatic drain on signals on or off for this process (on by default,
+    unless the environment variable ``STREAMFX_AUTO_DRAIN`` is ``0``). Turning it off
+    does not remove handlers already chained."""
+    global _auto_drain
+    _auto_drain = bool(enabled)
+
+
+def auto_drain_enabled() -> bool:
+    """Whether the first drainable stream chains the drain to the signal handlers."""
+    if _auto_drain is not None:
+        return _auto_drain
+    return os.environ.get("STREAMFX_AUTO_DRAIN", "1").strip().lower() not in _OFF
 
 
 def drain_on_signals(*signums: int) -> None:
@@ -80,10 +123,21 @@ def drain_on_signals(*signums: int) -> None:
 
     Must be called from the main thread, after the server installed its handlers
     (from an ASGI lifespan startup, say), so that the server still sees the signal.
+    A signal whose handler already requests the shutdown is not chained twice.
     """
-    for signum in signums or (signal.SIGINT, signal.SIGTERM):
+    _chain_handlers(signums or DRAINED_SIGNALS, only_handled=False)
+
+
+def _chain_handlers(signums: tuple[int, ...], *, only_handled: bool) -> None:
+    for signum in signums:
         previous = signal.getsignal(signum)
-        signal.signal(signum, _chained(previous))
+        if previous in _our_handlers:
+            continue
+        if only_handled and not callable(previous):
+            continue  # ignored, or fatal: nothing to drain before
+        handler = _chained(previous)
+        signal.signal(signum, handler)
+        _our_handlers.add(handler)
 
 
 def _chained(previous: Any) -> Callable[[int, FrameType | None], None]:

@@ -223,9 +223,7 @@ class _FileDownload:
         self.policy = policy
 
     def _body(self, spans: list[bytes | ByteRange]) -> AsyncGenerator[bytes, None]:
-        chunks = read_spans(self.path, spans)
-        body = buffered(chunks, self.policy.capacity, self.policy.strategy)
-        return metered(body, "download", self.name)
+        return _delivered(read_spans(self.path, spans), self.policy, self.name)
 
     def respond(self, method: str, request_headers: HeadersInput) -> StreamResponse:
         """The response to a `method` request with `request_headers`."""
@@ -310,9 +308,18 @@ class _StreamDownload:
         """The response to a `method` request (request headers are not looked at)."""
         if method.upper() == "HEAD":
             return StreamResponse(200, list(self.headers), _closing(self.source))
-        checked = _exactly(self.source, self.size)
-        body = buffered(checked, self.policy.capacity, self.policy.strategy)
-        return StreamResponse(200, list(self.headers), metered(body, "download", self.name))
+        body = _delivered(_exactly(self.source, self.size), self.policy, self.name)
+        return StreamResponse(200, list(self.headers), body)
+
+
+def _delivered(
+    chunks: AsyncIterable[bytes], policy: BufferPolicy, name: str
+) -> AsyncGenerator[bytes, None]:
+    """Every download's body: `chunks` read ahead through a bounded buffer of `policy`
+    (``"suspend"``: a slow client slows the reading), reported to the metrics hook as
+    ``("download", name)``."""
+    body = buffered(chunks, policy.capacity, policy.strategy)
+    return metered(body, "download", name)
 
 
 async def _closing(source: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:

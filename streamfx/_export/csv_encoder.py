@@ -5,6 +5,9 @@ UTF-8 output), writing each batch with one `writerows` call into a reused buffer
 
 Promises:
 
+- Rows that are dataclass instances or Pydantic models (an object with
+  ``model_dump``) are the dicts the JSON rules make of them (`to_json_native`: a
+  dataclass's fields, ``model_dump(mode="json")``), so they need no ``serialize=``.
 - Header: `fields` when given, else the first row's keys (dict rows). Sequence rows
   without `fields` get no header. The header goes out with the first rows, or alone at
   the end when the source was empty (no header at all if none is known).
@@ -32,6 +35,7 @@ Promises:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -39,9 +43,12 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
+from streamfx._response.json import to_json_native
+
 FORMULA_TRIGGERS = frozenset("=+-@\t\r")
 """First characters that make a spreadsheet treat a cell as a formula."""
 
+_PLAIN_ROWS = frozenset({dict, list, tuple})
 _NEVER_TEXT = frozenset({int, float, bool, type(None)})
 _ONLY_TEXT = frozenset({str})
 _FIRST_CHAR = slice(0, 1)
@@ -78,6 +85,16 @@ def neutralize_rows(rows: list[Any]) -> list[Any]:
         columns[index] = neutralize(column)
         changed = True
     return list(zip(*columns, strict=True)) if changed else rows
+
+
+def _as_row(row: Any) -> Any:
+    """A dataclass instance or a Pydantic model as the dict the JSON rules make of it;
+    any other row as it is."""
+    if isinstance(row, type) or not (
+        dataclasses.is_dataclass(row) or callable(getattr(row, "model_dump", None))
+    ):
+        return row
+    return to_json_native(row)
 
 
 def blank_non_finite(rows: list[Any]) -> list[Any] | None:
@@ -150,6 +167,8 @@ class CsvEncoder:
             batch = self._transform(batch)
         if not batch:
             return b""
+        if not set(map(type, batch)) <= _PLAIN_ROWS:
+            batch = [_as_row(row) for row in batch]
         if self._mapping_rows is None:
             self._start(batch[0])
         rows = self._dict_rows(batch) if self._mapping_rows else self._sequence_rows(batch)

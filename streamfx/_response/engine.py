@@ -26,22 +26,29 @@ Promises:
 - Metrics: ``stream_opened`` at the first iteration, ``items_sent`` per chunk (items
   and bytes), ``items_dropped`` as above, ``stream_closed`` exactly once with the
   duration and outcome.
-- Closing the body cancels the source's task and waits for its cleanup.
+- Closing the body cancels the source's task and waits for its cleanup. An error that
+  cleanup raises (a finalizer failing when the client disconnects) is logged at ERROR
+  on ``streamfx.response`` with the stream's kind and name and its traceback, and the
+  body closes quietly: the body's own error, if it has one, is what propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from functools import lru_cache
 from typing import TypeVar
 
 from streamfx._core.channel import Channel
 from streamfx._core.policy import BufferPolicy
-from streamfx._core.shutdown import on_shutdown, shutdown_requested
-from streamfx.metrics import MetricsHook, Outcome, get_metrics
+from streamfx._core.shutdown import off_shutdown, on_shutdown, shutdown_requested
+from streamfx.metrics import MetricsHook, Outcome, get_metrics, guarded
 
 T = TypeVar("T")
+
+logger = logging.getLogger("streamfx.response")
 
 
 def encode_batches(
@@ -72,7 +79,7 @@ def encode_batches(
     waiting for the source, whose task is cancelled as on any close. A stream that is
     not drainable (a file: ending it early would truncate it) ignores the request.
     """
-    hook = metrics if metrics is not None else get_metrics()
+    hook = guarded(metrics if metrics is not None else get_metrics())
     channel: Channel[T] = Channel(policy.capacity, policy.strategy, on_drop)
     return _run(
         channel,
@@ -107,8 +114,9 @@ async def _run(
     hook.stream_opened(kind, name)
     started = time.monotonic()
     outcome: Outcome = "closed"
-    channel.start((source,), f"streamfx.{kind}")
-    unsubscribe = on_shutdown(channel.wake) if drainable else None
+    channel.start((source,), _task_name(kind))
+    if drainable:
+        on_shutdown(channel.wake)
     reported_drops = 0
     try:
         if prefix:
@@ -146,11 +154,36 @@ async def _run(
         outcome = "closed" if isinstance(exc, asyncio.CancelledError) else "error"
         raise
     finally:
-        if unsubscribe is not None:
-            unsubscribe()
+        if drainable:
+            off_shutdown(channel.wake)
         try:
             await channel.aclose()
+        except Exception as exc:
+            # The body ended before its source (the client left, an encoding error, a
+            # shutdown) and the source's cleanup raised as it was cancelled: nobody
+            # reads a body's close, so the error is logged, not raised.
+            _log_cleanup_error(kind, name, exc)
+        except asyncio.CancelledError:
+            if channel.cleanup_error is not None:  # cancelled while waiting for it
+                _log_cleanup_error(kind, name, channel.cleanup_error)
+            raise
         finally:
             if channel.dropped != reported_drops:
                 hook.items_dropped(kind, name, channel.dropped - reported_drops)
             hook.stream_closed(kind, name, time.monotonic() - started, outcome)
+
+
+def _log_cleanup_error(kind: str, name: str, error: BaseException) -> None:
+    logger.error(
+        "the %s stream %r ended early and a finalizer of its source raised: logged, not raised",
+        kind,
+        name,
+        exc_info=error,
+    )
+
+
+@lru_cache(maxsize=64)
+def _task_name(kind: str) -> str:
+    """The name of a stream's producer task, one string shared by every stream of a
+    kind (a name built per stream is held by its task: thousands of idle streams)."""
+    return f"streamfx.{kind}"

@@ -4,8 +4,7 @@ Every error is a `streamfx.errors.StreamfxError`: an adapter answers it with
 `status_code` (400 / 413 / 415) and `detail` (a short sentence written for the client:
 it names what was wrong and, for a limit, the parameter and its value, such as
 ``max_file_size=1048576``; it never holds a parser's internal wording, a server path or
-a traceback). Here the message is the detail. `status` and `message` are the same two
-values under the names earlier releases used.
+a traceback). Here the message is the detail.
 
 Statuses:
 
@@ -20,8 +19,6 @@ Statuses:
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from streamfx.errors import StreamfxError
 
 
@@ -32,15 +29,9 @@ class UploadError(StreamfxError):
     """
 
     status_code = 400
-    status: ClassVar[int] = 400  # the name earlier releases used; always == status_code
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, detail=detail)
-
-    @property
-    def message(self) -> str:
-        """`detail`, under the name earlier releases used."""
-        return self.detail
 
 
 class UploadTooLarge(UploadError):
@@ -53,7 +44,7 @@ class UploadTooLarge(UploadError):
     body was read to its end.
     """
 
-    status_code = status = 413
+    status_code = 413
 
     def __init__(self, detail: str, *, limit: str | None = None, value: int | None = None) -> None:
         super().__init__(detail)
@@ -65,7 +56,7 @@ class UnsupportedMediaType(UploadError):
     """The body is not ``multipart/form-data``, a file part's content type is not one of
     the allowed types, or the content-sniffing hook refused a file's first bytes."""
 
-    status_code = status = 415
+    status_code = 415
 
 
 class MalformedUpload(UploadError):
@@ -73,7 +64,7 @@ class MalformedUpload(UploadError):
     broken framing or part headers, an ambiguous ``Content-Disposition``, or a body that
     ends before the closing boundary."""
 
-    status_code = status = 400
+    status_code = 400
 
 
 def shown(text: str, most: int = 60) -> str:

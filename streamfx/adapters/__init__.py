@@ -8,8 +8,10 @@ to serve a response, ``parts(request, ...)`` for an upload's parts with limits, 
 status, headers and client-safe detail, anything else with 500:
 
 - `streamfx.adapters.asgi`: `to_asgi` for any ASGI server or framework (Starlette,
-  FastAPI, Litestar, plain ASGI), `parts` (and `parts_from_asgi`, the raw ASGI form:
-  ``scope`` and ``receive``), `error_response`;
+  FastAPI, plain ASGI), `parts` (and `parts_from_asgi`, the raw ASGI form: ``scope``
+  and ``receive``), `error_response`, and `openapi` for FastAPI's ``responses=``;
+- `streamfx.adapters.litestar`: `to_litestar`, `parts` and `error_response` for
+  Litestar handlers (sent by the ASGI adapter);
 - `streamfx.adapters.quart`: `to_quart`, awaited in a Quart view; `parts`,
   `error_response` (as the app's error handler);
 - `streamfx.adapters.django`: `to_django`, awaited in a Django view under ASGI;
@@ -19,7 +21,8 @@ status, headers and client-safe detail, anything else with 500:
 - `streamfx.adapters.wsgi`: `to_wsgi`, `parts` (over the environ, synchronous) and
   `error_response` for Flask, gunicorn, waitress or any WSGI server.
 
-No adapter imports another; what they share lives in the private modules
+No adapter imports another (but the Litestar one, which sends through the ASGI one);
+what they share lives in the private modules
 ``streamfx.adapters._*`` (error mapping, prefetching the first chunk, ASGI types).
 Importing `streamfx` never imports an adapter, and nothing outside this package imports
 a web framework (both checked by ``lint-imports``; see docs/architecture.md).

@@ -7,21 +7,21 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Unpack
 
 from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from streamfx._upload.errors import MalformedUpload, UploadError
-from streamfx._upload.multipart import PartStream, parse_multipart
+from streamfx._upload.stream import PartStream
 from streamfx.adapters._common import answer_error
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
-    ReadRule,
-    ReadTimer,
     UploadOptions,
-    refuse_declared_length,
+    parse_upload,
+    timed_body,
 )
 
 logger = logging.getLogger("streamfx.adapters.aiohttp")
@@ -63,16 +63,16 @@ async def parts(
     the caller reads it.
     """
     try:
-        rule = ReadRule(read_timeout, min_rate)
-        stream = parse_multipart(  # checks the arguments; reads nothing yet
-            _request_body(request.content, rule),
+        receive_chunk = partial(_receive_chunk, request.content)
+        stream = parse_upload(
+            timed_body(receive_chunk, read_timeout, min_rate),
             request.headers.get("Content-Type"),
+            request.content_length,
             max_size=max_size,
             max_part_size=max_part_size,
             max_parts=max_parts,
             **options,
         )
-        refuse_declared_length(request.content_length, max_size)
     except UploadError as exc:
         raise upload_http_error(exc) from exc
     async with stream:
@@ -82,26 +82,19 @@ async def parts(
             raise upload_http_error(exc) from exc
 
 
-async def _request_body(content: StreamReader, rule: ReadRule) -> AsyncIterator[bytes]:
-    """The request body under the read rule. A body that cannot be read to its end (the
-    client left: aiohttp's ``ConnectionResetError``; a broken chunked encoding or a
-    body shorter than its ``Content-Length``: aiohttp's ``HttpProcessingError``) is
+async def _receive_chunk(content: StreamReader) -> tuple[bytes, bool]:
+    """The next chunk of the request body and whether more may follow (`ReceiveChunk`;
+    aiohttp ends a body with an empty chunk). A body that cannot be read to its end
+    (the client left: aiohttp's ``ConnectionResetError``; a broken chunked encoding or
+    a body shorter than its ``Content-Length``: aiohttp's ``HttpProcessingError``) is
     `MalformedUpload`, as on every adapter, aiohttp's words kept in the cause."""
-    timer = ReadTimer(rule)
     try:
-        while True:
-            try:
-                chunk = await timer.read(content.readany())
-            except OSError as exc:
-                raise MalformedUpload("the client disconnected before the upload ended") from exc
-            except HttpProcessingError as exc:
-                raise MalformedUpload("the request body could not be read") from exc
-            rule.wait_ended(len(chunk))
-            if not chunk:
-                return
-            yield chunk
-    finally:
-        timer.stop()
+        chunk = await content.readany()
+    except OSError as exc:
+        raise MalformedUpload("the client disconnected before the upload ended") from exc
+    except HttpProcessingError as exc:
+        raise MalformedUpload("the request body could not be read") from exc
+    return chunk, bool(chunk)
 
 
 _UPLOAD_ERRORS: dict[int, type[web.HTTPClientError]] = {

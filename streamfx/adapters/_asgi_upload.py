@@ -11,22 +11,21 @@ here is recorded for ``error_response``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Protocol, Unpack
 
 from streamfx._upload.errors import MalformedUpload
-from streamfx._upload.multipart import PartStream, parse_multipart
+from streamfx._upload.stream import PartStream
 from streamfx.adapters._asgi_types import Receive, Scope
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
-    ReadRule,
-    ReadTimer,
     UploadOptions,
     content_length,
-    refuse_declared_length,
+    parse_upload,
+    timed_body,
 )
-from streamfx.adapters._upload_refusal import BodyState, track_body
+from streamfx.adapters._upload_refusal import track_body
 
 
 def parts_from_asgi(
@@ -56,7 +55,7 @@ def parts_from_asgi(
     buffered or written to disk here: a refused upload leaves nothing behind but what
     the caller kept.
     """
-    rule = ReadRule(read_timeout, min_rate)
+    receive_chunk = partial(_receive_chunk, receive)
     content_type: bytes | None = None
     length: int | None = None
     for name, value in scope["headers"]:
@@ -65,17 +64,16 @@ def parts_from_asgi(
             content_type = value
         elif key == b"content-length" and length is None:
             length = content_length(value)
-    state = track_body(length)
-    stream = parse_multipart(  # checks the arguments; reads nothing yet
-        _request_body(receive, rule, state),
+    body = timed_body(receive_chunk, read_timeout, min_rate, track_body(length))
+    return parse_upload(
+        body,
         content_type,
+        length,
         max_size=max_size,
         max_part_size=max_part_size,
         max_parts=max_parts,
         **options,
     )
-    refuse_declared_length(length, max_size)
-    return stream
 
 
 class HasASGIRequest(Protocol):
@@ -111,22 +109,10 @@ def parts(
     )
 
 
-async def _request_body(receive: Receive, rule: ReadRule, state: BodyState) -> AsyncIterator[bytes]:
-    timer = ReadTimer(rule)
-    try:
-        while True:
-            message = await timer.read(receive())
-            if message["type"] == "http.disconnect":
-                raise MalformedUpload("the client disconnected before the upload ended")
-            body = message.get("body", b"")
-            rule.wait_ended(len(body))
-            state.took(len(body))
-            if not message.get("more_body", False):
-                state.ended = True
-                if body:
-                    yield body
-                return
-            if body:
-                yield body
-    finally:
-        timer.stop()
+async def _receive_chunk(receive: Receive) -> tuple[bytes, bool]:
+    """The next ``http.request`` message's body and whether more follows (`ReceiveChunk`);
+    ``http.disconnect`` before the end is `MalformedUpload`."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise MalformedUpload("the client disconnected before the upload ended")
+    return message.get("body", b""), message.get("more_body", False)

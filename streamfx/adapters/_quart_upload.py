@@ -31,23 +31,22 @@ What Quart decides, not streamfx:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Unpack
 
 from quart import Request
-from quart.wrappers.request import Body
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from streamfx._upload.errors import UploadTooLarge
-from streamfx._upload.multipart import PartStream, parse_multipart
+from streamfx._upload.stream import PartStream
 from streamfx.adapters._upload_body import (
     MIN_RATE,
     READ_TIMEOUT,
-    ReadRule,
-    ReadTimer,
     UploadOptions,
-    refuse_declared_length,
+    parse_upload,
+    timed_body,
 )
-from streamfx.adapters._upload_refusal import BodyState, track_body
+from streamfx.adapters._upload_refusal import track_body
 
 
 def parts(
@@ -79,39 +78,29 @@ def parts(
     error handler for `streamfx.StreamfxError`). See the module docstring for what
     Quart does with the body.
     """
-    rule = ReadRule(read_timeout, min_rate)
-    state = track_body(request.content_length)
-    stream = parse_multipart(  # checks the arguments; reads nothing yet
-        _request_body(request.body, rule, state),
+    receive_chunk = partial(_receive_chunk, aiter(request.body))
+    length = request.content_length
+    body = timed_body(receive_chunk, read_timeout, min_rate, track_body(length))
+    return parse_upload(
+        body,
         request.headers.get("Content-Type"),
+        length,
         max_size=max_size,
         max_part_size=max_part_size,
         max_parts=max_parts,
         **options,
     )
-    refuse_declared_length(request.content_length, max_size)
-    return stream
 
 
-async def _request_body(body: Body, rule: ReadRule, state: BodyState) -> AsyncIterator[bytes]:
-    timer = ReadTimer(rule)
-    chunks = aiter(body)
+async def _receive_chunk(chunks: AsyncIterator[bytes]) -> tuple[bytes, bool]:
+    """The next chunk of ``request.body`` and whether more may follow (`ReceiveChunk`);
+    Quart's refusal past ``MAX_CONTENT_LENGTH`` is `UploadTooLarge`."""
     try:
-        while True:
-            try:
-                chunk = await timer.read(anext(chunks))
-            except StopAsyncIteration:
-                rule.wait_ended(0)
-                state.ended = True
-                return
-            except RequestEntityTooLarge:
-                raise UploadTooLarge(
-                    "the upload is larger than the server accepts (MAX_CONTENT_LENGTH)",
-                    limit="MAX_CONTENT_LENGTH",
-                ) from None
-            rule.wait_ended(len(chunk))
-            state.took(len(chunk))
-            if chunk:
-                yield chunk
-    finally:
-        timer.stop()
+        return await anext(chunks), True
+    except StopAsyncIteration:
+        return b"", False
+    except RequestEntityTooLarge:
+        raise UploadTooLarge(
+            "the upload is larger than the server accepts (MAX_CONTENT_LENGTH)",
+            limit="MAX_CONTENT_LENGTH",
+        ) from None

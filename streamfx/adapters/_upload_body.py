@@ -3,7 +3,7 @@ then the read rule (``read_timeout``, ``min_rate``), the same for every adapter.
 
 **Declared length.** A request whose ``Content-Length`` is larger than ``max_size`` is
 refused with `UploadTooLarge` (413) before a byte of its body is read
-(`refuse_declared_length`).
+(`refuse_declared_length`), after the helper's arguments were checked (`parse_upload`).
 
 **The read rule** (`ReadRule`), two arguments of every upload helper:
 
@@ -26,8 +26,9 @@ A refusal is `UploadTimeout` (408 Request Timeout); its `detail` names the argum
 its value. ``min_rate=None`` keeps only the silence limit (any byte refills the whole
 allowance); ``read_timeout=None`` turns the rule off (``min_rate`` must then be None).
 
-How each adapter keeps it: ASGI and aiohttp wait for each body chunk through a
-`ReadTimer`, which cuts a wait at the moment the rule breaks. A WSGI read is a
+How each adapter keeps it: ASGI, Quart and aiohttp read the body through `timed_body`,
+which waits for each chunk through a `ReadTimer` that cuts a wait at the moment the
+rule breaks. A WSGI read is a
 blocking call that returns only when it has all the bytes it asked for, so nobody can
 tell how many came so far: it is given the time that the bytes it waits for would
 earn (``wait_started(size)``), and the rule is checked again when it returns
@@ -42,11 +43,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final, TypedDict, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Final, TypedDict, TypeVar, Unpack
 
 from streamfx._upload.errors import UploadError, UploadTooLarge
-from streamfx._upload.multipart import Sniff
+from streamfx._upload.multipart import parse_multipart
+from streamfx._upload.stream import PartStream, Sniff
+from streamfx.adapters._upload_refusal import BodyState
 from streamfx.metrics import MetricsHook
 
 READ_TIMEOUT: Final = 30.0
@@ -80,7 +83,7 @@ class UploadOptions(TypedDict, total=False):
 class UploadTimeout(UploadError):
     """The client sent the request body too slowly (see `ReadRule`): 408."""
 
-    status_code = status = 408
+    status_code = 408
 
 
 def refuse_declared_length(length: int | None, max_size: int) -> None:
@@ -93,6 +96,32 @@ def refuse_declared_length(length: int | None, max_size: int) -> None:
             limit="max_size",
             value=max_size,
         )
+
+
+def parse_upload(
+    body: AsyncIterable[bytes],
+    content_type: str | bytes | None,
+    declared_length: int | None,
+    *,
+    max_size: int,
+    max_part_size: int,
+    max_parts: int,
+    **options: Unpack[UploadOptions],
+) -> PartStream:
+    """`streamfx.parse_multipart` over `body`, started the way every upload helper starts
+    it: the arguments are checked first (a bad one is a `ValueError` whatever the
+    request), then a `declared_length` (the ``Content-Length``) over `max_size` is
+    refused (`refuse_declared_length`). Nothing of `body` is read here."""
+    stream = parse_multipart(
+        body,
+        content_type,
+        max_size=max_size,
+        max_part_size=max_part_size,
+        max_parts=max_parts,
+        **options,
+    )
+    refuse_declared_length(declared_length, max_size)
+    return stream
 
 
 def content_length(value: str | bytes | None) -> int | None:
@@ -319,3 +348,43 @@ class ReadTimer:
             return
         self._fired = True
         task.cancel()
+
+
+ReceiveChunk = Callable[[], Awaitable[tuple[bytes, bool]]]
+"""``await receive_chunk()``: the next piece of a request body (maybe empty) and whether
+more follows; ``(b"", False)`` when the body has ended. It raises the adapter's own
+reading errors as `UploadError`s (a client that left is `MalformedUpload`)."""
+
+
+def timed_body(
+    receive_chunk: ReceiveChunk,
+    read_timeout: float | None,
+    min_rate: int | None,
+    state: BodyState | None = None,
+) -> AsyncIterator[bytes]:
+    """The request body read with `receive_chunk` under the read rule of `read_timeout`
+    and `min_rate` (checked here: `ValueError`), as the parser asks for it: each wait is
+    cut by one `ReadTimer` (`UploadTimeout` when the rule breaks), what came is
+    reported to the rule, and to `state` (the refusal's connection rule,
+    `streamfx.adapters._upload_refusal`) when given, its end included. Empty pieces are
+    not yielded. The timer is dropped when the body ends or is closed."""
+    return _timed_body(receive_chunk, ReadRule(read_timeout, min_rate), state)
+
+
+async def _timed_body(
+    receive_chunk: ReceiveChunk, rule: ReadRule, state: BodyState | None
+) -> AsyncIterator[bytes]:
+    timer = ReadTimer(rule)
+    try:
+        more = True
+        while more:
+            chunk, more = await timer.read(receive_chunk())
+            rule.wait_ended(len(chunk))
+            if state is not None:
+                state.took(len(chunk))
+                if not more:
+                    state.ended = True
+            if chunk:
+                yield chunk
+    finally:
+        timer.stop()

@@ -1,12 +1,13 @@
 """`to_asgi`: send a `StreamResponse` from any ASGI server or framework.
 
-``to_asgi(response)`` is an ASGI application. Return it from a Starlette or FastAPI
-endpoint as it is (when Starlette is importable it *is* a Starlette ``Response``, so
-FastAPI passes it through and attaches its background tasks), or call it with
-``(scope, receive, send)`` from anything that speaks ASGI (a Litestar ``@asgi`` route,
-a raw ASGI router). Starlette is never imported unless it is installed. Quart and
-Django views must return their own response objects: use
-`streamfx.adapters.quart.to_quart` and `streamfx.adapters.django.to_django` there.
+``to_asgi(response)`` is an ASGI application, a `StreamingASGIResponse`. When Starlette
+is installed that class *is* a Starlette ``Response``, so a Starlette or FastAPI
+endpoint returns it as it is, annotated ``-> Response`` (mypy --strict accepts it, and
+FastAPI's ``/openapi.json`` stays valid: FastAPI sees a response, not a model) and
+FastAPI attaches its background tasks; `openapi` documents the media types. Without
+Starlette it is a plain ASGI callable: call it with ``(scope, receive, send)`` from
+anything that speaks ASGI. Litestar has its own adapter (`streamfx.adapters.litestar`),
+as Quart and Django do (their views must return their own response objects).
 
 What the application promises, for one HTTP request:
 
@@ -65,12 +66,13 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from functools import cache, lru_cache
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from streamfx._core.util import aclose_iterator, cancel_and_wait
 from streamfx._response.response import StreamResponse
 from streamfx.adapters._asgi_abort import abort_connection
+from streamfx.adapters._asgi_openapi import openapi
 from streamfx.adapters._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from streamfx.adapters._asgi_upload import (
     HasASGIRequest,
@@ -94,6 +96,7 @@ __all__ = [
     "StreamingASGIResponse",
     "UploadTimeout",
     "error_response",
+    "openapi",
     "parts",
     "parts_from_asgi",
     "send_response",
@@ -105,77 +108,71 @@ RawHeaders = list[tuple[bytes, bytes]]
 logger = logging.getLogger("streamfx.adapters.asgi")
 
 
-def to_asgi(response: StreamResponse, *, write_timeout: float | None = 60.0) -> ASGIApp:
-    """An ASGI application that sends `response` (see the module docstring).
+def to_asgi(
+    response: StreamResponse, *, write_timeout: float | None = 60.0
+) -> StreamingASGIResponse:
+    """The ASGI application that sends `response` (see the module docstring).
 
     The application serves one request: the body can be iterated only once. With
-    Starlette installed the result is an instance of a Starlette ``Response``
-    subclass (headers added to its ``headers`` are sent too, its ``background`` runs
-    after a completed response); without it, a plain ASGI callable.
+    Starlette installed it is a Starlette ``Response`` (headers added to its
+    ``headers`` are sent too, its ``background`` runs after a completed response), so
+    a Starlette or FastAPI endpoint returns it as it is, annotated ``-> Response`` or
+    ``-> StreamingASGIResponse``.
 
     `write_timeout`: a client that has not taken a chunk for this many seconds (one
     ``send`` waits that long on the server's flow control) is treated as gone: the body
     is cancelled as on a disconnect. ``None`` waits forever. A `write_timeout` that is
     not a positive number of seconds is a `ValueError`, at once.
     """
-    check_write_timeout(write_timeout)
-    starlette_class = _starlette_response_class()
-    if starlette_class is not None:
-        app: ASGIApp = starlette_class(response, write_timeout)
-        return app
     return StreamingASGIResponse(response, write_timeout)
 
 
-class StreamingASGIResponse:
-    """The plain ASGI application `to_asgi` returns when Starlette is not installed."""
+if TYPE_CHECKING:
+    from starlette.background import BackgroundTask
+    from starlette.responses import Response as _ResponseBase
+else:
+    try:
+        from starlette.responses import Response as _ResponseBase
+    except ImportError:  # Starlette is optional: the class is then a plain ASGI app
+        _ResponseBase = object
 
-    __slots__ = ("response", "write_timeout")
+
+class StreamingASGIResponse(_ResponseBase):
+    """An ASGI application sending a `StreamResponse`; what `to_asgi` returns.
+
+    With Starlette installed, a subclass of Starlette's ``Response``: Starlette and
+    FastAPI send it as their own (a FastAPI route documents it with
+    ``response_class=Response, responses=openapi(...)``), the headers added to
+    ``headers`` are sent too and ``background`` runs after a completed response. Its
+    status and headers are the `StreamResponse`'s, or those ``for_request`` gives it
+    (Range, HEAD, conditional requests) plus the ones added. Without Starlette, the same
+    class is a plain ASGI application.
+    """
 
     def __init__(self, response: StreamResponse, write_timeout: float | None = 60.0) -> None:
-        self.response = response
+        # Starlette's Response.__init__ would render a body; only its attributes are set.
+        check_write_timeout(write_timeout)
+        self.stream_response = response
         self.write_timeout = write_timeout
+        self.status_code = response.status
+        self.background: BackgroundTask | None = None
+        self.body = b""
+        self.raw_headers = _encode_headers(response.headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_response(self.response, scope, receive, send, write_timeout=self.write_timeout)
-
-
-@cache
-def _starlette_response_class() -> Any:
-    """The Starlette ``Response`` subclass, built on first use; None without Starlette."""
-    try:
-        from starlette.background import BackgroundTask
-        from starlette.responses import Response
-    except ImportError:
-        return None
-
-    class StarletteStreamResponse(Response):
-        """A Starlette ``Response`` whose sending is streamfx's `send_response`."""
-
-        def __init__(self, response: StreamResponse, write_timeout: float | None) -> None:
-            # Response.__init__ would render a body; only its attributes are set here.
-            self.stream_response = response
-            self.write_timeout = write_timeout
-            self.status_code = response.status
-            self.background: BackgroundTask | None = None
-            self.body = b""
-            self.raw_headers = _encode_headers(response.headers)
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            original = self.stream_response
-            response = await _resolve(original, scope, send)
-            if response is None:
-                return
-            if response is original:
-                headers = self.raw_headers  # with whatever was added to `headers`
-            else:
-                initial = _encode_headers(original.headers)
-                added = [header for header in self.raw_headers if header not in initial]
-                headers = _encode_headers(response.headers) + added
-            completed = await _send(response, headers, scope, receive, send, self.write_timeout)
-            if completed and self.background is not None:
-                await self.background()
-
-    return StarletteStreamResponse
+        original = self.stream_response
+        response = await _resolve(original, scope, send)
+        if response is None:
+            return
+        if response is original:
+            headers = self.raw_headers  # with whatever was added to `headers`
+        else:
+            initial = _encode_headers(original.headers)
+            added = [header for header in self.raw_headers if header not in initial]
+            headers = _encode_headers(response.headers) + added
+        completed = await _send(response, headers, scope, receive, send, self.write_timeout)
+        if completed and self.background is not None:
+            await self.background()
 
 
 async def send_response(
@@ -243,7 +240,6 @@ async def _send(
     watch = _DisconnectWatch(task, scope, receive, send)
     watcher = loop.create_task(watch.run(), name="streamfx.asgi disconnect watch")
     watchdog = WriteWatchdog(write_timeout, watch.stalled, logger)
-    writing, written = watchdog.writing, watchdog.written
     iterator = body
     try:
         if method == "HEAD":
@@ -266,19 +262,19 @@ async def _send(
         try:
             await send(start)
             if first:
-                writing()
+                watchdog.writing()
                 await send({"type": "http.response.body", "body": first, "more_body": True})
-                written()
+                watchdog.written()
         except OSError:
             return False
         async for chunk in iterator:
             if chunk:
-                writing()
+                watchdog.writing()
                 try:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except OSError:
                     return False
-                written()
+                watchdog.written()
         watch.closing = True
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -316,7 +312,7 @@ def _pathsend_path(response: StreamResponse, scope: Scope) -> str | None:
     return os.fspath(file.path) if whole else None
 
 
-def error_response(exc: BaseException) -> ASGIApp:
+def error_response(exc: BaseException) -> StreamingASGIResponse:
     """An ASGI application (a Starlette ``Response`` when Starlette is installed)
     answering `exc` as `to_asgi` answers an error raised before the first chunk.
 

@@ -75,10 +75,10 @@ from asgiref.sync import async_to_sync
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from streamfx._response.response import StreamResponse
-from streamfx._upload.multipart import PartStream, parse_multipart
+from streamfx._upload.stream import PartStream
 from streamfx.adapters._common import answer_error, check_write_timeout
 from streamfx.adapters._prefetch import Prefetched, ResumedBody, prefetch
-from streamfx.adapters._upload_body import UploadOptions, content_length, refuse_declared_length
+from streamfx.adapters._upload_body import UploadOptions, content_length, parse_upload
 
 __all__ = ["StreamfxHttpResponse", "error_response", "parts", "to_django"]
 
@@ -150,16 +150,15 @@ def parts(
     see the module docstring for what that costs, and the streaming way.
     """
     meta = request.META
-    stream = parse_multipart(  # checks the arguments; reads nothing yet
+    return parse_upload(
         _request_body(request),
         meta.get("CONTENT_TYPE"),
+        content_length(meta.get("CONTENT_LENGTH")),
         max_size=max_size,
         max_part_size=max_part_size,
         max_parts=max_parts,
         **options,
     )
-    refuse_declared_length(content_length(meta.get("CONTENT_LENGTH")), max_size)
-    return stream
 
 
 async def _request_body(request: HttpRequest) -> AsyncIterator[bytes]:

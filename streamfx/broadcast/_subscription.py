@@ -52,7 +52,7 @@ from streamfx.broadcast._idle import Idle
 from streamfx.broadcast._log import TopicLog
 from streamfx.broadcast._positions import MALFORMED, join_positions, split_positions
 from streamfx.broadcast.errors import BroadcastError
-from streamfx.metrics import Outcome, get_metrics
+from streamfx.metrics import Outcome, get_metrics, guarded
 
 if TYPE_CHECKING:
     from streamfx.broadcast.hub import Broadcast
@@ -266,7 +266,7 @@ async def follow(
     if hub.closing:
         yield prefix + farewell_frame(hub._farewell, reconnect_ms)
         return
-    hook = get_metrics()
+    hook = guarded(get_metrics())
     label = name or hub.name
     backend = hub._backend
     logs: list[TopicLog] = []

@@ -47,7 +47,7 @@ from streamfx.broadcast._idle import Idle
 from streamfx.broadcast._local import LocalBackend
 from streamfx.broadcast._subscription import follow
 from streamfx.broadcast.errors import BroadcastError
-from streamfx.metrics import BroadcastFigure, get_metrics
+from streamfx.metrics import BroadcastFigure, get_metrics, guarded
 
 __all__ = ["MAX_TOPIC_LENGTH", "Broadcast", "Overflow"]
 
@@ -283,16 +283,12 @@ class Broadcast:
             idle.wake()
 
     def _health_changed(self, healthy: bool) -> None:
-        report = getattr(get_metrics(), "broadcast_health", None)
-        if report is not None:
-            report(self.name, healthy)
+        guarded(get_metrics()).broadcast_health(self.name, healthy)
         self._wake_everyone()
 
     def _count(self, figure: BroadcastFigure, count: int) -> None:
         if count:
-            report = getattr(get_metrics(), "broadcast_counted", None)
-            if report is not None:
-                report(self.name, figure, count)
+            guarded(get_metrics()).broadcast_counted(self.name, figure, count)
 
 
 def _check_count(what: str, value: object) -> None:

@@ -26,10 +26,17 @@ This package belongs to the core layer: it imports the standard library and
 Calls are made from the event loop thread, synchronously, on the hot path: a hook
 must be cheap and must not block. Counts are reported per batch where streams batch
 (one call for many items), so the cost is per write, not per item.
+
+Observability never breaks a stream: every stream calls its hook through `guarded`,
+so an error a hook raises is logged at ERROR on the ``streamfx.metrics`` logger (once
+per hook and method, with its traceback: a broken hook would otherwise log on every
+item) and ignored; the stream goes on and the hook keeps being called. `FanOut` does
+the same for each of its hooks, so the others still get the report.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterable
@@ -39,6 +46,8 @@ from typing import Literal, Protocol, TypeVar
 from streamfx._core.util import aclose_iterator
 
 T = TypeVar("T")
+
+logger = logging.getLogger("streamfx.metrics")
 
 STREAM_DURATION_BUCKETS: tuple[float, ...] = (
     0.01,
@@ -174,44 +183,129 @@ class FanOut:
     """A hook that passes every report to each of `hooks`, in the order given.
 
     For a process that exports to more than one place (Prometheus and a live
-    dashboard, say). A hook that raises stops the report from reaching the hooks after
-    it, as hooks must not raise.
+    dashboard, say). Each hook is called through `guarded`: one that raises is logged
+    (once per method) and skipped, and the hooks after it still get the report.
     """
 
     def __init__(self, *hooks: MetricsHook) -> None:
         self.hooks = hooks
+        self._guarded = tuple(guarded(hook) for hook in hooks)
 
     def stream_opened(self, kind: str, name: str) -> None:
-        for hook in self.hooks:
+        for hook in self._guarded:
             hook.stream_opened(kind, name)
 
     def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
-        for hook in self.hooks:
+        for hook in self._guarded:
             hook.stream_closed(kind, name, duration, outcome)
 
     def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
-        for hook in self.hooks:
+        for hook in self._guarded:
             hook.items_sent(kind, name, items, nbytes)
 
     def items_dropped(self, kind: str, name: str, items: int) -> None:
-        for hook in self.hooks:
+        for hook in self._guarded:
             hook.items_dropped(kind, name, items)
 
     def circuit_changed(self, name: str, old: str, new: str) -> None:
-        for hook in self.hooks:
+        for hook in self._guarded:
             hook.circuit_changed(name, old, new)
 
     def broadcast_counted(self, name: str, figure: BroadcastFigure, count: int) -> None:
-        for hook in self.hooks:
-            report = getattr(hook, "broadcast_counted", None)
-            if report is not None:
-                report(name, figure, count)
+        for hook in self._guarded:
+            hook.broadcast_counted(name, figure, count)
 
     def broadcast_health(self, name: str, healthy: bool) -> None:
-        for hook in self.hooks:
-            report = getattr(hook, "broadcast_health", None)
-            if report is not None:
+        for hook in self._guarded:
+            hook.broadcast_health(name, healthy)
+
+
+class Guarded:
+    """`hook`, called so that an error it raises never reaches the caller: the error is
+    logged (once per hook and method, see `guarded`) and the call returns None. The
+    optional broadcast methods are passed on when `hook` has them (a callable
+    attribute), else do nothing."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self, hook: MetricsHook) -> None:
+        self.hook = hook
+
+    def stream_opened(self, kind: str, name: str) -> None:
+        try:
+            self.hook.stream_opened(kind, name)
+        except Exception as exc:
+            _report(self.hook, "stream_opened", exc)
+
+    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
+        try:
+            self.hook.stream_closed(kind, name, duration, outcome)
+        except Exception as exc:
+            _report(self.hook, "stream_closed", exc)
+
+    def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
+        try:
+            self.hook.items_sent(kind, name, items, nbytes)
+        except Exception as exc:
+            _report(self.hook, "items_sent", exc)
+
+    def items_dropped(self, kind: str, name: str, items: int) -> None:
+        try:
+            self.hook.items_dropped(kind, name, items)
+        except Exception as exc:
+            _report(self.hook, "items_dropped", exc)
+
+    def circuit_changed(self, name: str, old: str, new: str) -> None:
+        try:
+            self.hook.circuit_changed(name, old, new)
+        except Exception as exc:
+            _report(self.hook, "circuit_changed", exc)
+
+    def broadcast_counted(self, name: str, figure: BroadcastFigure, count: int) -> None:
+        report = getattr(self.hook, "broadcast_counted", None)
+        if callable(report):
+            try:
+                report(name, figure, count)
+            except Exception as exc:
+                _report(self.hook, "broadcast_counted", exc)
+
+    def broadcast_health(self, name: str, healthy: bool) -> None:
+        report = getattr(self.hook, "broadcast_health", None)
+        if callable(report):
+            try:
                 report(name, healthy)
+            except Exception as exc:
+                _report(self.hook, "broadcast_health", exc)
+
+
+def guarded(hook: MetricsHook) -> Guarded | NullMetrics:
+    """`hook` as streams call it: through `Guarded`, so that its errors are logged and
+    ignored (`NullMetrics`, which cannot fail, and a hook already guarded are returned
+    as they are)."""
+    if type(hook) is NullMetrics or isinstance(hook, Guarded):
+        return hook
+    return Guarded(hook)
+
+
+# (id of the hook, method) -> the hook, kept so that its id is not reused: what was
+# already logged. Only hooks that failed are kept.
+_reported: dict[tuple[int, str], object] = {}
+
+
+def _report(hook: object, method: str, exc: Exception) -> None:
+    key = (id(hook), method)
+    if key in _reported:
+        return
+    _reported[key] = hook
+    logger.error(
+        "the metrics hook %s.%s raised %s: ignored, the stream goes on (later errors "
+        "from this hook's %s are not logged)",
+        type(hook).__name__,
+        method,
+        type(exc).__name__,
+        method,
+        exc_info=exc,
+    )
 
 
 _hook: MetricsHook = NullMetrics()
@@ -245,7 +339,7 @@ def metered(
 async def _metered(
     source: AsyncIterable[T], kind: str, name: str, metrics: MetricsHook | None
 ) -> AsyncGenerator[T, None]:
-    hook = metrics if metrics is not None else _hook
+    hook = guarded(metrics if metrics is not None else _hook)
     iterator = aiter(source)
     hook.stream_opened(kind, name)
     started = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -12,19 +11,11 @@ from starlette.routing import Route
 
 import streamfx
 from streamfx.adapters.asgi import to_asgi
-
-
-async def ticks() -> AsyncIterator[str]:
-    n = 0
-    while True:
-        yield f"tick {n}"
-        n += 1
-        await asyncio.sleep(0.05)
+from tests.apps.plain_sse_app import FAREWELL, ticks
 
 
 async def events(request: Request) -> object:
-    farewell = streamfx.ServerSentEvent(event="shutdown", data="server restarting", retry=3000)
-    return to_asgi(streamfx.sse(ticks(), farewell=farewell))
+    return to_asgi(streamfx.sse(ticks(0.05), farewell=FAREWELL))
 
 
 @contextlib.asynccontextmanager

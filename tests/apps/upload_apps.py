@@ -49,7 +49,7 @@ from urllib.parse import parse_qs
 from fastapi import Request as FastAPIRequest  # at module level: FastAPI reads the annotation
 
 from streamfx import UploadError
-from streamfx._upload.multipart import PartStream
+from streamfx._upload.stream import PartStream
 from streamfx.adapters.wsgi import WSGIParts
 from tests._upload_rows import LIMITS, ROWS  # here, not in the first request's turn
 

@@ -4,7 +4,7 @@ The limits come from the query (``max_size``, ``max_part_size``, ``max_parts``,
 ``allowed`` as a comma-separated list of types). Fields are kept in memory; file parts
 are stored under ``ROOT/uploads`` (one file each, ``tally.upload_parts`` counts the
 ones started). A refused upload removes what it stored and appends
-``TypeName: message`` to ``ROOT/refused.log``; the app then answers the error the way
+``TypeName: detail`` to ``ROOT/refused.log``; the app then answers the error the way
 its adapter offers. An accepted one is answered with `Upload.result`.
 """
 
@@ -62,7 +62,7 @@ class Upload:
     def refuse(self, exc: UploadError) -> None:
         self.discard()
         with (self.root / "refused.log").open("a") as log:
-            log.write(f"{type(exc).__name__}: {exc.message}\n")
+            log.write(f"{type(exc).__name__}: {exc.detail}\n")
 
     def result(self) -> dict[str, Any]:
         return {"fields": self.fields, "files": self.files}

@@ -3,7 +3,8 @@
 ``create_app(tally, root)`` serves every route, plus ``POST /upload`` (through
 `parts`), ``/_tasks`` (tasks still running on the background loop),
 ``/_drain`` and ``/_undrain``; a route's `StreamfxError` (``download()`` refusing a
-path) is answered by Flask's error handler, ``error_response``. WSGI-only routes:
+path) is answered by Flask's error handler, ``error_response``; ``?write_timeout=`` is
+passed to `to_wsgi`. WSGI-only routes:
 
 - ``/file?offset=&length=``: a `FileRange` of ``ROOT/data.bin`` whose body, if it is
   ever iterated, counts ``tally.started``;
@@ -65,7 +66,8 @@ def create_app(tally: Tally, root: Path) -> Flask:
 
     def view(route: Route) -> Callable[..., WSGIStream]:
         def handler(name: str = "") -> WSGIStream:
-            return to_wsgi(route(request.args, name))
+            write_timeout = float(request.args.get("write_timeout", "60"))
+            return to_wsgi(route(request.args, name), write_timeout=write_timeout)
 
         return handler
 

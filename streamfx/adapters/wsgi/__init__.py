@@ -40,9 +40,12 @@ What the application does, in order (the adapter promises of `StreamResponse`):
   write of that chunk is stuck), the body is cancelled and closed at once (its
   finalizers run), and the server's next ``next()`` raises `TimeoutError`, so it drops
   the connection without ending the body (the rule every adapter shares: see
-  `streamfx.adapters._common.WriteWatchdog`). The server's thread itself stays in its
-  write until the client reads or the connection closes: WSGI gives the application no
-  way to abort it (the producer and its resources are released all the same).
+  `streamfx.adapters._common.WriteWatchdog`). Under gunicorn, which hands the
+  application the client's socket (``environ["gunicorn.socket"]``), that socket is shut
+  down at the same moment, so the server's thread leaves its stuck write and is free
+  again. Elsewhere (waitress) the server's thread stays in its write until the client
+  reads or the connection closes: WSGI gives the application no way to abort it (the
+  producer and its resources are released all the same).
 
 A WSGI server learns that a client left only when a write fails, so a stream that
 writes nothing never notices: keep a heartbeat on long-lived streams. gunicorn's sync
@@ -62,6 +65,7 @@ forbids them in applications; the server does the framing.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterable
 from typing import Final
@@ -156,7 +160,7 @@ class WSGIStream:
             return _error_response(start_response, exc)
         status = status_line(response.status)
         headers = [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP]
-        body = WSGIBody(loop, response, self._write_timeout)
+        body = WSGIBody(loop, response, self._write_timeout, _client_socket(environ))
 
         if method == "HEAD" or response.status in (204, 304) or response.status < 200:
             body.close()
@@ -203,6 +207,12 @@ def error_response(exc: BaseException) -> WSGIApplication:
         return _error_response(start_response, exc)
 
     return application
+
+
+def _client_socket(environ: WSGIEnvironment) -> socket.socket | None:
+    """The client's socket, where the server hands it to the application (gunicorn)."""
+    connection = environ.get("gunicorn.socket")
+    return connection if isinstance(connection, socket.socket) else None
 
 
 def _fits(response: StreamResponse) -> bool:

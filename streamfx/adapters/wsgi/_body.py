@@ -18,13 +18,19 @@ Promises:
   `write_timeout` seconds after it was given one (its write is stuck: the client takes
   nothing), the driver is cancelled and the body closed on the loop at once, and the
   next ``next()`` raises `TimeoutError`. The body is closed once, whichever of this and
-  ``close()`` comes first.
+  ``close()`` comes first. When the server gave the application the client's socket
+  (gunicorn's ``environ["gunicorn.socket"]``), it is shut down too, which wakes the
+  server's thread from its stuck write (the write fails with ``EPIPE``, which gunicorn
+  ignores quietly) so the thread is free again; no other server offers a way to abort a
+  write from the application.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import types
 from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import Future, InvalidStateError
@@ -59,6 +65,7 @@ class WSGIBody(Iterator[bytes]):
         "_asked",
         "_closed",
         "_closing",
+        "_connection",
         "_done",
         "_driver",
         "_first",
@@ -76,10 +83,12 @@ class WSGIBody(Iterator[bytes]):
         loop: asyncio.AbstractEventLoop,
         response: StreamResponse,
         write_timeout: float | None = None,
+        connection: socket.socket | None = None,
     ) -> None:
         self._loop = loop
         self._response = response
         self._write_timeout = write_timeout
+        self._connection = connection  # the client's socket, when the server gives it
         # Used on the server's thread only:
         self._first: bytes | None = None
         self._done = False
@@ -195,6 +204,9 @@ class WSGIBody(Iterator[bytes]):
         """The write timeout passed: end the body now (the next ``next()`` raises)."""
         self._stalled = True
         self._close_once()
+        if self._connection is not None:
+            with contextlib.suppress(OSError):  # already closed or reset: nothing to wake
+                self._connection.shutdown(socket.SHUT_RDWR)
 
     def _close_once(self) -> asyncio.Task[None]:
         """The one task that stops the driver and closes the body."""
