@@ -283,3 +283,55 @@ async def test_health_follows_redis_even_with_no_subscriber(health: HealthWatch)
             assert await hub.publish("t", "back")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def exact_redis() -> Iterator[RedisServer]:
+    """A redis-server whose ``MAXLEN ~`` trims to the entry (one entry per node)."""
+    server = RedisServer("--stream-node-max-entries", "1")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("burst", [3, 10])
+async def test_entries_trimmed_between_two_reads_reset_live_subscribers(
+    exact_redis: RedisServer, redis_prefix: str, burst: int
+) -> None:
+    """One transaction adds `burst` entries to a stream that keeps 3: the reader's next
+    XREAD finds only the last 3. When the burst was longer than that, every waiting
+    subscriber gets exactly one ``reset`` and then what is left; when it was exactly
+    that long, nothing was lost and nobody gets a reset."""
+    async with hub_on(exact_redis, redis_prefix, stream_history=3) as hub:
+        collectors = [Collector(hub.subscribe("t", heartbeat=None)) for _ in range(2)]
+        client = redis.asyncio.Redis.from_url(exact_redis.url)
+        try:
+            await asyncio.gather(*(c.started() for c in collectors))
+            await hub.publish("t", "before")
+            for collector in collectors:
+                await collector.until_data(1)
+            await until_waiting(hub, 2)
+            async with client.pipeline(transaction=True) as pipe:
+                for n in range(burst):  # the bytes and the trimming of hub.publish
+                    body = encode_body(str(n), None, None)
+                    pipe.xadd(redis_prefix + "t", {FIELD: body}, maxlen=3)
+                ids = await pipe.execute()
+            kept = [str(n) for n in range(burst - 3, burst)]
+            lost = burst > 3
+            for collector in collectors:
+                await collector.until_data(1 + 3)
+                events = [(e.event, e.data) for e in collector.events]
+                gap = [("reset", "lost")] if lost else []
+                assert events == [(None, "before"), *gap, *((None, d) for d in kept)]
+                assert collector.decoder.last_event_id == ids[-1].decode()
+            await hub.publish("t", "live")
+            for collector in collectors:
+                await collector.until_data(1 + 4)
+                assert collector.data()[-1] == "live"
+                assert [e.event for e in collector.events].count("reset") == lost
+        finally:
+            await client.aclose()
+            for collector in collectors:
+                await collector.close()

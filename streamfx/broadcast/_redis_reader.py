@@ -17,6 +17,23 @@ Promises:
   ``reset`` frame in its log (reason ``lost``), naming where it continues: ``0-0`` when
   the stream holds everything ever added to it (it was recreated), else its oldest
   entry. Idle pooled command connections are dropped when it is back.
+- **Trimmed before it was read**: when more entries arrive on a stream between two
+  ``XREAD``s than the stream keeps (``MAXLEN ~ history``), the ones trimmed first are
+  gone. The topic's log then gets one ``reset`` frame (reason ``lost``) before the
+  entries that are left, exactly as after a wiped backend, and the live stream goes
+  on. Detecting that costs a round trip (``XINFO STREAM``) only for a reply of at least
+  ``min(history, READ_COUNT)`` entries for a topic. Why a shorter reply of ``n``
+  entries lost nothing: it was not cut by ``COUNT``, so it is every entry after the
+  last one read, ``L``. If the stream held only those ``n`` it was never trimmed:
+  ``MAXLEN ~ history`` never leaves fewer than `history` entries and ``n < history``.
+  Else it still held an entry not after ``L``, and trimming removes the oldest entries
+  first, so nothing after ``L`` was trimmed. (This assumes every process on the
+  prefix uses the same `history` and nothing else trims or deletes entries.) For a
+  long reply, ``entries-added - length`` (Redis 7.0) numbers the stream's oldest entry
+  in the order of adding; the reader counts the entries it reads from the number it
+  started with, so it knows whether anything came between ``L`` and the reply. Before
+  Redis 7.0 it falls back to asking whether ``L`` is still in the stream (which may
+  reset when nothing was lost, never the other way round).
 - With no topic to read it asks Redis for its client id every `BLOCK_MS`, so health
   follows Redis even when nobody subscribes here.
 - `stop` wakes the reader and waits for it (cancelling only after `STOP_TIMEOUT`).
@@ -25,6 +42,7 @@ Promises:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import random
@@ -34,7 +52,13 @@ from typing import TYPE_CHECKING, Final
 from streamfx._core.util import cancel_and_wait
 from streamfx.broadcast._frames import reset_frame, with_id
 from streamfx.broadcast._log import TopicLog
-from streamfx.broadcast._redis_store import StreamStore, stream_entries
+from streamfx.broadcast._redis_store import (
+    Entry,
+    StreamStore,
+    id_before,
+    parse_known,
+    stream_entries,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -57,13 +81,18 @@ class StreamReader:
         self,
         connection: Redis,
         store: StreamStore,
+        history: int,
         logs: dict[str, TopicLog],
         on_health: Callable[[bool], None],
         on_resets: Callable[[int], None],
     ) -> None:
         self.connection = connection
         self.store = store
+        self.history = history
         self.logs = logs
+        self._numbers: dict[str, int | None] = {}
+        """Per topic: the number (in the order of adding) of its log's newest entry in
+        its stream; None when Redis does not tell (before 7.0)."""
         self.on_health = on_health
         self.on_resets = on_resets
         self.healthy = False
@@ -150,11 +179,18 @@ class StreamReader:
         """After a reconnect: a reset in `log` if its last entry left the stream."""
         if await self.store.still_there(log.topic, log.id_of(log.head)):
             return
-        if await self.store.untrimmed(log.topic):
-            base = "0-0"  # a new stream: everything in it came after the loss
+        counts = await self.store.counts(log.topic)
+        number: int | None
+        if counts.added == counts.length:
+            base, number = "0-0", 0  # a new stream: everything in it came after the loss
         else:
-            base = await self.store.first_id(log.topic) or "0-0"
+            base, number = counts.first_id or "0-0", counts.first_number
         logger.warning("history of topic %r was lost while Redis was away", log.topic)
+        self._reset(log, base)
+        self._numbers[log.topic] = number
+
+    def _reset(self, log: TopicLog, base: str) -> None:
+        """Record lost history in `log`; it continues after `base`."""
         log.reset_at = log.append(reset_frame(base, "lost"), base)
         self.on_resets(log.subscribers)
 
@@ -162,9 +198,13 @@ class StreamReader:
         self._topics_added.clear()
         self._read_generation = self._generation
         logs = dict(self.logs)
+        if len(self._numbers) > len(logs):  # forget topics nobody follows any more
+            self._numbers = {t: n for t, n in self._numbers.items() if t in logs}
         for log in logs.values():
             if not log.ready:
-                log.base_id = await self.store.last_id(log.topic)
+                counts = await self.store.counts(log.topic)
+                log.base_id = counts.last_id
+                self._numbers[log.topic] = counts.added
                 log.ready = True
                 log.wake(True)
         if not logs:
@@ -185,8 +225,41 @@ class StreamReader:
             follower = logs.get(topic)
             if follower is None or self.logs.get(topic) is not follower:
                 continue  # nobody here follows it any more
+            if entries and len(entries) >= min(self.history, READ_COUNT):
+                if await self._lost_before(follower, entries):
+                    logger.warning("entries of topic %r were trimmed before they were read", topic)
+                    self._reset(follower, id_before(entries[0][0]))
+            else:
+                number = self._numbers.get(topic)
+                self._numbers[topic] = None if number is None else number + len(entries)
             for entry_id, body in entries:
                 follower.append(with_id(body, entry_id), entry_id)
+
+    async def _lost_before(self, log: TopicLog, entries: list[Entry]) -> bool:
+        """Whether entries added between `log`'s newest one and `entries` (one XREAD
+        reply: consecutive entries of the stream) were trimmed before they were read;
+        brings the topic's number up to the last of `entries` either way."""
+        topic = log.topic
+        last_read = log.id_of(log.head)
+        expected = self._numbers.get(topic)
+        counts = await self.store.counts(topic)
+        first_number = counts.first_number
+        if expected is None or first_number is None or counts.first_id is None:
+            # Before Redis 7.0, or the stream went away since: all we can ask is whether
+            # the last entry read is still there.
+            self._numbers[topic] = None
+            return not await self.store.still_there(topic, last_read)
+        expected += len(entries)  # the last entry's number if nothing came in between
+        oldest = parse_known(counts.first_id)
+        ids = [parse_known(entry_id) for entry_id, _ in entries]
+        if oldest < ids[0]:
+            actual = expected  # an entry before the reply is still there: nothing lost
+        elif oldest <= ids[-1]:
+            actual = first_number + len(ids) - 1 - bisect.bisect_left(ids, oldest)
+        else:  # the whole reply was trimmed since: it ends before the oldest entry
+            actual = max(expected, first_number - 1)
+        self._numbers[topic] = actual
+        return actual > expected
 
     async def _unblock_forever(self) -> None:
         """Wake the reader's XREAD whenever topics were added, until it re-reads them."""

@@ -10,12 +10,22 @@ redis-py's own errors; `unreachable` tells a lost connection from a refused comm
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["FIELD", "StreamId", "StreamStore", "parse_id", "stream_entries", "unreachable"]
+__all__ = [
+    "FIELD",
+    "StreamCounts",
+    "StreamId",
+    "StreamStore",
+    "id_before",
+    "parse_id",
+    "stream_entries",
+    "unreachable",
+]
 
 FIELD: Final = b"e"
 """The one field of every entry: the event's encoded body."""
@@ -43,6 +53,14 @@ def parse_known(text: str) -> StreamId:
     parsed = parse_id(text)
     assert parsed is not None, text
     return parsed
+
+
+def id_before(entry_id: str) -> str:
+    """The greatest id below `entry_id` (which must not be ``0-0``)."""
+    milliseconds, sequence = parse_known(entry_id)
+    if sequence:
+        return f"{milliseconds}-{sequence - 1}"
+    return f"{milliseconds - 1}-{_MAX_PART}"
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -75,6 +93,27 @@ def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class StreamCounts:
+    """What ``XINFO STREAM`` says of a stream (a missing one: ``0-0``, nothing added)."""
+
+    last_id: str
+    """The id of the newest entry ever added (``last-generated-id``)."""
+    added: int | None
+    """How many entries were ever added (``entries-added``; None before Redis 7.0)."""
+    length: int
+    first_id: str | None
+    """The id of the oldest entry still in the stream (None: it is empty)."""
+
+    @property
+    def first_number(self) -> int | None:
+        """The oldest entry's number in the order of adding (the first ever added is 1),
+        when only trimming removed entries (the backend never deletes any other way)."""
+        if self.added is None or self.first_id is None:
+            return None
+        return self.added - self.length + 1
+
+
 class StreamStore:
     """The questions asked of Redis about one prefix's streams."""
 
@@ -100,6 +139,23 @@ class StreamStore:
                 return True
             raise
         return bool(info.get("entries-added", 0) == info.get("length", 0))
+
+    async def counts(self, topic: str) -> StreamCounts:
+        """The stream's `StreamCounts`, in one ``XINFO STREAM``."""
+        try:
+            info: dict[str, Any] = await self.commands.xinfo_stream(self.prefix + topic)
+        except Exception as exc:
+            if "no such key" in str(exc).lower():
+                return StreamCounts("0-0", 0, 0, None)
+            raise
+        added = info.get("entries-added")
+        first = info.get("first-entry")
+        return StreamCounts(
+            text(info.get("last-generated-id") or "0-0"),
+            None if added is None else int(added),
+            int(info.get("length", 0)),
+            text(first[0]) if first else None,
+        )
 
     async def still_there(self, topic: str, entry_id: str) -> bool:
         """Whether everything after `entry_id` is still in the stream: the entry itself

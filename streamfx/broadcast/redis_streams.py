@@ -30,6 +30,9 @@ Promises:
   `BroadcastError` (the event was not stored) while Redis is unreachable. `healthy`
   is False from the reader's first failure until it is connected again (it checks in
   every five seconds even with no topic to read); each change goes to the metrics hook.
+- **Entries trimmed before they were read** (more arrived on a stream between two
+  ``XREAD``s than `history` keeps): the topic's local subscribers get one ``reset``
+  (reason ``lost``), then what is left and the live stream (see `StreamReader`).
 - `stop` stops the reader (see `StreamReader`), then closes the connections.
 
 Not for Redis Cluster: the reader's ``XREAD`` names many streams, which need not
@@ -147,7 +150,7 @@ class RedisStreamsBackend:
         self._clients = [connection, commands]
         self._store = StreamStore(commands, self.prefix)
         self._reader = StreamReader(
-            connection, self._store, self._logs, self._on_health, self._on_resets
+            connection, self._store, self.history, self._logs, self._on_health, self._on_resets
         )
         await self._reader.start()
 
