@@ -335,3 +335,30 @@ async def test_entries_trimmed_between_two_reads_reset_live_subscribers(
             await client.aclose()
             for collector in collectors:
                 await collector.close()
+
+
+async def test_a_burst_longer_than_one_xread_reply_loses_nothing_and_resets_nobody(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """2,500 entries in one transaction on a stream that keeps 10,000: the reader takes
+    them in replies of READ_COUNT (1,000), each long enough to be checked for a gap; as
+    nothing was trimmed, the waiting subscriber gets all of them and no ``reset``."""
+    async with hub_on(redis_server, redis_prefix, history=5000) as hub:
+        collector = Collector(hub.subscribe("t", heartbeat=None))
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        try:
+            await collector.started()
+            await hub.publish("t", "before")
+            await collector.until_data(1)
+            async with client.pipeline(transaction=True) as pipe:
+                for n in range(2500):
+                    body = encode_body(str(n), None, None)
+                    pipe.xadd(redis_prefix + "t", {FIELD: body}, maxlen=10_000)
+                ids = await pipe.execute()
+            await collector.until_data(2501)
+            assert collector.data() == ["before", *(str(n) for n in range(2500))]
+            assert [e.event for e in collector.events] == [None] * 2501, "no reset"
+            assert collector.decoder.last_event_id == ids[-1].decode()
+        finally:
+            await client.aclose()
+            await collector.close()
