@@ -26,7 +26,10 @@ honoured there while its entry is still in the stream or in this process's log. 
 each publish the test waits until the process's reader has fed the event into the
 logs that follow its topic, so the lag at each read is what the model says. A burst on
 Redis is one ``MULTI`` of ``XADD``s written by a client of the test's own (as another
-process's publishes would arrive), so that the reader gets it in one ``XREAD`` reply.
+process's publishes would arrive), so that the reader gets it in one ``XREAD`` reply;
+a burst longer than the stream's history is trimmed before the reader reads it, and
+each subscriber here that follows the topic gets exactly one ``reset`` (reason
+``lost``) in its log's place of the lost events, then the events left.
 After every publish or burst the test takes the chunk each waiting subscriber of that
 topic was woken for, so a waiting subscriber sees exactly one step's events.
 """
@@ -105,6 +108,10 @@ class Model:
     redis: bool
     events: dict[str, list[str]] = field(default_factory=lambda: {t: [] for t in TOPICS})
     local_base: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(TOPICS))
+    lost: dict[str, set[int]] = field(default_factory=lambda: {t: set() for t in TOPICS})
+    """On Redis: the events (indexes) trimmed before the reader read them."""
+    gaps: dict[str, set[int]] = field(default_factory=lambda: {t: set() for t in TOPICS})
+    """On Redis: the events (indexes) that a ``reset`` (reason ``lost``) precedes."""
     resets: int = 0
     overflows: int = 0
     skipped: int = 0
@@ -141,6 +148,29 @@ class Model:
             reader.positions[topic] = self.head(topic)
         return expected
 
+    def trimmed_burst(self, topic: str, count: int, attached: int) -> None:
+        """On Redis: `count` (more than the stream's history) events just added in one
+        transaction to a topic that `attached` subscribers here follow: the oldest were
+        trimmed before the reader read them, so each of those subscribers' logs gets
+        one ``reset`` before the events left; an id is honoured from those on."""
+        head = self.head(topic)
+        first_kept = head - self.history
+        self.lost[topic].update(range(head - count, first_kept))
+        self.gaps[topic].add(first_kept)
+        self.resets += attached
+        self.local_base[topic] = first_kept + 1
+
+    def frames(self, topic: str, position: int) -> list[tuple[str | None, str]]:
+        """What the topic's log holds after `position`, as decoded events."""
+        lost, gaps = self.lost[topic], self.gaps[topic]
+        frames: list[tuple[str | None, str]] = []
+        for index in range(position, self.head(topic)):
+            if index in gaps:
+                frames.append(("reset", "?"))
+            if index not in lost:
+                frames.append((None, self.events[topic][index]))
+        return frames
+
     def due(self, reader: Reader) -> bool:
         """Whether a read would return at once (else it waits)."""
         return any(self.head(t) > reader.positions[t] for t in reader.topics)
@@ -151,9 +181,10 @@ class Model:
         `away`: the reader comes back from a write, so it may lag `buffer` events; else
         it was waiting, and only frames gone from the log (the hub's `history` in
         process, the long local log on Redis) count against it."""
-        behind = {t: self.head(t) - reader.positions[t] for t in reader.topics}
-        if not any(behind.values()):
+        if not self.due(reader):
             return None
+        due = {t: self.frames(t, reader.positions[t]) for t in reader.topics}
+        behind = {t: len(frames) for t, frames in due.items()}
         bound = self.buffer if away else LOCAL_LOG if self.redis else self.history
         over = [t for t in reader.topics if behind[t] > bound]
         if over and self.overflow == "disconnect":
@@ -165,11 +196,11 @@ class Model:
             self.resets += 1
         keep = self.buffer if self.overflow == "sliding" else 1
         for topic in reader.topics:
-            start = reader.positions[topic]
+            frames = due[topic]
             if topic in over:
                 self.skipped += behind[topic] - keep
-                start = self.head(topic) - keep
-            expected.extend((None, data) for data in self.events[topic][start:])
+                frames = frames[-keep:]
+            expected.extend(frames)
             reader.positions[topic] = self.head(topic)
         return expected
 
@@ -230,14 +261,9 @@ class Harness:
     async def burst(self, topic: str, count: int) -> None:
         """`count` events in one loop turn (on Redis: one transaction, one XREAD reply).
 
-        On Redis, while a subscriber here follows `topic`, at most the stream's history:
-        a longer transaction trims entries before the reader reads them, and the topic's
-        subscribers get a ``reset`` (reason ``lost``) in the middle of their stream,
-        which this model does not follow (that case has its own test in
-        test_broadcast_redis.py). With nobody here following it, a longer burst only
-        trims the stream, which the model follows."""
-        if self.model.redis and self.attached(topic):
-            count = min(count, self.model.history)
+        On Redis a transaction longer than the stream's history trims entries before the
+        reader reads them: the subscribers here that follow `topic` get one ``reset``
+        (reason ``lost``) and then the events left (`Model.trimmed_burst`)."""
         first = self.model.head(topic) + 1
         items = [f"{topic}{number}" for number in range(first, first + count)]
         if self.redis_client is None:
@@ -253,6 +279,9 @@ class Harness:
             self.last_ids[topic] = entry_ids[-1].decode()
             await caught_up(self.hub, topic, self.last_ids[topic])
         self.model.events[topic].extend(items)
+        attached = self.attached(topic)
+        if self.model.redis and attached and count > self.model.history:
+            self.model.trimmed_burst(topic, count, attached)
         await self.check_woken(topic)
 
     async def wait(self, reader: Reader) -> None:
