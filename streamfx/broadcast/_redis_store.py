@@ -1,7 +1,7 @@
 """What the Redis backend asks of Redis about streams, on its command connections.
 
 Entry ids, entries as ``(id, stored event body)`` pairs whatever reply shape redis-py
-gives, and the questions the backend asks: a stream's last id, whether an entry is
+gives, and the questions the backend asks: a stream's counts (``XINFO STREAM``), whether an entry is
 still there (what "history still covers this position" means on Redis 7.0, which
 does not record what trimming removed), the entries after an id. Every method raises
 redis-py's own errors; `unreachable` tells a lost connection from a refused command.
@@ -120,11 +120,6 @@ class StreamStore:
     def __init__(self, commands: Redis, prefix: str) -> None:
         self.commands = commands
         self.prefix = prefix
-
-    async def last_id(self, topic: str) -> str:
-        """The id of the stream's newest entry; ``0-0`` for an empty or missing one."""
-        last = entries(await self.commands.xrevrange(self.prefix + topic, "+", "-", count=1))
-        return last[0][0] if last else "0-0"
 
     async def first_id(self, topic: str) -> str | None:
         first = entries(await self.commands.xrange(self.prefix + topic, "-", "+", count=1))
