@@ -117,7 +117,7 @@ class Channel(Generic[T]):
         self.dropped = 0
         """Items dropped so far (a lossy strategy, while the consumer was away)."""
         self._drops_in_a_row = 0
-        # A producer takes its slow path when the deque's length reaches this.
+        # A producer takes its slow path when the queue's length reaches this.
         self._limit = capacity
         # Items of a batch taken by `take_all` and not yet released ("suspend" only).
         self._held = 0
@@ -126,7 +126,7 @@ class Channel(Generic[T]):
         # costs a tenth of an empty deque on each of thousands of idle streams.
         self._putters: list[asyncio.Future[None]] = []
         # True from the moment a producer waiting for room is woken until it runs: a
-        # consumer that finds the deque empty then only needs to yield once (the
+        # consumer that finds the queue empty then only needs to yield once (the
         # producer runs in the same loop iteration) instead of waiting on a future.
         self._producer_scheduled = False
         self._consumer_ready = False
@@ -273,7 +273,7 @@ class Channel(Generic[T]):
         (or after the last False), so a caller that sends a keep-alive on False sends
         one per `interval` of silence. Waiting here also releases a batch still held
         (`release`), and while the consumer waits here it is *ready*: a lossy producer
-        that finds the deque full waits for it instead of dropping.
+        that finds the queue full waits for it instead of dropping.
         """
         if self._held:
             self.release()
@@ -391,7 +391,7 @@ class Channel(Generic[T]):
         self._limit = 1 if self._getter is not None else self._capacity - self._held
 
     async def _offer(self, item: T) -> None:
-        """Lossy strategies, the deque full: wait for room while the consumer is ready;
+        """Lossy strategies, the queue full: wait for room while the consumer is ready;
         otherwise drop (`_drop`), and after `capacity` drops in a row let the loop run
         once (a source that never suspends must not starve the consumer)."""
         items = self._items
@@ -409,7 +409,7 @@ class Channel(Generic[T]):
         self._wake_getter()
 
     def _drop(self, item: T) -> None:
-        """The deque is full and the consumer away: drop the oldest ("sliding", `item`
+        """The queue is full and the consumer away: drop the oldest ("sliding", `item`
         takes its place) or `item` ("dropping"), count it, pass it to `on_drop`."""
         if self._sliding:
             items = self._items
