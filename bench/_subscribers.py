@@ -173,6 +173,11 @@ class Subscribers:
         next_tick = now + TICK
         offset = realtime_to_perf()
         poller = select.epoll()
+        # One buffer for every read: a fresh 64 KiB ``bytes`` per read would cost an
+        # mmap and a munmap each (glibc serves it from its own mapping).
+        read = bytearray(READ_SIZE)
+        view = memoryview(read)
+        into = [view]
         by_fd: dict[int, Subscriber] = {}
         for subscriber in self.readers:
             if subscriber.seq < count:
@@ -191,11 +196,12 @@ class Subscribers:
                 for fd, _ in poller.poll(TICK):
                     subscriber = by_fd[fd]
                     try:
-                        data, ancillary, _, _ = subscriber.sock.recvmsg(READ_SIZE, _ANCILLARY)
+                        size, ancillary, _, _ = subscriber.sock.recvmsg_into(into, _ANCILLARY)
                     except BlockingIOError:
                         continue
                     except ConnectionError:
-                        data = b""
+                        size = 0
+                    data = bytes(view[:size])
                     if not data:
                         subscriber.ended = True
                     else:
