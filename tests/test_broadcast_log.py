@@ -130,4 +130,4 @@ async def test_idle_wakes_on_news_times_out_on_silence_and_cleans_up() -> None:
         await waiting
     assert not log.waiters, "a cancelled wait leaves nothing registered"
     idle.close()
-    assert idle.timer is None
+    assert not idle.queued, "closed: its deadline left the heap"
