@@ -8,10 +8,10 @@ every write: the subscriber only notes when its silence would become due (`wrote
 and when the old deadline comes first it simply schedules itself for the new due time.
 So a busy subscriber costs one heap push per heartbeat interval, not one per event.
 
-Promises: `wait` returns True when woken (news, or the hub closing or its backend's
-health changing: `wake`), False when `interval` seconds passed since the last
-`wrote` while it waited; a cancelled `wait` leaves nothing registered; `close` takes
-its deadline out of the heap.
+Promises: `wait` (or `waiting` ... `waited`) returns True when woken (news, or the
+hub closing or its backend's health changing: `wake`), False when `interval` seconds
+passed since the last `wrote` while it waited; a cancelled wait leaves nothing
+registered once `waited` ran; `close` takes its deadline out of the heap.
 """
 
 from __future__ import annotations
@@ -46,17 +46,31 @@ class Idle(Deadline):
         if self.interval is not None:
             self.due = self.loop.time() + self.interval
 
-    async def wait(self) -> bool:
+    def waiting(self) -> asyncio.Future[bool]:
+        """Start waiting: a future put in each topic's waiter set, resolved as `wait`
+        returns. The caller awaits it and then calls `waited` however the await ends
+        (in a ``finally``). `follow` does so inline: a coroutine per wait would hold a
+        frame per idle subscriber."""
         waiter: asyncio.Future[bool] = self.loop.create_future()
         self.waiter = waiter
         for waiters in self.sets:
             waiters.add(waiter)
-        try:
-            return await waiter
-        finally:
-            self.waiter = None
+        return waiter
+
+    def waited(self) -> None:
+        """Stop waiting: the future leaves every waiter set."""
+        waiter = self.waiter
+        self.waiter = None
+        if waiter is not None:
             for waiters in self.sets:
                 waiters.discard(waiter)
+
+    async def wait(self) -> bool:
+        """`waiting` and `waited` around one await."""
+        try:
+            return await self.waiting()
+        finally:
+            self.waited()
 
     def wake(self) -> None:
         waiter = self.waiter
