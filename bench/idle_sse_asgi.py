@@ -19,9 +19,11 @@ Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python -m bench.id
 server or sockets, N idle ``to_asgi(sse(never()))`` applications run against an ASGI
 ``receive`` that never answers, and `tracemalloc` attributes every block still held to
 the innermost line of streamfx that allocated it (or to the innermost line at all,
-marked ``(other)``, when no streamfx frame is on the stack). Bytes per stream, by line,
-largest first. ``--where N --kind broadcast`` does the same for N subscribers of one
-topic of an in-process `Broadcast` (``hub.sse(topic)``), the hub included.
+marked ``(other)``, when no streamfx frame is on the stack). Bytes per stream: streamfx's
+share, then by file and by line, largest first (``(other)`` lines are the harness's and
+asyncio's: in a server, its own task per connection and the like).
+``--where N --kind broadcast`` does the same for N subscribers of one topic of an
+in-process `Broadcast` (``hub.sse(topic)``), the hub included.
 """
 
 from __future__ import annotations
@@ -262,7 +264,15 @@ def where_memory_goes(count: int, kind: str) -> None:
     total, by_line = asyncio.run(_idle_streams(count, kind))
     what = "SSE streams" if kind == "sse" else "broadcast subscribers"
     print(f"\n{count} idle streamfx {what} in process (tracemalloc, no server)")
-    print(f"{total / count:8.0f} B per stream in all; by line, largest first:")
+    by_file: Counter[str] = Counter()
+    for where, size in by_line.items():
+        by_file[where.rsplit(":", 1)[0]] += size
+    mine = sum(size for where, size in by_line.items() if not where.startswith("(other)"))
+    print(f"{total / count:8.0f} B per stream in all, {mine / count:.0f} B of them streamfx's")
+    print("by file, largest first:")
+    for where, size in by_file.most_common(12):
+        print(f"{size / count:8.0f} B  {where}")
+    print("by line, largest first:")
     for where, size in by_line.most_common(25):
         print(f"{size / count:8.0f} B  {where}")
 
