@@ -268,6 +268,7 @@ async def _send(
                 watchdog.written()
         except OSError:
             return False
+        del start, first  # sent: not held for the life of a long stream
         async for chunk in iterator:
             if chunk:
                 watchdog.writing()
