@@ -148,6 +148,7 @@ async def _run(
                 hook.items_sent(kind, name, len(batch), len(chunk))
                 if chunk:
                     yield chunk
+                del chunk  # written: not held while the stream waits for more
                 channel.release()
                 continue
             if channel.done:

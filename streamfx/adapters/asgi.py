@@ -277,6 +277,7 @@ async def _send(
                 except OSError:
                     return False
                 watchdog.written()
+                del chunk  # sent: not held while the body waits for the next
         watch.closing = True
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
