@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 
 from streamfx._response.deadlines import Deadline, Deadlines, deadlines_for
+from streamfx.broadcast._log import TopicLog
 
 __all__ = ["Idle"]
 
@@ -26,12 +27,14 @@ __all__ = ["Idle"]
 class Idle(Deadline):
     """One subscriber's waiting: see the module docstring."""
 
-    __slots__ = ("deadlines", "due", "interval", "loop", "sets", "waiter")
+    __slots__ = ("deadlines", "due", "interval", "logs", "loop", "waiter")
 
-    def __init__(self, sets: list[set[asyncio.Future[bool]]], interval: float | None) -> None:
+    def __init__(self, logs: list[TopicLog], interval: float | None) -> None:
+        """`logs`: the subscriber's topics (the very list it keeps: nothing copied per
+        subscriber), whose waiter sets a wait joins."""
         super().__init__()
         self.loop = loop = asyncio.get_running_loop()
-        self.sets = sets
+        self.logs = logs
         self.interval = interval
         self.waiter: asyncio.Future[bool] | None = None
         self.due = 0.0
@@ -53,8 +56,8 @@ class Idle(Deadline):
         frame per idle subscriber."""
         waiter: asyncio.Future[bool] = self.loop.create_future()
         self.waiter = waiter
-        for waiters in self.sets:
-            waiters.add(waiter)
+        for log in self.logs:
+            log.waiters.add(waiter)
         return waiter
 
     def waited(self) -> None:
@@ -62,8 +65,8 @@ class Idle(Deadline):
         waiter = self.waiter
         self.waiter = None
         if waiter is not None:
-            for waiters in self.sets:
-                waiters.discard(waiter)
+            for log in self.logs:
+                log.waiters.discard(waiter)
 
     async def wait(self) -> bool:
         """`waiting` and `waited` around one await."""

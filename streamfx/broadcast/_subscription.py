@@ -270,7 +270,7 @@ async def follow(
     label = name or hub.name
     backend = hub._backend
     logs: list[TopicLog] = []
-    idle = Idle([], heartbeat)
+    idle = Idle(logs, heartbeat)  # the same list, filled as the topics are attached
     hub._joined(idle)
     hook.stream_opened(KIND, label)
     started = time.monotonic()
@@ -278,7 +278,7 @@ async def follow(
     try:
         for topic in topics:
             logs.append(backend.attach(topic))
-        idle.sets = [log.waiters for log in logs]
+        del topics  # attached: the names are not held for the stream's life
         wanted = split_positions(last_event_id, len(logs))
         found: list[Located | None] = [None] * len(logs)
         while True:
