@@ -1,5 +1,5 @@
-"""Channel: the consumer API (take_all / release / wait_ready / raise_if_failed / done /
-drain) and the promises of the module docstring, checked through that API only."""
+"""Channel: the consumer API (take_all / release / take_one / wait_ready / raise_if_failed /
+done) and the promises of the module docstring, checked through that API only."""
 
 from __future__ import annotations
 
@@ -223,29 +223,3 @@ async def test_aclose_returns_after_the_sources_cleanup() -> None:
     await channel.aclose()
     assert probe.cleanups == 1
     assert channel.done
-
-
-async def test_drain_yields_items_then_raises_the_error() -> None:
-    channel: Channel[int] = Channel(2, "suspend")
-    got: list[int] = []
-    with pytest.raises(RuntimeError, match="failed at 5"):
-        async for item in channel.drain([counting(9, Probe(), fail_at=5)], "test"):
-            got.append(item)
-    assert got == [0, 1, 2, 3, 4]
-
-
-async def test_drain_with_an_interval_fills_silences_with_beats() -> None:
-    resume = asyncio.Event()
-
-    async def source() -> AsyncIterator[int]:
-        yield 1
-        await resume.wait()
-        yield 2
-
-    channel: Channel[int] = Channel(1, "suspend")
-    got: list[int | str] = []
-    async for item in channel.drain([source()], "test", interval=0.01, beat=lambda: "beat"):
-        got.append(item)
-        if got.count("beat") == 2:
-            resume.set()
-    assert got == [1, "beat", "beat", 2]

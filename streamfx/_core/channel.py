@@ -2,9 +2,10 @@
 
 A `Channel` runs one producer task per source. Each task pulls its source and appends
 to a queue of at most `capacity` items (a list or a deque: see `LIST_CAPACITY`); one
-consumer takes them out, either one at a time through `drain` (an async generator:
-`buffer`, `merge` and `heartbeat` are this) or a batch at a time with `take_all` /
-`release` / `wait_ready` (the response engine).
+consumer takes them out with `wait_ready` and either `take_all` / `release` (a batch
+at a time: the response engine), `hand_out` (a batch passed on one item at a time:
+`streamfx._core.drain`, which `buffer`, `merge` and `heartbeat` return) or `take_one`
+(one at a time, for a lossy `drain`).
 What happens when the queue is full depends on the strategy (see `streamfx.Strategy`).
 
 Why not `asyncio.Queue`, or anyio's memory object streams (whose consumer API this
@@ -19,7 +20,8 @@ item. aiostream's operators also hand items over one by one; they sit on top of 
 Promises:
 
 - At most `capacity` items are held: those waiting in the queue, plus, in
-  ``"suspend"`` mode, a batch taken with `take_all` until it is released. In
+  ``"suspend"`` mode, a batch taken with `take_all` until it is released and the
+  items of the last `hand_out` not yet taken from its iterator. In
   ``"suspend"`` mode a producer pulls its next item only once there is room for it, so
   it never holds an extra item in hand.
 - Order is kept: items leave in the order they were appended.
@@ -56,21 +58,21 @@ import asyncio
 import logging
 import types
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
+from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterator
 from functools import lru_cache
-from typing import Any, Final, Generic, TypeVar, overload
+from operator import length_hint
+from typing import Any, Final, Generic, TypeVar
 
 from streamfx._core.policy import Strategy
 from streamfx._core.util import aclose_iterator, cancel_and_wait
 
 T = TypeVar("T")
-B = TypeVar("B")
 
 _logger = logging.getLogger("streamfx.channel")
 
 LIST_CAPACITY: Final = 256
-"""Up to this capacity a channel consumed in batches keeps its items in a list (see
-`Channel.__init__`); above it, and for `drain`, in a deque."""
+"""Up to this capacity a compact channel keeps its items in a list (see
+`Channel.__init__`); above it, and when not compact, in a deque."""
 
 
 class Channel(Generic[T]):
@@ -83,6 +85,7 @@ class Channel(Generic[T]):
         "_drops_in_a_row",
         "_error",
         "_getter",
+        "_handing_out",
         "_held",
         "_items",
         "_limit",
@@ -99,14 +102,21 @@ class Channel(Generic[T]):
     )
 
     def __init__(
-        self, capacity: int, strategy: Strategy, on_drop: Callable[[T], object] | None = None
+        self,
+        capacity: int,
+        strategy: Strategy,
+        on_drop: Callable[[T], object] | None = None,
+        *,
+        compact: bool = True,
     ) -> None:
-        # Batches (`take_all`) are taken from a list while the capacity is small: an
-        # empty list costs 56 bytes where an empty deque holds a 64-slot block (760),
-        # on each of thousands of idle streams, and a sliding drop from a list of at
-        # most `LIST_CAPACITY` items moves at most that many pointers. `drain`, which
-        # takes items one at a time from the front, switches to a deque.
-        self._items: deque[T] | list[T] = [] if capacity <= LIST_CAPACITY else deque()
+        # `compact`: the items wait in a list while the capacity is small: an empty list
+        # costs 56 bytes where an empty deque holds a 64-slot block (760), on each of
+        # thousands of idle streams, and a sliding drop from a list of at most
+        # `LIST_CAPACITY` items moves at most that many pointers. Otherwise (`drain`)
+        # in a deque: it keeps its block when emptied, where a list freed by each
+        # `take_all` regrows from nothing on every refill (measured: a tenth of
+        # `buffer`'s per-item cost at 64 items).
+        self._items: deque[T] | list[T] = [] if compact and capacity <= LIST_CAPACITY else deque()
         self._capacity = capacity
         self._lossless = strategy == "suspend"
         self._sliding = strategy == "sliding"
@@ -121,6 +131,8 @@ class Channel(Generic[T]):
         self._limit = capacity
         # Items of a batch taken by `take_all` and not yet released ("suspend" only).
         self._held = 0
+        # The items `hand_out` returned and the consumer has not taken yet.
+        self._handing_out: Iterator[T] = _NOTHING_HANDED_OUT
         self._getter: asyncio.Future[bool] | None = None
         # A list, not a deque: it rarely holds more than one future, and an empty list
         # costs a tenth of an empty deque on each of thousands of idle streams.
@@ -147,6 +159,23 @@ class Channel(Generic[T]):
         self._running = len(self._tasks)
 
     @property
+    def lossless(self) -> bool:
+        """True for ``"suspend"``: a producer waits for room instead of dropping."""
+        return self._lossless
+
+    @property
+    def waiting(self) -> int:
+        """How many items wait to be taken."""
+        return len(self._items)
+
+    @property
+    def room_waiters(self) -> list[asyncio.Future[None]]:
+        """The producers waiting for room, as the channel's own list (the same object
+        for the channel's lifetime): a consumer keeps it and tests its truth on its hot
+        path. Read it only; `release` and `take_one` wake them."""
+        return self._putters
+
+    @property
     def done(self) -> bool:
         """True once every producer has finished (its items may still be waiting)."""
         return self._running == 0
@@ -171,68 +200,6 @@ class Channel(Generic[T]):
             if self.cleanup_error is not None:
                 raise self.cleanup_error
 
-    # -- consumer side: one item at a time -------------------------------------------
-
-    @overload
-    def drain(self, sources: Iterable[AsyncIterable[T]], name: str) -> AsyncGenerator[T, None]: ...
-
-    @overload
-    def drain(
-        self,
-        sources: Iterable[AsyncIterable[T]],
-        name: str,
-        *,
-        interval: float,
-        beat: Callable[[], B],
-    ) -> AsyncGenerator[T | B, None]: ...
-
-    def drain(
-        self,
-        sources: Iterable[AsyncIterable[T]],
-        name: str,
-        *,
-        interval: float | None = None,
-        beat: Callable[[], Any] | None = None,
-    ) -> AsyncGenerator[Any, None]:
-        """Start the channel on `sources` at the first iteration and yield its items
-        one at a time until every source has ended, then raise a source's error if one
-        failed.
-
-        With `interval`, ``beat()`` is yielded whenever that many seconds pass without
-        an item (the rule of `wait_ready`). An item counts as taken once it is yielded:
-        a producer waiting for room is woken as each item leaves. Closing the generator
-        closes the channel (`aclose`).
-        """
-        return self._drain(sources, name, interval, beat)
-
-    async def _drain(
-        self,
-        sources: Iterable[AsyncIterable[T]],
-        name: str,
-        interval: float | None,
-        beat: Callable[[], Any] | None,
-    ) -> AsyncGenerator[Any, None]:
-        items: deque[T] = deque()
-        self._items = items  # one at a time from the front: a deque (set before start)
-        self.start(sources, name)
-        popleft = items.popleft
-        putters = self._putters
-        try:
-            while True:
-                while items:
-                    item = popleft()
-                    if putters:
-                        self._make_room()
-                    yield item
-                if not self._running:
-                    break
-                if not await self.wait_ready(interval):
-                    assert beat is not None
-                    yield beat()
-            self.raise_if_failed()
-        finally:
-            await self.aclose()
-
     # -- consumer side: batches --------------------------------------------------------
 
     def take_all(self) -> list[T]:
@@ -254,16 +221,45 @@ class Channel(Generic[T]):
             self._held += len(batch)
             self._limit = self._capacity - self._held  # the consumer is not waiting
         elif self._putters:
-            self._make_room()
+            self.wake_producers()
         return batch
 
     def release(self) -> None:
         """The batches taken so far are handed on: stop counting them and wake the
         producers waiting for the room they leave."""
         self._held = 0
-        self._limit = self._capacity  # the consumer is not waiting
+        self._limit = self._capacity - self._taken()  # the consumer is not waiting
         if self._putters:
-            self._make_room()
+            self.wake_producers()
+
+    def hand_out(self) -> Iterator[T]:
+        """``"suspend"`` only: remove every waiting item and return an iterator over
+        them, oldest first, for a consumer that passes them on one at a time.
+
+        Each item counts against the capacity until the iterator has moved past it (the
+        item just taken from it no longer counts). Call `wake_producers` as items are
+        taken while `room_waiters` is not empty, so a producer waiting for room gets it
+        as soon as an item leaves.
+        """
+        items = self._items
+        batch = list(items)
+        items.clear()
+        handing_out = self._handing_out = iter(batch)
+        if batch:
+            self._deadline = None
+        # The consumer is not waiting; the last iterator handed out is exhausted.
+        self._limit = self._capacity - self._held - len(batch)
+        return handing_out
+
+    def take_one(self) -> T:
+        """Remove and return the oldest waiting item (there must be one), and wake a
+        producer waiting for the room it leaves."""
+        items = self._items
+        item = items[0]
+        del items[0]  # a list of at most LIST_CAPACITY items, or a deque: either is cheap
+        if self._putters:
+            self.wake_producers()
+        return item
 
     async def wait_ready(self, interval: float | None = None) -> bool:
         """Wait until an item is waiting or every producer has finished: True.
@@ -341,7 +337,7 @@ class Channel(Generic[T]):
             # The consumer waits for an item: the next append must wake it.
             self._limit = 1 if self._lossless else 0
         elif self._lossless:
-            self._limit = self._capacity - self._held
+            self._limit = self._capacity - self._taken()
         else:
             self._limit = self._capacity
 
@@ -352,12 +348,16 @@ class Channel(Generic[T]):
             self._reset_limit()
             _resolve(getter, True)
 
-    def _make_room(self) -> None:
-        """Wake one waiting producer per free slot."""
+    def _taken(self) -> int:
+        """Items the consumer took that still count against the capacity ("suspend")."""
+        return self._held + length_hint(self._handing_out)
+
+    def wake_producers(self) -> None:
+        """Wake one producer waiting for room per free slot."""
         putters = self._putters
         if not putters:
             return
-        room = self._capacity - len(self._items) - self._held
+        room = self._capacity - len(self._items) - self._held - length_hint(self._handing_out)
         while putters and room > 0:
             putter = putters.pop(0)
             if not putter.done():
@@ -366,29 +366,12 @@ class Channel(Generic[T]):
                 room -= 1
 
     def _room_signal(self) -> asyncio.Future[None]:
-        """A future that `_make_room` resolves once there is room (await it, then clear
+        """A future that `wake_producers` resolves once there is room (await it, then clear
         ``_producer_scheduled``: the woken producer is running)."""
         assert self._loop is not None
         putter = self._loop.create_future()
         self._putters.append(putter)
         return putter
-
-    async def _after_append(self) -> None:
-        """``"suspend"``: wake a waiting consumer; wait until there is room for one more."""
-        if self._getter is not None:
-            self._wake_getter()
-        items = self._items
-        if len(items) + self._held >= self._capacity:
-            putters = self._putters
-            loop = self._loop
-            assert loop is not None
-            while len(items) + self._held >= self._capacity:
-                putter = loop.create_future()
-                putters.append(putter)
-                await putter
-                self._producer_scheduled = False
-        # `_reset_limit` for "suspend", inline: this runs once per refill.
-        self._limit = 1 if self._getter is not None else self._capacity - self._held
 
     async def _offer(self, item: T) -> None:
         """Lossy strategies, the queue full: wait for room while the consumer is ready;
@@ -430,10 +413,25 @@ class Channel(Generic[T]):
         try:
             try:
                 if self._lossless:
+                    capacity = self._capacity
+                    putters = self._putters
+                    loop = self._loop
+                    assert loop is not None
                     async for item in iterator:
                         append(item)
-                        if len(items) >= self._limit:
-                            await self._after_append()
+                        if len(items) < self._limit:
+                            continue
+                        # The slow path, inline (a call costs what a refill costs):
+                        # wake a waiting consumer; wait until there is room for one more.
+                        if self._getter is not None:
+                            self._wake_getter()
+                        while len(items) + self._taken() >= capacity:
+                            putter = loop.create_future()
+                            putters.append(putter)
+                            await putter
+                            self._producer_scheduled = False
+                        # `_reset_limit` for "suspend", inline.
+                        self._limit = 1 if self._getter is not None else capacity - self._taken()
                 else:
                     capacity = self._capacity
                     async for item in iterator:
@@ -475,6 +473,10 @@ class Channel(Generic[T]):
         for task in self._tasks:
             if task is not current:
                 task.cancel()
+
+
+_NOTHING_HANDED_OUT: Final[Iterator[Any]] = iter(())
+"""An exhausted iterator every channel starts with (nothing handed out yet)."""
 
 
 @lru_cache(maxsize=256)
