@@ -66,12 +66,10 @@ def drain(
     """Start `channel` on `sources` (producer tasks named after `name`) at the first
     iteration and yield its items one at a time until every source has ended; then
     raise a source's error if one failed (see the module docstring for the rules)."""
-    if channel.lossless:
-        return _in_batches(channel, sources, name, interval, beat)
-    return _one_at_a_time(channel, sources, name, interval, beat)
+    return _drain(channel, sources, name, interval, beat)
 
 
-async def _in_batches(
+async def _drain(
     channel: Channel[T],
     sources: Iterable[AsyncIterable[T]],
     name: str,
@@ -79,44 +77,26 @@ async def _in_batches(
     beat: Callable[[], Any] | None,
 ) -> AsyncGenerator[Any, None]:
     channel.start(sources, name)
+    lossless = channel.lossless
     room_waiters = channel.room_waiters
-    try:
-        while True:
-            for item in channel.hand_out():
-                if room_waiters:
-                    channel.wake_producers()
-                yield item
-            if not await channel.wait_ready(interval):
-                assert beat is not None
-                yield beat()
-            elif not channel.waiting and channel.done:
-                break
-        channel.raise_if_failed()
-    finally:
-        await channel.aclose()
-
-
-async def _one_at_a_time(
-    channel: Channel[T],
-    sources: Iterable[AsyncIterable[T]],
-    name: str,
-    interval: float | None,
-    beat: Callable[[], Any] | None,
-) -> AsyncGenerator[Any, None]:
-    channel.start(sources, name)
     take_one = channel.take_one
     try:
         while True:
-            if channel.waiting:
+            if lossless:
+                for item in channel.hand_out():
+                    if room_waiters:
+                        channel.wake_producers()
+                    yield item
+            else:
                 # Only this consumer shortens the queue (a sliding drop replaces an
                 # item): each item counted here is still there when its turn comes.
                 for _ in range(channel.waiting):
                     yield take_one()
-            elif channel.done:
-                break
-            elif not await channel.wait_ready(interval):
+            if not await channel.wait_ready(interval):  # at once if an item waits
                 assert beat is not None
                 yield beat()
+            elif not channel.waiting and channel.done:
+                break
         channel.raise_if_failed()
     finally:
         await channel.aclose()
