@@ -64,7 +64,7 @@ class Channel(Producers[T]):
     def room_waiters(self) -> list[asyncio.Future[None]]:
         """The producers waiting for room, as the channel's own list (the same object
         for the channel's lifetime): a consumer keeps it and tests its truth on its hot
-        path. Read it only; `release` and `take_one` wake them."""
+        path. Read it only; `wake_producers` (and `release`, `take_one`) wake them."""
         return self._putters
 
     def take_all(self) -> list[T]:

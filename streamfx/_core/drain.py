@@ -1,8 +1,8 @@
 """`drain`: a `Channel` handed out one item at a time, as an async generator.
 
 `buffer`, `merge` and `heartbeat` return this. It is a consumer of the channel's API
-(`take_all` / `release` / `take_one` / `wait_ready`), like the response engine, which
-takes the same channel in batches.
+(`hand_out` / `wake_producers` / `take_one` / `wait_ready`), like the response engine,
+which takes the same channel in batches (`take_all` / `release`).
 
 Promises (on top of the channel's):
 
@@ -11,8 +11,8 @@ Promises (on top of the channel's):
 - An item counts against the capacity until it is handed out (yielded): the producer
   may run up to `capacity` items ahead of the item the consumer has just received, and
   a producer waiting for room is woken as an item leaves. In ``"suspend"`` mode the
-  items are taken from the channel a ready batch at a time (`take_all`) and the batch's
-  items not yet handed out still count (`release` with the number left); with a lossy
+  items are taken from the channel a ready batch at a time (`hand_out`) and the
+  batch's items not yet handed out still count; with a lossy
   strategy they are taken one at a time (`take_one`), so that a drop always reaches the
   oldest item not yet handed out.
 - With `interval`, ``beat()`` is yielded whenever that many seconds pass without an
@@ -23,8 +23,9 @@ Promises (on top of the channel's):
 
 Why a batch at a time in ``"suspend"`` mode: handing out an item from a batch costs a
 ``for`` step and one truth test (is a producer waiting for room?), where taking the
-items one by one from the shared queue costs a call per item. The batch is the same
-list a batch consumer gets, so the channel needs no second way to count what it holds.
+items one by one from the shared queue costs a call per item. The channel reads what
+is left of the batch from the iterator itself (its length hint) when a producer needs
+room, so the hand-out keeps no count of its own.
 """
 
 from __future__ import annotations

@@ -100,10 +100,10 @@ class Producers(Generic[T]):
         # `compact`: the items wait in a list while the capacity is small: an empty list
         # costs 56 bytes where an empty deque holds a 64-slot block (760), on each of
         # thousands of idle streams, and a sliding drop from a list of at most
-        # `LIST_CAPACITY` items moves at most that many pointers. Otherwise (`drain`)
-        # in a deque: it keeps its block when emptied, where a list freed by each
-        # `take_all` regrows from nothing on every refill (measured: a tenth of
-        # `buffer`'s per-item cost at 64 items).
+        # `LIST_CAPACITY` items moves at most that many pointers. Otherwise (`drain`,
+        # refilled many times a second) in a deque: it keeps its block when emptied,
+        # where a list is freed by each `take_all` / `hand_out` and regrows, through
+        # several reallocations, on every refill.
         self._items: deque[T] | list[T] = [] if compact and capacity <= LIST_CAPACITY else deque()
         self._capacity = capacity
         self._lossless = strategy == "suspend"
