@@ -4,9 +4,9 @@ Every stream follows one shared publisher (a tick every `Sizes.tick` seconds, ea
 event carrying its publish time and `Sizes.event_size` bytes). Per server:
 
 - A: the healthy clients alone, half of `Sizes.readers_seconds` before run B and half
-  after it; their latency (publish -> arrival), pooled, is the yardstick (so that the
-  baseline spans run B in time, and A/A, one half's p99 over the other's, shows what
-  the machine's other processes add);
+  after it; their latency (publish -> arrival) is the yardstick: the lower of the two
+  halves' p99, so that a burst from another process on the machine during run A never
+  loosens the check (A/A, one half's p99 over the other's, shows that noise);
 - B: the same healthy clients, plus stalled clients (a 4 KB receive buffer, never
   read) and slow ones (4 KB every 0.1 s, slower than the stream).
 
@@ -223,11 +223,11 @@ def table(sizes: Sizes) -> Table:
         notes=[
             "p99: healthy clients' publish-to-arrival latency, alone (run A: "
             f"{sizes.readers_seconds / 2:g} s before run B",
-            f"and {sizes.readers_seconds / 2:g} s after it, pooled) and beside the stalled "
-            "and slow clients (run B: from when",
+            f"and {sizes.readers_seconds / 2:g} s after it; the lower p99 of the two) and "
+            "beside the stalled and slow clients (run B: from when",
             "the last stalled client stalled, its buffers full, until the last one was",
             f"evicted); check: ratio <= {RATIO}. A/A: run A's second half's p99 / its first",
-            "half's (the noise: other processes on the machine). samples: A/B.",
+            "half's (the noise: other processes on the machine). samples: A's halves/B.",
             "B p99 by phase: while the stalled clients connect and their buffers fill (not",
             "checked: 200 clients arriving at once is churn's subject, and until their",
             "buffers are full they are fast readers), while all are stalled, while they are",
@@ -318,13 +318,14 @@ async def measure_policy(
     # run A, second half: healthy alone again (the baseline spans run B in time)
     alone_after, cpu_after = await run_alone(server, path, sizes)
     await fetch(server.port, "/hook?mode=none")
-    alone = [*alone_before.values, *alone_after.values]
+    alone = [*alone_before.values, *alone_after.values]  # for the p50
     cpu_alone = (cpu_before + cpu_after) / 2
     name = target.name if policy == "sliding" else f"{target.name} (suspend)"
     check = table.checker(name, peer=target.peer)
-    p99_alone = percentile(alone, 0.99)
     p99_before = percentile(alone_before.values, 0.99)
     p99_after = percentile(alone_after.values, 0.99)
+    # the quieter half: noise from other processes in run A never loosens the check
+    p99_alone = min(p99_before, p99_after)
     p99_beside = percentile(beside.values, 0.99)
     ratio = p99_beside / p99_alone if p99_alone else float("inf")
     slowest = max(evictions, default=float("nan"))
@@ -345,7 +346,7 @@ async def measure_policy(
             f"{p99_beside:.1f}",
             check(f"healthy p99 within {RATIO}x", ratio <= RATIO, f"{ratio:.2f}"),
             f"{p99_after / p99_before:.2f}",
-            f"{len(alone)}/{len(beside.values)}",
+            f"{len(alone_before.values)}+{len(alone_after.values)}/{len(beside.values)}",
             "/".join(f"{percentile(values, 0.99):.0f}" for values in phases.values()),
             f"{cpu_alone * 100:.0f}%",
             f"{cpu_stalled * 100:.0f}%",
