@@ -37,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -164,12 +166,28 @@ class WriteWatchdog:
     some 35 KB/s in the worst case). This is the one meaning every adapter can keep:
     ASGI, Quart and Django see no socket, only whether a send has completed.
 
+    Clients that stalled together (connected at the same moment, their buffers full at
+    the same moment) are evicted one per turn of the event loop, in the order their
+    time ran out (`_Evictions`): each eviction's work (cancelling, closing the body,
+    logging) then interleaves with the other streams' instead of holding them all up in
+    one turn. A response that ends while its eviction waits its turn (`stop`) is left
+    alone.
+
     The adapter calls `writing` when it hands the server a chunk and `written` when the
     server is done with it. One timer per response at most, armed only while a chunk
     waits, re-armed at most once per `write_timeout`; per chunk one clock read.
     """
 
-    __slots__ = ("_logger", "_loop", "_on_stall", "_since", "_stopped", "_timeout", "_timer")
+    __slots__ = (
+        "_due",
+        "_logger",
+        "_loop",
+        "_on_stall",
+        "_since",
+        "_stopped",
+        "_timeout",
+        "_timer",
+    )
 
     def __init__(
         self,
@@ -185,6 +203,7 @@ class WriteWatchdog:
         self._loop = asyncio.get_running_loop()
         self._since = 0.0  # loop time the waiting chunk was handed over; 0.0: none waits
         self._timer: asyncio.TimerHandle | None = None
+        self._due = False  # the eviction waits its turn
 
     def writing(self) -> None:
         """A chunk was handed to the server: its time starts."""
@@ -201,6 +220,7 @@ class WriteWatchdog:
         """Never call `on_stall` from now on (safe to call again)."""
         self._stopped = True
         self._since = 0.0
+        self._due = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -215,8 +235,50 @@ class WriteWatchdog:
             self._timer = self._loop.call_at(deadline, self._check)
             return
         self.stop()
+        self._due = True
+        _evictions(self._loop).add(self._evict)
+
+    def _evict(self) -> None:
+        if not self._due:
+            return  # the response ended (`stop`) while its eviction waited
+        self._due = False
         self._logger.info(
             "the client took nothing for %s s: treating it as gone (write_timeout)",
             self._timeout,
         )
         self._on_stall()
+
+
+class _Evictions:
+    """The evictions due on one event loop, run one per turn of the loop, in order."""
+
+    __slots__ = ("_loop", "_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: deque[Callable[[], None]] = deque()
+
+    def add(self, evict: Callable[[], None]) -> None:
+        self._waiting.append(evict)
+        if len(self._waiting) == 1:
+            self._loop.call_soon(self._run_one)
+
+    def _run_one(self) -> None:
+        evict = self._waiting.popleft()
+        try:
+            evict()
+        finally:
+            if self._waiting:
+                self._loop.call_soon(self._run_one)  # the next one in the next turn
+
+
+_evictions_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Evictions] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _evictions(loop: asyncio.AbstractEventLoop) -> _Evictions:
+    found = _evictions_by_loop.get(loop)
+    if found is None:
+        found = _evictions_by_loop[loop] = _Evictions(loop)
+    return found
