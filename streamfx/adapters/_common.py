@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
+from streamfx._response.deadlines import Deadline, Deadlines, deadlines_for
 from streamfx._upload.errors import UploadError
 from streamfx.errors import StreamfxError, phrase
 
@@ -138,7 +139,7 @@ def check_write_timeout(write_timeout: float | None) -> None:
 # -- the write-timeout rule --------------------------------------------------------------
 
 
-class WriteWatchdog:
+class WriteWatchdog(Deadline):
     """The write-timeout rule, the same in every adapter.
 
     ``write_timeout``: if the client has not taken a chunk of the body for
@@ -174,11 +175,13 @@ class WriteWatchdog:
     alone.
 
     The adapter calls `writing` when it hands the server a chunk and `written` when the
-    server is done with it. One timer per response at most, armed only while a chunk
-    waits, re-armed at most once per `write_timeout`; per chunk one clock read.
+    server is done with it. No timer of its own: a lazy deadline in the loop's shared
+    `Deadlines` (one loop timer for every stream), set only while a chunk waits and
+    pushed again at most once per `write_timeout`; per chunk one clock read.
     """
 
     __slots__ = (
+        "_deadlines",
         "_due",
         "_logger",
         "_loop",
@@ -186,7 +189,6 @@ class WriteWatchdog:
         "_since",
         "_stopped",
         "_timeout",
-        "_timer",
     )
 
     def __init__(
@@ -196,21 +198,25 @@ class WriteWatchdog:
         logger: logging.Logger,
     ) -> None:
         """Watch on the running loop; `on_stall` runs on it, as a loop callback."""
+        super().__init__()
         self._timeout = math.inf if write_timeout is None else write_timeout
         self._stopped = write_timeout is None
         self._on_stall = on_stall
         self._logger = logger
         self._loop = asyncio.get_running_loop()
         self._since = 0.0  # loop time the waiting chunk was handed over; 0.0: none waits
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines: Deadlines | None = None
         self._due = False  # the eviction waits its turn
 
     def writing(self) -> None:
         """A chunk was handed to the server: its time starts."""
         now = self._loop.time()
         self._since = now
-        if self._timer is None and not self._stopped:
-            self._timer = self._loop.call_at(now + self._timeout, self._check)
+        if not self.queued and not self._stopped:
+            deadlines = self._deadlines
+            if deadlines is None:
+                deadlines = self._deadlines = deadlines_for(self._loop)
+            deadlines.schedule(self, now + self._timeout)
 
     def written(self) -> None:
         """The server is done with the chunk."""
@@ -221,22 +227,21 @@ class WriteWatchdog:
         self._stopped = True
         self._since = 0.0
         self._due = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._deadlines is not None:
+            self._deadlines.cancel(self)
 
-    def _check(self) -> None:
-        self._timer = None
+    def expired(self, now: float) -> None:
         since = self._since
         if self._stopped or not since:
-            return  # nothing waits: the next `writing` arms the timer again
+            return  # nothing waits: the next `writing` schedules the deadline again
         deadline = since + self._timeout
-        if self._loop.time() < deadline:
-            self._timer = self._loop.call_at(deadline, self._check)
+        if now < deadline:
+            assert self._deadlines is not None
+            self._deadlines.schedule(self, deadline)
             return
         self.stop()
         self._due = True
-        _evictions(self._loop).add(self._evict)
+        _evictions(self._loop).add(self._loop, self._evict)
 
     def _evict(self) -> None:
         if not self._due:
@@ -250,26 +255,26 @@ class WriteWatchdog:
 
 
 class _Evictions:
-    """The evictions due on one event loop, run one per turn of the loop, in order."""
+    """The evictions due on one event loop, run one per turn of the loop, in order
+    (it holds no reference to its loop: the loop is the weak key it is found by)."""
 
-    __slots__ = ("_loop", "_waiting")
+    __slots__ = ("_waiting",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._waiting: deque[Callable[[], None]] = deque()
 
-    def add(self, evict: Callable[[], None]) -> None:
+    def add(self, loop: asyncio.AbstractEventLoop, evict: Callable[[], None]) -> None:
         self._waiting.append(evict)
         if len(self._waiting) == 1:
-            self._loop.call_soon(self._run_one)
+            loop.call_soon(self._run_one, loop)
 
-    def _run_one(self) -> None:
+    def _run_one(self, loop: asyncio.AbstractEventLoop) -> None:
         evict = self._waiting.popleft()
         try:
             evict()
         finally:
             if self._waiting:
-                self._loop.call_soon(self._run_one)  # the next one in the next turn
+                loop.call_soon(self._run_one, loop)  # the next one in the next turn
 
 
 _evictions_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Evictions] = (
@@ -280,5 +285,5 @@ _evictions_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Evicti
 def _evictions(loop: asyncio.AbstractEventLoop) -> _Evictions:
     found = _evictions_by_loop.get(loop)
     if found is None:
-        found = _evictions_by_loop[loop] = _Evictions(loop)
+        found = _evictions_by_loop[loop] = _Evictions()
     return found
