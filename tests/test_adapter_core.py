@@ -248,6 +248,65 @@ async def test_the_stall_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert "took nothing for 0.05 s" in record.getMessage()
 
 
+class LoopTurns:
+    """Counts the turns of the running event loop (a callback that schedules itself
+    once per turn) until stopped."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.running = True
+        asyncio.get_running_loop().call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self.count += 1
+        if self.running:
+            asyncio.get_running_loop().call_soon(self._turn)
+
+
+async def test_stalls_due_together_are_handled_one_per_loop_turn() -> None:
+    """Clients that stalled at the same moment (connected together, their buffers full
+    together) are evicted one per turn of the event loop, not all in one turn: each
+    eviction's work then interleaves with the other streams' instead of holding them
+    all up at once (the soak's readers scenario, 200 stalled clients)."""
+    turns = LoopTurns()
+    seen: list[int] = []
+    done = asyncio.Event()
+    count = 20
+
+    def stalled() -> None:
+        seen.append(turns.count)
+        if len(seen) == count:
+            done.set()
+
+    watchdogs = [WriteWatchdog(0.05, stalled, logger) for _ in range(count)]
+    for watchdog in watchdogs:
+        watchdog.writing()  # and never written
+    async with asyncio.timeout(5):
+        await done.wait()
+    turns.running = False
+    assert len(set(seen)) == count, seen
+
+
+async def test_a_stream_that_ends_while_its_eviction_waits_its_turn_is_left_alone() -> None:
+    stalls = Stalls()
+    first_stalled = asyncio.Event()
+    watchdogs: list[WriteWatchdog] = []
+
+    def stall_and_end_the_others() -> None:
+        first_stalled.set()
+        for watchdog in watchdogs[1:]:
+            watchdog.stop()  # these streams ended (completed, say) before their turn
+
+    watchdogs.append(WriteWatchdog(0.05, stall_and_end_the_others, logger))
+    watchdogs += [WriteWatchdog(0.05, stalls, logger) for _ in range(5)]
+    for watchdog in watchdogs:
+        watchdog.writing()
+    async with asyncio.timeout(5):
+        await first_stalled.wait()
+    await passed(0.2)
+    assert stalls.times == []
+
+
 # -- the rule under every adapter and a real server --------------------------------------
 
 

@@ -2,8 +2,9 @@
 
 Every streamfx adapter on a real server (ASGI on uvicorn, aiohttp, Quart on hypercorn,
 Django on uvicorn, WSGI on gunicorn gthread) and the peers (sse-starlette on uvicorn,
-aiohttp-sse), each a subprocess on a free loopback port, driven by raw HTTP clients in
-this process. Scenarios (one module each, one table each):
+aiohttp-sse, and for idle a bare Django view), each a subprocess on a free loopback
+port, driven by raw HTTP clients in this process. Scenarios (one module each, one
+table each):
 
 - `churn`: connect / first event / abort cycles: finalizers, tasks, threads,
   descriptors, memory;

@@ -1,17 +1,27 @@
-"""The soak's Django app (`to_django`) under Django's ASGI handler, served by uvicorn.
-This module is also its URLconf; a small ASGI wrapper answers the lifespan (Django's
-handler does not) so that SIGTERM drains open streams. Routes: see
+"""The soak's Django app (`to_django`) under Django's ASGI handler, served by uvicorn,
+or, with ``SOAK_IMPL=django-bare`` (a peer), a bare async view returning Django's own
+``StreamingHttpResponse`` over the same source: what Django's handler costs without
+streamfx. This module is also its URLconf; a small ASGI wrapper answers the lifespan
+(Django's handler does not) so that SIGTERM drains open streams. Routes: see
 `bench.soak.server_side`."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import django
 from django.conf import settings
 from django.core.asgi import get_asgi_application
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.urls import URLPattern, path
 
 import streamfx
@@ -19,6 +29,7 @@ from bench.soak.server_side import (
     Params,
     configure_logging,
     install_hook,
+    source,
     stats,
     streamfx_export,
     streamfx_sse,
@@ -38,10 +49,20 @@ if not settings.configured:
         LOGGING_CONFIG=None,
     )
     django.setup()
+BARE = os.environ.get("SOAK_IMPL") == "django-bare"
+
+
+async def bare_events(params: Params) -> AsyncIterator[bytes]:
+    """`source` as SSE ``data:`` events, with no heartbeat, no write timeout, no buffer."""
+    async for item in source(params):
+        yield f"data: {item}\n\n".encode()
 
 
 async def sse_route(request: HttpRequest) -> HttpResponseBase:
     params = Params.parse(request.GET.dict())
+    if BARE:
+        events = bare_events(params)
+        return StreamingHttpResponse(events, content_type="text/event-stream")
     return await to_django(request, streamfx_sse(params), write_timeout=params.write_timeout)
 
 

@@ -22,7 +22,7 @@ from bench.soak.targets import Server, Target
 
 PATH = "/sse?mode=idle&hello=0&hb=15"
 ANSWER_MS = 100.0
-PINGS = 50
+PINGS = 200  # enough for a p99 that is not just the slowest one
 
 
 async def open_idle(port: int) -> Client:
@@ -60,6 +60,8 @@ def table(sizes: Sizes) -> Table:
             "KB/stream",
             "ping p50 ms",
             "ping p99 ms",
+            "threads",
+            "GC full ms",
             "finalizers",
             "tasks",
             "fds",
@@ -68,7 +70,9 @@ def table(sizes: Sizes) -> Table:
             "KB/stream: server RSS growth / streams (headers received, sources started).",
             f"ping: {PINGS} plain requests on fresh connections while the streams are open",
             f"(check: p99 <= {ANSWER_MS:.0f} ms). Then the clients reset: finalizers, and tasks",
-            "and fds before the streams -> after they ended.",
+            "and fds before the streams -> after they ended. threads: before -> while the",
+            "streams are open. GC full: the server's longest full garbage collection so far",
+            "(its pause stalls every stream at once).",
         ],
     )
 
@@ -85,6 +89,7 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
     await asyncio.sleep(1.0)
     loaded = await server.stats()
     pings = await ping_times(server.port)
+    pinged = await server.stats()  # with the collections the pings met
     for client in clients:
         client.abort()
 
@@ -100,6 +105,8 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
             f"{per_stream:.1f}",
             f"{percentile(pings, 0.5):.1f}",
             check(f"answers within {ANSWER_MS:.0f} ms", p99 <= ANSWER_MS, f"{p99:.1f}"),
+            f"{base['threads']}->{loaded['threads']}",
+            f"{pinged['gc']['longest_ms'][2]:.0f}",
             check(
                 "finalizers == streams",
                 after["finalized"] == after["started"],
@@ -112,5 +119,12 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
             ),
             check("fds back", after["fds"] <= base["fds"], f"{base['fds']}->{after['fds']}"),
         ],
-        {"server": name, "streams": count, "kb_per_stream": per_stream, "pings_ms": pings},
+        {
+            "server": name,
+            "streams": count,
+            "kb_per_stream": per_stream,
+            "pings_ms": pings,
+            "threads": loaded["threads"],
+            "gc": pinged["gc"],
+        },
     )

@@ -9,7 +9,7 @@ routes the same paths to its framework's way of sending the same sources:
 - ``GET /ping``: a tiny plain response (the server still answers);
 - ``GET /stats``: `stats` as JSON;
 - ``GET /hook?mode=...``: install a metrics hook that raises in one method
-  (``none`` puts the silent default back; streamfx only).
+  (``none`` puts the silent default back, ``record`` the `Recorder`; streamfx only).
 
 The peers (sse-starlette, aiohttp-sse) serve ``/sse`` with their own response and the
 same `source`; what they do not support answers 404, which the tables show as "n/a".
@@ -21,11 +21,13 @@ its ``finally``. So "finalizers == cycles" is read from the server, not guessed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,7 @@ class Params:
     capacity: int = 64
     fault: str = ""  # raise | unserializable | finalizer-raise | finalizer-slow
     farewell: bool = False
+    tag: str = ""  # timed by `HANDOVERS` (the readers scenario's stalled clients)
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> Params:
@@ -78,6 +81,7 @@ class Params:
             capacity=int(query.get("cap", "64")),
             fault=query.get("fault", ""),
             farewell=query.get("farewell", "0") == "1",
+            tag=query.get("tag", ""),
         )
 
 
@@ -88,6 +92,48 @@ class Counts:
 
 
 COUNTS = Counts()
+
+
+class Handovers:
+    """For each tagged stream (``tag=`` in its query): when it last handed a chunk to
+    the server, and when its source was finalized. The readers scenario times an
+    eviction from the handover of the chunk that never left (the server's buffers
+    for that client were full), which is the moment the write timeout counts from.
+
+    The handover is streamfx's ``items_sent`` (the engine reports a chunk just before
+    handing it to the adapter; `Recorder`, installed with ``/hook?mode=record``) or,
+    for a peer, which iterates the source from its sending loop, the last time the
+    source was resumed after a ``yield`` (the previous item had been sent; the next
+    one is handed over within a tick).
+    """
+
+    def __init__(self) -> None:
+        self.sent: dict[str, float] = {}  # tag -> perf_counter of the last items_sent
+        self.resumed: dict[str, float] = {}  # tag -> perf_counter of the last resume
+        self.finalized: dict[str, float] = {}  # tag -> perf_counter of its finalization
+        self.by_hook = False  # `Recorder` installed: the sources need not time themselves
+
+    def clear(self, by_hook: bool) -> None:
+        self.sent.clear()
+        self.resumed.clear()
+        self.finalized.clear()
+        self.by_hook = by_hook
+
+    def evictions(self) -> dict[str, tuple[float, float]]:
+        """Per finalized tag: (last handover, finalization), perf_counter seconds (the
+        system-wide monotonic clock on Linux: the client can compare them with its
+        own)."""
+        finalized = dict(self.finalized)  # one C-level copy: safe beside another thread
+        sent, resumed = dict(self.sent), dict(self.resumed)
+        result = {}
+        for tag, end in finalized.items():
+            handed = sent.get(tag, resumed.get(tag))
+            if handed is not None:
+                result[tag] = (handed, end)
+        return result
+
+
+HANDOVERS = Handovers()
 LOOPS: set[asyncio.AbstractEventLoop] = set()  # every loop a source ran on
 
 
@@ -140,6 +186,7 @@ async def source(params: Params) -> AsyncIterator[Any]:
     `COUNTS`."""
     COUNTS.started += 1
     LOOPS.add(asyncio.get_running_loop())
+    tag = params.tag
     try:
         if params.hello:
             yield "hello"
@@ -158,8 +205,12 @@ async def source(params: Params) -> AsyncIterator[Any]:
             else:
                 await asyncio.sleep(0)
                 yield f"{index} {time.perf_counter():.6f} {padding}"
+            if tag and not HANDOVERS.by_hook:
+                HANDOVERS.resumed[tag] = time.perf_counter()
             index += 1
     finally:
+        if tag:
+            HANDOVERS.finalized[tag] = time.perf_counter()
         COUNTS.finalized += 1
 
 
@@ -189,7 +240,7 @@ def streamfx_sse(params: Params) -> streamfx.StreamResponse:
         with_fault_finalizer(source(params), params),
         heartbeat=params.heartbeat,
         buffer=streamfx.BufferPolicy(params.capacity, params.policy),  # type: ignore[arg-type]
-        name="soak",
+        name=f"soak {params.tag}" if params.tag else "soak",
         farewell=farewell,
     )
 
@@ -205,6 +256,15 @@ async def rows(n: int) -> AsyncIterator[dict[str, int]]:
 
 def streamfx_export(query: Mapping[str, str]) -> streamfx.StreamResponse:
     return streamfx.export(rows(int(query.get("n", "100"))), "ndjson", name="soak")
+
+
+class Recorder(NullMetrics):
+    """Records in `HANDOVERS` when each tagged stream (named ``soak <tag>``) hands a
+    chunk to the server."""
+
+    def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
+        if name.startswith("soak "):
+            HANDOVERS.sent[name[5:]] = time.perf_counter()
 
 
 class RaisingHook(NullMetrics):
@@ -231,7 +291,56 @@ class RaisingHook(NullMetrics):
 
 
 def install_hook(mode: str) -> None:
-    set_metrics(NullMetrics() if mode in ("", "none") else RaisingHook(mode))
+    """``none``: the silent default; ``record``: `Recorder`; else a hook raising in the
+    method named `mode`."""
+    HANDOVERS.by_hook = False
+    if mode in ("", "none"):
+        set_metrics(NullMetrics())
+    elif mode == "record":
+        HANDOVERS.clear(by_hook=True)
+        set_metrics(Recorder())
+    else:
+        set_metrics(RaisingHook(mode))
+
+
+class GCPauses:
+    """The cyclic garbage collector's pauses in this process (`gc.callbacks`): count,
+    total and longest, per generation; a long pause stalls every stream at once."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.cpu_started = 0.0
+        self.cpu_ms = 0.0  # CPU time spent collecting (the pauses are wall time)
+        self.count = [0, 0, 0]
+        self.total_ms = [0.0, 0.0, 0.0]
+        self.longest_ms = [0.0, 0.0, 0.0]
+        self.recent: deque[tuple[float, int, float]] = deque(maxlen=200)  # (at, gen, ms)
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+            self.cpu_started = time.thread_time()
+            return
+        generation = info["generation"]
+        pause = (time.perf_counter() - self.started) * 1000
+        self.cpu_ms += (time.thread_time() - self.cpu_started) * 1000
+        self.count[generation] += 1
+        self.total_ms[generation] += pause
+        self.longest_ms[generation] = max(self.longest_ms[generation], pause)
+        self.recent.append((self.started, generation, pause))
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "total_ms": self.total_ms,
+            "longest_ms": self.longest_ms,
+            "cpu_ms": self.cpu_ms,
+            "recent": list(self.recent),
+        }
+
+
+GC_PAUSES = GCPauses()
 
 
 def _proc_status(field: str) -> int:
@@ -256,6 +365,8 @@ def stats(tasks: Callable[[], int]) -> dict[str, Any]:
         "started": COUNTS.started,
         "finalized": COUNTS.finalized,
         "finalizers_run": COUNTS.finalizers_run,
+        "evictions": HANDOVERS.evictions(),
+        "gc": GC_PAUSES.figures(),
     }
 
 

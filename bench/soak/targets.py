@@ -94,6 +94,13 @@ TARGETS: tuple[Target, ...] = (
         env={"SOAK_IMPL": "sse-starlette"},
     ),
     Target("aiohttp-sse", "peer", tuple(AIOHTTP), env={"SOAK_IMPL": "aiohttp-sse"}),
+    Target(
+        "django bare view / uvicorn",
+        "peer",
+        (*UVICORN, "bench.soak.app_django:app"),
+        env={"SOAK_IMPL": "django-bare"},
+        only=frozenset({"idle"}),
+    ),
 )
 
 

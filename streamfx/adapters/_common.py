@@ -37,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -165,13 +167,29 @@ class WriteWatchdog(Deadline):
     some 35 KB/s in the worst case). This is the one meaning every adapter can keep:
     ASGI, Quart and Django see no socket, only whether a send has completed.
 
+    Clients that stalled together (connected at the same moment, their buffers full at
+    the same moment) are evicted one per turn of the event loop, in the order their
+    time ran out (`_Evictions`): each eviction's work (cancelling, closing the body,
+    logging) then interleaves with the other streams' instead of holding them all up in
+    one turn. A response that ends while its eviction waits its turn (`stop`) is left
+    alone.
+
     The adapter calls `writing` when it hands the server a chunk and `written` when the
     server is done with it. No timer of its own: a lazy deadline in the loop's shared
     `Deadlines` (one loop timer for every stream), set only while a chunk waits and
     pushed again at most once per `write_timeout`; per chunk one clock read.
     """
 
-    __slots__ = ("_deadlines", "_logger", "_loop", "_on_stall", "_since", "_stopped", "_timeout")
+    __slots__ = (
+        "_deadlines",
+        "_due",
+        "_logger",
+        "_loop",
+        "_on_stall",
+        "_since",
+        "_stopped",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -188,6 +206,7 @@ class WriteWatchdog(Deadline):
         self._loop = asyncio.get_running_loop()
         self._since = 0.0  # loop time the waiting chunk was handed over; 0.0: none waits
         self._deadlines: Deadlines | None = None
+        self._due = False  # the eviction waits its turn
 
     def writing(self) -> None:
         """A chunk was handed to the server: its time starts."""
@@ -207,6 +226,7 @@ class WriteWatchdog(Deadline):
         """Never call `on_stall` from now on (safe to call again)."""
         self._stopped = True
         self._since = 0.0
+        self._due = False
         if self._deadlines is not None:
             self._deadlines.cancel(self)
 
@@ -220,8 +240,50 @@ class WriteWatchdog(Deadline):
             self._deadlines.schedule(self, deadline)
             return
         self.stop()
+        self._due = True
+        _evictions(self._loop).add(self._loop, self._evict)
+
+    def _evict(self) -> None:
+        if not self._due:
+            return  # the response ended (`stop`) while its eviction waited
+        self._due = False
         self._logger.info(
             "the client took nothing for %s s: treating it as gone (write_timeout)",
             self._timeout,
         )
         self._on_stall()
+
+
+class _Evictions:
+    """The evictions due on one event loop, run one per turn of the loop, in order
+    (it holds no reference to its loop: the loop is the weak key it is found by)."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting: deque[Callable[[], None]] = deque()
+
+    def add(self, loop: asyncio.AbstractEventLoop, evict: Callable[[], None]) -> None:
+        self._waiting.append(evict)
+        if len(self._waiting) == 1:
+            loop.call_soon(self._run_one, loop)
+
+    def _run_one(self, loop: asyncio.AbstractEventLoop) -> None:
+        evict = self._waiting.popleft()
+        try:
+            evict()
+        finally:
+            if self._waiting:
+                loop.call_soon(self._run_one, loop)  # the next one in the next turn
+
+
+_evictions_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Evictions] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _evictions(loop: asyncio.AbstractEventLoop) -> _Evictions:
+    found = _evictions_by_loop.get(loop)
+    if found is None:
+        found = _evictions_by_loop[loop] = _Evictions()
+    return found
