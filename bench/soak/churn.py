@@ -101,7 +101,7 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
     rate = done / (time.perf_counter() - started)
     thread_limit = max(base["threads"], server.threads + 4 if target.threaded else 0)
     after, _ = await settle(server, back_to(base, thread_limit), 15)
-    check = table.checker(target.name, peer=target.peer)
+    check = table.checker(target.name, peer=not target.counted)
     half = rss[(len(rss) - 1) // 2]
     growth = rss[-1] - half
     table.add(

@@ -95,7 +95,7 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
 
     after, _ = await settle(server, back_to(base), 60)
     name = target.name
-    check = table.checker(name, peer=target.peer)
+    check = table.checker(name, peer=not target.counted)
     per_stream = (loaded["rss_kb"] - base["rss_kb"]) / count
     p99 = percentile(pings, 0.99)
     table.add(

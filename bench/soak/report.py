@@ -2,7 +2,8 @@
 
 A check is a named condition on a row ("finalizers == cycles"); a failed check is
 printed as ``FAIL`` in its cell and listed at the end, and makes the run exit 1. A
-peer's failed check is printed as ``fail`` and does not count. A figure without a
+peer's failed check, or a reference row's (see `Target.counted`), is printed as
+``fail`` and does not count. A figure without a
 check is just printed.
 """
 

@@ -76,7 +76,7 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
         endings[ending] = endings.get(ending, 0) + 1
     clean = endings.pop("clean", 0)
     name = target.name
-    check = table.checker(name, peer=target.peer)
+    check = table.checker(name, peer=not target.counted)
     table.add(
         [
             name,
