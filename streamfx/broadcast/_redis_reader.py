@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from streamfx._core.util import cancel_and_wait
-from streamfx.broadcast._frames import reset_frame, with_id
+from streamfx.broadcast._frames import reset_frame
 from streamfx.broadcast._log import TopicLog
 from streamfx.broadcast._redis_store import (
     Entry,
@@ -232,8 +232,8 @@ class StreamReader:
             else:
                 number = self._numbers.get(topic)
                 self._numbers[topic] = None if number is None else number + len(entries)
-            for entry_id, body in entries:
-                follower.append(with_id(body, entry_id), entry_id)
+            for entry_id, frame in entries:
+                follower.append(frame, entry_id)
 
     async def _lost_before(self, log: TopicLog, entries: list[Entry]) -> bool:
         """Whether entries added between `log`'s newest one and `entries` (one XREAD

@@ -55,6 +55,7 @@ from streamfx.broadcast._redis_store import (
     StreamStore,
     parse_id,
     parse_known,
+    raw_stream_replies,
     text,
     unreachable,
 )
@@ -148,6 +149,8 @@ class RedisStreamsBackend:
             **common,
         )
         self._clients = [connection, commands]
+        for client in self._clients:
+            raw_stream_replies(client)
         self._store = StreamStore(commands, self.prefix)
         self._reader = StreamReader(
             connection, self._store, self.history, self._logs, self._on_health, self._on_resets
@@ -213,6 +216,13 @@ class RedisStreamsBackend:
         store = self._running()
         wanted = parse_known(position)
         try:
+            if position != "0-0" and wanted < parse_known(log.base_id):
+                # Older than the log: one XRANGE from the entry itself; finding it first
+                # is what honours the id (see `StreamStore.still_there`).
+                upto = log.first - 1
+                found = await store.span(log.topic, position, log.id_of(upto))
+                if found and parse_known(found[0][0]) == wanted:
+                    return Located(upto, replay=found[1:])
             if not await store.still_there(log.topic, position):
                 first = await store.first_id(log.topic)
                 older = first is not None and parse_known(first) > wanted
@@ -229,12 +239,16 @@ class RedisStreamsBackend:
                 raise BroadcastError(f"could not read {log.topic!r} from Redis: {exc}") from exc
             logger.warning("Redis refused to replay %r from %r: %s", log.topic, position, exc)
             return Located(None, reason="unknown")
-        return Located(upto, replay=[(entry, with_id(body, entry)) for entry, body in entries])
+        return Located(upto, replay=_framed(entries))
 
     def _running(self) -> StreamStore:
         if self._store is None:
             raise BroadcastError("the Redis backend is not running: use `async with hub:`")
         return self._store
+
+
+def _framed(entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    return [(entry_id, with_id(body, entry_id)) for entry_id, body in entries]
 
 
 async def _close(client: Redis) -> None:
