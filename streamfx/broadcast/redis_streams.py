@@ -5,7 +5,8 @@ its C reply parser: a replay of 1,000 entries parses several times faster); Redi
 or newer. Each topic is the stream ``<prefix><topic>``; a publish is one ``XADD``
 (``MAXLEN ~ history``; with `ttl`, in one transaction with ``PEXPIRE``) whose entry id is the
 event's SSE id and whose one field holds the encoded event, so every process writes
-the same bytes without encoding it again.
+the same bytes without encoding it again. Publishes made while one is on its way go
+together in one pipeline, in call order (see `Publisher`).
 
 Promises:
 
@@ -49,14 +50,13 @@ from typing import TYPE_CHECKING, Any, Final
 from streamfx.broadcast._backend import FETCH, WAIT, Located
 from streamfx.broadcast._frames import with_id
 from streamfx.broadcast._log import TopicLog
+from streamfx.broadcast._redis_publisher import Publisher
 from streamfx.broadcast._redis_reader import BLOCK_MS, StreamReader
 from streamfx.broadcast._redis_store import (
-    FIELD,
     StreamStore,
     parse_id,
     parse_known,
     raw_stream_replies,
-    text,
     unreachable,
 )
 from streamfx.broadcast.errors import BroadcastError
@@ -109,6 +109,7 @@ class RedisStreamsBackend:
         self._logs: dict[str, TopicLog] = {}
         self._store: StreamStore | None = None
         self._reader: StreamReader | None = None
+        self._publisher: Publisher | None = None
         self._clients: list[Redis] = []
 
     def bind(
@@ -152,6 +153,7 @@ class RedisStreamsBackend:
         for client in self._clients:
             raw_stream_replies(client)
         self._store = StreamStore(commands, self.prefix)
+        self._publisher = Publisher(commands, self.history, self.ttl)
         self._reader = StreamReader(
             connection, self._store, self.history, self._logs, self._on_health, self._on_resets
         )
@@ -159,6 +161,8 @@ class RedisStreamsBackend:
 
     async def stop(self) -> None:
         self._store = None
+        if self._publisher is not None:
+            await self._publisher.stop()
         if self._reader is not None:
             await self._reader.stop()
         for client in self._clients:
@@ -167,19 +171,12 @@ class RedisStreamsBackend:
         self._clients = []
 
     async def publish(self, topic: str, body: bytes) -> str:
-        commands = self._running().commands
-        key = self.prefix + topic
+        self._running()
+        assert self._publisher is not None
         try:
-            if self.ttl is None:
-                entry_id = await commands.xadd(key, {FIELD: body}, maxlen=self.history)
-            else:
-                async with commands.pipeline(transaction=True) as pipe:
-                    pipe.xadd(key, {FIELD: body}, maxlen=self.history)
-                    pipe.pexpire(key, int(self.ttl * 1000))
-                    entry_id, _ = await pipe.execute()
+            return await self._publisher.publish(self.prefix + topic, body)
         except Exception as exc:
             raise BroadcastError(f"could not publish to {topic!r}: {exc}") from exc
-        return text(entry_id)
 
     def attach(self, topic: str) -> TopicLog:
         self._running()  # refuse before start and after stop: nothing would feed the log
