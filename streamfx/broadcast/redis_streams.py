@@ -51,7 +51,7 @@ from streamfx.broadcast._backend import FETCH, WAIT, Located
 from streamfx.broadcast._frames import with_id
 from streamfx.broadcast._log import TopicLog
 from streamfx.broadcast._redis_publisher import Publisher
-from streamfx.broadcast._redis_reader import BLOCK_MS, StreamReader
+from streamfx.broadcast._redis_reader import StreamReader
 from streamfx.broadcast._redis_store import (
     StreamStore,
     parse_id,
@@ -59,6 +59,7 @@ from streamfx.broadcast._redis_store import (
     raw_stream_replies,
     unreachable,
 )
+from streamfx.broadcast._redis_wire import WireConnection
 from streamfx.broadcast.errors import BroadcastError
 
 if TYPE_CHECKING:
@@ -129,12 +130,13 @@ class RedisStreamsBackend:
         """Create the connections and start the reader; returns after its first
         connection attempt (`healthy` tells how it went; it keeps trying)."""
         try:
+            import hiredis  # noqa: F401  (the reading connection's parser)
             from redis.asyncio import Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
-                "RedisStreamsBackend needs redis-py: pip install 'streamfx[redis]'"
+                "RedisStreamsBackend needs redis-py and hiredis: pip install 'streamfx[redis]'"
             ) from exc
         common: dict[str, Any] = {
             "protocol": 2,
@@ -142,22 +144,22 @@ class RedisStreamsBackend:
             "retry": Retry(NoBackoff(), 0),  # a publish is tried once: no hidden duplicates
         }
         commands = Redis.from_url(self.url, client_name="streamfx", **common)
-        connection = Redis.from_url(
-            self.url,
-            client_name=READER_NAME,
-            single_connection_client=True,
-            socket_timeout=BLOCK_MS / 1000 + 5,
-            **common,
-        )
-        self._clients = [connection, commands]
-        for client in self._clients:
-            raw_stream_replies(client)
+        raw_stream_replies(commands)
+        self._clients = [commands]
         self._store = StreamStore(commands, self.prefix)
         self._publisher = Publisher(commands, self.history, self.ttl)
         self._reader = StreamReader(
-            connection, self._store, self.history, self._logs, self._on_health, self._on_resets
+            self._connect_reader,
+            self._store,
+            self.history,
+            self._logs,
+            self._on_health,
+            self._on_resets,
         )
         await self._reader.start()
+
+    async def _connect_reader(self) -> WireConnection:
+        return await WireConnection.open(self.url, READER_NAME, CONNECT_TIMEOUT)
 
     async def stop(self) -> None:
         self._store = None
