@@ -153,7 +153,9 @@ def build_app(redis_url: str | None = None, write_timeout: float = 60.0) -> Any:
                     await broadcaster.publish(TOPIC, data)
                 k += 1
                 batch += 1
-            if due:  # streamfx on Redis: everything due at once, not one by one
+            if len(due) == 1:
+                await due[0]
+            elif due:  # streamfx on Redis: everything due at once, not one by one
                 await asyncio.gather(*due)
             if batch == MAX_BATCH:
                 await asyncio.sleep(0)
