@@ -22,33 +22,40 @@ Promises:
   cancelled mid-flight except by `stop`, after `STOP_TIMEOUT`.
 - The writer is a task only while there is something to write; `stop` waits for it
   (bounded), and publishes still waiting then fail with `BroadcastError`.
+- Its connection is a `WireConnection` of its own (cheaper per publish than redis-py's
+  pooled client, and one connection keeps the order); one that failed or that Redis
+  closed is opened again for the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from streamfx._core.util import cancel_and_wait
 from streamfx.broadcast._redis_store import FIELD, text
+from streamfx.broadcast._redis_wire import WireConnection
 from streamfx.broadcast.errors import BroadcastError
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 __all__ = ["Publisher"]
 
 STOP_TIMEOUT: Final = 2.0
+ANSWER_TIMEOUT: Final = 5.0
 
 _Waiting = tuple[str, bytes, "asyncio.Future[str]"]
 
 
 class Publisher:
-    """Adds entries to streams on `client` (see the module docstring)."""
+    """Adds entries to streams on a connection from `connect` (see the module
+    docstring)."""
 
-    def __init__(self, client: Redis, history: int, ttl: float | None) -> None:
-        self.client = client
+    def __init__(
+        self, connect: Callable[[], Awaitable[WireConnection]], history: int, ttl: float | None
+    ) -> None:
+        self.connect = connect
+        self._wire: WireConnection | None = None
         self.history = history
         self.ttl_ms = None if ttl is None else max(1, int(ttl * 1000))
         self._waiting: list[_Waiting] = []
@@ -72,6 +79,9 @@ class Publisher:
             await cancel_and_wait([writer])
         self._fail(self._waiting, BroadcastError("the Redis backend stopped"))
         self._waiting = []
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
 
     async def _write(self) -> None:
         batch: list[_Waiting] = []
@@ -96,17 +106,25 @@ class Publisher:
             self._fail(batch, BroadcastError("the Redis backend stopped while publishing"))
 
     async def _send(self, batch: list[_Waiting]) -> list[Any]:
-        """One reply per publish of `batch` (an exception for a refused command)."""
-        if len(batch) == 1 and self.ttl_ms is None:
-            key, body, _ = batch[0]
-            return [await self.client.xadd(key, {FIELD: body}, maxlen=self.history)]
-        async with self.client.pipeline(transaction=self.ttl_ms is not None) as pipe:
-            for key, body, _ in batch:
-                pipe.xadd(key, {FIELD: body}, maxlen=self.history)
-                if self.ttl_ms is not None:
-                    pipe.pexpire(key, self.ttl_ms)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies if self.ttl_ms is None else replies[::2]
+        """One reply per publish of `batch` (a `ResponseError` for a refused command)."""
+        if self._wire is None or self._wire.closed:  # closed by a failure, or by Redis
+            if self._wire is not None:
+                self._wire.close()
+                self._wire = None
+            self._wire = await self.connect()
+        adds = [
+            ("XADD", key, "MAXLEN", "~", self.history, "*", FIELD, body) for key, body, _ in batch
+        ]
+        if self.ttl_ms is None:
+            return await self._wire.pipeline(adds, within=ANSWER_TIMEOUT)
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        for add in adds:
+            commands += [add, ("PEXPIRE", add[1], self.ttl_ms)]
+        replies = await self._wire.pipeline([*commands, ("EXEC",)], within=ANSWER_TIMEOUT)
+        done = replies[-1]
+        if isinstance(done, Exception):  # the transaction was refused as a whole
+            return [done] * len(batch)
+        return list(done[::2])
 
     @staticmethod
     def _fail(batch: list[_Waiting], error: BaseException) -> None:

@@ -1,5 +1,5 @@
-"""`WireConnection`: the reader's one connection to Redis, RESP2 over asyncio streams,
-parsed and packed by hiredis.
+"""`WireConnection`: a connection to Redis, RESP2 over asyncio streams, parsed and
+packed by hiredis: the reader's, and the publisher's.
 
 Why not redis-py here (the backend's other connections are redis-py's): the reader
 issues one ``XREAD`` per reply, so at a thousand events a second with one entry per
@@ -15,7 +15,9 @@ itself, send one command and read its reply.
 Promises:
 
 - `call` sends one command and returns its reply as hiredis parsed it (bytes, ints,
-  lists, None); an error reply raises redis-py's `ResponseError`.
+  lists, None); an error reply raises redis-py's `ResponseError`. `pipeline` sends
+  several in one write and returns their replies, an error reply as a
+  `ResponseError` in its place.
 - A connection that fails, closes, or does not answer `within` its seconds raises
   redis-py's `ConnectionError` or `TimeoutError` (so `unreachable` tells them apart
   from refused commands) and is closed: the reader opens a new one.
@@ -113,6 +115,53 @@ class WireConnection:
             raise ResponseError(str(reply))
         return reply
 
+    async def pipeline(self, commands: list[tuple[Any, ...]], *, within: float) -> list[Any]:
+        """Send `commands` in one write; return one reply per command, an error reply
+        as a `ResponseError` in its place (also inside an ``EXEC`` reply)."""
+        from redis.exceptions import ConnectionError as Unreachable
+        from redis.exceptions import TimeoutError as NoAnswer
+
+        parser = self._parser
+        replies: list[Any] = []
+        try:
+            self._writer.write(b"".join(self._pack(command) for command in commands))
+            async with asyncio.timeout(within):
+                while len(replies) < len(commands):
+                    reply = parser.gets()
+                    if reply is False:
+                        data = await self._stream.read(READ_SIZE)
+                        if not data:
+                            raise Unreachable("Redis closed the connection")
+                        parser.feed(data)
+                    else:
+                        replies.append(_refused(reply))
+        except TimeoutError as exc:
+            self.close()
+            raise NoAnswer(f"Redis did not answer within {within} s") from exc
+        except OSError as exc:
+            self.close()
+            raise Unreachable(f"the connection to Redis failed: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+        return replies
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection was closed, by this side or by Redis."""
+        return self._writer.is_closing() or self._stream.at_eof()
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._writer.close()
+
+
+def _refused(reply: Any) -> Any:
+    """`reply` with hiredis's error objects (also inside a list) as `ResponseError`s."""
+    from redis.exceptions import ResponseError
+
+    if isinstance(reply, Exception):
+        return ResponseError(str(reply))
+    if isinstance(reply, list):
+        return [_refused(item) for item in reply]
+    return reply

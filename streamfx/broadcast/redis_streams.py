@@ -70,6 +70,7 @@ __all__ = ["RedisStreamsBackend", "parse_id"]
 logger = logging.getLogger("streamfx.broadcast.redis")
 
 READER_NAME: Final = "streamfx-reader"
+PUBLISHER_NAME: Final = "streamfx-publisher"
 CONNECT_TIMEOUT: Final = 2.0
 
 
@@ -147,7 +148,7 @@ class RedisStreamsBackend:
         raw_stream_replies(commands)
         self._clients = [commands]
         self._store = StreamStore(commands, self.prefix)
-        self._publisher = Publisher(commands, self.history, self.ttl)
+        self._publisher = Publisher(self._connect_publisher, self.history, self.ttl)
         self._reader = StreamReader(
             self._connect_reader,
             self._store,
@@ -160,6 +161,9 @@ class RedisStreamsBackend:
 
     async def _connect_reader(self) -> WireConnection:
         return await WireConnection.open(self.url, READER_NAME, CONNECT_TIMEOUT)
+
+    async def _connect_publisher(self) -> WireConnection:
+        return await WireConnection.open(self.url, PUBLISHER_NAME, CONNECT_TIMEOUT)
 
     async def stop(self) -> None:
         self._store = None
