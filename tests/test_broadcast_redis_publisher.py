@@ -59,11 +59,15 @@ async def test_concurrent_publishes_keep_call_order_on_one_connection(
         await client.aclose()
 
 
-async def test_a_refused_publish_fails_alone(redis_server: RedisServer, redis_prefix: str) -> None:
+@pytest.mark.parametrize("ttl", [None, 60])
+async def test_a_refused_publish_fails_alone(
+    redis_server: RedisServer, redis_prefix: str, ttl: int | None
+) -> None:
+    """Also inside one MULTI/EXEC (with `ttl`): the others in its batch are stored."""
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         await client.set(redis_prefix + "not-a-stream", "x")
-        async with hub_on(redis_server, redis_prefix) as hub:
+        async with hub_on(redis_server, redis_prefix, ttl=ttl) as hub:
             await hub.publish("t", "warm-up")
             outcomes = await asyncio.gather(
                 hub.publish("t", "a"),
