@@ -19,8 +19,11 @@ Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python -m bench.id
 server or sockets, N idle ``to_asgi(sse(never()))`` applications run against an ASGI
 ``receive`` that never answers, and `tracemalloc` attributes every block still held to
 the innermost line of streamfx that allocated it (or to the innermost line at all,
-marked ``(other)``, when no streamfx frame is on the stack). Bytes per stream, by line,
-largest first.
+marked ``(other)``, when no streamfx frame is on the stack). Bytes per stream: streamfx's
+share, then by file and by line, largest first (``(other)`` lines are the harness's and
+asyncio's: in a server, its own task per connection and the like).
+``--where N --kind broadcast`` does the same for N subscribers of one topic of an
+in-process `Broadcast` (``hub.sse(topic)``), the hub included.
 """
 
 from __future__ import annotations
@@ -184,10 +187,13 @@ def latencies(server: Server, name: str, events: int, gap: float) -> list[float]
     return found
 
 
-async def _idle_streams(count: int) -> tuple[int, Counter[str]]:
-    """Bytes held by `count` idle streamfx SSE applications, by allocating line."""
+async def _idle_streams(count: int, kind: str) -> tuple[int, Counter[str]]:
+    """Bytes held by `count` idle streamfx applications of `kind` (``"sse"``: one
+    ``sse()`` stream each; ``"broadcast"``: one subscriber of a hub's topic each, the
+    hub included), by allocating line."""
     from streamfx import sse
     from streamfx.adapters.asgi import to_asgi
+    from streamfx.broadcast import Broadcast
 
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
@@ -217,8 +223,12 @@ async def _idle_streams(count: int) -> tuple[int, Counter[str]]:
             goal, reached = total, asyncio.Event()
             await reached.wait()
 
+    hub = Broadcast()
+    await hub.start()
+
     async def serve_one() -> None:
-        await to_asgi(sse(never()))(scope, receive, send)
+        response = sse(never()) if kind == "sse" else hub.sse("topic")
+        await to_asgi(response)(scope, receive, send)
 
     def stream() -> asyncio.Task[None]:
         return loop.create_task(serve_one())
@@ -246,13 +256,23 @@ async def _idle_streams(count: int) -> tuple[int, Counter[str]]:
         by_line[where] += stat.size_diff
     stop.set_result(None)
     await asyncio.gather(*tasks)
+    await hub.close()
     return total, by_line
 
 
-def where_memory_goes(count: int) -> None:
-    total, by_line = asyncio.run(_idle_streams(count))
-    print(f"\n{count} idle streamfx SSE streams in process (tracemalloc, no server)")
-    print(f"{total / count:8.0f} B per stream in all; by line, largest first:")
+def where_memory_goes(count: int, kind: str) -> None:
+    total, by_line = asyncio.run(_idle_streams(count, kind))
+    what = "SSE streams" if kind == "sse" else "broadcast subscribers"
+    print(f"\n{count} idle streamfx {what} in process (tracemalloc, no server)")
+    by_file: Counter[str] = Counter()
+    for where, size in by_line.items():
+        by_file[where.rsplit(":", 1)[0]] += size
+    mine = sum(size for where, size in by_line.items() if not where.startswith("(other)"))
+    print(f"{total / count:8.0f} B per stream in all, {mine / count:.0f} B of them streamfx's")
+    print("by file, largest first:")
+    for where, size in by_file.most_common(12):
+        print(f"{size / count:8.0f} B  {where}")
+    print("by line, largest first:")
     for where, size in by_line.most_common(25):
         print(f"{size / count:8.0f} B  {where}")
 
@@ -264,13 +284,19 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=GAP)
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--where", type=int, metavar="N", help="tracemalloc N idle streams")
+    parser.add_argument(
+        "--kind",
+        choices=("sse", "broadcast"),
+        default="sse",
+        help="with --where: sse() streams or subscribers of one Broadcast topic",
+    )
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fd is not None:
         serve(args.serve_fd)
         return
     if args.where is not None:
-        where_memory_goes(args.where)
+        where_memory_goes(args.where, args.kind)
         return
 
     print(f"\nidle SSE connections ({args.connections}), uvicorn (uvloop, httptools)")

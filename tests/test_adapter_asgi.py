@@ -231,6 +231,37 @@ async def test_cancelled_by_the_server_closes_the_body() -> None:
     assert running_tasks() == 0
 
 
+async def test_a_sent_chunk_is_not_held_while_the_body_waits() -> None:
+    """Idle memory: the last chunk sent stayed referenced by the sending loop until
+    the body produced the next one (per connection: a large catch-up batch, say)."""
+    chunks: list[bytes] = []
+    second_asked = asyncio.Event()
+    parked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first\n"
+        yield b"x" * 10_000
+        second_asked.set()
+        await parked  # an idle stream
+        yield b"never"  # pragma: no cover - never reached
+
+    async def send(message: Any) -> None:
+        if message.get("body"):
+            chunks.append(message["body"])
+
+    task = asyncio.create_task(
+        send_response(StreamResponse(200, [], body()), http_scope(), never_disconnects, send)
+    )
+    async with asyncio.timeout(5):
+        await second_asked.wait()
+    big = chunks[-1]
+    assert len(big) == 10_000
+    assert sys.getrefcount(big) == 3, "held by `chunks`, `big` and the call's argument only"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_works_without_starlette() -> None:
     """Starlette is optional: without it `StreamingASGIResponse` is a plain ASGI app
     (with it, a Starlette ``Response``: tests/test_fastapi.py)."""

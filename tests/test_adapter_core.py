@@ -215,6 +215,28 @@ async def test_a_stopped_or_unlimited_watchdog_never_calls() -> None:
     assert stalls.times == []
 
 
+async def test_watchdogs_share_one_loop_timer() -> None:
+    """Issue 13, idle memory: every response's write timeout used to hold a
+    `TimerHandle` (and a libuv timer under uvloop) for up to `write_timeout` after each
+    write; they share the loop's one timer now, and the stalled one is still caught."""
+    loop = asyncio.get_running_loop()
+    before = [t for t in loop._scheduled if not t.cancelled()]  # type: ignore[attr-defined]
+    stalls = Stalls()
+    watchdogs = [WriteWatchdog(0.2 + n / 1000, stalls, logger) for n in range(100)]
+    for watchdog in watchdogs:
+        watchdog.writing()
+    for watchdog in watchdogs[1:]:
+        watchdog.written()
+    timers = [t for t in loop._scheduled if not t.cancelled()]  # type: ignore[attr-defined]
+    assert len(timers) - len(before) <= 1
+    async with asyncio.timeout(5):
+        await stalls.event.wait()
+    await passed(0.3)
+    assert len(stalls.times) == 1, "only the chunk that waited stalls"
+    for watchdog in watchdogs:
+        watchdog.stop()
+
+
 async def test_the_stall_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=logger.name)
     stalls = Stalls()

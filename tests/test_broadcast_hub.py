@@ -395,6 +395,23 @@ async def test_a_quiet_subscriber_gets_heartbeats() -> None:
     await body.aclose()  # type: ignore[attr-defined]
 
 
+async def test_idle_subscribers_share_one_heartbeat_timer() -> None:
+    """Issue 13, idle memory: a timer per subscriber costs a `TimerHandle`, a context
+    and a libuv timer each; their heartbeats share the loop's one timer instead."""
+    hub = Broadcast()
+    loop = asyncio.get_running_loop()
+    timers_before = [t for t in loop._scheduled if not t.cancelled()]  # type: ignore[attr-defined]
+    bodies = [hub.subscribe("t", heartbeat=0.05 + n / 1000) for n in range(100)]
+    for body in bodies:
+        await next_chunk(body)
+    timers = [t for t in loop._scheduled if not t.cancelled()]  # type: ignore[attr-defined]
+    assert len(timers) - len(timers_before) <= 1
+    pings = await asyncio.gather(*(next_chunk(body) for body in bodies))
+    assert pings == [b": ping\n\n"] * 100, "each still gets its heartbeat"
+    for body in bodies:
+        await body.aclose()  # type: ignore[attr-defined]
+
+
 async def test_several_topics_resume_from_a_composite_id() -> None:
     hub = Broadcast()
     decoder = SSEDecoder()

@@ -116,7 +116,7 @@ def test_malformed_redis_ids_do_not_parse(text: str) -> None:
 
 async def test_idle_wakes_on_news_times_out_on_silence_and_cleans_up() -> None:
     log = TopicLog("t", 4)
-    idle = Idle([log.waiters], 0.01)
+    idle = Idle([log], 0.01)
     assert await idle.wait() is False, "silence: a heartbeat is due"
     idle.wrote()
     waiting = asyncio.ensure_future(idle.wait())
@@ -130,4 +130,4 @@ async def test_idle_wakes_on_news_times_out_on_silence_and_cleans_up() -> None:
         await waiting
     assert not log.waiters, "a cancelled wait leaves nothing registered"
     idle.close()
-    assert idle.timer is None
+    assert not idle.queued, "closed: its deadline left the heap"

@@ -6,6 +6,7 @@ Timing is made deterministic with sources that wait on events the test controls.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -358,3 +359,27 @@ async def test_prefix_first_and_finish_last() -> None:
     assert chunks[0] == b"["
     assert chunks[-1] == b"]"
     assert b"".join(chunks) == b"[0\n1\n2\n]"
+
+
+async def test_a_written_chunk_is_not_held_while_the_stream_waits() -> None:
+    """Idle memory: a stream that went quiet after a large batch kept that batch's
+    chunk alive in its body until the next one (per connection)."""
+
+    async def one_then_silence() -> AsyncIterator[int]:
+        yield 7
+        await asyncio.get_running_loop().create_future()
+
+    body = encode_batches(one_then_silence(), BufferPolicy(4), lines, kind="t")
+    chunk = await anext(body)
+    assert numbers([chunk]) == [7]
+    held = sys.getrefcount(chunk)
+    waiting = asyncio.ensure_future(anext(body))
+    for _ in range(10):  # a few loop turns: the body goes back to waiting for items
+        await asyncio.sleep(0)
+        if sys.getrefcount(chunk) < held:
+            break
+    assert sys.getrefcount(chunk) < held, "the body let go of the chunk it wrote"
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await body.aclose()

@@ -641,3 +641,40 @@ def test_body_decodes_to_the_items(values: list[Any], capacity: int) -> None:
         return await chunks_of(response)
 
     assert decode(asyncio.run(run())) == expected_events(values)
+
+
+# -- what an idle stream holds (issue 15: idle cost per stream) -------------------------
+
+
+async def silent() -> AsyncIterator[str]:
+    await asyncio.get_running_loop().create_future()
+    yield "never"
+
+
+async def test_idle_streams_share_one_heartbeat_timer_and_keep_their_beat() -> None:
+    """A timer per idle stream (armed by each wait for the heartbeat) cost a
+    `TimerHandle`, a context and, under uvloop, a libuv timer per connection; the
+    streams' silences are lazy deadlines behind the loop's one timer now."""
+    loop = asyncio.get_running_loop()
+    timers_before = [t for t in loop._scheduled if not t.cancelled()]  # type: ignore[attr-defined]
+    bodies = [aiter(sse(silent(), heartbeat=0.05 + n / 1000).body) for n in range(100)]
+    for body in bodies:
+        assert await anext(body) == b":\n\n"
+    waits = [asyncio.ensure_future(anext(body)) for body in bodies]
+    await asyncio.sleep(0)
+    timers = [t for t in loop._scheduled if not t.cancelled()]  # type: ignore[attr-defined]
+    assert len(timers) - len(timers_before) <= 1
+    async with asyncio.timeout(5):
+        assert await asyncio.gather(*waits) == [b": ping\n\n"] * 100
+    for body in bodies:
+        await body.aclose()  # type: ignore[attr-defined]
+
+
+async def test_the_body_is_the_engines_own_generator_with_no_wrapper() -> None:
+    """The ending of a failed source (`on_error`, an open circuit) is the engine's
+    `last_word`: no second generator per stream wraps the body (~600 bytes each)."""
+    for response in (sse(silent()), sse(silent(), on_error=lambda exc: ServerSentEvent("x"))):
+        body = response.body
+        assert body.ag_code.co_name == "_run"  # type: ignore[attr-defined]
+        assert body.ag_code.co_filename.endswith("_response/engine.py")  # type: ignore[attr-defined]
+        await body.aclose()  # type: ignore[attr-defined]

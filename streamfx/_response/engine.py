@@ -21,11 +21,17 @@ Promises:
   client, whose body is away in a write, costs no report per item).
 - Keep-alive: with `keepalive` set, `beat` is yielded whenever that many seconds pass
   without a chunk, counted from when the body came back for more (the rule of
-  `streamfx.heartbeat`, from the same code: `Channel.wait_ready`).
+  `streamfx.heartbeat`). The silence is a lazy deadline in the loop's shared
+  `Deadlines` (`_Silence`): an idle stream holds no timer of its own.
 - Order is kept; the source's error is raised after the chunks of the items before it.
 - Metrics: ``stream_opened`` at the first iteration, ``items_sent`` per chunk (items
   and bytes), ``items_dropped`` as above, ``stream_closed`` exactly once with the
   duration and outcome.
+- With `last_word`, an error of the source (never one of `encode`: that one is always
+  raised) is first offered to ``last_word(exc, items_sent)``: the bytes it returns are
+  the body's last chunk and the body ends cleanly (the outcome is still ``"error"``);
+  None raises the error as without it. `items_sent` tells whether any item came from
+  the source before it failed.
 - Closing the body cancels the source's task and waits for its cleanup. An error that
   cleanup raises (a finalizer failing when the client disconnects) is logged at ERROR
   on ``streamfx.response`` with the stream's kind and name and its traceback, and the
@@ -39,14 +45,17 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from streamfx._core.channel import Channel
 from streamfx._core.policy import BufferPolicy
 from streamfx._core.shutdown import off_shutdown, on_shutdown, shutdown_requested
+from streamfx._response.deadlines import Deadline, deadlines_for
 from streamfx.metrics import MetricsHook, Outcome, get_metrics, guarded
 
 T = TypeVar("T")
+LastWord = Callable[[Exception, bool], bytes | None]
+"""``last_word(exc, items_sent)``: the last chunk for a source that failed, or None."""
 
 logger = logging.getLogger("streamfx.response")
 
@@ -66,6 +75,7 @@ def encode_batches(
     metrics: MetricsHook | None = None,
     drainable: bool = False,
     farewell: bytes = b"",
+    last_word: LastWord | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Encode `source` in batches of ready items; see the module docstring.
 
@@ -94,6 +104,7 @@ def encode_batches(
         hook,
         drainable,
         farewell,
+        last_word,
     )
 
 
@@ -110,6 +121,7 @@ async def _run(
     hook: MetricsHook,
     drainable: bool,
     farewell: bytes,
+    last_word: LastWord | None,
 ) -> AsyncGenerator[bytes, None]:
     hook.stream_opened(kind, name)
     started = time.monotonic()
@@ -118,6 +130,8 @@ async def _run(
     if drainable:
         on_shutdown(channel.wake)
     reported_drops = 0
+    items_sent = False
+    silence = None if keepalive is None else _Silence(channel, keepalive)
     try:
         if prefix:
             yield prefix
@@ -127,19 +141,42 @@ async def _run(
                 hook.items_dropped(kind, name, channel.dropped - reported_drops)
                 reported_drops = channel.dropped
             if batch:
+                items_sent = True
+                if silence is not None:
+                    silence.counting = False
                 chunk = encode(batch)
                 hook.items_sent(kind, name, len(batch), len(chunk))
                 if chunk:
                     yield chunk
+                del chunk  # written: not held while the stream waits for more
                 channel.release()
                 continue
             if channel.done:
                 break
             if drainable and shutdown_requested():
                 break  # drained: what was held has been sent
-            if not await channel.wait_ready(keepalive):
-                yield beat
-        channel.raise_if_failed()
+            if silence is None:
+                await channel.wait_ready()
+            else:
+                silence.start()
+                await channel.wait_ready()
+                if silence.elapsed:
+                    silence.counting = False
+                    yield beat
+        if last_word is None:
+            channel.raise_if_failed()
+        else:
+            last = None
+            try:
+                channel.raise_if_failed()
+            except Exception as exc:
+                last = last_word(exc, items_sent)
+                if last is None:
+                    raise
+            if last is not None:  # yielded outside the handler: no traceback held
+                outcome = "error"
+                yield last
+                return
         if not channel.done:  # ended by a shutdown request
             if farewell:
                 hook.items_sent(kind, name, 0, len(farewell))
@@ -154,6 +191,8 @@ async def _run(
         outcome = "closed" if isinstance(exc, asyncio.CancelledError) else "error"
         raise
     finally:
+        if silence is not None:
+            silence.stop()
         if drainable:
             off_shutdown(channel.wake)
         try:
@@ -171,6 +210,49 @@ async def _run(
             if channel.dropped != reported_drops:
                 hook.items_dropped(kind, name, channel.dropped - reported_drops)
             hook.stream_closed(kind, name, time.monotonic() - started, outcome)
+
+
+class _Silence(Deadline):
+    """When a body's silence calls for a keep-alive, as a lazy deadline in the loop's
+    shared `Deadlines` (no timer per stream, none per wait).
+
+    The silence starts when the body comes back for more after its last chunk
+    (`start`; ``counting = False`` when a chunk leaves); once `interval` seconds have
+    passed since, `elapsed` is set and the body's wait is woken (`Channel.wake`)."""
+
+    __slots__ = ("channel", "counting", "deadlines", "due", "elapsed", "interval", "loop")
+
+    def __init__(self, channel: Channel[Any], interval: float) -> None:
+        super().__init__()
+        self.channel = channel
+        self.interval = interval
+        self.loop = loop = asyncio.get_running_loop()
+        self.deadlines = deadlines_for(loop)
+        self.counting = False
+        self.elapsed = False
+        self.due = 0.0
+
+    def start(self) -> None:
+        """The body waits: the silence counts from now unless it already does."""
+        if self.counting:
+            return
+        self.counting = True
+        self.elapsed = False
+        self.due = due = self.loop.time() + self.interval
+        self.deadlines.schedule(self, due)  # already waiting (earlier): re-checked there
+
+    def stop(self) -> None:
+        self.counting = False
+        self.deadlines.cancel(self)
+
+    def expired(self, now: float) -> None:
+        if not self.counting:
+            return  # a chunk left since: the next `start` schedules it again
+        if now < self.due:
+            self.deadlines.schedule(self, self.due)
+            return
+        self.elapsed = True
+        self.channel.wake()
 
 
 def _log_cleanup_error(kind: str, name: str, error: BaseException) -> None:

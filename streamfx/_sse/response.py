@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable
 from typing import Any, Final, TypeVar
 
 from streamfx._core.circuit import CircuitOpenError
@@ -136,9 +136,6 @@ def sse(
         raise TypeError(f"on_error must be callable or None, not {type(on_error).__name__}")
     prefix = OPENING if retry is None else f"retry: {_check_retry(retry)}\n\n".encode()
     encode = _default_encoder() if serialize is None else SseEncoder(serialize).encode
-    unencodable: list[Exception] = []
-    if on_error is not None:
-        encode = _noting_failures(encode, unencodable)
     body = encode_batches(
         events,
         buffer,
@@ -150,45 +147,28 @@ def sse(
         beat=HEARTBEAT,
         drainable=True,
         farewell=b"" if farewell is None else farewell.encode(),
+        last_word=_last_word if on_error is None else functools.partial(_last_word_with, on_error),
     )
-    return StreamResponse(200, list(SSE_HEADERS), _ending(body, prefix, on_error, unencodable))
+    return StreamResponse(200, list(SSE_HEADERS), body)
 
 
-async def _ending(
-    body: AsyncGenerator[bytes, None],
-    prefix: bytes,
-    on_error: OnError | None,
-    unencodable: list[Exception],
-) -> AsyncGenerator[bytes, None]:
-    """`body` as it is, except where the source fails: an open circuit at the start
-    and, with `on_error`, any error from the source end the stream with a last chunk
-    (see the module docstring). Closing this closes `body`."""
-    items_sent = False
-    last = b""
-    try:
-        try:
-            async for chunk in body:
-                # The engine yields the very objects it was given as prefix and beat;
-                # anything else carries events from the source.
-                if not items_sent and chunk is not prefix and chunk is not HEARTBEAT:
-                    items_sent = True
-                yield chunk
-        except CircuitOpenError as exc:
-            if items_sent:
-                raise
-            retry = max(math.ceil(exc.retry_after * 1000), MIN_CIRCUIT_RETRY_MS)
-            last = f"retry: {retry}\n\n".encode()
-        except Exception as exc:
-            if on_error is None or any(exc is failure for failure in unencodable):
-                raise
-            final = _final_event(on_error, exc)
-            if final is None:
-                raise
-            last = final
-        if last:
-            yield last
-    finally:
-        await body.aclose()
+def _last_word(exc: Exception, items_sent: bool) -> bytes | None:
+    """The engine's `last_word` without `on_error` (one function shared by every such
+    stream): an open circuit before the first item ends the stream after ``retry:``;
+    any other error of the source is raised. (An error encoding an item never gets
+    here: the engine always raises it.)"""
+    if isinstance(exc, CircuitOpenError) and not items_sent:
+        retry = max(math.ceil(exc.retry_after * 1000), MIN_CIRCUIT_RETRY_MS)
+        return f"retry: {retry}\n\n".encode()
+    return None
+
+
+def _last_word_with(on_error: OnError, exc: Exception, items_sent: bool) -> bytes | None:
+    """The engine's `last_word` with `on_error`: as `_last_word` for an open circuit,
+    else `on_error`'s event."""
+    if isinstance(exc, CircuitOpenError):
+        return _last_word(exc, items_sent)
+    return _final_event(on_error, exc)
 
 
 def _final_event(on_error: OnError, exc: Exception) -> bytes | None:
@@ -201,22 +181,6 @@ def _final_event(on_error: OnError, exc: Exception) -> bytes | None:
         logger.exception("sse(on_error=%r) failed on %r; cutting the stream", on_error, exc)
         return None
     return event.encode()
-
-
-def _noting_failures(
-    encode: Callable[[list[Any]], bytes], failures: list[Exception]
-) -> Callable[[list[Any]], bytes]:
-    """`encode`, noting the error of a batch it cannot encode in `failures` (so that
-    `on_error`, which is for the source's errors, leaves it alone)."""
-
-    def noting(batch: list[Any]) -> bytes:
-        try:
-            return encode(batch)
-        except Exception as exc:
-            failures.append(exc)
-            raise
-
-    return noting
 
 
 @functools.cache

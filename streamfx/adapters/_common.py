@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
+from streamfx._response.deadlines import Deadline, Deadlines, deadlines_for
 from streamfx._upload.errors import UploadError
 from streamfx.errors import StreamfxError, phrase
 
@@ -136,7 +137,7 @@ def check_write_timeout(write_timeout: float | None) -> None:
 # -- the write-timeout rule --------------------------------------------------------------
 
 
-class WriteWatchdog:
+class WriteWatchdog(Deadline):
     """The write-timeout rule, the same in every adapter.
 
     ``write_timeout``: if the client has not taken a chunk of the body for
@@ -165,11 +166,12 @@ class WriteWatchdog:
     ASGI, Quart and Django see no socket, only whether a send has completed.
 
     The adapter calls `writing` when it hands the server a chunk and `written` when the
-    server is done with it. One timer per response at most, armed only while a chunk
-    waits, re-armed at most once per `write_timeout`; per chunk one clock read.
+    server is done with it. No timer of its own: a lazy deadline in the loop's shared
+    `Deadlines` (one loop timer for every stream), set only while a chunk waits and
+    pushed again at most once per `write_timeout`; per chunk one clock read.
     """
 
-    __slots__ = ("_logger", "_loop", "_on_stall", "_since", "_stopped", "_timeout", "_timer")
+    __slots__ = ("_deadlines", "_logger", "_loop", "_on_stall", "_since", "_stopped", "_timeout")
 
     def __init__(
         self,
@@ -178,20 +180,24 @@ class WriteWatchdog:
         logger: logging.Logger,
     ) -> None:
         """Watch on the running loop; `on_stall` runs on it, as a loop callback."""
+        super().__init__()
         self._timeout = math.inf if write_timeout is None else write_timeout
         self._stopped = write_timeout is None
         self._on_stall = on_stall
         self._logger = logger
         self._loop = asyncio.get_running_loop()
         self._since = 0.0  # loop time the waiting chunk was handed over; 0.0: none waits
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines: Deadlines | None = None
 
     def writing(self) -> None:
         """A chunk was handed to the server: its time starts."""
         now = self._loop.time()
         self._since = now
-        if self._timer is None and not self._stopped:
-            self._timer = self._loop.call_at(now + self._timeout, self._check)
+        if not self.queued and not self._stopped:
+            deadlines = self._deadlines
+            if deadlines is None:
+                deadlines = self._deadlines = deadlines_for(self._loop)
+            deadlines.schedule(self, now + self._timeout)
 
     def written(self) -> None:
         """The server is done with the chunk."""
@@ -201,18 +207,17 @@ class WriteWatchdog:
         """Never call `on_stall` from now on (safe to call again)."""
         self._stopped = True
         self._since = 0.0
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._deadlines is not None:
+            self._deadlines.cancel(self)
 
-    def _check(self) -> None:
-        self._timer = None
+    def expired(self, now: float) -> None:
         since = self._since
         if self._stopped or not since:
-            return  # nothing waits: the next `writing` arms the timer again
+            return  # nothing waits: the next `writing` schedules the deadline again
         deadline = since + self._timeout
-        if self._loop.time() < deadline:
-            self._timer = self._loop.call_at(deadline, self._check)
+        if now < deadline:
+            assert self._deadlines is not None
+            self._deadlines.schedule(self, deadline)
             return
         self.stop()
         self._logger.info(

@@ -50,8 +50,9 @@ What the application promises, for one HTTP request:
   body is closed without being iterated.
 
 Nothing is done per chunk beyond one ``send`` call with a fresh three-key message and
-a clock reading for the write timeout: no task, no copy, and one timer per response
-at most (armed only while a chunk waits).
+a clock reading for the write timeout: no task, no copy, and no timer of the
+response's own (the write timeout is a lazy deadline behind the loop's one shared
+timer, set only while a chunk waits: `streamfx._response.deadlines`).
 
 Errors raised before any response exists (``download()`` refusing a path, an upload
 refused by its limits) are answered with ``error_response(exc)``: the exception's
@@ -267,6 +268,7 @@ async def _send(
                 watchdog.written()
         except OSError:
             return False
+        del start, first  # sent: not held for the life of a long stream
         async for chunk in iterator:
             if chunk:
                 watchdog.writing()
@@ -275,6 +277,7 @@ async def _send(
                 except OSError:
                     return False
                 watchdog.written()
+                del chunk  # sent: not held while the body waits for the next
         watch.closing = True
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})

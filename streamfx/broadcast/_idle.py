@@ -1,57 +1,79 @@
-"""`Idle`: how one subscriber waits for news without a task or a timer per wait.
+"""`Idle`: how one subscriber waits for news without a task or a timer of its own.
 
 A waiting subscriber puts one future in the waiter set of each of its topics' logs;
 a publish resolves the futures it finds there (True) and clears the set. The
-heartbeat is one timer per subscriber that is *not* re-armed on every write: the
-subscriber only notes when its silence would become due (`wrote`), and when the timer
-fires early it simply re-arms itself for the new due time. So a busy subscriber costs
-one timer callback per heartbeat interval, not one per event.
+heartbeat is a lazy deadline in the loop's shared heap (`streamfx._response.deadlines`:
+one loop timer for every subscriber, not one `TimerHandle` each). It is *not* moved on
+every write: the subscriber only notes when its silence would become due (`wrote`),
+and when the old deadline comes first it simply schedules itself for the new due time.
+So a busy subscriber costs one heap push per heartbeat interval, not one per event.
 
-Promises: `wait` returns True when woken (news, or the hub closing or its backend's
-health changing: `wake`), False when `interval` seconds passed since the last
-`wrote` while it waited; a cancelled `wait` leaves nothing registered; `close` stops
-the timer.
+Promises: `wait` (or `waiting` ... `waited`) returns True when woken (news, or the
+hub closing or its backend's health changing: `wake`), False when `interval` seconds
+passed since the last `wrote` while it waited; a cancelled wait leaves nothing
+registered once `waited` ran; `close` takes its deadline out of the heap.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from streamfx._response.deadlines import Deadline, Deadlines, deadlines_for
+from streamfx.broadcast._log import TopicLog
+
 __all__ = ["Idle"]
 
 
-class Idle:
+class Idle(Deadline):
     """One subscriber's waiting: see the module docstring."""
 
-    __slots__ = ("due", "interval", "loop", "sets", "timer", "waiter")
+    __slots__ = ("deadlines", "due", "interval", "logs", "loop", "waiter")
 
-    def __init__(self, sets: list[set[asyncio.Future[bool]]], interval: float | None) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.sets = sets
+    def __init__(self, logs: list[TopicLog], interval: float | None) -> None:
+        """`logs`: the subscriber's topics (the very list it keeps: nothing copied per
+        subscriber), whose waiter sets a wait joins."""
+        super().__init__()
+        self.loop = loop = asyncio.get_running_loop()
+        self.logs = logs
         self.interval = interval
         self.waiter: asyncio.Future[bool] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.due = 0.0
+        self.deadlines: Deadlines | None = None
         if interval is not None:
-            self.due = self.loop.time() + interval
-            self.timer = self.loop.call_at(self.due, self._fire)
+            self.due = loop.time() + interval
+            self.deadlines = deadlines = deadlines_for(loop)
+            deadlines.schedule(self, self.due)
 
     def wrote(self) -> None:
         """Something was written: the silence starts again."""
         if self.interval is not None:
             self.due = self.loop.time() + self.interval
 
-    async def wait(self) -> bool:
+    def waiting(self) -> asyncio.Future[bool]:
+        """Start waiting: a future put in each topic's waiter set, resolved as `wait`
+        returns. The caller awaits it and then calls `waited` however the await ends
+        (in a ``finally``). `follow` does so inline: a coroutine per wait would hold a
+        frame per idle subscriber."""
         waiter: asyncio.Future[bool] = self.loop.create_future()
         self.waiter = waiter
-        for waiters in self.sets:
-            waiters.add(waiter)
+        for log in self.logs:
+            log.waiters.add(waiter)
+        return waiter
+
+    def waited(self) -> None:
+        """Stop waiting: the future leaves every waiter set."""
+        waiter = self.waiter
+        self.waiter = None
+        if waiter is not None:
+            for log in self.logs:
+                log.waiters.discard(waiter)
+
+    async def wait(self) -> bool:
+        """`waiting` and `waited` around one await."""
         try:
-            return await waiter
+            return await self.waiting()
         finally:
-            self.waiter = None
-            for waiters in self.sets:
-                waiters.discard(waiter)
+            self.waited()
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -59,16 +81,16 @@ class Idle:
             waiter.set_result(True)
 
     def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.deadlines is not None:
+            self.deadlines.cancel(self)
+            self.deadlines = None
 
-    def _fire(self) -> None:
+    def expired(self, now: float) -> None:
         assert self.interval is not None
-        now = self.loop.time()
+        assert self.deadlines is not None
         if now >= self.due:
             waiter = self.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(False)
             self.due = now + self.interval
-        self.timer = self.loop.call_at(self.due, self._fire)
+        self.deadlines.schedule(self, self.due)

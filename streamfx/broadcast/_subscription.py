@@ -270,7 +270,7 @@ async def follow(
     label = name or hub.name
     backend = hub._backend
     logs: list[TopicLog] = []
-    idle = Idle([], heartbeat)
+    idle = Idle(logs, heartbeat)  # the same list, filled as the topics are attached
     hub._joined(idle)
     hook.stream_opened(KIND, label)
     started = time.monotonic()
@@ -278,7 +278,7 @@ async def follow(
     try:
         for topic in topics:
             logs.append(backend.attach(topic))
-        idle.sets = [log.waiters for log in logs]
+        del topics  # attached: the names are not held for the stream's life
         wanted = split_positions(last_event_id, len(logs))
         found: list[Located | None] = [None] * len(logs)
         while True:
@@ -299,7 +299,11 @@ async def follow(
                 yield farewell_frame(hub._farewell, reconnect_ms)
                 outcome = "completed"
                 return
-            if not await idle.wait():
+            try:
+                woken = await idle.waiting()
+            finally:
+                idle.waited()
+            if not woken:
                 yield PING
                 idle.wrote()
         cursors = _Cursors(backend, logs, plan.cursors, hub)
@@ -310,6 +314,7 @@ async def follow(
             hub._count("resets", 1)
         chunk = prefix + plan.lead + due[0] + position_frame(cursors.position())
         hook.items_sent(KIND, label, plan.replayed + due[1], len(chunk))
+        del plan, wanted, found  # the start's state is not held for the stream's life
         yield chunk
         idle.wrote()
         away = True  # back from a write: what was published meanwhile is lag
@@ -338,7 +343,12 @@ async def follow(
                 yield chunk
                 idle.wrote()
                 away = True
-            elif await idle.wait():
+                continue
+            try:
+                woken = await idle.waiting()  # inline: no coroutine frame held per wait
+            finally:
+                idle.waited()
+            if woken:
                 away = False  # it was ready: a backlog found now is not lag
             else:
                 yield PING
