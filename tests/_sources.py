@@ -62,3 +62,24 @@ async def burst(
         yield index
     if finished is not None:
         finished.set()
+
+
+async def settle() -> None:
+    """Give every ready task many turns of the event loop (no wall-clock wait)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def pulled_source(pulled: list[int], gate: asyncio.Event | None = None) -> AsyncIterator[int]:
+    """0, 1, 2, ... recording each item as it is pulled; waits for `gate` after 0."""
+
+    async def source() -> AsyncIterator[int]:
+        index = 0
+        while True:
+            pulled.append(index)
+            yield index
+            if index == 0 and gate is not None:
+                await gate.wait()
+            index += 1
+
+    return source()

@@ -1,5 +1,5 @@
-"""Channel: the consumer API (take_all / release / wait_ready / raise_if_failed / done /
-drain) and the promises of the module docstring, checked through that API only."""
+"""Channel: the consumer API (take_all / release / take_one / wait_ready / raise_if_failed /
+done) and the promises of the module docstring, checked through that API only."""
 
 from __future__ import annotations
 
@@ -9,28 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamfx._core.channel import Channel
-from tests._sources import Probe, burst, counting, forever
-
-
-async def settle() -> None:
-    """Give every ready task many turns of the event loop (no wall-clock wait)."""
-    for _ in range(50):
-        await asyncio.sleep(0)
-
-
-def pulled_source(pulled: list[int], gate: asyncio.Event | None = None) -> AsyncIterator[int]:
-    """0, 1, 2, ... recording each item as it is pulled; waits for `gate` after 0."""
-
-    async def source() -> AsyncIterator[int]:
-        index = 0
-        while True:
-            pulled.append(index)
-            yield index
-            if index == 0 and gate is not None:
-                await gate.wait()
-            index += 1
-
-    return source()
+from tests._sources import Probe, counting, pulled_source, settle
 
 
 async def test_take_all_returns_every_ready_item_in_order_and_empty_when_none() -> None:
@@ -91,49 +70,6 @@ async def test_a_lossy_batch_leaves_at_once() -> None:
     batch = channel.take_all()
     await settle()  # the consumer is away: the producer refills, then drops
     assert batch + channel.take_all() == [0, 1, 2, 3]
-    await channel.aclose()
-
-
-@pytest.mark.parametrize("strategy", ["sliding", "dropping"])
-async def test_a_lossy_producer_waits_while_the_consumer_waits(strategy: str) -> None:
-    dropped: list[int] = []
-    pulled: list[int] = []
-    channel: Channel[int] = Channel(2, strategy, dropped.append)  # type: ignore[arg-type]
-    channel.start([pulled_source(pulled)])
-    assert await channel.wait_ready()  # ready: woken by item 0, then 1 and 2 came
-    assert channel.take_all() == [0, 1]
-    assert dropped == []
-    await settle()  # now the consumer is away
-    assert dropped != []
-    await channel.aclose()
-
-
-@pytest.mark.parametrize("strategy", ["sliding", "dropping"])
-async def test_a_consumer_away_costs_one_trip_through_the_loop_per_capacity_drops(
-    strategy: str,
-) -> None:
-    """A stalled client: its consumer is away for good while the source bursts. The
-    producer drops (keeping the newest with "sliding"), and lets the loop run once per
-    `capacity` drops in a row, not once per drop (issue 15, item 10: each stalled stream
-    cost every healthy one a trip through the loop per published item)."""
-    capacity, count = 8, 4000
-    dropped: list[int] = []
-    finished = asyncio.Event()
-    channel: Channel[int] = Channel(capacity, strategy, dropped.append)  # type: ignore[arg-type]
-    channel.start([burst(count, pauses={1}, finished=finished)])
-    await channel.wait_ready()
-    assert channel.take_all() == [0]  # then the consumer is away (blocked in a write)
-    turns = 0
-    while not finished.is_set():  # another task's turns while the producer drops
-        turns += 1
-        await asyncio.sleep(0)
-    kept = channel.take_all()
-    assert sorted(kept + dropped) == list(range(1, count))
-    assert kept == (
-        list(range(count - capacity, count)) if strategy == "sliding" else list(range(1, 9))
-    )
-    assert channel.dropped == len(dropped) == count - 1 - capacity
-    assert turns <= count // capacity + 2, turns
     await channel.aclose()
 
 
@@ -203,49 +139,22 @@ async def test_the_error_comes_after_the_items_before_it() -> None:
     await channel.aclose()
 
 
-async def test_one_failing_source_cancels_the_others() -> None:
-    healthy = Probe()
+async def test_a_hand_out_counts_each_item_until_the_iterator_moves_past_it() -> None:
+    pulled: list[int] = []
     channel: Channel[int] = Channel(4, "suspend")
-    channel.start([forever(healthy), counting(10, Probe(), fail_at=2)])
-    while not channel.done:
-        channel.take_all()
-        await channel.wait_ready()
-    with pytest.raises(RuntimeError):
-        channel.raise_if_failed()
-    assert healthy.cleanups == 1
-
-
-async def test_aclose_returns_after_the_sources_cleanup() -> None:
-    probe = Probe()
-    channel: Channel[int] = Channel(4, "suspend")
-    channel.start([forever(probe)])
-    await channel.wait_ready()
+    channel.start([pulled_source(pulled)])
+    await settle()
+    assert pulled == [0, 1, 2, 3]
+    batch = channel.hand_out()
+    await settle()
+    assert pulled == [0, 1, 2, 3], "nothing taken from the batch yet: no room"
+    assert next(batch) == 0
+    assert next(batch) == 1
+    channel.wake_producers()
+    await settle()
+    assert pulled == [0, 1, 2, 3, 4, 5], "two taken, two free slots"
+    assert list(batch) == [2, 3]
+    channel.wake_producers()
+    await settle()
+    assert pulled == [0, 1, 2, 3, 4, 5, 6, 7]
     await channel.aclose()
-    assert probe.cleanups == 1
-    assert channel.done
-
-
-async def test_drain_yields_items_then_raises_the_error() -> None:
-    channel: Channel[int] = Channel(2, "suspend")
-    got: list[int] = []
-    with pytest.raises(RuntimeError, match="failed at 5"):
-        async for item in channel.drain([counting(9, Probe(), fail_at=5)], "test"):
-            got.append(item)
-    assert got == [0, 1, 2, 3, 4]
-
-
-async def test_drain_with_an_interval_fills_silences_with_beats() -> None:
-    resume = asyncio.Event()
-
-    async def source() -> AsyncIterator[int]:
-        yield 1
-        await resume.wait()
-        yield 2
-
-    channel: Channel[int] = Channel(1, "suspend")
-    got: list[int | str] = []
-    async for item in channel.drain([source()], "test", interval=0.01, beat=lambda: "beat"):
-        got.append(item)
-        if got.count("beat") == 2:
-            resume.set()
-    assert got == [1, "beat", "beat", 2]

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar
 
 from streamfx._core.channel import Channel
+from streamfx._core.drain import drain
 from streamfx._core.policy import Strategy, check_capacity, check_strategy
 
 T = TypeVar("T")
@@ -44,5 +45,7 @@ def buffer(
     ``int``; `ValueError` if it is not positive or asks for "unbounded", or if
     `strategy` is unknown.
     """
-    channel: Channel[T] = Channel(check_capacity(capacity), check_strategy(strategy), on_drop)
-    return channel.drain((source,), "streamfx.buffer")
+    channel: Channel[T] = Channel(
+        check_capacity(capacity), check_strategy(strategy), on_drop, compact=False
+    )
+    return drain(channel, (source,), "streamfx.buffer")

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import TypeVar, overload
 
 from streamfx._core.channel import Channel
+from streamfx._core.drain import drain
 
 T = TypeVar("T")
 B = TypeVar("B")
@@ -47,5 +48,5 @@ def heartbeat(
     if interval == float("inf"):
         raise ValueError("heartbeat interval must be finite")
     make: Callable[[], B] = beat if callable(beat) else (lambda: beat)
-    channel: Channel[T] = Channel(1, "suspend")
-    return channel.drain((source,), "streamfx.heartbeat", interval=float(interval), beat=make)
+    channel: Channel[T] = Channel(1, "suspend", compact=False)
+    return drain(channel, (source,), "streamfx.heartbeat", interval=float(interval), beat=make)

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterable
 from typing import TypeVar
 
 from streamfx._core.channel import Channel
+from streamfx._core.drain import drain
 from streamfx._core.policy import check_capacity
 
 T = TypeVar("T")
@@ -21,5 +22,5 @@ def merge(*sources: AsyncIterable[T], capacity: int = 16) -> AsyncGenerator[T, N
     error reaches the consumer after the items already buffered. Closing the merged
     stream early cancels every source and waits for their cleanup.
     """
-    channel: Channel[T] = Channel(check_capacity(capacity), "suspend")
-    return channel.drain(sources, "streamfx.merge")
+    channel: Channel[T] = Channel(check_capacity(capacity), "suspend", compact=False)
+    return drain(channel, sources, "streamfx.merge")

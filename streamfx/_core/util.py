@@ -1,11 +1,13 @@
 """Small helpers shared by the combinators: closing sources, awaiting maybe-async calls,
-cancelling tasks and waiting for their cleanup."""
+cancelling tasks and waiting for their cleanup, yielding to the loop once, resolving a
+future that may be done."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+import types
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
 from typing import Any
 
 
@@ -50,3 +52,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
             interrupted = True
     if interrupted:
         raise asyncio.CancelledError
+
+
+@types.coroutine
+def yield_now() -> Generator[None, None, None]:
+    """Let every other ready task run once (``asyncio.sleep(0)`` without its overhead)."""
+    yield
+
+
+def resolve(future: asyncio.Future[Any], value: object) -> None:
+    """Set `future`'s result to `value` unless it is already done (cancelled, say)."""
+    if not future.done():
+        future.set_result(value)

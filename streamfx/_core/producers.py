@@ -1,0 +1,328 @@
+"""The producer side of a `Channel`: the tasks that pull the sources into a bounded
+queue, and the rules that make them wait for room, drop, or wake the consumer.
+
+`Producers` holds the state both sides share; `streamfx._core.channel.Channel` adds
+the consumer's API on top of it (the only way anything outside these two modules
+touches that state). One producer task runs per source; each appends to one queue of
+at most `capacity` items (a list or a deque: see `LIST_CAPACITY`). What happens when the
+queue is full depends on the strategy (see `streamfx.Strategy`).
+
+Promises:
+
+- At most `capacity` items are held: those waiting in the queue, plus, in
+  ``"suspend"`` mode, what the consumer took and still counts (see `Channel`). In
+  ``"suspend"`` mode a producer pulls its next item only once there is room for it, so
+  it never holds an extra item in hand.
+- Order is kept: items leave in the order they were appended.
+- A lossy strategy (``"sliding"``, ``"dropping"``) drops only while the consumer is not
+  ready, that is, while it is away from the channel (blocked in a write, say). While
+  the consumer waits in the channel, or has been woken and has not run yet, a producer
+  that finds the queue full waits for room like ``"suspend"``: a burst into a ready
+  consumer loses nothing, however fast it comes. Each dropped item is counted
+  (`dropped`) and passed to `on_drop` exactly once, in the producer's task; if
+  `on_drop` raises, the channel fails with that error. A drop costs no trip through the
+  event loop: a producer whose consumer stays away (a stalled client) lets the loop run
+  once per `capacity` drops in a row, which is all a source that never suspends needs
+  to leave the consumer its turn.
+- A source that raises stops that source; the other producers are cancelled (their
+  cleanup runs); the consumer sees the error after the items buffered before it.
+- `aclose` cancels every producer and returns only after each has finished, with its
+  source closed (``aclose()`` called, so the source's ``finally`` has run); an error
+  raised by that cleanup is raised by `aclose`, never left unread in the channel. An
+  error after the first (a second source failing) is logged on ``streamfx.channel``.
+
+How the hot path stays cheap: a producer compares the queue's length with one number,
+``_limit``, after (``"suspend"``) or before (lossy) each append, and does anything else
+(waking the consumer, waiting for room, dropping) only when that comparison says so.
+The consumer sets ``_limit`` so that the next append takes that slow path whenever it
+needs the producer's attention: when it starts waiting for an item, and when it holds
+items that count against the capacity. Whether the consumer is ready is a flag set
+only while it waits in `Channel.wait_ready`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from functools import lru_cache
+from operator import length_hint
+from typing import Any, Final, Generic, TypeVar
+
+from streamfx._core.policy import Strategy
+from streamfx._core.util import aclose_iterator, cancel_and_wait, resolve, yield_now
+
+T = TypeVar("T")
+
+_logger = logging.getLogger("streamfx.channel")
+
+LIST_CAPACITY: Final = 256
+"""Up to this capacity a compact channel keeps its items in a list (see
+`Producers.__init__`); above it, and when not compact, in a deque."""
+
+
+class Producers(Generic[T]):
+    """A bounded queue and the producer tasks that fill it (a `Channel` without its
+    consumer's API)."""
+
+    __slots__ = (
+        "_capacity",
+        "_consumer_ready",
+        "_deadline",
+        "_drops_in_a_row",
+        "_error",
+        "_getter",
+        "_handing_out",
+        "_held",
+        "_items",
+        "_limit",
+        "_loop",
+        "_lossless",
+        "_on_drop",
+        "_producer_scheduled",
+        "_putters",
+        "_running",
+        "_sliding",
+        "_tasks",
+        "cleanup_error",
+        "dropped",
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        strategy: Strategy,
+        on_drop: Callable[[T], object] | None = None,
+        *,
+        compact: bool = True,
+    ) -> None:
+        # `compact`: the items wait in a list while the capacity is small: an empty list
+        # costs 56 bytes where an empty deque holds a 64-slot block (760), on each of
+        # thousands of idle streams, and a sliding drop from a list of at most
+        # `LIST_CAPACITY` items moves at most that many pointers. Otherwise (`drain`,
+        # refilled many times a second) in a deque: it keeps its block when emptied,
+        # where a list is freed by each `take_all` / `hand_out` and regrows, through
+        # several reallocations, on every refill.
+        self._items: deque[T] | list[T] = [] if compact and capacity <= LIST_CAPACITY else deque()
+        self._capacity = capacity
+        self._lossless = strategy == "suspend"
+        self._sliding = strategy == "sliding"
+        self._on_drop = on_drop
+        self._error: BaseException | None = None
+        self.cleanup_error: BaseException | None = None
+        """The error a producer's cleanup raised when `aclose` cancelled it, if any."""
+        self.dropped = 0
+        """Items dropped so far (a lossy strategy, while the consumer was away)."""
+        self._drops_in_a_row = 0
+        # A producer takes its slow path when the queue's length reaches this.
+        self._limit = capacity
+        # Items of a batch taken by `take_all` and not yet released ("suspend" only).
+        self._held = 0
+        # The items `hand_out` returned and the consumer has not taken yet.
+        self._handing_out: Iterator[T] = _NOTHING_HANDED_OUT
+        self._getter: asyncio.Future[bool] | None = None
+        # A list, not a deque: it rarely holds more than one future, and an empty list
+        # costs a tenth of an empty deque on each of thousands of idle streams.
+        self._putters: list[asyncio.Future[None]] = []
+        # True from the moment a producer waiting for room is woken until it runs: a
+        # consumer that finds the queue empty then only needs to yield once (the
+        # producer runs in the same loop iteration) instead of waiting on a future.
+        self._producer_scheduled = False
+        self._consumer_ready = False
+        self._deadline: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self, sources: Iterable[AsyncIterable[T]], name: str = "streamfx") -> None:
+        """Start one producer task per source, on the running loop."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._produce(source), name=_producer_name(name, index))
+            for index, source in enumerate(sources)
+        ]
+        self._running = len(self._tasks)
+
+    @property
+    def done(self) -> bool:
+        """True once every producer has finished (its items may still be waiting)."""
+        return self._running == 0
+
+    async def aclose(self) -> None:
+        """Cancel the producers and wait until each one's cleanup has run.
+
+        An error that cleanup raises (a source's finalizer failing as it is cancelled)
+        is raised here, to whoever closed the channel early, and kept in
+        `cleanup_error`; an error a source had raised before the close is not (it is
+        the stream's, for `raise_if_failed`). If the caller is cancelled while it
+        waits, `CancelledError` is raised as always (a cancellation is never swallowed)
+        and the cleanup's error is only in `cleanup_error`.
+        """
+        if self._running:
+            failed_before = self._error
+            try:
+                await cancel_and_wait(self._tasks)
+            finally:
+                if self._error is not failed_before:
+                    self.cleanup_error = self._error
+            if self.cleanup_error is not None:
+                raise self.cleanup_error
+
+    # -- the room and the consumer's wake-up ---------------------------------------
+
+    def _reset_limit(self) -> None:
+        """Set the length at which a producer must take its slow path (see module doc)."""
+        if self._getter is not None:
+            # The consumer waits for an item: the next append must wake it.
+            self._limit = 1 if self._lossless else 0
+        elif self._lossless:
+            self._limit = self._capacity - self._taken()
+        else:
+            self._limit = self._capacity
+
+    def _wake_getter(self) -> None:
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            self._reset_limit()
+            resolve(getter, True)
+
+    def _taken(self) -> int:
+        """Items the consumer took that still count against the capacity ("suspend")."""
+        return self._held + length_hint(self._handing_out)
+
+    def wake_producers(self) -> None:
+        """Wake one producer waiting for room per free slot."""
+        putters = self._putters
+        if not putters:
+            return
+        room = self._capacity - len(self._items) - self._held - length_hint(self._handing_out)
+        while putters and room > 0:
+            putter = putters.pop(0)
+            if not putter.done():
+                putter.set_result(None)
+                self._producer_scheduled = True
+                room -= 1
+
+    def _room_signal(self) -> asyncio.Future[None]:
+        """A future that `wake_producers` resolves once there is room (await it, then clear
+        ``_producer_scheduled``: the woken producer is running)."""
+        assert self._loop is not None
+        putter = self._loop.create_future()
+        self._putters.append(putter)
+        return putter
+
+    async def _offer(self, item: T) -> None:
+        """Lossy strategies, the queue full: wait for room while the consumer is ready;
+        otherwise drop (`_drop`), and after `capacity` drops in a row let the loop run
+        once (a source that never suspends must not starve the consumer)."""
+        items = self._items
+        while len(items) >= self._capacity:
+            if self._consumer_ready:
+                await self._room_signal()
+                self._producer_scheduled = False
+                continue
+            self._drop(item)
+            if self._drops_in_a_row >= self._capacity:
+                self._drops_in_a_row = 0
+                await yield_now()
+            return
+        items.append(item)
+        self._wake_getter()
+
+    def _drop(self, item: T) -> None:
+        """The queue is full and the consumer away: drop the oldest ("sliding", `item`
+        takes its place) or `item` ("dropping"), count it, pass it to `on_drop`."""
+        if self._sliding:
+            items = self._items
+            dropped = items[0]
+            del items[0]
+            items.append(item)
+        else:
+            dropped = item
+        self.dropped += 1
+        self._drops_in_a_row += 1
+        if self._on_drop is not None:
+            self._on_drop(dropped)
+
+    async def _produce(self, source: AsyncIterable[T]) -> None:
+        items = self._items
+        append = items.append
+        iterator = aiter(source)
+        try:
+            try:
+                if self._lossless:
+                    capacity = self._capacity
+                    putters = self._putters
+                    loop = self._loop
+                    assert loop is not None
+                    async for item in iterator:
+                        append(item)
+                        if len(items) < self._limit:
+                            continue
+                        # The slow path, inline (a call costs what a refill costs):
+                        # wake a waiting consumer; wait until there is room for one more.
+                        if self._getter is not None:
+                            self._wake_getter()
+                        while len(items) + self._taken() >= capacity:
+                            putter = loop.create_future()
+                            putters.append(putter)
+                            await putter
+                            self._producer_scheduled = False
+                        # `_reset_limit` for "suspend", inline.
+                        self._limit = 1 if self._getter is not None else capacity - self._taken()
+                else:
+                    capacity = self._capacity
+                    async for item in iterator:
+                        if len(items) < self._limit:
+                            append(item)
+                        elif (
+                            len(items) >= capacity
+                            and not self._consumer_ready
+                            and self._drops_in_a_row < capacity - 1
+                        ):
+                            self._drop(item)  # the consumer is away: no coroutine, no trip
+                        else:
+                            await self._offer(item)
+            finally:
+                await aclose_iterator(iterator)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._wake_getter()
+
+    def _fail(self, exc: BaseException) -> None:
+        """A source (or its cleanup) raised: the first error is the channel's; a later
+        one (another source's cleanup failing as it is cancelled) is logged, not lost."""
+        current = asyncio.current_task()
+        if self._error is None:
+            self._error = exc
+        else:
+            name = current.get_name() if current is not None else "a producer"
+            _logger.error(
+                "%s raised after another source had failed (whose error is the "
+                "stream's): logged, not raised",
+                name,
+                exc_info=exc,
+            )
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+
+
+_NOTHING_HANDED_OUT: Final[Iterator[Any]] = iter(())
+"""An exhausted iterator every channel starts with (nothing handed out yet)."""
+
+
+@lru_cache(maxsize=256)
+def _producer_name(name: str, index: int) -> str:
+    """A producer task's name, one string shared by every channel of that name (a task
+    holds its name for its lifetime: one string per idle stream otherwise)."""
+    return f"{name} producer {index}"
