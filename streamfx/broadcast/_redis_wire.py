@@ -89,28 +89,9 @@ class WireConnection:
 
     async def call(self, *args: Any, within: float) -> Any:
         """Send one command; return its reply (see the module docstring)."""
-        from redis.exceptions import ConnectionError as Unreachable
         from redis.exceptions import ResponseError
-        from redis.exceptions import TimeoutError as NoAnswer
 
-        parser = self._parser
-        try:
-            self._writer.write(self._pack(args))
-            async with asyncio.timeout(within):
-                while (reply := parser.gets()) is False:
-                    data = await self._stream.read(READ_SIZE)
-                    if not data:
-                        raise Unreachable("Redis closed the connection")
-                    parser.feed(data)
-        except TimeoutError as exc:
-            self.close()
-            raise NoAnswer(f"Redis did not answer {args[0]} within {within} s") from exc
-        except OSError as exc:
-            self.close()
-            raise Unreachable(f"the connection to Redis failed: {exc}") from exc
-        except BaseException:
-            self.close()
-            raise
+        (reply,) = await self._exchange(self._pack(args), 1, within)
         if isinstance(reply, Exception):
             raise ResponseError(str(reply))
         return reply
@@ -118,23 +99,28 @@ class WireConnection:
     async def pipeline(self, commands: list[tuple[Any, ...]], *, within: float) -> list[Any]:
         """Send `commands` in one write; return one reply per command, an error reply
         as a `ResponseError` in its place (also inside an ``EXEC`` reply)."""
+        packed = b"".join(self._pack(command) for command in commands)
+        return [_refused(reply) for reply in await self._exchange(packed, len(commands), within)]
+
+    async def _exchange(self, packed: bytes, count: int, within: float) -> list[Any]:
+        """Write `packed`; return the next `count` replies as hiredis parsed them."""
         from redis.exceptions import ConnectionError as Unreachable
         from redis.exceptions import TimeoutError as NoAnswer
 
         parser = self._parser
         replies: list[Any] = []
         try:
-            self._writer.write(b"".join(self._pack(command) for command in commands))
+            self._writer.write(packed)
             async with asyncio.timeout(within):
-                while len(replies) < len(commands):
+                while len(replies) < count:
                     reply = parser.gets()
-                    if reply is False:
-                        data = await self._stream.read(READ_SIZE)
-                        if not data:
-                            raise Unreachable("Redis closed the connection")
-                        parser.feed(data)
-                    else:
-                        replies.append(_refused(reply))
+                    if reply is not False:
+                        replies.append(reply)
+                        continue
+                    data = await self._stream.read(READ_SIZE)
+                    if not data:
+                        raise Unreachable("Redis closed the connection")
+                    parser.feed(data)
         except TimeoutError as exc:
             self.close()
             raise NoAnswer(f"Redis did not answer within {within} s") from exc
