@@ -17,8 +17,9 @@ Promises:
   no redis-py command on the reading connection is ever cancelled to do that. A
   publish reaches its own process by the same path as anyone else's, so nothing is
   delivered twice.
-- **Resume**: a ``Last-Event-ID`` older than this process's log is replayed with
-  ``XRANGE`` from the stream. It is honoured only if that entry is still in the stream
+- **Resume**: a ``Last-Event-ID`` older than this process's log is replayed with one
+  ``XRANGE`` from that entry on (its reply framed in one pass, no dict per entry).
+  It is honoured only if that entry is still in the stream
   (Redis 7.0 does not record what trimming removed, so that is what can be checked;
   ``0-0``, the position of a stream that had no entry, is honoured while nothing was
   ever trimmed). Otherwise: one ``reset``. Entry ids are per stream: an id is checked
