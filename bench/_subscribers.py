@@ -3,12 +3,32 @@
 `Subscribers.open` connects `n` sockets to a server on 127.0.0.1, sends ``GET path``
 and reads the response headers (noting the ``x-worker`` header when there is one).
 `run` then reads every socket until each has received event `count` (or ended, or
-the deadline passed). It does not parse every event: on each read it notes the time
-and the number of the newest complete event received (``data: <k> ...``), which is
-enough, since a subscriber receives events in order, to know when each event
+the deadline passed). It does not parse every event: on each read it notes the
+*arrival* and the number of the newest complete event received (``data: <k> ...``),
+which is enough, since a subscriber receives events in order, to know when each event
 arrived. `latencies` turns that into one latency per delivered event, measured
-against the schedule (event k due at ``t0 + (k - 1) / rate``): the events that came
-in one read all arrived then.
+against the schedule (event k due at ``t0 + (k - 1) / rate``): the events completed
+by one read all arrived then.
+
+What "arrival" means: the time the kernel received the data on the client's socket
+(``SO_TIMESTAMPNS``, read with ``recvmsg``), not the time this process got round to
+reading it. So a client that reads late (it shares the machine with the server and
+reads a thousand sockets in one Python loop) does not add its own queueing to the
+latency it measures. When one read takes data that came in several packets, the
+kernel reports the newest packet's time, and every event completed by that read is
+given it: an event is never counted as earlier than it was, only, at worst, as late
+as the next packet that came with it. The kernel's clock is ``CLOCK_REALTIME``; it is
+turned into `time.perf_counter` (``CLOCK_MONOTONIC``, the server's clock for the
+schedule) with an offset taken afresh every `TICK`. Where the kernel gives no
+timestamp, the time of the read stands in.
+
+Cheap on purpose, since it shares two cores with the server: ``select.epoll``
+directly, reads of up to 64 KiB, per read a few ``bytes`` searches (no regular
+expression) on the end of what came, and at most one round of reads per `ROUND`
+(1 ms): the sockets that became readable meanwhile are read together, instead of the
+server's every write waking this process (on loopback the writer pays for that
+wake-up). Reading a socket up to `ROUND` later does not move its arrival times; it
+only makes packets that came within that millisecond share the newest one's time.
 
 ``stalled`` sockets connect with a small receive buffer and are never read.
 """
@@ -16,17 +36,40 @@ in one read all arrived then.
 from __future__ import annotations
 
 import re
-import selectors
+import select
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _WORKER = re.compile(rb"(?im)^x-worker: *(\d+)")
-_SEQ = re.compile(rb"data: (\d+)")
 _STAMPED = re.compile(rb"data: \d+ (\d+\.\d+)")
 STALLED_RECEIVE_BUFFER = 4096
 TICK = 0.25
+READ_SIZE = 1 << 16
+ROUND = 0.001
+# Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS): Python's socket module does not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")  # struct timespec (64-bit Linux): seconds, nanoseconds
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def realtime_to_perf() -> float:
+    """What to add to a ``CLOCK_REALTIME`` reading to get `time.perf_counter`'s, now."""
+    before = time.time()
+    perf = time.perf_counter()
+    after = time.time()
+    return perf - (before + after) / 2
+
+
+def kernel_arrival(ancillary: list[tuple[int, int, bytes]], offset: float) -> float | None:
+    """The kernel's receive time of a ``recvmsg`` (on the perf_counter clock), or None."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return int(seconds) + int(nanoseconds) * 1e-9 + offset
+    return None
 
 
 @dataclass
@@ -44,31 +87,42 @@ class Subscriber:
     """With a list: every complete event's publish-to-arrival seconds go there."""
 
     def feed(self, data: bytes, now: float) -> None:
-        buffer = self.tail + data
-        end = max(buffer.rfind(b"\n\n"), buffer.rfind(b"\r\n\r\n"))
-        if end < 0:
-            self.tail = buffer[-4096:]
-            return
-        found = None
-        start = buffer.rfind(b"data: ", 0, end)
-        if start >= 0:
-            found = _SEQ.match(buffer, start)
+        """`data` arrived at `now`: note the newest event it completes."""
+        buffer = self.tail + data if self.tail else data
+        end = buffer.rfind(b"\n\n")
+        if end >= 0:
+            self.tail = buffer[end + 2 :]
+        else:
+            end = buffer.rfind(b"\r\n\r\n")
+            if end < 0:
+                self.tail = buffer[-4096:]
+                return
+            self.tail = buffer[end + 4 :]
         if self.stamped is not None:
             stamps = _STAMPED.findall(buffer, 0, end)
             self.stamped.extend(now - float(stamp) for stamp in stamps)
-        self.tail = buffer[end:]
-        if found is not None:
-            seq = int(found[1])
-            if seq > self.seq:
-                self.seq = seq
-                self.times.append(now)
-                self.seqs.append(seq)
+        start = buffer.rfind(b"data: ", 0, end)
+        if start < 0:
+            return
+        start += 6
+        stop = start
+        while 48 <= buffer[stop] <= 57:  # the digits of k (a space or a line end follows)
+            stop += 1
+        if stop == start:
+            return
+        seq = int(buffer[start:stop])
+        if seq > self.seq:
+            self.seq = seq
+            self.times.append(now)
+            self.seqs.append(seq)
 
 
 def open_stream(port: int, path: str, headers: str = "", stalled: bool = False) -> Subscriber:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if stalled:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RECEIVE_BUFFER)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.connect(("127.0.0.1", port))
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n".encode())
     received = b""
@@ -115,33 +169,56 @@ class Subscribers:
     def run(self, count: int, deadline: float, on_tick: Callable[[], object] | None = None) -> None:
         """Read until every reader has event `count`, has ended, or `deadline` passed;
         call `on_tick` about every quarter of a second meanwhile."""
-        next_tick = time.perf_counter() + TICK
-        selector = selectors.DefaultSelector()
-        waiting = 0
+        now = time.perf_counter()
+        next_tick = now + TICK
+        offset = realtime_to_perf()
+        poller = select.epoll()
+        # One buffer for every read: a fresh 64 KiB ``bytes`` per read would cost an
+        # mmap and a munmap each (glibc serves it from its own mapping).
+        read = bytearray(READ_SIZE)
+        view = memoryview(read)
+        into = [view]
+        by_fd: dict[int, Subscriber] = {}
         for subscriber in self.readers:
             if subscriber.seq < count:
                 subscriber.sock.setblocking(False)
-                selector.register(subscriber.sock, selectors.EVENT_READ, subscriber)
-                waiting += 1
-        while waiting and time.perf_counter() < deadline:
-            if on_tick is not None and time.perf_counter() >= next_tick:
-                on_tick()
-                next_tick = time.perf_counter() + TICK
-            for key, _ in selector.select(timeout=TICK):
-                subscriber = key.data
-                try:
-                    data = subscriber.sock.recv(1 << 18)
-                except BlockingIOError:
-                    continue
+                fd = subscriber.sock.fileno()
+                poller.register(fd, select.EPOLLIN)
+                by_fd[fd] = subscriber
+        started = now
+        try:
+            while by_fd and now < deadline:
+                if now >= next_tick:
+                    if on_tick is not None:
+                        on_tick()
+                    offset = realtime_to_perf()
+                    next_tick = time.perf_counter() + TICK
+                for fd, _ in poller.poll(TICK):
+                    subscriber = by_fd[fd]
+                    try:
+                        size, ancillary, _, _ = subscriber.sock.recvmsg_into(into, _ANCILLARY)
+                    except BlockingIOError:
+                        continue
+                    except ConnectionError:
+                        size = 0
+                    data = bytes(view[:size])
+                    if not data:
+                        subscriber.ended = True
+                    else:
+                        arrived = kernel_arrival(ancillary, offset)
+                        subscriber.feed(data, time.perf_counter() if arrived is None else arrived)
+                    if subscriber.ended or subscriber.seq >= count:
+                        poller.unregister(fd)
+                        del by_fd[fd]
+                # At most one round per ROUND: the readiness of sockets written meanwhile
+                # is gathered for the next one instead of waking this process per write.
                 now = time.perf_counter()
-                if not data:
-                    subscriber.ended = True
-                else:
-                    subscriber.feed(data, now)
-                if subscriber.ended or subscriber.seq >= count:
-                    selector.unregister(subscriber.sock)
-                    waiting -= 1
-        selector.close()
+                if now - started < ROUND:
+                    time.sleep(ROUND - (now - started))
+                    now = time.perf_counter()
+                started = now
+        finally:
+            poller.close()
 
     def close(self) -> None:
         for subscriber in self.readers + self.stalled:

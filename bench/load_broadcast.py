@@ -3,7 +3,9 @@
 Each scenario starts a fresh server (`bench.broadcast_apps`, uvicorn with uvloop and
 httptools) per contender, connects raw-socket subscribers from this process
 (`bench._subscribers`) and starts the publisher on the server (event k due at
-``t0 + (k - 1) / rate``; latency is arrival minus that due time):
+``t0 + (k - 1) / rate``; latency is arrival minus that due time, where arrival is when
+the kernel received the data on the client's socket, not when the client got round to
+reading it: see `bench._subscribers`):
 
 - ``fanout``: SUBSCRIBERS subscribers; streamfx at increasing rates until a rate
   where it no longer keeps up (a subscriber ended, an event missing, or p99 above
@@ -152,7 +154,8 @@ def broadcast_run(
             pool.run(count, deadline, on_tick=lambda: peak.append(server.rss()))
             wall = time.perf_counter() - started[0]
             client_cpu = (time.process_time() - started[1]) / wall
-            server_cpu = (server.cpu() - started[2]) / wall
+            server_seconds = server.cpu() - started[2]
+            server_cpu = server_seconds / wall
             stats = server.call("GET", "/stats")
             waited = time.perf_counter() + p["closure_wait"]
             while len(stats["closed"].get("stalled", [])) < stalled and (
@@ -180,6 +183,8 @@ def broadcast_run(
         "rss_growth_mb": (max(peak) - before) / 1e6,
         "client_cpu": client_cpu,
         "server_cpu": server_cpu,
+        # everything the server did meanwhile (publisher, kernel TCP, GC), per delivery
+        "server_us_per_delivery": server_seconds / max(delivered, 1) * 1e6,
         "stalled_ended": len(closed),
         "stalled_ended_after_s": sorted(closed),
         **percentiles(pool.latencies(t0, rate)),
@@ -302,7 +307,8 @@ def report(run: dict[str, Any]) -> None:
         f"{run['rate']:>5g} ev/s: {run['deliveries_per_s']:>10,.0f} deliveries/s, "
         f"p50 {run['p50']:.1f} ms, p99 {run['p99']:.1f} ms, delivered "
         f"{run['delivered_share']:.1%}, ended {run['ended']}, RSS +{run['rss_growth_mb']:.1f} MB, "
-        f"CPU (cores) server {run['server_cpu']:.2f} client {run['client_cpu']:.2f}"
+        f"CPU (cores) server {run['server_cpu']:.2f} client {run['client_cpu']:.2f}, "
+        f"server {run['server_us_per_delivery']:.1f} us per delivery"
         + (f", stalled ended {run['stalled_ended']}" if run["stalled"] else ""),
         flush=True,
     )

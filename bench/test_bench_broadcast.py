@@ -18,18 +18,28 @@ process and loop:
   by the publisher (the fairest peer for the data structure alone).
 
 No HTTP here: this measures the hub, not a server (``bench/`` load scripts do that).
+
+``streamfx Broadcast through to_asgi`` (its own group) is the server's whole Python
+path per delivery without the network: each subscriber is ``to_asgi(hub.sse(...))``
+called as an ASGI server would call it, with a ``send`` that only counts the events
+(where uvicorn would write to the socket) and a ``receive`` that reports the
+disconnect once the last event came. The time per delivery of this row is the
+per-delivery CPU cost of the hub, the subscription and the ASGI adapter together
+(wake-up, collect, metrics, write timeout, one ``send``), the part of the server's
+cost per delivery that streamfx controls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import pytest
 
 from streamfx import ServerSentEvent
+from streamfx.adapters.asgi import to_asgi
 from streamfx.broadcast import Broadcast
 
 SUBSCRIBERS = 1000
@@ -69,6 +79,45 @@ async def hub_round(burst: int) -> int:
             await asyncio.sleep(0)
     delivered = sum(await asyncio.gather(*tasks))
     return delivered
+
+
+async def asgi_round(burst: int) -> int:
+    hub = Broadcast()
+    started = asyncio.Event()
+    ready = 0
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "headers": [], "path": "/"}
+
+    async def subscriber() -> int:
+        done = asyncio.Event()
+        received = 0
+
+        async def receive() -> dict[str, Any]:
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            nonlocal ready, received
+            if message["type"] != "http.response.body":
+                return
+            body = message["body"]
+            if not received and body.startswith(b":"):
+                ready += 1
+                if ready == SUBSCRIBERS:
+                    started.set()
+            received += body.count(b"data: ")
+            if received >= EVENTS:
+                done.set()
+
+        await to_asgi(hub.sse("topic", heartbeat=None))(scope, receive, send)
+        return received
+
+    tasks = [asyncio.create_task(subscriber()) for _ in range(SUBSCRIBERS)]
+    await started.wait()
+    for n in range(EVENTS):
+        await hub.publish("topic", item(n))
+        if (n + 1) % burst == 0:
+            await asyncio.sleep(0)
+    return sum(await asyncio.gather(*tasks))
 
 
 async def queue_round(burst: int, encode_once: bool) -> int:
@@ -127,6 +176,16 @@ def test_fan_out_one_per_turn(benchmark: Any, run: Runner, name: str) -> None:
 @pytest.mark.parametrize("name", list(PEERS))
 def test_fan_out_bursts(benchmark: Any, run: Runner, name: str) -> None:
     measure(benchmark, run, name, 10)
+
+
+@pytest.mark.benchmark(group="broadcast through to_asgi: 1,000 subscribers, per delivery")
+@pytest.mark.parametrize("burst", [1, 10])
+def test_fan_out_through_asgi(benchmark: Any, run: Runner, burst: int) -> None:
+    benchmark.extra_info["deliveries"] = SUBSCRIBERS * EVENTS
+    delivered = benchmark.pedantic(
+        lambda: run(lambda: asgi_round(burst)), rounds=5, warmup_rounds=1
+    )
+    assert delivered == SUBSCRIBERS * EVENTS
 
 
 def measure(benchmark: Any, run: Runner, name: str, burst: int) -> None:
