@@ -3,14 +3,20 @@
 - ``redis``: a local ``redis-server`` (``--save '' --appendonly no``, installed with
   apt-get when missing and root; when it cannot be had, this part is skipped and the
   reason printed and recorded), ``uvicorn --workers WORKERS`` serving
-  `bench.broadcast_apps` on it; SUBSCRIBERS raw-socket subscribers spread over the
-  workers by the kernel; one worker publishes RATE events/s for SECONDS. p50/p99 from
-  each event's publish (a timestamp in the event) to its arrival (and, apart, from
-  its due time, which adds how far the publisher fell behind), streamfx
-  (`RedisStreamsBackend`) against
-  ``broadcaster`` on its Redis Streams backend (each client in sse-starlette's
+  `bench.broadcast_apps` on it; raw-socket subscribers spread over the workers by the
+  kernel; one worker publishes RATE events/s for SECONDS. p50/p99 from each event's
+  publish (a timestamp in the event) to its arrival (and, apart, from its due time,
+  which adds how far the publisher fell behind), streamfx (`RedisStreamsBackend`)
+  against ``broadcaster`` on its Redis Streams backend (each client in sse-starlette's
   ``EventSourceResponse``; its pub/sub backend delivered nothing here, see
-  `bench.broadcast_apps`).
+  `bench.broadcast_apps`). Two rows, same workers and settings:
+
+  - ``latency`` (the floor's row, key ``redis``): SUBSCRIBERS subscribers, a few per
+    worker, so the figure is the cross-process path (XADD, the workers' XREADs, the
+    fan-out, the socket) and not the machine's capacity;
+  - ``load`` (key ``redis_load``): LOAD_SUBSCRIBERS subscribers, where on 2 cores the
+    deliveries (subscribers x RATE per second, with 4 workers, Redis, the publisher and
+    this client on them) exceed what the machine can carry: the overload figure.
 - ``replay``: a subscriber reconnects with the ``Last-Event-ID`` of an event 1,000
   events back: the time from its request to the 1,000th replayed event, median of
   ROUNDS. From memory (one process, history 2,000) and from Redis (the workers' hub
@@ -19,7 +25,8 @@
 
 It records when it ran and the load average before and after (``conditions``).
 
-Run: ``.venv/bin/python -m bench.load_broadcast_redis [--quick] [--json out.json]``.
+Run: ``.venv/bin/python -m bench.load_broadcast_redis [--quick] [--json out.json]``;
+``--only replay latency`` runs some parts (the report needs all three).
 """
 
 from __future__ import annotations
@@ -43,12 +50,21 @@ from examples.demo.redis_server import LocalRedis, RedisUnavailable
 
 FULL: dict[str, Any] = {
     "workers": 4,
-    "subscribers": 200,
+    "subscribers": 16,
+    "load_subscribers": 200,
     "rate": 1000,
     "seconds": 5.0,
     "rounds": 20,
 }
-QUICK: dict[str, Any] = {"workers": 2, "subscribers": 20, "rate": 1000, "seconds": 1.0, "rounds": 3}
+QUICK: dict[str, Any] = {
+    "workers": 2,
+    "subscribers": 4,
+    "load_subscribers": 20,
+    "rate": 1000,
+    "seconds": 1.0,
+    "rounds": 3,
+}
+PARTS = ("replay", "latency", "load")
 REPLAYED = 1000
 DRAIN = 5.0
 
@@ -97,8 +113,10 @@ class Workers:
             self.process.wait()
 
 
-def across_workers(workers: Workers, contender: str, p: dict[str, Any]) -> dict[str, Any]:
-    pool = Subscribers(workers.port, f"/sub/{contender}", p["subscribers"], stamped=True)
+def across_workers(
+    workers: Workers, contender: str, p: dict[str, Any], subscribers: int
+) -> dict[str, Any]:
+    pool = Subscribers(workers.port, f"/sub/{contender}", subscribers, stamped=True)
     try:
         pool.open()
         time.sleep(0.5)
@@ -109,6 +127,7 @@ def across_workers(workers: Workers, contender: str, p: dict[str, Any]) -> dict[
         pool.run(count, t0 + p["seconds"] + DRAIN)
         behind = pool.latencies(t0, p["rate"])
         result = {
+            "subscribers": subscribers,
             "publisher": publisher,
             "workers": pool.workers(),
             "delivered_share": pool.delivered() / (len(pool.readers) * count),
@@ -118,7 +137,7 @@ def across_workers(workers: Workers, contender: str, p: dict[str, Any]) -> dict[
         }
     finally:
         pool.close()
-    print(f"redis {p['workers']} workers {contender:<12}{result}", flush=True)
+    print(f"redis {p['workers']} workers {subscribers} subs {contender:<12}{result}", flush=True)
     return result
 
 
@@ -150,14 +169,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="broadcast across workers on Redis; replay")
     parser.add_argument("--quick", action="store_true", help="CI-sized")
     parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument("--only", nargs="*", choices=PARTS, default=list(PARTS))
     args = parser.parse_args()
     raise_open_files()
     p = QUICK if args.quick else FULL
     output: dict[str, Any] = {"params": p, "replayed": REPLAYED}
     started = snapshot()
-    with Server(60.0) as server:
-        output["replay_memory"] = replay(server.port, p["rounds"])
-    print(f"replay of {REPLAYED} from memory: {output['replay_memory']['median_ms']:.2f} ms")
+    if "replay" in args.only:
+        with Server(60.0) as server:
+            output["replay_memory"] = replay(server.port, p["rounds"])
+        print(f"replay of {REPLAYED} from memory: {output['replay_memory']['median_ms']:.2f} ms")
     try:
         redis = LocalRedis()
     except RedisUnavailable as exc:
@@ -168,14 +189,22 @@ def main() -> None:
         with redis:
             workers = Workers(redis.url, p["workers"])  # every contender is in its app
             try:
-                output["redis"] = {
-                    contender: across_workers(workers, contender, p)
-                    for contender in ("streamfx", "broadcaster")
+                rows = {
+                    "latency": ("redis", "subscribers"),
+                    "load": ("redis_load", "load_subscribers"),
                 }
-                output["replay_redis"] = replay(workers.port, p["rounds"])
+                for part, (key, count) in rows.items():
+                    if part in args.only:
+                        output[key] = {
+                            contender: across_workers(workers, contender, p, p[count])
+                            for contender in ("streamfx", "broadcaster")
+                        }
+                if "replay" in args.only:
+                    output["replay_redis"] = replay(workers.port, p["rounds"])
+                    median = output["replay_redis"]["median_ms"]
+                    print(f"replay of {REPLAYED} from Redis: {median:.2f} ms")
             finally:
                 workers.close()
-        print(f"replay of {REPLAYED} from Redis: {output['replay_redis']['median_ms']:.2f} ms")
     output["conditions"] = {"start": started, "end": snapshot()}
     if args.json:
         args.json.write_text(json.dumps(output, indent=1))

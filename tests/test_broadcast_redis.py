@@ -362,3 +362,25 @@ async def test_a_burst_longer_than_one_xread_reply_loses_nothing_and_resets_nobo
         finally:
             await client.aclose()
             await collector.close()
+
+
+async def test_a_resume_from_the_stream_costs_one_xrange(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """The entry named by the id and those after it come in one ``XRANGE``: the entry
+    being there is what honours the id, so no second round trip checks it first."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        async with hub_on(redis_server, redis_prefix, buffer=2, history=3) as hub:
+            position = await hub.publish("t", "seen")
+            ids = [await hub.publish("t", f"missed {n}") for n in range(6)]
+            await client.config_resetstat()
+            again = Collector(hub.subscribe("t", last_event_id=position, heartbeat=None))
+            await again.until_data(6)
+            assert again.data() == [f"missed {n}" for n in range(6)], "more than the log holds"
+            assert again.decoder.last_event_id == ids[-1]
+            stats = await client.info("commandstats")
+            assert stats["cmdstat_xrange"]["calls"] == 1
+            await again.close()
+    finally:
+        await client.aclose()

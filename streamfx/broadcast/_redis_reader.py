@@ -1,5 +1,8 @@
 """`StreamReader`: the one connection per process that reads every followed topic.
 
+The connection is a `WireConnection` (RESP2 over asyncio streams with hiredis; see
+there why not redis-py's client for this one), opened again after every failure.
+
 A single blocking ``XREAD`` names every topic that has a log in this process (the
 backend adds and drops logs as subscribers come and go), and each entry it returns is
 appended, as a frame, to its topic's log. New topics get their starting id (the
@@ -34,6 +37,8 @@ Promises:
   started with, so it knows whether anything came between ``L`` and the reply. Before
   Redis 7.0 it falls back to asking whether ``L`` is still in the stream (which may
   reset when nothing was lost, never the other way round).
+- After a reply it lets the loop run once before the next ``XREAD``, so that the
+  subscribers it woke write first (Redis keeps what arrives meanwhile for that read).
 - With no topic to read it asks Redis for its client id every `BLOCK_MS`, so health
   follows Redis even when nobody subscribes here.
 - `stop` wakes the reader and waits for it (cancelling only after `STOP_TIMEOUT`).
@@ -46,11 +51,11 @@ import bisect
 import contextlib
 import logging
 import random
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from streamfx._core.util import cancel_and_wait
-from streamfx.broadcast._frames import reset_frame, with_id
+from streamfx.broadcast._frames import reset_frame
 from streamfx.broadcast._log import TopicLog
 from streamfx.broadcast._redis_store import (
     Entry,
@@ -59,9 +64,7 @@ from streamfx.broadcast._redis_store import (
     parse_known,
     stream_entries,
 )
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from streamfx.broadcast._redis_wire import WireConnection
 
 __all__ = ["BLOCK_MS", "StreamReader"]
 
@@ -72,6 +75,9 @@ READ_COUNT: Final = 1000
 BACKOFF_MIN: Final = 0.05
 BACKOFF_MAX: Final = 5.0
 STOP_TIMEOUT: Final = 2.0
+ANSWER_TIMEOUT: Final = 5.0
+"""How long past its ``BLOCK`` a command may go unanswered before the connection is
+taken for dead."""
 
 
 class StreamReader:
@@ -79,14 +85,15 @@ class StreamReader:
 
     def __init__(
         self,
-        connection: Redis,
+        connect: Callable[[], Awaitable[WireConnection]],
         store: StreamStore,
         history: int,
         logs: dict[str, TopicLog],
         on_health: Callable[[bool], None],
         on_resets: Callable[[int], None],
     ) -> None:
-        self.connection = connection
+        self.connect = connect
+        self._wire: WireConnection | None = None
         self.store = store
         self.history = history
         self.logs = logs
@@ -130,6 +137,9 @@ class StreamReader:
                 async with asyncio.timeout(STOP_TIMEOUT):
                     await asyncio.wait({self._tasks[0]})
             await cancel_and_wait(self._tasks)
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         self._set_health(False)
 
     def topic_added(self) -> None:
@@ -164,7 +174,11 @@ class StreamReader:
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _connect(self) -> None:
-        self._client_id = int(await self.connection.client_id())
+        if self._wire is not None:
+            self._wire.close()
+        self._wire = None
+        self._wire = await self.connect()
+        self._client_id = int(await self._call("CLIENT", "ID"))
         if not self.healthy:
             # After an outage the idle pooled connections are dead: drop them so that the
             # next publish connects afresh instead of failing on one of them.
@@ -211,13 +225,16 @@ class StreamReader:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(BLOCK_MS / 1000):
                     await self._topics_added.wait()
-            self._client_id = int(await self.connection.client_id())
+            self._client_id = int(await self._call("CLIENT", "ID"))
             return
         prefix = self.store.prefix
-        streams = {prefix + topic: log.id_of(log.head) for topic, log in logs.items()}
+        keys = [prefix + topic for topic in logs]
+        after = [log.id_of(log.head) for log in logs.values()]
         self._blocked = True
         try:
-            reply = await self.connection.xread(streams, count=READ_COUNT, block=BLOCK_MS)  # type: ignore[arg-type]
+            reply = await self._call(
+                "XREAD", "COUNT", READ_COUNT, "BLOCK", BLOCK_MS, "STREAMS", *keys, *after
+            )
         finally:
             self._blocked = False
         for key, entries in stream_entries(reply):
@@ -232,8 +249,20 @@ class StreamReader:
             else:
                 number = self._numbers.get(topic)
                 self._numbers[topic] = None if number is None else number + len(entries)
-            for entry_id, body in entries:
-                follower.append(with_id(body, entry_id), entry_id)
+            for entry_id, frame in entries:
+                follower.append(frame, entry_id)
+        if reply:
+            # The subscribers just woken write their frames before the next XREAD is
+            # built and sent: that is on the way of every delivery, this is not.
+            await asyncio.sleep(0)
+
+    async def _call(self, *args: str | int) -> Any:
+        """One command on the reading connection (it is closed if that fails)."""
+        if self._wire is None:
+            from redis.exceptions import ConnectionError as Unreachable
+
+            raise Unreachable("the reading connection is closed")
+        return await self._wire.call(*args, within=BLOCK_MS / 1000 + ANSWER_TIMEOUT)
 
     async def _lost_before(self, log: TopicLog, entries: list[Entry]) -> bool:
         """Whether entries added between `log`'s newest one and `entries` (one XREAD

@@ -5,7 +5,8 @@ its C reply parser: a replay of 1,000 entries parses several times faster); Redi
 or newer. Each topic is the stream ``<prefix><topic>``; a publish is one ``XADD``
 (``MAXLEN ~ history``; with `ttl`, in one transaction with ``PEXPIRE``) whose entry id is the
 event's SSE id and whose one field holds the encoded event, so every process writes
-the same bytes without encoding it again.
+the same bytes without encoding it again. Publishes made while one is on its way go
+together in one pipeline, in call order (see `Publisher`).
 
 Promises:
 
@@ -16,8 +17,9 @@ Promises:
   no redis-py command on the reading connection is ever cancelled to do that. A
   publish reaches its own process by the same path as anyone else's, so nothing is
   delivered twice.
-- **Resume**: a ``Last-Event-ID`` older than this process's log is replayed with
-  ``XRANGE`` from the stream. It is honoured only if that entry is still in the stream
+- **Resume**: a ``Last-Event-ID`` older than this process's log is replayed with one
+  ``XRANGE`` from that entry on (its reply framed in one pass, no dict per entry).
+  It is honoured only if that entry is still in the stream
   (Redis 7.0 does not record what trimming removed, so that is what can be checked;
   ``0-0``, the position of a stream that had no entry, is honoured while nothing was
   ever trimmed). Otherwise: one ``reset``. Entry ids are per stream: an id is checked
@@ -49,15 +51,16 @@ from typing import TYPE_CHECKING, Any, Final
 from streamfx.broadcast._backend import FETCH, WAIT, Located
 from streamfx.broadcast._frames import with_id
 from streamfx.broadcast._log import TopicLog
-from streamfx.broadcast._redis_reader import BLOCK_MS, StreamReader
+from streamfx.broadcast._redis_publisher import Publisher
+from streamfx.broadcast._redis_reader import StreamReader
 from streamfx.broadcast._redis_store import (
-    FIELD,
     StreamStore,
     parse_id,
     parse_known,
-    text,
+    raw_stream_replies,
     unreachable,
 )
+from streamfx.broadcast._redis_wire import WireConnection
 from streamfx.broadcast.errors import BroadcastError
 
 if TYPE_CHECKING:
@@ -68,6 +71,7 @@ __all__ = ["RedisStreamsBackend", "parse_id"]
 logger = logging.getLogger("streamfx.broadcast.redis")
 
 READER_NAME: Final = "streamfx-reader"
+PUBLISHER_NAME: Final = "streamfx-publisher"
 CONNECT_TIMEOUT: Final = 2.0
 
 
@@ -108,6 +112,7 @@ class RedisStreamsBackend:
         self._logs: dict[str, TopicLog] = {}
         self._store: StreamStore | None = None
         self._reader: StreamReader | None = None
+        self._publisher: Publisher | None = None
         self._clients: list[Redis] = []
 
     def bind(
@@ -127,12 +132,13 @@ class RedisStreamsBackend:
         """Create the connections and start the reader; returns after its first
         connection attempt (`healthy` tells how it went; it keeps trying)."""
         try:
+            import hiredis  # noqa: F401  (the reading connection's parser)
             from redis.asyncio import Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
-                "RedisStreamsBackend needs redis-py: pip install 'streamfx[redis]'"
+                "RedisStreamsBackend needs redis-py and hiredis: pip install 'streamfx[redis]'"
             ) from exc
         common: dict[str, Any] = {
             "protocol": 2,
@@ -140,22 +146,30 @@ class RedisStreamsBackend:
             "retry": Retry(NoBackoff(), 0),  # a publish is tried once: no hidden duplicates
         }
         commands = Redis.from_url(self.url, client_name="streamfx", **common)
-        connection = Redis.from_url(
-            self.url,
-            client_name=READER_NAME,
-            single_connection_client=True,
-            socket_timeout=BLOCK_MS / 1000 + 5,
-            **common,
-        )
-        self._clients = [connection, commands]
+        raw_stream_replies(commands)
+        self._clients = [commands]
         self._store = StreamStore(commands, self.prefix)
+        self._publisher = Publisher(self._connect_publisher, self.history, self.ttl)
         self._reader = StreamReader(
-            connection, self._store, self.history, self._logs, self._on_health, self._on_resets
+            self._connect_reader,
+            self._store,
+            self.history,
+            self._logs,
+            self._on_health,
+            self._on_resets,
         )
         await self._reader.start()
 
+    async def _connect_reader(self) -> WireConnection:
+        return await WireConnection.open(self.url, READER_NAME, CONNECT_TIMEOUT)
+
+    async def _connect_publisher(self) -> WireConnection:
+        return await WireConnection.open(self.url, PUBLISHER_NAME, CONNECT_TIMEOUT)
+
     async def stop(self) -> None:
         self._store = None
+        if self._publisher is not None:
+            await self._publisher.stop()
         if self._reader is not None:
             await self._reader.stop()
         for client in self._clients:
@@ -164,19 +178,12 @@ class RedisStreamsBackend:
         self._clients = []
 
     async def publish(self, topic: str, body: bytes) -> str:
-        commands = self._running().commands
-        key = self.prefix + topic
+        self._running()
+        assert self._publisher is not None
         try:
-            if self.ttl is None:
-                entry_id = await commands.xadd(key, {FIELD: body}, maxlen=self.history)
-            else:
-                async with commands.pipeline(transaction=True) as pipe:
-                    pipe.xadd(key, {FIELD: body}, maxlen=self.history)
-                    pipe.pexpire(key, int(self.ttl * 1000))
-                    entry_id, _ = await pipe.execute()
+            return await self._publisher.publish(self.prefix + topic, body)
         except Exception as exc:
             raise BroadcastError(f"could not publish to {topic!r}: {exc}") from exc
-        return text(entry_id)
 
     def attach(self, topic: str) -> TopicLog:
         self._running()  # refuse before start and after stop: nothing would feed the log
@@ -213,6 +220,13 @@ class RedisStreamsBackend:
         store = self._running()
         wanted = parse_known(position)
         try:
+            if position != "0-0" and wanted < parse_known(log.base_id):
+                # Older than the log: one XRANGE from the entry itself; finding it first
+                # is what honours the id (see `StreamStore.still_there`).
+                upto = log.first - 1
+                found = await store.span(log.topic, position, log.id_of(upto))
+                if found and parse_known(found[0][0]) == wanted:
+                    return Located(upto, replay=found[1:])
             if not await store.still_there(log.topic, position):
                 first = await store.first_id(log.topic)
                 older = first is not None and parse_known(first) > wanted
@@ -229,12 +243,16 @@ class RedisStreamsBackend:
                 raise BroadcastError(f"could not read {log.topic!r} from Redis: {exc}") from exc
             logger.warning("Redis refused to replay %r from %r: %s", log.topic, position, exc)
             return Located(None, reason="unknown")
-        return Located(upto, replay=[(entry, with_id(body, entry)) for entry, body in entries])
+        return Located(upto, replay=_framed(entries))
 
     def _running(self) -> StreamStore:
         if self._store is None:
             raise BroadcastError("the Redis backend is not running: use `async with hub:`")
         return self._store
+
+
+def _framed(entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    return [(entry_id, with_id(body, entry_id)) for entry_id, body in entries]
 
 
 async def _close(client: Redis) -> None:
