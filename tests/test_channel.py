@@ -110,7 +110,7 @@ async def test_wait_ready_interval_counts_from_when_the_consumer_came_back() -> 
 async def test_wake_makes_wait_ready_return_with_nothing_ready() -> None:
     channel: Channel[int] = Channel(4, "suspend")
     channel.start([forever_silent()])
-    waiter = asyncio.create_task(channel.wait_ready())
+    waiter = asyncio.ensure_future(channel.wait_ready())  # an awaitable, not a coroutine
     await settle()
     assert not waiter.done()
     channel.wake()
@@ -157,4 +157,54 @@ async def test_a_hand_out_counts_each_item_until_the_iterator_moves_past_it() ->
     channel.wake_producers()
     await settle()
     assert pulled == [0, 1, 2, 3, 4, 5, 6, 7]
+    await channel.aclose()
+
+
+async def _gated(gate: asyncio.Event, items: list[int]) -> AsyncIterator[int]:
+    for item in items:
+        await gate.wait()
+        gate.clear()
+        yield item
+
+
+async def test_an_idle_suspend_consumer_waits_on_the_producers_future_not_a_coroutine() -> None:
+    """Issue 15: an idle stream (the response engine's wait) holds no coroutine of its
+    own: `wait_ready` hands back the future a producer resolves when it appends."""
+    gate = asyncio.Event()
+    channel: Channel[int] = Channel(4, "suspend")
+    channel.start([_gated(gate, [7])])
+    await settle()
+    waiting = channel.wait_ready()
+    assert isinstance(waiting, asyncio.Future), f"a {type(waiting).__name__} per idle wait"
+    gate.set()
+    assert await waiting is True
+    assert channel.take_all() == [7]
+    channel.release()
+    assert await channel.wait_ready() is True
+    assert channel.done
+    await channel.aclose()
+
+
+async def test_a_cancelled_idle_wait_loses_nothing_and_the_next_wait_sees_the_item() -> None:
+    gate = asyncio.Event()
+    channel: Channel[int] = Channel(4, "suspend")
+    channel.start([_gated(gate, [1, 2])])
+    await settle()
+
+    async def consume() -> bool:
+        return await channel.wait_ready()
+
+    waiter = asyncio.create_task(consume())
+    await settle()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    gate.set()
+    await settle()
+    assert await channel.wait_ready() is True
+    assert channel.take_all() == [1]
+    channel.release()
+    gate.set()
+    assert await channel.wait_ready() is True
+    assert channel.take_all() == [2]
     await channel.aclose()

@@ -34,7 +34,7 @@ Promises of the consumer side:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
 from streamfx._core.producers import LIST_CAPACITY, Producers
@@ -126,7 +126,7 @@ class Channel(Producers[T]):
             self.wake_producers()
         return item
 
-    async def wait_ready(self, interval: float | None = None) -> bool:
+    def wait_ready(self, interval: float | None = None) -> Awaitable[bool]:
         """Wait until an item is waiting or every producer has finished: True.
 
         With `interval`: False once that many seconds have passed without the consumer
@@ -135,7 +135,28 @@ class Channel(Producers[T]):
         one per `interval` of silence. Waiting here also releases a batch still held
         (`release`), and while the consumer waits here it is *ready*: a lossy producer
         that finds the queue full waits for it instead of dropping.
+
+        Call it and await what it returns at once (before using the channel again). In
+        ``"suspend"`` mode without `interval`, a consumer that has to wait (the idle
+        stream of the response engine) is handed the very future a producer resolves,
+        so an idle stream holds no coroutine of its own while it waits; if that await
+        is cancelled, the next item a producer appends clears the wait.
         """
+        if (
+            interval is None
+            and self._lossless
+            and not self._items
+            and self._running
+            and not self._producer_scheduled
+        ):
+            if self._held:
+                self.release()  # wakes producers only if they wait: none is scheduled yet
+            if not self._producer_scheduled:
+                # "ready" only matters to lossy producers: nothing to mark or undo here.
+                return self._getter_future()
+        return self._wait_ready(interval)
+
+    async def _wait_ready(self, interval: float | None) -> bool:
         if self._held:
             self.release()
         if self._items:
