@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfx._response.deadlines import Deadline, Deadlines, deadlines_for
+from streamfx._core.deadlines import Deadline, Deadlines, deadlines_for
 
 
 class ManualLoop:

@@ -48,9 +48,9 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from streamfx._core.channel import Channel
+from streamfx._core.deadlines import Deadline, deadlines_for
 from streamfx._core.policy import BufferPolicy
 from streamfx._core.shutdown import off_shutdown, on_shutdown, shutdown_requested
-from streamfx._response.deadlines import Deadline, deadlines_for
 from streamfx.metrics import MetricsHook, Outcome, get_metrics, guarded
 
 T = TypeVar("T")

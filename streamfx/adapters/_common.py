@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
-from streamfx._response.deadlines import Deadline, Deadlines, deadlines_for
+from streamfx._core.deadlines import Deadline, Deadlines, deadlines_for
 from streamfx._upload.errors import UploadError
 from streamfx.errors import StreamfxError, phrase
 

@@ -52,7 +52,7 @@ What the application promises, for one HTTP request:
 Nothing is done per chunk beyond one ``send`` call with a fresh three-key message and
 a clock reading for the write timeout: no task, no copy, and no timer of the
 response's own (the write timeout is a lazy deadline behind the loop's one shared
-timer, set only while a chunk waits: `streamfx._response.deadlines`).
+timer, set only while a chunk waits: `streamfx._core.deadlines`).
 
 Errors raised before any response exists (``download()`` refusing a path, an upload
 refused by its limits) are answered with ``error_response(exc)``: the exception's

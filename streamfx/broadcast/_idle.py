@@ -2,7 +2,7 @@
 
 A waiting subscriber puts one future in the waiter set of each of its topics' logs;
 a publish resolves the futures it finds there (True) and clears the set. The
-heartbeat is a lazy deadline in the loop's shared heap (`streamfx._response.deadlines`:
+heartbeat is a lazy deadline in the loop's shared heap (`streamfx._core.deadlines`:
 one loop timer for every subscriber, not one `TimerHandle` each). It is *not* moved on
 every write: the subscriber only notes when its silence would become due (`wrote`),
 and when the old deadline comes first it simply schedules itself for the new due time.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streamfx._response.deadlines import Deadline, Deadlines, deadlines_for
+from streamfx._core.deadlines import Deadline, Deadlines, deadlines_for
 from streamfx.broadcast._log import TopicLog
 
 __all__ = ["Idle"]
