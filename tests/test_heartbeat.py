@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 import streamfx
-from tests._sources import Probe, counting, forever
+from tests._sources import Probe, counting, forever, settle
 
 
 async def test_silence_is_filled_with_beats_and_items_reset_the_timer() -> None:
@@ -72,3 +72,27 @@ async def test_closing_early_cleans_up_the_source() -> None:
 def test_bad_interval_is_refused_at_the_call(interval: object) -> None:
     with pytest.raises(ValueError, match="interval"):
         streamfx.heartbeat(counting(1, Probe()), interval, -1)  # type: ignore[call-overload]
+
+
+async def test_idle_heartbeat_streams_share_one_loop_timer_and_each_still_beats() -> None:
+    """Issue 15: a timer per wait costs a `TimerHandle` and a context per idle stream;
+    the silences of idle `heartbeat` streams share the loop's one timer instead, each
+    still gets its beat, and closed streams leave no timer behind."""
+    loop = asyncio.get_running_loop()
+
+    def live_timers() -> int:
+        return len([t for t in loop._scheduled if not t.cancelled()])  # type: ignore[attr-defined]
+
+    async def silent() -> AsyncIterator[int]:
+        await asyncio.Event().wait()
+        yield 0
+
+    before = live_timers()
+    streams = [streamfx.heartbeat(silent(), 0.05 + n / 1000, "beat") for n in range(50)]
+    waits = [asyncio.ensure_future(anext(stream)) for stream in streams]
+    await settle()
+    assert live_timers() - before <= 1, "one loop timer for all the idle streams"
+    assert await asyncio.gather(*waits) == ["beat"] * 50, "each still gets its beat"
+    for stream in streams:
+        await stream.aclose()
+    assert live_timers() == before, "closed streams hold no timer"

@@ -34,9 +34,11 @@ Promises of the consumer side:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
+from streamfx._core.deadlines import Deadline, Deadlines, deadlines_for
+from streamfx._core.policy import Strategy
 from streamfx._core.producers import LIST_CAPACITY, Producers
 from streamfx._core.util import resolve, yield_now
 
@@ -48,7 +50,18 @@ T = TypeVar("T")
 class Channel(Producers[T]):
     """A bounded queue fed by producer tasks and drained by one consumer."""
 
-    __slots__ = ()
+    __slots__ = ("_alarm",)
+
+    def __init__(
+        self,
+        capacity: int,
+        strategy: Strategy,
+        on_drop: Callable[[T], object] | None = None,
+        *,
+        compact: bool = True,
+    ) -> None:
+        super().__init__(capacity, strategy, on_drop, compact=compact)
+        self._alarm: _SilenceAlarm | None = None
 
     @property
     def lossless(self) -> bool:
@@ -181,11 +194,8 @@ class Channel(Producers[T]):
                     ready = False
                 else:
                     getter = self._getter_future()
-                    timer = loop.call_later(self._deadline - now, resolve, getter, False)
-                    try:
-                        ready = await getter
-                    finally:
-                        timer.cancel()
+                    self._arm_silence_alarm(loop, self._deadline)
+                    ready = await getter
         finally:
             self._consumer_ready = False
             if self._getter is not None:  # not woken by a producer: no longer waiting
@@ -197,6 +207,29 @@ class Channel(Producers[T]):
         if not ready:
             self._deadline = None
         return ready
+
+    def _arm_silence_alarm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        """Have the loop's shared `Deadlines` wake the waiting consumer (False) at `due`.
+
+        Lazy, like the response bodies' keep-alive: an alarm already waiting for an
+        earlier time is left there (it re-checks `_deadline` and moves itself on), and
+        one is not disarmed when an item wakes the consumer first."""
+        alarm = self._alarm
+        if alarm is None or alarm.deadlines.loop is not loop:
+            alarm = self._alarm = _SilenceAlarm(self, deadlines_for(loop))
+        elif alarm.queued and not alarm.cancelled and alarm.at > due:
+            alarm.deadlines.cancel(alarm)  # a shorter interval than before: a new alarm
+            alarm = self._alarm = _SilenceAlarm(self, alarm.deadlines)
+        alarm.deadlines.schedule(alarm, due)
+
+    async def aclose(self) -> None:
+        """Close the channel (`Producers.aclose`) and forget its silence alarm, if any:
+        a closed channel is held by no loop timer or heap."""
+        alarm = self._alarm
+        if alarm is not None:
+            self._alarm = None
+            alarm.deadlines.cancel(alarm)
+        await super().aclose()
 
     def raise_if_failed(self) -> None:
         """Raise the error of the source that failed, if one did."""
@@ -214,3 +247,27 @@ class Channel(Producers[T]):
         self._getter = getter
         self._reset_limit()
         return getter
+
+
+class _SilenceAlarm(Deadline):
+    """The end of a `Channel` consumer's silence (`wait_ready` with `interval`), as a
+    lazy deadline in the loop's shared `Deadlines`: idle channels hold no loop timer
+    of their own, and a wait costs no timer handle."""
+
+    __slots__ = ("channel", "deadlines")
+
+    def __init__(self, channel: Channel[Any], deadlines: Deadlines) -> None:
+        super().__init__()
+        self.channel = channel
+        self.deadlines = deadlines
+
+    def expired(self, now: float) -> None:
+        channel = self.channel
+        due = channel._deadline
+        getter = channel._getter
+        if due is None or getter is None:
+            return  # not waiting out a silence now: the next such wait schedules it
+        if now < due:
+            self.deadlines.schedule(self, due)  # the silence started again since
+            return
+        resolve(getter, False)

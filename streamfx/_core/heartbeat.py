@@ -38,8 +38,9 @@ def heartbeat(
     out without cancelling it); closing this stream cancels that task and closes the
     source. The silence is counted from when the consumer comes back for the next item
     (the time it spends with an item or a beat is not silence), the same rule as the
-    keep-alive of the response bodies. Raises `ValueError` at the call if `interval` is
-    not a positive number.
+    keep-alive of the response bodies. The silences of every stream on a loop share
+    the loop's one timer (`streamfx._core.deadlines`): an idle stream holds none.
+    Raises `ValueError` at the call if `interval` is not a positive number.
     """
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
         raise ValueError(
