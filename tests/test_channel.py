@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamfx._core.channel import Channel
+from streamfx._core.policy import Strategy
 from tests._sources import Probe, counting, pulled_source, settle
 
 
@@ -167,11 +168,14 @@ async def _gated(gate: asyncio.Event, items: list[int]) -> AsyncIterator[int]:
         yield item
 
 
-async def test_an_idle_suspend_consumer_waits_on_the_producers_future_not_a_coroutine() -> None:
+@pytest.mark.parametrize("strategy", ["suspend", "sliding", "dropping"])
+async def test_an_idle_consumer_waits_on_the_producers_future_not_a_coroutine(
+    strategy: Strategy,
+) -> None:
     """Issue 15: an idle stream (the response engine's wait) holds no coroutine of its
     own: `wait_ready` hands back the future a producer resolves when it appends."""
     gate = asyncio.Event()
-    channel: Channel[int] = Channel(4, "suspend")
+    channel: Channel[int] = Channel(4, strategy)
     channel.start([_gated(gate, [7])])
     await settle()
     waiting = channel.wait_ready()
@@ -207,4 +211,30 @@ async def test_a_cancelled_idle_wait_loses_nothing_and_the_next_wait_sees_the_it
     gate.set()
     assert await channel.wait_ready() is True
     assert channel.take_all() == [2]
+    await channel.aclose()
+
+
+async def test_a_lossy_consumer_woken_by_an_item_is_ready_until_it_takes() -> None:
+    """The promise kept with the future: a lossy producer that fills the queue after
+    waking an idle consumer waits for it (it is ready) instead of dropping."""
+    gate = asyncio.Event()
+
+    async def burst() -> AsyncIterator[int]:
+        await gate.wait()
+        for item in range(6):
+            yield item
+
+    channel: Channel[int] = Channel(2, "dropping")
+    channel.start([burst()])
+    await settle()
+    waiting = channel.wait_ready()
+    gate.set()
+    assert await waiting is True
+    await settle()
+    assert channel.dropped == 0, "the consumer was woken, not gone: nothing dropped"
+    got: list[int] = []
+    while not (channel.done and not channel.waiting):
+        got += channel.take_all()
+        await channel.wait_ready()
+    assert got == [0, 1, 2, 3, 4, 5]
     await channel.aclose()

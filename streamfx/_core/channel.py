@@ -88,6 +88,7 @@ class Channel(Producers[T]):
         of what the channel holds, so a slow consumer slows the producers. With a lossy
         strategy the items leave at once, so a drop never reaches a batch in flight.
         """
+        self._consumer_ready = False
         items = self._items
         if not items:
             return []
@@ -119,6 +120,7 @@ class Channel(Producers[T]):
         taken while `room_waiters` is not empty, so a producer waiting for room gets it
         as soon as an item leaves.
         """
+        self._consumer_ready = False
         items = self._items
         batch = list(items)
         items.clear()
@@ -132,6 +134,7 @@ class Channel(Producers[T]):
     def take_one(self) -> T:
         """Remove and return the oldest waiting item (there must be one), and wake a
         producer waiting for the room it leaves."""
+        self._consumer_ready = False
         items = self._items
         item = items[0]
         del items[0]  # a list of at most LIST_CAPACITY items, or a deque: either is cheap
@@ -149,23 +152,20 @@ class Channel(Producers[T]):
         (`release`), and while the consumer waits here it is *ready*: a lossy producer
         that finds the queue full waits for it instead of dropping.
 
-        Call it and await what it returns at once (before using the channel again). In
-        ``"suspend"`` mode without `interval`, a consumer that has to wait (the idle
-        stream of the response engine) is handed the very future a producer resolves,
-        so an idle stream holds no coroutine of its own while it waits; if that await
-        is cancelled, the next item a producer appends clears the wait.
+        Call it and await what it returns at once (before using the channel again).
+        Without `interval`, a consumer that has to wait (the idle stream of the
+        response engine) is handed the very future a producer resolves, so an idle
+        stream holds no coroutine of its own while it waits; it then stays *ready*
+        until it takes again or is woken by `wake` (the moment it comes back). If that
+        await is cancelled, the next item a producer appends clears the wait.
         """
-        if (
-            interval is None
-            and self._lossless
-            and not self._items
-            and self._running
-            and not self._producer_scheduled
-        ):
+        if interval is None and not self._items and self._running and not self._producer_scheduled:
             if self._held:
                 self.release()  # wakes producers only if they wait: none is scheduled yet
             if not self._producer_scheduled:
-                # "ready" only matters to lossy producers: nothing to mark or undo here.
+                # Ready until the consumer takes again (`take_all`, `hand_out`,
+                # `take_one`) or is woken empty-handed (`wake`): it is back then.
+                self._consumer_ready = True
                 return self._getter_future()
         return self._wait_ready(interval)
 
@@ -238,6 +238,7 @@ class Channel(Producers[T]):
 
     def wake(self) -> None:
         """Wake a consumer blocked in `wait_ready` (it returns True and looks again)."""
+        self._consumer_ready = False  # it comes back with nothing to take: not ready
         self._wake_getter()
 
     def _getter_future(self) -> asyncio.Future[bool]:
