@@ -18,6 +18,7 @@ from streamfx.broadcast._frames import (
     overflow_frame,
     position_frame,
     reset_frame,
+    retagged,
     with_id,
 )
 
@@ -82,3 +83,19 @@ def test_control_frames() -> None:
 def test_bytes_are_refused(item: object) -> None:
     with pytest.raises(TypeError, match="cannot send bytes"):
         encode_body(item, None, None)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        with_id(b"data: x\n", "5-0"),
+        with_id(b"event: e\ndata: a\ndata: b\n", "5-0"),
+        reset_frame("5-0", "lost"),
+    ],
+)
+def test_retagged_keeps_the_event_and_gives_it_one_id(frame: bytes) -> None:
+    decoded = list(SSEDecoder().feed(frame))
+    again = list(SSEDecoder().feed(retagged(frame, "9-0,3-1")))
+    assert [(e.event, e.data) for e in again] == [(e.event, e.data) for e in decoded]
+    assert [e.id for e in again] == ["9-0,3-1"]
+    assert retagged(frame, "9-0,3-1").count(b"id: ") == 1

@@ -436,6 +436,27 @@ async def test_several_topics_resume_from_a_composite_id() -> None:
     await body.aclose()  # type: ignore[attr-defined]
 
 
+async def test_a_frame_to_several_topics_carries_one_id_line() -> None:
+    """The composite id replaces the topic's own (two ``id:`` lines would work, the last
+    one wins, but cost bytes on every event and read as a contradiction)."""
+    hub = Broadcast()
+    body = hub.subscribe(["a", "b"], heartbeat=None)
+    first = await next_chunk(body)
+    await hub.publish("a", "a1")
+    live = await next_chunk(body)
+    await body.aclose()  # type: ignore[attr-defined]
+    last_id = SSEDecoder()
+    last_id.feed(first + live)
+    await hub.publish("b", "b1")
+    body = hub.subscribe(["a", "b"], last_event_id=last_id.last_event_id, heartbeat=None)
+    replay = await next_chunk(body)
+    await body.aclose()  # type: ignore[attr-defined]
+    for chunk in (live, replay):
+        for frame in chunk.split(b"\n\n"):
+            if b"data: " in frame:
+                assert frame.count(b"id: ") == 1, frame
+
+
 async def test_close_says_farewell_to_1000_subscribers_within_its_grace() -> None:
     hub = Broadcast()
     bodies = [hub.subscribe("t", heartbeat=None) for _ in range(1000)]

@@ -131,3 +131,47 @@ async def test_idle_wakes_on_news_times_out_on_silence_and_cleans_up() -> None:
     assert not log.waiters, "a cancelled wait leaves nothing registered"
     idle.close()
     assert not idle.queued, "closed: its deadline left the heap"
+
+
+async def test_cancelling_one_waiting_subscriber_leaves_the_others_waiting() -> None:
+    log = TopicLog("t", 4)
+    idles = [Idle([log], None) for _ in range(3)]
+    tasks = [asyncio.ensure_future(idle.wait()) for idle in idles]
+    await asyncio.sleep(0)
+    assert len(log.waiters) == 3
+    tasks[1].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    assert not tasks[0].done() and not tasks[2].done(), "the others still wait"
+    assert len(log.waiters) == 2
+    log.append(b"x")
+    assert await tasks[0] is True
+    assert await tasks[2] is True
+    again = asyncio.ensure_future(idles[1].wait())  # the cancelled one can wait again
+    await asyncio.sleep(0)
+    log.append(b"y")
+    assert await again is True
+    assert not log.waiters
+
+
+async def test_a_wake_before_the_task_suspends_is_not_lost() -> None:
+    log = TopicLog("t", 4)
+    idle = Idle([log], None)
+    waiter = idle.waiting()
+    log.append(b"x")  # resolved before anyone awaits it
+    try:
+        assert await waiter is True
+    finally:
+        idle.waited()
+    assert not log.waiters
+
+
+async def test_a_heartbeat_and_a_wake_in_the_same_turn_resolve_once() -> None:
+    log = TopicLog("t", 4)
+    idle = Idle([log], 0.01)
+    waiting = asyncio.ensure_future(idle.wait())
+    await asyncio.sleep(0)
+    log.append(b"x")
+    idle.expired(idle.due)  # the heartbeat falls due in the same turn: ignored
+    assert await waiting is True
+    idle.close()

@@ -43,7 +43,7 @@ FULL = Sizes(
     tick=0.005,
     event_size=1024,
     shutdown_streams=500,
-    fuzz_seconds=20.0,
+    fuzz_seconds=60.0,  # the size
 )
 
 QUICK = Sizes(

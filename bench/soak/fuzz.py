@@ -26,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import tempfile
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -409,39 +411,69 @@ def aiohttp_test(
 # -- the table ----------------------------------------------------------------------
 
 
-def run_all(seconds: float) -> list[tuple[str, Findings]]:
-    results: list[tuple[str, Findings]] = []
+PARSERS = [
+    "SSE decoder",
+    "multipart bodies",
+    "Range + conditional headers",
+    "file names (download)",
+    "Last-Event-ID: Flask example",
+    "Last-Event-ID: aiohttp example",
+]
+TRACED = frozenset({"SSE decoder", "multipart bodies"})  # their memory is bounded
+WORKERS = 2  # one process per core: each parser gets its seconds on a core of its own
+
+
+def run_one(name: str, seconds: float) -> Findings:
+    """Fuzz the parser `name` for `seconds` (in a process of its own: see `run_all`)."""
     loop = asyncio.new_event_loop()
     directory = tempfile.TemporaryDirectory(prefix="streamfx-soak-")
+    close: Callable[[], None] = lambda: None  # noqa: E731
     try:
         path = Path(directory.name) / "file.bin"
         path.write_bytes(bytes(range(256)) * 40)
-        probe = download(path)
-        etag = probe.header("etag") or '"x"'
-        modified = probe.header("last-modified") or DATES[0]
-        loop_close(probe)
-        tracemalloc.start()
-        try:
-            results.append(("SSE decoder", fuzz(seconds, decoder_test)))
-            with quiet():  # python-multipart warns about each bad header
-                results.append(("multipart bodies", fuzz(seconds, multipart_test(loop))))
-        finally:
-            tracemalloc.stop()
-        results.append(
-            ("Range + conditional headers", fuzz(seconds, range_test(path, etag, modified, loop)))
-        )
-        results.append(("file names (download)", fuzz(seconds, filename_test(path))))
-        with quiet():
-            results.append(("Last-Event-ID: Flask example", fuzz(seconds, flask_test())))
+        make: Callable[[Findings], Callable[[], None]]
+        if name == "SSE decoder":
+            make = decoder_test
+        elif name == "multipart bodies":
+            make = multipart_test(loop)
+        elif name == "Range + conditional headers":
+            probe = download(path)
+            etag = probe.header("etag") or '"x"'
+            modified = probe.header("last-modified") or DATES[0]
+            loop_close(probe)
+            make = range_test(path, etag, modified, loop)
+        elif name == "file names (download)":
+            make = filename_test(path)
+        elif name == "Last-Event-ID: Flask example":
+            make = flask_test()
+        else:
             make, close = aiohttp_test(loop)
-            try:
-                results.append(("Last-Event-ID: aiohttp example", fuzz(seconds, make)))
-            finally:
-                close()
+        if name in TRACED:
+            tracemalloc.start()
+        try:
+            with quiet():  # python-multipart warns about each bad header; the apps log 500s
+                return fuzz(seconds, make)
+        finally:
+            if name in TRACED:
+                tracemalloc.stop()
+            close()
     finally:
         directory.cleanup()
         loop.close()
-    return results
+
+
+def run_all(seconds: float) -> list[tuple[str, Findings]]:
+    """Every parser for `seconds`, `WORKERS` at a time, each in a fresh process.
+
+    Hypothesis and the parsers are CPU-bound and single-threaded: one after another,
+    six parsers at 60 s each would take six minutes of a ten-minute soak; two at a time
+    (the machine's two cores) each parser still gets its `seconds` of wall time with a
+    core to itself, in half the time. The processes are spawned, not forked, so that
+    none inherits the soak's event loop or threads."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=WORKERS, mp_context=context) as pool:
+        futures = [pool.submit(run_one, name, seconds) for name in PARSERS]
+        return [(name, future.result()) for name, future in zip(PARSERS, futures, strict=True)]
 
 
 def table(sizes: Sizes) -> Table:

@@ -62,8 +62,9 @@ def table(sizes: Sizes) -> Table:
 
 async def measure(target: Target, server: Server, sizes: Sizes, table: Table) -> None:
     n = sizes.shutdown_streams
+    before = (await server.stats())["started"]  # the server may have served other scenarios
     clients = await gather_limited([lambda: open_stream(server.port)] * n, 100)
-    await settle(server, lambda s: s["started"] >= n, 10)
+    await settle(server, lambda s: s["started"] >= before + n, 10)
     followers = [asyncio.create_task(follow(client)) for client in clients]
     signalled = time.perf_counter()
     server.signal(signal.SIGTERM)

@@ -45,6 +45,7 @@ __all__ = [
     "overflow_frame",
     "position_frame",
     "reset_frame",
+    "retagged",
     "with_id",
 ]
 
@@ -102,6 +103,17 @@ def encode_body(item: Any, event: str | None, serialize: Serialize | None) -> by
 def with_id(body: bytes, event_id: str) -> bytes:
     """The frame: `body`, ``id: <event_id>`` and the blank line that dispatches it."""
     return body + b"id: " + event_id.encode() + b"\n\n"
+
+
+def retagged(frame: bytes, event_id: str) -> bytes:
+    """`frame` with ``id: <event_id>`` as its only id line (a subscriber to several
+    topics writes its composite position as each event's id). The frame's own id line
+    is cut out wherever it stands (last in a published frame, `with_id`; first in a
+    `reset_frame`): no other line of a frame starts with ``id: ``."""
+    if frame.startswith(b"id: ") or b"\nid: " in frame:
+        start = 0 if frame.startswith(b"id: ") else frame.index(b"\nid: ") + 1
+        frame = frame[:start] + frame[frame.index(b"\n", start) + 1 :]
+    return frame[:-1] + b"id: " + event_id.encode() + b"\n\n"
 
 
 def jittered(base_ms: int) -> int:

@@ -47,6 +47,7 @@ from streamfx.broadcast._frames import (
     overflow_frame,
     position_frame,
     reset_frame,
+    retagged,
 )
 from streamfx.broadcast._idle import Idle
 from streamfx.broadcast._log import TopicLog
@@ -156,7 +157,7 @@ class _Cursors:
             start, head = starts[index], log.head
             for number, frame in enumerate(log.frame_list(start, head), start + 1):
                 positions[index] = backend.position(log, number)
-                pieces.append(frame[:-1] + b"id: " + join_positions(positions).encode() + b"\n\n")
+                pieces.append(retagged(frame, join_positions(positions)))
             events += head - start
             self.cursors[index] = max(head, start)
         return b"".join(pieces), events
@@ -234,7 +235,7 @@ def _tagged_replay(
     for index, result in enumerate(located):
         for event_id, frame in result.replay:
             positions[index] = event_id
-            pieces.append(frame[:-1] + b"id: " + join_positions(positions).encode() + b"\n\n")
+            pieces.append(retagged(frame, join_positions(positions)))
     return b"".join(pieces)
 
 
