@@ -119,6 +119,18 @@ def redis_server() -> Iterator[RedisServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def exact_redis() -> Iterator[RedisServer]:
+    """A redis-server whose ``MAXLEN ~`` trims to the entry (one entry per node),
+    shared by the tests of a session."""
+    server = RedisServer("--stream-node-max-entries", "1")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def redis_prefix() -> str:
     """A key prefix no other test uses."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,9 @@ from streamfx.broadcast._redis_store import FIELD
 from streamfx.broadcast.redis_streams import parse_id
 from streamfx.metrics import InMemoryMetrics, set_metrics
 from tests._broadcast_reader import until_waiting
-from tests._redis import RedisServer
+from tests._redis import RedisServer, exact_redis
+
+__all__ = ["exact_redis"]  # fixtures
 
 TOPICS = ("a", "b")
 SUBSCRIPTIONS = (("a",), ("b",), ("a", "b"))
@@ -490,17 +492,6 @@ def test_in_process_hub_matches_the_model(
     buffer: int, extra: int, overflow: str, steps: list[Op]
 ) -> None:
     asyncio.run(run_in_process(buffer, extra, overflow, steps))
-
-
-@pytest.fixture(scope="module")
-def exact_redis() -> Iterator[RedisServer]:
-    """A redis-server whose ``MAXLEN ~`` trims to the entry (one entry per node)."""
-    server = RedisServer("--stream-node-max-entries", "1")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def run_on_redis(

@@ -15,9 +15,9 @@ from streamfx.broadcast._frames import encode_body
 from streamfx.broadcast._redis_store import FIELD
 from streamfx.metrics import NullMetrics, set_metrics
 from tests._broadcast_reader import Collector, until_waiting
-from tests._redis import RedisServer, redis_prefix, redis_server
+from tests._redis import RedisServer, exact_redis, redis_prefix, redis_server
 
-__all__ = ["redis_prefix", "redis_server"]  # fixtures
+__all__ = ["exact_redis", "redis_prefix", "redis_server"]  # fixtures
 
 
 def hub_on(server: RedisServer, prefix: str, **kwargs: Any) -> Broadcast:
@@ -281,17 +281,6 @@ async def test_health_follows_redis_even_with_no_subscriber(health: HealthWatch)
             await asyncio.to_thread(server.start)
             await health.until(hub, True)
             assert await hub.publish("t", "back")
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def exact_redis() -> Iterator[RedisServer]:
-    """A redis-server whose ``MAXLEN ~`` trims to the entry (one entry per node)."""
-    server = RedisServer("--stream-node-max-entries", "1")
-    server.start()
-    try:
-        yield server
     finally:
         server.stop()
 
