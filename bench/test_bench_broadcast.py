@@ -51,6 +51,14 @@ def item(n: int) -> dict[str, int]:
     return {"seq": n, "progress": n % 100}
 
 
+async def publish_all(hub: Broadcast, burst: int) -> None:
+    """Publish EVENTS items, letting the loop run once after every `burst` of them."""
+    for n in range(EVENTS):
+        await hub.publish("topic", item(n))
+        if (n + 1) % burst == 0:
+            await asyncio.sleep(0)
+
+
 async def hub_round(burst: int) -> int:
     hub = Broadcast()
     started = asyncio.Event()
@@ -73,12 +81,8 @@ async def hub_round(burst: int) -> int:
 
     tasks = [asyncio.create_task(subscriber()) for _ in range(SUBSCRIBERS)]
     await started.wait()
-    for n in range(EVENTS):
-        await hub.publish("topic", item(n))
-        if (n + 1) % burst == 0:
-            await asyncio.sleep(0)
-    delivered = sum(await asyncio.gather(*tasks))
-    return delivered
+    await publish_all(hub, burst)
+    return sum(await asyncio.gather(*tasks))
 
 
 async def asgi_round(burst: int) -> int:
@@ -113,10 +117,7 @@ async def asgi_round(burst: int) -> int:
 
     tasks = [asyncio.create_task(subscriber()) for _ in range(SUBSCRIBERS)]
     await started.wait()
-    for n in range(EVENTS):
-        await hub.publish("topic", item(n))
-        if (n + 1) % burst == 0:
-            await asyncio.sleep(0)
+    await publish_all(hub, burst)
     return sum(await asyncio.gather(*tasks))
 
 
