@@ -35,11 +35,26 @@ def test_feed_notes_the_newest_complete_event_once_it_is_whole() -> None:
     assert (subscriber.seq, subscriber.seqs) == (42, [1, 2, 3, 42])
 
 
+def wait_until_the_kernel_stamps(server: socket.socket, client: socket.socket) -> None:
+    """Send comments until `client` receives one with its kernel timestamp. Linux turns
+    receive stamping on lazily, once the first socket asks for it: on a fresh machine
+    the first packets after that come unstamped."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        server.sendall(b": prime\n\n")
+        _, ancillary, _, _ = client.recvmsg(4096, socket.CMSG_SPACE(16))
+        if ancillary:
+            return
+        time.sleep(0.01)
+    pytest.fail("the kernel stamped no packet this socket received within 5 s")
+
+
 def test_arrival_is_when_the_kernel_received_the_data_not_when_it_was_read(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     server, client = pair
     client.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS, as open_stream does
+    wait_until_the_kernel_stamps(server, client)
     pool = Subscribers(0, "/", 1)
     subscriber = Subscriber(client)
     pool.readers.append(subscriber)
