@@ -51,7 +51,7 @@ from streamfx._core.channel import Channel
 from streamfx._core.deadlines import Deadline, deadlines_for
 from streamfx._core.policy import BufferPolicy
 from streamfx._core.shutdown import off_shutdown, on_shutdown, shutdown_requested
-from streamfx.metrics import MetricsHook, Outcome, get_metrics, guarded
+from streamfx.metrics import MetricsHook, NullMetrics, Outcome, get_metrics, guarded
 
 T = TypeVar("T")
 LastWord = Callable[[Exception, bool], bytes | None]
@@ -132,6 +132,8 @@ async def _run(
     reported_drops = 0
     items_sent = False
     silence = None if keepalive is None else _Silence(channel, keepalive)
+    # Per chunk, the one metrics call; skipped when nobody listens (the null hook).
+    report_sent = None if type(hook) is NullMetrics else hook.items_sent
     try:
         if prefix:
             yield prefix
@@ -145,7 +147,8 @@ async def _run(
                 if silence is not None:
                     silence.counting = False
                 chunk = encode(batch)
-                hook.items_sent(kind, name, len(batch), len(chunk))
+                if report_sent is not None:
+                    report_sent(kind, name, len(batch), len(chunk))
                 if chunk:
                     yield chunk
                 del chunk  # written: not held while the stream waits for more
