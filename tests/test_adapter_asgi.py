@@ -262,6 +262,36 @@ async def test_a_sent_chunk_is_not_held_while_the_body_waits() -> None:
         await task
 
 
+async def test_the_app_awaits_the_body_from_its_own_frame() -> None:
+    """Per chunk, nothing stands between the application's coroutine and the body: a
+    waiting body (an idle stream, between events) is suspended and resumed through the
+    chain of frames above it, so every coroutine in between costs each event."""
+    waiting = asyncio.Event()
+    parked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first\n"
+        waiting.set()
+        await parked
+        yield b"never"  # pragma: no cover - never reached
+
+    async def send(message: Any) -> None:
+        pass
+
+    app = to_asgi(StreamResponse(200, [], body()))
+    call = app(http_scope(), never_disconnects, send)
+    task = asyncio.ensure_future(call)
+    try:
+        async with asyncio.timeout(5):
+            await waiting.wait()
+        awaited = call.cr_await  # type: ignore[attr-defined]
+        assert type(awaited).__name__ == "async_generator_asend"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 def test_works_without_starlette() -> None:
     """Starlette is optional: without it `StreamingASGIResponse` is a plain ASGI app
     (with it, a Starlette ``Response``: tests/test_fastapi.py)."""
