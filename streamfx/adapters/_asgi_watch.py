@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator, Mapping
+import types
+from collections.abc import Coroutine, Generator, Mapping
 from typing import Any, Final
 
 from streamfx._core.util import cancel_and_wait
@@ -70,7 +71,7 @@ class DisconnectWatch:
         self.closing = False
         self.disconnected = False
         self.stopped = False
-        self.receiving: Generator[Any, None, Message] | None = None
+        self.receiving: Generator[Any, None, Message] | Coroutine[Any, None, Message] | None = None
         self.waiting_on: asyncio.Future[Any] | None = None
         self.watcher: asyncio.Task[None] | None = None
 
@@ -119,7 +120,12 @@ class DisconnectWatch:
         while not self.stopped:
             receiving = self.receiving
             if receiving is None:
-                receiving = self.receiving = self.receive().__await__()
+                awaitable = self.receive()
+                # A coroutine is stepped as it is (its __await__ wrapper would cost an
+                # object per receive); any other awaitable through __await__.
+                receiving = self.receiving = (
+                    awaitable if isinstance(awaitable, _STEPPED) else awaitable.__await__()
+                )
             try:
                 waited = receiving.send(None)
             except StopIteration as done:
@@ -174,6 +180,9 @@ _UVICORN_CYCLES: Final = frozenset(
 )
 
 
+_STEPPED: Final = (types.CoroutineType, types.GeneratorType)
+
+
 def _steps_by_hand(receive: Receive) -> bool:
     """Whether `receive` can be driven without a task (see `_DisconnectWatch`)."""
     owner = getattr(receive, "__self__", None)
@@ -189,7 +198,9 @@ def _steps_by_hand(receive: Receive) -> bool:
     )
 
 
-def _cancel_receiving(receiving: Generator[Any, None, Message]) -> None:
+def _cancel_receiving(
+    receiving: Generator[Any, None, Message] | Coroutine[Any, None, Message],
+) -> None:
     """Cancel a pending ``receive()`` as a task's cancellation would: its clean-up runs."""
     try:
         receiving.throw(asyncio.CancelledError())
