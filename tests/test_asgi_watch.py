@@ -199,7 +199,7 @@ async def test_stop_during_a_bare_yield_leaves_nothing_running(by_hand: SteppedR
     sending.cancel()
 
 
-@pytest.mark.parametrize("failure", ["raises", "not a message", "bad yield"])
+@pytest.mark.parametrize("failure", ["raises", "not a message", "bad yield", "not awaitable"])
 async def test_a_broken_receive_ends_the_watch_not_the_response(
     failure: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -216,8 +216,12 @@ async def test_a_broken_receive_ends_the_watch_not_the_response(
             await bad_yield()
         return "not a message"
 
+    def not_awaitable() -> Any:
+        return {"type": "http.disconnect"}
+
     sending = asyncio.create_task(asyncio.sleep(0.01))
-    watch = DisconnectWatch(sending, {}, receive, nothing_sent)
+    chosen = not_awaitable if failure == "not awaitable" else receive
+    watch = DisconnectWatch(sending, {}, chosen, nothing_sent)
     with caplog.at_level(logging.DEBUG, logger="streamfx.adapters.asgi"):
         watch.start()
     await sending  # not cancelled

@@ -118,15 +118,15 @@ class DisconnectWatch:
         the future it waits on."""
         self.waiting_on = None
         while not self.stopped:
-            receiving = self.receiving
-            if receiving is None:
-                awaitable = self.receive()
-                # A coroutine is stepped as it is (its __await__ wrapper would cost an
-                # object per receive); any other awaitable through __await__.
-                receiving = self.receiving = (
-                    awaitable if isinstance(awaitable, _STEPPED) else awaitable.__await__()
-                )
             try:
+                receiving = self.receiving
+                if receiving is None:
+                    awaitable = self.receive()
+                    # A coroutine is stepped as it is (its __await__ wrapper would cost
+                    # an object per receive); any other awaitable through __await__.
+                    receiving = self.receiving = (
+                        awaitable if isinstance(awaitable, _STEPPED) else awaitable.__await__()
+                    )
                 waited = receiving.send(None)
             except StopIteration as done:
                 self.receiving = None
@@ -184,7 +184,7 @@ _STEPPED: Final = (types.CoroutineType, types.GeneratorType)
 
 
 def _steps_by_hand(receive: Receive) -> bool:
-    """Whether `receive` can be driven without a task (see `_DisconnectWatch`)."""
+    """Whether `receive` can be driven without a task (see `DisconnectWatch`)."""
     owner = getattr(receive, "__self__", None)
     if owner is None:
         return False

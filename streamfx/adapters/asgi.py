@@ -44,7 +44,7 @@ What the application promises, for one HTTP request:
   granian) the socket stays until the client goes.
 - Whatever the ending (completion, error, disconnect, cancellation), the body is
   closed exactly once (``aclose()``) before the application returns, so every
-  finalizer of its pipeline has run, and the listening task has finished: no task
+  finalizer of its pipeline has run, and the watch on ``receive`` has stopped: no task
   is left behind.
 - When the server offers ``http.response.pathsend`` in ``scope["extensions"]`` and
   ``response.file`` covers a whole file, the file is sent by path (zero copy) and the
