@@ -54,7 +54,7 @@ from typing import Any
 from bench.soak.client import Client, fetch
 from bench.soak.common import back_to, settle, steady
 from bench.soak.config import Sizes
-from bench.soak.readers_runs import GC_SEEN, POLL_S, Beside, run_alone, run_beside
+from bench.soak.readers_runs import GC_SEEN, POLL_S, Beside, near_polls, run_alone, run_beside
 from bench.soak.report import Table, percentile
 from bench.soak.targets import Server, Target
 
@@ -230,6 +230,10 @@ async def measure_policy(
             "samples_alone": len(alone),
             "samples_beside": [len(run.latencies.values) for run in runs],
             "ticks_beside": [ticks(run.latencies.values, sizes) for run in runs],
+            "worst_1pct_near_polls": {
+                "alone": [near_polls(alone_before), near_polls(alone_after)],
+                "beside": [near_polls(run.latencies) for run in runs],
+            },
             "p99_by_phase_ms": {key: percentile(values, 0.99) for key, values in phases.items()},
             "samples_by_phase": {key: len(values) for key, values in phases.items()},
             "cpu_alone": cpu_alone,

@@ -25,6 +25,18 @@ SLACK_S = 1.0
 POLL_S = 0.25  # the client's /stats polling, in both runs
 GC_SEEN: list[dict[str, float]] = []  # run A's garbage-collector figures, in order
 SETUP_S = 10.0  # the most the server may take to start the stalled and slow streams
+POLL_SPANS: list[tuple[float, float]] = []  # every /stats poll: (asked, answered)
+
+
+def near_polls(latencies: Latencies, share: float = 0.01, after_s: float = 0.005) -> float:
+    """Of the worst `share` of the counted samples, the fraction that arrived while a
+    ``/stats`` poll was being answered or within `after_s` after it (a diagnostic: how
+    much of a p99 the polling itself decides)."""
+    window = [(ms, at) for at, ms in latencies.samples if latencies.since <= at < latencies.until]
+    worst = sorted(window, reverse=True)[: max(1, int(len(window) * share))]
+    spans = [(asked, answered + after_s) for asked, answered in POLL_SPANS]
+    near = sum(1 for _, at in worst if any(lo <= at <= hi for lo, hi in spans))
+    return near / len(worst) if worst else float("nan")
 
 
 class Latencies:
@@ -98,9 +110,12 @@ class Monitor:
 
     async def _run(self) -> None:
         while True:
+            asked = time.perf_counter()
             with contextlib.suppress(OSError, RuntimeError, TimeoutError):
                 figures = await self.server.stats()
-                self.polls.append((time.perf_counter(), figures))
+                answered = time.perf_counter()
+                self.polls.append((answered, figures))
+                POLL_SPANS.append((asked, answered))
                 self.updated.set()
             await asyncio.sleep(POLL_S)
 
