@@ -29,7 +29,7 @@ from collections.abc import Callable
 import h11
 
 from bench._subscribers import SO_TIMESTAMPNS, kernel_arrival, realtime_to_perf
-from bench.soak.client import LINGER_ZERO
+from bench.soak.client import LINGER_ZERO, send_get
 from streamfx import SSEDecoder
 
 READ_SIZE = 1 << 16
@@ -58,14 +58,7 @@ class StampedReader:
     async def get(cls, port: int, path: str, on_event: OnEvent) -> StampedReader:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setblocking(False)
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.sock_connect(sock, ("127.0.0.1", port))
-            await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: soak\r\n\r\n".encode())
-        except BaseException:
-            sock.close()
-            raise
+        await send_get(sock, port, path)
         reader = cls(sock, on_event)
         reader.http.send(h11.Request(method="GET", target=path, headers=[("Host", "soak")]))
         reader.http.send(h11.EndOfMessage())
