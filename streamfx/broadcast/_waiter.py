@@ -26,7 +26,9 @@ Promises:
   with a future); a wait already resolved is not cancelled (the task then gets the
   cancellation at its next step, as asyncio does with a done future).
 - Awaiting it allocates nothing that lives through the wait: the waiter is its own
-  ``await`` iterator (it yields itself once).
+  ``await`` iterator (it yields itself once). What a waiting subscriber still holds
+  per wait is asyncio's: the task's wake-up method and the ``anext`` awaitable of the
+  ``async for`` that drives the subscription.
 """
 
 from __future__ import annotations
