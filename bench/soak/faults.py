@@ -52,8 +52,11 @@ class Seen:
         return f"{self.status} {hello}{len(data)}{pings} {self.ending}"
 
 
-async def watch(port: int, path: str, leave_after: float | None = None) -> Seen:
-    """Read `path` until it ends, or leave (reset) after `leave_after` seconds."""
+async def watch(
+    port: int, path: str, leave_after: float | None = None, leave_at_pings: int | None = None
+) -> Seen:
+    """Read `path` until it ends, or leave (reset) after `leave_after` seconds or once
+    `leave_at_pings` heartbeats arrived."""
     client = await Client.get(port, path)
     events: list[str] = []
     pings = 0
@@ -62,7 +65,8 @@ async def watch(port: int, path: str, leave_after: float | None = None) -> Seen:
         async with asyncio.timeout(15):
             await client.head()
             while client.ending == "open":
-                if deadline is not None and time.monotonic() > deadline:
+                late = deadline is not None and time.monotonic() > deadline
+                if late or (leave_at_pings is not None and pings >= leave_at_pings):
                     client.abort()
                     return Seen(client.status, events, pings, "left")
                 try:
@@ -134,7 +138,8 @@ async def source_raises(server: Server) -> Outcome:
 
 
 async def source_hangs(server: Server) -> Outcome:
-    seen = await watch(server.port, "/sse?mode=hang&hb=0.2", leave_after=1.0)
+    # leaves at the second heartbeat (or after 2 s without it: the check fails)
+    seen = await watch(server.port, "/sse?mode=hang&hb=0.2", leave_after=2.0, leave_at_pings=2)
     lines = server.log_since()
     return Outcome(
         seen.show(),
