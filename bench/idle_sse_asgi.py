@@ -17,11 +17,13 @@ Run: ``.venv/bin/pip install -e '.[bench]'`` then ``.venv/bin/python -m bench.id
 
 ``--where N`` instead shows where streamfx's share goes: in this process, without a
 server or sockets, N idle ``to_asgi(sse(never()))`` applications run against an ASGI
-``receive`` that never answers, and `tracemalloc` attributes every block still held to
-the innermost line of streamfx that allocated it (or to the innermost line at all,
-marked ``(other)``, when no streamfx frame is on the stack). Bytes per stream: streamfx's
-share, then by file and by line, largest first (``(other)`` lines are the harness's and
-asyncio's: in a server, its own task per connection and the like).
+``receive`` that answers nothing until the end (an ``asyncio.Queue``'s ``get``, as
+hypercorn's is: watched without a task, as under uvicorn and hypercorn), and
+`tracemalloc` attributes every block still held to the innermost line of streamfx that
+allocated it (or to the innermost line at all, marked ``(other)``, when no streamfx
+frame is on the stack). Bytes per stream: streamfx's share, then by file and by line,
+largest first (``(other)`` lines are the harness's and asyncio's: in a server, its own
+task per connection and the like).
 ``--where N --kind broadcast`` does the same for N subscribers of one topic of an
 in-process `Broadcast` (``hub.sse(topic)``), the hub included.
 """
@@ -190,7 +192,8 @@ def latencies(server: Server, name: str, events: int, gap: float) -> list[float]
 async def _idle_streams(count: int, kind: str) -> tuple[int, Counter[str]]:
     """Bytes held by `count` idle streamfx applications of `kind` (``"sse"``: one
     ``sse()`` stream each; ``"broadcast"``: one subscriber of a hub's topic each, the
-    hub included), by allocating line."""
+    hub included), by allocating line. Each stream's ``receive`` is an
+    ``asyncio.Queue``'s ``get``, answered ``http.disconnect`` at the end."""
     from streamfx import sse
     from streamfx.adapters.asgi import to_asgi
     from streamfx.broadcast import Broadcast
@@ -202,10 +205,6 @@ async def _idle_streams(count: int, kind: str) -> tuple[int, Counter[str]]:
     async def never() -> AsyncIterator[str]:
         await loop.create_future()
         yield "unreachable"
-
-    async def receive() -> dict[str, Any]:
-        await stop
-        return {"type": "http.disconnect"}
 
     goal, reached = 10, asyncio.Event()
 
@@ -227,8 +226,12 @@ async def _idle_streams(count: int, kind: str) -> tuple[int, Counter[str]]:
     await hub.start()
 
     async def serve_one() -> None:
+        # Each stream's receive is an asyncio.Queue's get, as hypercorn's is (uvicorn's
+        # waits on an asyncio.Event the same way): the adapter watches it without a task.
+        messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        stop.add_done_callback(lambda _: messages.put_nowait({"type": "http.disconnect"}))
         response = sse(never()) if kind == "sse" else hub.sse("topic")
-        await to_asgi(response)(scope, receive, send)
+        await to_asgi(response)(scope, messages.get, send)
 
     def stream() -> asyncio.Task[None]:
         return loop.create_task(serve_one())

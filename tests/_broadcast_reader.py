@@ -69,5 +69,5 @@ async def until_waiting(hub: Broadcast, count: int, seconds: float = 5) -> None:
     A subscriber signals nothing when it starts waiting (that would cost every wait),
     so this lets the other tasks run, one loop turn at a time, until they do."""
     async with asyncio.timeout(seconds):
-        while sum(idle.waiter is not None for idle in hub._idle) < count:  # noqa: ASYNC110
+        while len(set().union(*(log.waiters for log in hub._followed))) < count:  # noqa: ASYNC110
             await asyncio.sleep(0)

@@ -553,7 +553,7 @@ async def test_metrics_count_subscribers_deliveries_and_the_hub_figures(
 
 def registered_waiters(hub: Broadcast) -> int:
     logs: list[TopicLog] = list(hub._backend._logs.values())  # type: ignore[attr-defined]
-    return sum(len(log.waiters) + log.subscribers for log in logs) + len(hub._idle)
+    return sum(len(log.waiters) + log.subscribers for log in logs) + len(hub._followed)
 
 
 async def test_10000_subscribe_unsubscribe_cycles_leave_nothing_behind() -> None:

@@ -29,8 +29,9 @@ What the application promises, for one HTTP request:
   is re-raised, so the server aborts the connection without the final chunk of a
   chunked body (uvicorn and hypercorn close the connection): a client never takes a truncated
   body for a complete one.
-- A client that goes away stops the body at once: a helper task listens on
-  ``receive`` for ``http.disconnect`` and cancels the sending task, and ``send``
+- A client that goes away stops the body at once: a watch listens on ``receive`` for
+  ``http.disconnect`` and cancels the sending task (`DisconnectWatch`: under uvicorn
+  and hypercorn without a task of its own), and ``send``
   raising ``OSError`` (ASGI 2.4) counts as a disconnect too. A disconnect is not an
   error: the application returns normally.
 - A client that stops reading is treated as gone, too: when one ``send`` of a body
@@ -43,7 +44,7 @@ What the application promises, for one HTTP request:
   granian) the socket stays until the client goes.
 - Whatever the ending (completion, error, disconnect, cancellation), the body is
   closed exactly once (``aclose()``) before the application returns, so every
-  finalizer of its pipeline has run, and the listening task has finished: no task
+  finalizer of its pipeline has run, and the watch on ``receive`` has stopped: no task
   is left behind.
 - When the server offers ``http.response.pathsend`` in ``scope["extensions"]`` and
   ``response.file`` covers a whole file, the file is sent by path (zero copy) and the
@@ -68,11 +69,10 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from streamfx._core.util import aclose_iterator, cancel_and_wait
+from streamfx._core.util import aclose_iterator
 from streamfx._response.response import StreamResponse
-from streamfx.adapters._asgi_abort import abort_connection
 from streamfx.adapters._asgi_openapi import openapi
 from streamfx.adapters._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from streamfx.adapters._asgi_upload import (
@@ -80,6 +80,7 @@ from streamfx.adapters._asgi_upload import (
     parts,
     parts_from_asgi,
 )
+from streamfx.adapters._asgi_watch import DisconnectWatch
 from streamfx.adapters._common import (
     WriteWatchdog,
     answer_error,
@@ -237,9 +238,8 @@ async def _send(
 
     task = asyncio.current_task()
     assert task is not None, "send_response must run in a task"
-    loop = asyncio.get_running_loop()
-    watch = _DisconnectWatch(task, scope, receive, send)
-    watcher = loop.create_task(watch.run(), name="streamfx.asgi disconnect watch")
+    watch = DisconnectWatch(task, scope, receive, send)
+    watch.start()
     watchdog = WriteWatchdog(write_timeout, watch.stalled, logger)
     iterator = body
     try:
@@ -296,7 +296,7 @@ async def _send(
             if iterator is not body:
                 await aclose_iterator(body)
         finally:
-            await cancel_and_wait((watcher,))
+            await watch.stop()
 
 
 def _pathsend_path(response: StreamResponse, scope: Scope) -> str | None:
@@ -349,44 +349,3 @@ async def _send_error(send: Send, exc: Exception) -> None:
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
     except OSError:
         pass
-
-
-class _DisconnectWatch:
-    """Listens on ``receive`` and cancels the sending task when the client leaves (or
-    when `stalled` is called: the write timeout)."""
-
-    __slots__ = ("closing", "disconnected", "receive", "scope", "send", "task")
-
-    def __init__(self, task: asyncio.Task[Any], scope: Scope, receive: Receive, send: Send) -> None:
-        self.task = task
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.closing = False
-        self.disconnected = False
-
-    def client_gone(self) -> None:
-        """Treat the client as gone: cancel the sending task (unless it is closing)."""
-        if not self.closing:
-            self.disconnected = True
-            self.task.cancel()
-
-    def stalled(self) -> None:
-        """The write timeout: abort the connection where the server lets us (before
-        the cancellation, so that the server sees it lost before the application
-        returns), then treat the client as gone."""
-        if not self.closing:
-            abort_connection(self.scope, self.receive, self.send)
-        self.client_gone()
-
-    async def run(self) -> None:
-        receive = self.receive
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    break
-        except Exception:  # a broken receive cannot tell us more
-            logger.debug("ASGI receive failed while watching for a disconnect", exc_info=True)
-            return
-        self.client_gone()

@@ -65,14 +65,28 @@ _NOTHING: Final = (b"", 0)
 
 
 class _Cursors:
-    """Where one subscriber is in each of its topics, and how it catches up."""
+    """Where one subscriber is in each of its topics, and how it catches up.
 
-    __slots__ = ("backend", "buffer", "cursors", "logs", "overflow", "positions", "skipped")
+    One topic (the usual case) keeps its cursor in `cursor`; several keep theirs in
+    the list `cursors` (`cursor` is then unused): no list held per subscriber of one
+    topic."""
+
+    __slots__ = (
+        "backend",
+        "buffer",
+        "cursor",
+        "cursors",
+        "logs",
+        "overflow",
+        "positions",
+        "skipped",
+    )
 
     def __init__(self, backend: Backend, logs: list[TopicLog], cursors: list[int], hub: Broadcast):
         self.backend = backend
         self.logs = logs
-        self.cursors = cursors
+        self.cursor = cursors[0]
+        self.cursors = cursors if len(logs) > 1 else None
         self.buffer = hub.buffer
         self.overflow = hub.overflow
         self.skipped = 0
@@ -85,7 +99,7 @@ class _Cursors:
 
     def position(self) -> str:
         if self.positions is None:
-            return self.backend.position(self.logs[0], self.cursors[0])
+            return self.backend.position(self.logs[0], self.cursor)
         return join_positions(self.positions)
 
     def collect(self, away: bool) -> tuple[bytes, int] | None:
@@ -118,20 +132,20 @@ class _Cursors:
         # The hot path of every delivery: kept to a few attribute reads. Within
         # `buffer` (<= the log's capacity) every frame is still held.
         log = self.logs[0]
-        cursor = self.cursors[0]
+        cursor = self.cursor
         head = log.next - 1
         behind = head - cursor
         if behind <= 0:
             return _NOTHING
         if behind <= self.buffer or (not away and cursor >= log.first - 1):
-            self.cursors[0] = head
+            self.cursor = head
             if behind == 1:
                 return log.frames[cursor % log.capacity], 1
             return log.join(cursor, head), behind
         start = self._catch_up(log, cursor, away)
         if start is None:
             return None
-        self.cursors[0] = head
+        self.cursor = head
         frames = log.join(start, head)
         if start != cursor and self.overflow == "sliding":
             return reset_frame(self.backend.position(log, start), "skipped") + frames, head - start
@@ -139,8 +153,10 @@ class _Cursors:
 
     def _collect_many(self, away: bool) -> tuple[bytes, int] | None:
         assert self.positions is not None
+        assert self.cursors is not None
+        cursors = self.cursors
         starts: list[int] = []
-        for log, cursor in zip(self.logs, self.cursors, strict=True):
+        for log, cursor in zip(self.logs, cursors, strict=True):
             start = self._catch_up(log, cursor, away) if log.head > cursor else cursor
             if start is None:
                 return None
@@ -148,7 +164,7 @@ class _Cursors:
         positions = self.positions
         backend = self.backend
         pieces: list[bytes] = []
-        if self.overflow == "sliding" and starts != self.cursors:
+        if self.overflow == "sliding" and starts != cursors:
             for index, log in enumerate(self.logs):
                 positions[index] = backend.position(log, starts[index])
             pieces.append(reset_frame(join_positions(positions), "skipped"))
@@ -159,7 +175,7 @@ class _Cursors:
                 positions[index] = backend.position(log, number)
                 pieces.append(retagged(frame, join_positions(positions)))
             events += head - start
-            self.cursors[index] = max(head, start)
+            cursors[index] = max(head, start)
         return b"".join(pieces), events
 
 
@@ -272,13 +288,14 @@ async def follow(
     backend = hub._backend
     logs: list[TopicLog] = []
     idle = Idle(logs, heartbeat)  # the same list, filled as the topics are attached
-    hub._joined(idle)
+    hub._joined()
     hook.stream_opened(KIND, label)
     started = time.monotonic()
     outcome: Outcome = "closed"
     try:
         for topic in topics:
             logs.append(backend.attach(topic))
+            hub._attached(logs[-1])
         del topics  # attached: the names are not held for the stream's life
         wanted = split_positions(last_event_id, len(logs))
         found: list[Located | None] = [None] * len(logs)
@@ -362,5 +379,6 @@ async def follow(
         idle.close()
         for log in logs:
             backend.detach(log)
-        hub._left(idle)
+            hub._detached(log)
+        hub._left()
         hook.stream_closed(KIND, label, time.monotonic() - started, outcome)

@@ -43,8 +43,8 @@ from streamfx._sse.event import ServerSentEvent, _check_retry
 from streamfx._sse.response import SSE_HEADERS
 from streamfx.broadcast._backend import Backend
 from streamfx.broadcast._frames import Serialize, encode_body
-from streamfx.broadcast._idle import Idle
 from streamfx.broadcast._local import LocalBackend
+from streamfx.broadcast._log import TopicLog
 from streamfx.broadcast._subscription import follow
 from streamfx.broadcast.errors import BroadcastError
 from streamfx.metrics import BroadcastFigure, get_metrics, guarded
@@ -109,7 +109,7 @@ class Broadcast:
         self._farewell: ServerSentEvent | None = None
         self._subscribers = 0
         self._drained: asyncio.Future[None] | None = None
-        self._idle: set[Idle] = set()
+        self._followed: dict[TopicLog, int] = {}  # each log followed here: by how many
         self._stop_listening: Callable[[], None] | None = None
 
     # -- state ---------------------------------------------------------------------
@@ -266,21 +266,31 @@ class Broadcast:
 
     # -- what subscribers and the backend use -------------------------------------
 
-    def _joined(self, idle: Idle) -> None:
+    def _joined(self) -> None:
         self._subscribers += 1
-        self._idle.add(idle)
         self._listen_for_shutdown()
 
-    def _left(self, idle: Idle) -> None:
+    def _left(self) -> None:
         self._subscribers -= 1
-        self._idle.discard(idle)
         if not self._subscribers and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
+    def _attached(self, log: TopicLog) -> None:
+        """A subscriber follows `log` (kept per log, not per subscriber)."""
+        self._followed[log] = self._followed.get(log, 0) + 1
+
+    def _detached(self, log: TopicLog) -> None:
+        left = self._followed[log] - 1
+        if left:
+            self._followed[log] = left
+        else:
+            del self._followed[log]
+
     def _wake_everyone(self) -> None:
-        """Wake every waiting subscriber (closing, health changed)."""
-        for idle in self._idle:
-            idle.wake()
+        """Wake every waiting subscriber (closing, health changed): each waits on the
+        logs it follows."""
+        for log in self._followed:
+            log.wake(True)
 
     def _health_changed(self, healthy: bool) -> None:
         guarded(get_metrics()).broadcast_health(self.name, healthy)
