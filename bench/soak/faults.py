@@ -36,6 +36,8 @@ from bench.soak.config import Sizes
 from bench.soak.report import Table
 from bench.soak.targets import Server, Target, error_lines
 
+CLOSE = {"Connection": "close"}
+
 
 @dataclass
 class Seen:
@@ -57,8 +59,10 @@ async def watch(
     port: int, path: str, leave_after: float | None = None, leave_at_pings: int | None = None
 ) -> Seen:
     """Read `path` until it ends, or leave (reset) after `leave_after` seconds or once
-    `leave_at_pings` heartbeats arrived."""
-    client = await Client.get(port, path)
+    `leave_at_pings` heartbeats arrived. The request asks the server to close the
+    connection after the response (see `bench.soak.client.fetch`: hypercorn keeps a
+    finished kept-alive connection, reset or not, until its keep-alive timeout)."""
+    client = await Client.get(port, path, headers=CLOSE)
     events: list[str] = []
     pings = 0
     deadline = None if leave_after is None else time.monotonic() + leave_after
@@ -85,7 +89,7 @@ async def watch(
 
 
 async def export_rows(port: int) -> Seen:
-    client = await Client.get(port, "/export?n=100")
+    client = await Client.get(port, "/export?n=100", headers=CLOSE)
     try:
         async with asyncio.timeout(15):
             status = await client.head()
