@@ -16,7 +16,15 @@ loop run each time until the subscribers have taken them. Rows:
 - ``sse() suspend``: the producer waits for room, so the source is not pulled;
 - ``generator pulled per write``: how sse-starlette and aiohttp-sse run a source: the
   next item is pulled only when the previous write has finished, so a stalled client's
-  source is not pulled either (and nothing is dropped: it is simply behind).
+  source is not pulled either (and nothing is dropped: it is simply behind);
+- ``source drained by a bare task``: each source pulled by a task of its own that keeps
+  the last item and nothing else: the source's own wake (``Event.wait`` -> task step ->
+  generator) without streamfx. ``sse() sliding`` minus this row is streamfx's share of
+  a stalled sliding stream (its producer loop, the drop, its bookkeeping);
+- ``Broadcast sliding`` and ``Broadcast disconnect``: the same items published once to
+  a `streamfx.broadcast.Broadcast` hub (``buffer=64``) whose subscribers each wrote
+  their first chunk and are then left suspended: a stalled subscriber is a cursor into
+  the topic's log, woken by nothing.
 
 Divide a round by `PUBLISHES` for the cost of one publish, by `STALLED` again for the
 cost of one stalled stream per published item.
@@ -31,6 +39,7 @@ from typing import Any
 import pytest
 
 import streamfx
+from streamfx.broadcast import Broadcast
 
 STALLED = 200
 PUBLISHES = 200
@@ -38,14 +47,20 @@ Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
 
 
 class Publisher:
-    def __init__(self) -> None:
+    """Wakes every follower per item (an `asyncio.Event`), or publishes it to `hub`."""
+
+    def __init__(self, hub: Broadcast | None = None) -> None:
         self.event = asyncio.Event()
         self.item = ""
+        self.hub = hub
 
     async def publish(self, item: str) -> None:
-        self.item = item
-        event, self.event = self.event, asyncio.Event()
-        event.set()
+        if self.hub is not None:
+            await self.hub.publish("ticks", item)
+        else:
+            self.item = item
+            event, self.event = self.event, asyncio.Event()
+            event.set()
         for _ in range(3):  # every woken subscriber runs, and its producer after it
             await asyncio.sleep(0)
 
@@ -60,15 +75,25 @@ class Stalled:
     """`STALLED` subscribers whose clients read nothing any more."""
 
     def __init__(self, shape: str) -> None:
-        self.publisher = Publisher()
+        overflow = shape.removeprefix("Broadcast ")
+        hub = Broadcast(buffer=64, overflow=overflow) if overflow != shape else None  # type: ignore[arg-type]
+        self.publisher = Publisher(hub)
         self.shape = shape
         self.bodies: list[AsyncIterator[Any]] = []
+        self.drainers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         strategy = self.shape.removeprefix("sse() ")
+        hub = self.publisher.hub
         for _ in range(STALLED if self.shape != "publisher alone" else 0):
             body: AsyncIterator[Any]
-            if self.shape == "generator pulled per write":
+            if self.shape == "source drained by a bare task":
+                self.drainers.append(asyncio.create_task(drained(self.publisher.follow())))
+                continue
+            if hub is not None:
+                body = hub.subscribe("ticks", heartbeat=None)
+                await anext(body)  # its first chunk; the next write waits for the client
+            elif self.shape == "generator pulled per write":
                 body = self.publisher.follow()
                 await anext(body)  # its first write; the next waits for the client
             else:
@@ -88,6 +113,19 @@ class Stalled:
     async def close(self) -> None:
         for body in self.bodies:
             await body.aclose()  # type: ignore[attr-defined]
+        for task in self.drainers:
+            task.cancel()
+        await asyncio.gather(*self.drainers, return_exceptions=True)
+        if self.publisher.hub is not None:
+            await self.publisher.hub.close(grace=0)
+
+
+async def drained(source: AsyncIterator[str]) -> None:
+    """Pull `source` forever, keeping only its last item."""
+    last = ""
+    async for item in source:
+        last = item
+    del last
 
 
 SHAPES = [
@@ -96,6 +134,9 @@ SHAPES = [
     "sse() dropping",
     "sse() suspend",
     "generator pulled per write",
+    "source drained by a bare task",
+    "Broadcast sliding",
+    "Broadcast disconnect",
 ]
 
 
@@ -111,3 +152,58 @@ def test_publish_beside_stalled_streams(benchmark: Any, run: Runner, shape: str)
         assert result == PUBLISHES
     finally:
         run(stalled.close)
+
+
+# -- the drop path alone -------------------------------------------------------------
+
+ITEMS = 20_000
+
+
+async def never_suspending(n: int, done: asyncio.Event) -> AsyncIterator[str]:
+    """`n` items as fast as they are taken (the same object each time), then `done`
+    and nothing more: no publisher, so no wake-up of the loop per item."""
+    item = "x"
+    yield "first"
+    for _ in range(n):
+        yield item
+    done.set()
+    await asyncio.Event().wait()
+
+
+async def pull_through(shape: str) -> int:
+    """`ITEMS` items through `shape`: a bare loop over the source, or an ``sse()`` body
+    whose client is away (the body suspended after its first event): every item then
+    takes the drop path."""
+    done = asyncio.Event()
+    source = never_suspending(ITEMS, done)
+    if shape == "source pulled by a bare loop":
+        taken = 0
+        async for item in source:
+            taken += 1
+            if taken > ITEMS:  # "first" and the `ITEMS` items
+                break
+            del item
+        await source.aclose()  # type: ignore[attr-defined]
+        return ITEMS
+    policy = streamfx.BufferPolicy(64, shape.removeprefix("sse() "))  # type: ignore[arg-type]
+    body = aiter(streamfx.sse(source, buffer=policy).body)
+    await anext(body)  # the opening comment
+    await anext(body)  # the first event: the producer now runs while the client is away
+    await done.wait()
+    await body.aclose()  # type: ignore[attr-defined]
+    return ITEMS
+
+
+DROP_SHAPES = ["source pulled by a bare loop", "sse() sliding", "sse() dropping"]
+
+
+@pytest.mark.benchmark(group=f"drop path: {ITEMS} items, the consumer away")
+@pytest.mark.parametrize("shape", DROP_SHAPES)
+def test_drop_path(benchmark: Any, run: Runner, shape: str) -> None:
+    """Streamfx's own share of a stalled lossy stream: ``sse() sliding`` minus the bare
+    loop, per item (divide by `ITEMS`), with no wake-up of the source in either."""
+    benchmark.extra_info["items"] = ITEMS
+    result = benchmark.pedantic(
+        lambda: run(lambda: pull_through(shape)), rounds=10, warmup_rounds=1
+    )
+    assert result == ITEMS

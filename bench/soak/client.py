@@ -179,6 +179,13 @@ async def stalled(port: int, path: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, ETHERNET_MSS)
+    await send_get(sock, port, path)
+    return sock
+
+
+async def send_get(sock: socket.socket, port: int, path: str) -> None:
+    """Connect `sock` (made non-blocking) to 127.0.0.1:`port` and send ``GET path``;
+    `sock` is closed if that fails."""
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
@@ -187,7 +194,6 @@ async def stalled(port: int, path: str) -> socket.socket:
     except BaseException:
         sock.close()
         raise
-    return sock
 
 
 def reset(sock: socket.socket) -> None:

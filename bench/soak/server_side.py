@@ -4,7 +4,9 @@ the metrics hooks that raise, and the ``/stats`` figures.
 Each app module (`app_asgi`, `app_aiohttp`, `app_quart`, `app_django`, `app_wsgi`)
 routes the same paths to its framework's way of sending the same sources:
 
-- ``GET /sse?...``: an SSE stream of `source` (query parameters: `Params`);
+- ``GET /sse?...``: an SSE stream of `source` (query parameters: `Params`); with
+  ``policy=hub-sliding`` or ``policy=hub-disconnect``, a subscription to the shared
+  `Ticker`'s `streamfx.broadcast.Broadcast` hub instead (`streamfx_hub`);
 - ``GET /export?n=N&fault=...``: an NDJSON export of N rows (streamfx only);
 - ``GET /ping``: a tiny plain response (the server still answers);
 - ``GET /stats``: `stats` as JSON;
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import streamfx
+from streamfx.broadcast import Broadcast
 from streamfx.metrics import NullMetrics, Outcome, set_metrics
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -61,7 +64,7 @@ class Params:
     hello: bool = True  # yield "hello" at once
     heartbeat: float = 15.0
     write_timeout: float = 60.0
-    policy: str = "sliding"
+    policy: str = "sliding"  # a BufferPolicy strategy, or hub-<overflow> (`streamfx_hub`)
     capacity: int = 64
     fault: str = ""  # raise | unserializable | finalizer-raise | finalizer-slow
     farewell: bool = False
@@ -141,13 +144,15 @@ class Ticker:
     """One shared publisher per (gap, size): every `gap` seconds it builds one item
     (``"<seq> <publish perf_counter> <padding>"``) and every source waiting on it wakes
     and yields that same object (a publish to all subscribers at once: the per-stream
-    cost is streamfx's, not the source's)."""
+    cost is streamfx's, not the source's). The same item is published, once per tick,
+    to each `Broadcast` hub asked for with `hub` (topic ``"ticks"``)."""
 
     def __init__(self, gap: float, size: int) -> None:
         self.gap = gap
         self.padding = "x" * size
         self.item = ""
         self.event = asyncio.Event()
+        self.hubs: dict[tuple[str, int], Broadcast] = {}
         self.task = asyncio.get_running_loop().create_task(self._run(), name="soak ticker")
 
     async def _run(self) -> None:
@@ -158,6 +163,20 @@ class Ticker:
             self.item = f"{seq} {time.perf_counter():.6f} {self.padding}"
             event, self.event = self.event, asyncio.Event()
             event.set()
+            for hub in self.hubs.values():
+                await hub.publish("ticks", self.item)  # in process: never suspends
+
+    def hub(self, overflow: str, buffer: int) -> Broadcast:
+        """The hub (made at the first call) that this ticker publishes each item to."""
+        found = self.hubs.get((overflow, buffer))
+        if found is None:
+            found = self.hubs[overflow, buffer] = Broadcast(
+                buffer=buffer,
+                overflow=overflow,  # type: ignore[arg-type]
+                history=buffer,
+                name="soak",
+            )
+        return found
 
     async def next(self) -> str:
         await self.event.wait()
@@ -233,8 +252,44 @@ def with_fault_finalizer(items: AsyncIterator[Any], params: Params) -> AsyncIter
     return items
 
 
+SSE_HEADERS = [
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+]
+
+
+async def hub_subscription(params: Params) -> AsyncIterator[bytes]:
+    """A subscription to the ticker's hub (``policy=hub-<overflow>``, buffer
+    `Params.capacity`), counted in `COUNTS` like `source`; tagged streams are timed by
+    the `Recorder` (each write's ``items_sent``) and here (the finalization)."""
+    COUNTS.started += 1
+    LOOPS.add(asyncio.get_running_loop())
+    try:
+        hub = ticker(params.gap, params.size).hub(params.policy[4:], params.capacity)
+        name = f"soak {params.tag}" if params.tag else "soak"
+        body = hub.subscribe("ticks", heartbeat=params.heartbeat, name=name)
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            await body.aclose()  # type: ignore[attr-defined]
+    finally:
+        if params.tag:
+            HANDOVERS.finalized[params.tag] = time.perf_counter()
+        COUNTS.finalized += 1
+
+
+def streamfx_hub(params: Params) -> streamfx.StreamResponse:
+    """A subscription to the shared ticker's `Broadcast` hub: one publish per tick
+    for every subscriber; a stalled one is a cursor, woken by nothing."""
+    return streamfx.StreamResponse(200, list(SSE_HEADERS), hub_subscription(params))
+
+
 def streamfx_sse(params: Params) -> streamfx.StreamResponse:
-    """The streamfx response for `params`."""
+    """The streamfx response for `params` (a hub's subscription for ``hub-*``)."""
+    if params.policy.startswith("hub-"):
+        return streamfx_hub(params)
     farewell = streamfx.ServerSentEvent("bye", event="farewell") if params.farewell else None
     return streamfx.sse(
         with_fault_finalizer(source(params), params),

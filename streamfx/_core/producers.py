@@ -20,10 +20,15 @@ Promises:
   that finds the queue full waits for room like ``"suspend"``: a burst into a ready
   consumer loses nothing, however fast it comes. Each dropped item is counted
   (`dropped`) and passed to `on_drop` exactly once, in the producer's task; if
-  `on_drop` raises, the channel fails with that error. A drop costs no trip through the
-  event loop: a producer whose consumer stays away (a stalled client) lets the loop run
-  once per `capacity` drops in a row, which is all a source that never suspends needs
-  to leave the consumer its turn.
+  `on_drop` raises, the channel fails with that error. A drop costs no call, no
+  allocation and no trip through the event loop (the count reaches the metrics hook
+  in one sum, when the consumer comes back: see the response engine): a producer
+  whose consumer stays away (a stalled client) lets the loop run once per `capacity`
+  drops in a row, which is all a source that never suspends needs to leave the
+  consumer its turn. What a stalled lossy stream still costs per item is its
+  source's: pulling it (a wake-up of its task per published item, for a source that
+  waits on a publisher) is how the newest items are kept. One publisher followed by
+  many clients costs nothing per item for a stalled one with `streamfx.broadcast`.
 - A source that raises stops that source; the other producers are cancelled (their
   cleanup runs); the consumer sees the error after the items buffered before it.
 - `aclose` cancels every producer and returns only after each has finished, with its
@@ -276,15 +281,28 @@ class Producers(Generic[T]):
                         self._limit = 1 if self._getter is not None else capacity - self._taken()
                 else:
                     capacity = self._capacity
+                    sliding = self._sliding
+                    on_drop = self._on_drop
                     async for item in iterator:
                         if len(items) < self._limit:
                             append(item)
-                        elif (
-                            len(items) >= capacity
-                            and not self._consumer_ready
-                            and self._drops_in_a_row < capacity - 1
-                        ):
-                            self._drop(item)  # the consumer is away: no coroutine, no trip
+                        elif len(items) >= capacity and not self._consumer_ready:
+                            # The consumer is away: `_drop`, inline (a stalled stream
+                            # takes this path for every item its source yields; a
+                            # call, a coroutine or an allocation here is paid per item).
+                            if sliding:
+                                lost = items[0]
+                                del items[0]
+                                append(item)
+                            else:
+                                lost = item
+                            self.dropped += 1
+                            self._drops_in_a_row += 1
+                            if on_drop is not None:
+                                on_drop(lost)
+                            if self._drops_in_a_row >= capacity:
+                                self._drops_in_a_row = 0
+                                await yield_now()
                         else:
                             await self._offer(item)
             finally:

@@ -15,8 +15,9 @@ Promises:
 - During silence, a comment ``: ping`` (plus the blank line) is sent every `heartbeat`
   seconds, which keeps proxies and load balancers from closing an idle connection.
 - Buffer: sliding, 64 by default. When the client is slower than the source, the
-  *oldest* waiting events are dropped (a live feed wants the newest); each drop is
-  reported to the metrics hook as ``items_dropped("sse", name, 1)``. Pass
+  *oldest* waiting events are dropped (a live feed wants the newest); the drops are
+  reported to the metrics hook as ``items_dropped("sse", name, n)``, n being those
+  since the last report, when the stream next takes its events. Pass
   ``buffer=BufferPolicy(n, "suspend")`` to slow the source down instead.
 - Order is kept. An error from the source is raised from the body after the events
   before it, so the adapter aborts the connection. An item that cannot be encoded (not

@@ -1,0 +1,269 @@
+"""The readers scenario's runs (see `bench.soak.readers`): the healthy clients alone
+(run A), and beside stalled and slow ones (run B), with the server's ``/stats`` polled
+throughout.
+
+Each run's result is a `Latencies` (the healthy clients' publish-to-arrival latencies,
+by kernel arrival time: `bench.soak.stamped`) and, for run B, a `Beside`: the window
+that counts, the evictions and the server's figures over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.soak.client import reset, stalled
+from bench.soak.config import Sizes
+from bench.soak.stamped import StampedReader
+from bench.soak.targets import Server
+
+FILL_S = 3.0  # the most a stalled client's buffers (the server's, the kernel's) take to fill
+SLACK_S = 1.0
+POLL_S = 0.25  # the client's /stats polling, in both runs
+GC_SEEN: list[dict[str, float]] = []  # run A's garbage-collector figures, in order
+SETUP_S = 10.0  # the most the server may take to start the stalled and slow streams
+POLL_SPANS: list[tuple[float, float]] = []  # every /stats poll: (asked, answered)
+
+
+def near_polls(latencies: Latencies, share: float = 0.01, after_s: float = 0.005) -> float:
+    """Of the worst `share` of the counted samples, the fraction that arrived while a
+    ``/stats`` poll was being answered or within `after_s` after it (a diagnostic: how
+    much of a p99 the polling itself decides)."""
+    window = [(ms, at) for at, ms in latencies.samples if latencies.since <= at < latencies.until]
+    worst = sorted(window, reverse=True)[: max(1, int(len(window) * share))]
+    spans = [(asked, answered + after_s) for asked, answered in POLL_SPANS]
+    near = sum(1 for _, at in worst if any(lo <= at <= hi for lo, hi in spans))
+    return near / len(worst) if worst else float("nan")
+
+
+class Latencies:
+    """The healthy clients' latencies (ms), each with its arrival time, and the
+    window (`since`, `until`: perf_counter) whose samples count."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (arrival, latency ms)
+        self.since = float("inf")
+        self.until = float("inf")
+
+    def add(self, arrival: float, latency_ms: float) -> None:
+        self.samples.append((arrival, latency_ms))
+
+    def between(self, since: float, until: float) -> list[float]:
+        return [ms for at, ms in self.samples if since <= at < until]
+
+    @property
+    def values(self) -> list[float]:
+        return self.between(self.since, self.until)
+
+
+async def healthy(port: int, path: str, latencies: Latencies, stop: asyncio.Event) -> int:
+    """Read every event until `stop`, recording each one's latency from its publish
+    to the kernel's receipt of it (`StampedReader`: the server's latency, without this
+    process's queueing); the number of events read."""
+    count = 0
+
+    def arrived(arrival: float, data: str) -> None:
+        nonlocal count
+        parts = data.split(" ", 2)
+        if len(parts) == 3:
+            count += 1
+            latencies.add(arrival, (arrival - float(parts[1])) * 1000)
+
+    reader = await StampedReader.get(port, path, arrived)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([stopped, reader.ended], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        reader.close()
+    return count
+
+
+async def slow(port: int, path: str, stop: asyncio.Event) -> None:
+    """Read 4 KB every 0.1 s (40 KB/s) from a raw socket until `stop`."""
+    sock = await stalled(port, path)
+    loop = asyncio.get_running_loop()
+    try:
+        while not stop.is_set():
+            if not await loop.sock_recv(sock, 4096):
+                return
+            await asyncio.sleep(0.1)
+    except OSError:
+        return
+    finally:
+        reset(sock)
+
+
+class Monitor:
+    """Polls the server's ``/stats`` every `POLL_S` seconds, the same in both runs (so
+    that the client's own load is the same in each), keeping every answer with the
+    time it arrived: the CPU over any window, the peak RSS, the evictions."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.polls: list[tuple[float, dict[str, Any]]] = []
+        self.updated = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+                figures = await self.server.stats()
+                answered = time.perf_counter()
+                self.polls.append((answered, figures))
+                POLL_SPANS.append((asked, answered))
+                self.updated.set()
+            await asyncio.sleep(POLL_S)
+
+    async def next(self) -> dict[str, Any]:
+        """The next answer."""
+        self.updated.clear()
+        await self.updated.wait()
+        return self.polls[-1][1]
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def cpu(self, since: float, until: float) -> float:
+        """The server's CPU use between the first and the last poll in the window, in
+        cores (NaN if they are less than half a second apart)."""
+        inside = [(at, figures["cpu_s"]) for at, figures in self.polls if since <= at <= until]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.5:
+            return float("nan")
+        return float(inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+    def gc(self, since: float, until: float) -> dict[str, float]:
+        """The server's garbage-collector pauses between the first and the last poll in
+        the window: full (generation 2) collections, and ms paused per second."""
+        inside = [figures["gc"] for at, figures in self.polls if since <= at <= until]
+        times = [at for at in (at for at, _ in self.polls) if since <= at <= until]
+        if len(inside) < 2:
+            return {"full": float("nan"), "ms_per_s": float("nan")}
+        paused = sum(inside[-1]["total_ms"]) - sum(inside[0]["total_ms"])
+        return {
+            "full": inside[-1]["count"][2] - inside[0]["count"][2],
+            "ms_per_s": paused / (times[-1] - times[0]),
+        }
+
+    def peak_rss(self) -> int:
+        return max(int(figures["rss_kb"]) for _, figures in self.polls)
+
+
+async def run_alone(server: Server, path: str, sizes: Sizes) -> tuple[Latencies, float]:
+    """Healthy clients alone for half of `Sizes.readers_seconds` (after a second to
+    settle): their latencies and the server's CPU use."""
+    latencies = Latencies()
+    stop, tasks = await run_healthy(server, path, sizes, latencies)
+    await asyncio.sleep(1.0)
+    monitor = Monitor(server)
+    latencies.since = time.perf_counter()
+    await asyncio.sleep(sizes.readers_seconds / 2)
+    latencies.until = time.perf_counter()
+    await monitor.stop()
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    GC_SEEN.append(monitor.gc(latencies.since, latencies.until))
+    return latencies, monitor.cpu(latencies.since, latencies.until)
+
+
+async def run_healthy(
+    server: Server, path: str, sizes: Sizes, latencies: Latencies
+) -> tuple[asyncio.Event, list[asyncio.Task[int]]]:
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(healthy(server.port, path, latencies, stop))
+        for _ in range(sizes.healthy)
+    ]
+    return stop, tasks
+
+
+@dataclass
+class Beside:
+    """One run B: the healthy clients' latencies (their window: from when the last
+    stalled client stalled to the last eviction) and what the server did meanwhile."""
+
+    latencies: Latencies
+    connected: float  # the first stalled connect (perf_counter)
+    first_eviction: float
+    evictions: list[float]  # per evicted stream: from its last handover to its finalization
+    slow_gone: int
+    cpu_stalled: float
+    peak_rss_kb: int
+    gc: dict[str, float]
+    gc_pauses: list[tuple[float, int, float]] = field(default_factory=list)
+
+    @property
+    def phases(self) -> dict[str, list[float]]:
+        """The latencies per phase: connecting and filling, all stalled, evicting."""
+        latencies = self.latencies
+        return {
+            "setup_and_fill": latencies.between(self.connected, latencies.since),
+            "stalled": latencies.between(latencies.since, self.first_eviction),
+            "evicting": latencies.between(self.first_eviction, latencies.until),
+        }
+
+
+async def run_beside(
+    server: Server, path: str, sizes: Sizes, tags: list[str], mid: dict[str, Any]
+) -> Beside:
+    """Run B: the healthy clients, then one stalled client per tag (``&tag=`` on its
+    path) and `Sizes.slow` slow ones, until every stalled one is evicted (or the bound
+    plus `FILL_S` and `SLACK_S` passed); `mid`: the server's figures before it."""
+    beside = Latencies()
+    stop, tasks = await run_healthy(server, path, sizes, beside)
+    await asyncio.sleep(1.0)
+    monitor = Monitor(server)
+    connected = time.perf_counter()
+    stuck = [await stalled(server.port, f"{path}&tag={tag}") for tag in tags]
+    slow_stop = asyncio.Event()
+    slow_tasks = [
+        asyncio.create_task(slow(server.port, path, slow_stop)) for _ in range(sizes.slow)
+    ]
+    expected = mid["started"] + sizes.healthy + sizes.stalled + sizes.slow
+    figures = mid
+    while figures["started"] < expected and time.perf_counter() < connected + SETUP_S:
+        figures = await monitor.next()
+    started_all = time.perf_counter()
+    deadline = started_all + FILL_S + sizes.write_timeout + sizes.heartbeat + SLACK_S
+    while time.perf_counter() < deadline:
+        figures = await monitor.next()
+        if all(tag in figures["evictions"] for tag in tags):
+            break
+    times = [figures["evictions"][tag] for tag in tags if tag in figures["evictions"]]
+    if len(times) == len(tags):
+        # every stalled client has stalled (its last chunk was handed over) until the
+        # last one is evicted: what the stalled clients cost the healthy ones
+        beside.since = max(handed for handed, _ in times)
+        first_eviction = min(end for _, end in times)
+        beside.until = max(end for _, end in times)
+    else:
+        beside.since, first_eviction = started_all + FILL_S, float("inf")
+        beside.until = time.perf_counter()
+    result = Beside(
+        latencies=beside,
+        connected=connected,
+        first_eviction=first_eviction,
+        evictions=[end - handed for handed, end in times],
+        slow_gone=max(0, figures["finalized"] - mid["finalized"] - len(times)),
+        cpu_stalled=monitor.cpu(beside.since, first_eviction),
+        peak_rss_kb=monitor.peak_rss(),
+        gc=monitor.gc(beside.since, beside.until),
+        gc_pauses=[
+            (round(at - connected, 3), gen, round(ms, 2))
+            for at, gen, ms in figures["gc"]["recent"]
+            if at >= connected
+        ],
+    )
+    await monitor.stop()
+    stop.set()
+    slow_stop.set()
+    await asyncio.gather(*tasks, *slow_tasks, return_exceptions=True)
+    for sock in stuck:
+        reset(sock)
+    return result
