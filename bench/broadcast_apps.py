@@ -33,12 +33,16 @@ run, against 3.5 ms one by one).
 Control: ``POST /start?contender=&count=&rate=&t0=&size=`` starts the publisher (all
 ``*-gen`` streams wait for it); ``POST /fill?n=`` publishes n events to topic
 ``replay`` at once and answers the id of event ``n - 1000``; ``GET /stats``: subscribers
-open per contender and the seconds at which each ``stalled`` stream ended.
+open per contender, the seconds at which each ``stalled`` stream ended, and every
+garbage collection since the last ``/start`` (`Collections`: when it started, its
+generation, how long it took), so the load scripts can tell which pauses fell in their
+measured window. The same hook is installed for every contender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -99,6 +103,27 @@ class QueueBroadcaster:
             queue.put_nowait(event)
 
 
+class Collections:
+    """Every garbage collection of this process since `clear`: ``[started, generation,
+    seconds]``, ``started`` on the `time.perf_counter` clock (a `gc.callbacks` entry:
+    two clock readings and an append per collection)."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[float, int, float]] = []
+        self.started = 0.0
+        gc.callbacks.append(self.observe)
+
+    def observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            seconds = time.perf_counter() - self.started
+            self.log.append((self.started, info["generation"], seconds))
+
+    def clear(self) -> None:
+        self.log = []
+
+
 class Closures(NullMetrics):
     """A metrics hook that notes when each broadcast stream closed, by name (and
     records nothing else: its other methods are `NullMetrics`' plain no-ops, so that
@@ -121,6 +146,7 @@ def build_app(redis_url: str | None = None, write_timeout: float = 60.0) -> Any:
 
     closures = Closures()
     set_metrics(closures)
+    collections = Collections()
     backend = None if redis_url is None else RedisStreamsBackend(redis_url, prefix="bench:")
     hub = Broadcast(backend=backend, history=2000 if redis_url is None else 100)
     # broadcaster's Redis Streams backend: its pub/sub one ("redis://") delivered
@@ -231,6 +257,7 @@ def build_app(redis_url: str | None = None, write_timeout: float = 60.0) -> Any:
             schedule.t0 = float(query["t0"])
             schedule.size = int(query.get("size", "64"))
             schedule.started.set()
+            collections.clear()
             contender = query["contender"]
             if contender != "sse-starlette-gen":
                 task = asyncio.create_task(run_publisher(contender))
@@ -252,6 +279,7 @@ def build_app(redis_url: str | None = None, write_timeout: float = 60.0) -> Any:
                     "streamfx": hub.subscribers,
                     "sse-starlette": len(recipe.clients),
                     "closed": closures.closed,
+                    "gc": collections.log,
                 },
             )
         else:

@@ -22,6 +22,13 @@ reading it: see `bench._subscribers`):
   a stalled connection is only seen as stalled once the kernel's buffers are full
   (``absorbed_bytes``), so the bound is that fill time + write timeout + heartbeat.
 
+Every run also reports the server's garbage collections that started in its measured
+window (from ``t0`` to the last arrival), per generation: how many, their total and
+longest time (``gc``; the server logs them with a `gc.callbacks` hook, the same for
+every contender: see `bench.broadcast_apps`). A full collection (generation 2) stops
+the server for tens of milliseconds with a thousand connections open, so it shows in
+the p99 of a few seconds' run.
+
 Each scenario records when it ran and the machine's load average before and after it
 (``conditions``): the report quotes them beside the figures.
 
@@ -157,6 +164,7 @@ def broadcast_run(
             server_seconds = server.cpu() - started[2]
             server_cpu = server_seconds / wall
             stats = server.call("GET", "/stats")
+            collections = collections_in(stats["gc"], t0, pool.last_arrival() or deadline)
             waited = time.perf_counter() + p["closure_wait"]
             while len(stats["closed"].get("stalled", [])) < stalled and (
                 time.perf_counter() < waited
@@ -185,10 +193,35 @@ def broadcast_run(
         "server_cpu": server_cpu,
         # everything the server did meanwhile (publisher, kernel TCP, GC), per delivery
         "server_us_per_delivery": server_seconds / max(delivered, 1) * 1e6,
+        "gc": collections,
         "stalled_ended": len(closed),
         "stalled_ended_after_s": sorted(closed),
         **percentiles(pool.latencies(t0, rate)),
     }
+
+
+def collections_in(log: list[list[float]], start: float, end: float) -> dict[str, Any]:
+    """The collections of the server's `log` (``[started, generation, seconds]``) that
+    started between `start` and `end`, per generation: count, total and longest ms."""
+    summary: dict[str, Any] = {
+        str(generation): {"count": 0, "ms": 0.0, "max_ms": 0.0} for generation in (0, 1, 2)
+    }
+    for started, generation, seconds in log:
+        if start <= started <= end:
+            figures = summary[str(int(generation))]
+            figures["count"] += 1
+            figures["ms"] += seconds * 1000
+            figures["max_ms"] = max(figures["max_ms"], seconds * 1000)
+    return summary
+
+
+def describe_collections(collections: dict[str, Any]) -> str:
+    young = [collections[generation] for generation in ("0", "1")]
+    full = collections["2"]
+    return (
+        f"GC full {full['count']} ({full['ms']:.0f} ms, longest {full['max_ms']:.0f}), "
+        f"young {sum(g['count'] for g in young)} ({sum(g['ms'] for g in young):.0f} ms)"
+    )
 
 
 def kept_up(run: dict[str, Any]) -> bool:
@@ -230,12 +263,19 @@ def idle(p: dict[str, Any]) -> dict[str, Any]:
                 query = f"contender={contender}&count={count}&rate={p['idle_rate']}&t0={t0}"
                 server.call("POST", f"/start?{query}&size={p['size']}")
                 crowd.run(count, t0 + p["seconds"] + p["drain"])
+                stats = server.call("GET", "/stats")
+                end = crowd.last_arrival() or t0 + p["seconds"] + p["drain"]
+                collections = collections_in(stats["gc"], t0, end)
                 latency = percentiles(crowd.latencies(t0, p["idle_rate"]))
                 share = crowd.delivered() / (p["idle"] * count)
             finally:
                 crowd.close()
                 pool.close()
-        results[contender] = {"kb_per_subscriber": grown / p["idle"] / 1024, "share": share}
+        results[contender] = {
+            "kb_per_subscriber": grown / p["idle"] / 1024,
+            "share": share,
+            "gc": collections,
+        }
         results[contender].update(latency)
         print(f"idle {contender:<18}{results[contender]}", flush=True)
     return {"subscribers": p["idle"], "rate": p["idle_rate"], "results": results}
@@ -308,7 +348,8 @@ def report(run: dict[str, Any]) -> None:
         f"p50 {run['p50']:.1f} ms, p99 {run['p99']:.1f} ms, delivered "
         f"{run['delivered_share']:.1%}, ended {run['ended']}, RSS +{run['rss_growth_mb']:.1f} MB, "
         f"CPU (cores) server {run['server_cpu']:.2f} client {run['client_cpu']:.2f}, "
-        f"server {run['server_us_per_delivery']:.1f} us per delivery"
+        f"server {run['server_us_per_delivery']:.1f} us per delivery, "
+        + describe_collections(run["gc"])
         + (f", stalled ended {run['stalled_ended']}" if run["stalled"] else ""),
         flush=True,
     )

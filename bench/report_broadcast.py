@@ -57,7 +57,19 @@ def _run_row(run: dict[str, Any], label: str) -> list[str]:
         str(run["ended"]),
         f"{run['rss_growth_mb']:,.1f}",
         f"{run.get('server_cpu', float('nan')):.2f} / {run.get('client_cpu', float('nan')):.2f}",
+        _collections(run.get("gc")),
     ]
+
+
+def _collections(gc: dict[str, Any] | None) -> str:
+    """The server's full and young collections in the run's window: count (ms)."""
+    if gc is None:
+        return "n/a"
+    young = [gc["0"], gc["1"]]
+    return (
+        f"{gc['2']['count']} ({gc['2']['ms']:,.0f}) / "
+        f"{sum(g['count'] for g in young)} ({sum(g['ms'] for g in young):,.0f})"
+    )
 
 
 RUN_HEADER = [
@@ -71,6 +83,7 @@ RUN_HEADER = [
     "ended early",
     "RSS growth MB",
     "CPU cores used: server / client",
+    "server GC, full / young: count (ms)",
 ]
 
 

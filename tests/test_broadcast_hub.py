@@ -7,6 +7,7 @@ import gc
 import subprocess
 import sys
 import tracemalloc
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -607,3 +608,47 @@ def test_importing_needs_no_redis() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'streamfx[redis]'" in result.stdout
+
+
+async def test_a_delivery_leaves_nothing_alive_into_the_next_wait() -> None:
+    """Issue 13 (fan-out p99): what a waiting subscriber made per delivery (a future
+    per wait, its ``await`` iterator) was alive whenever the garbage collector ran, got
+    promoted to the oldest generation by the thousand and set off full collections.
+    After a delivery, each subscriber waits again holding only what asyncio itself
+    makes for any task waiting inside an ``async for``: the ``anext`` awaitable and
+    the task's wake-up method."""
+    hub = Broadcast()
+    n = 200
+    chunks = [0] * n
+
+    async def read(index: int) -> None:
+        async for _ in hub.subscribe("t", heartbeat=15.0):
+            chunks[index] += 1
+
+    async def delivered(count: int) -> None:
+        async with asyncio.timeout(5):
+            while min(chunks) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+        await until_waiting(hub, n)
+
+    readers = [asyncio.create_task(read(index)) for index in range(n)]
+    try:
+        await delivered(1)  # the start
+        await hub.publish("t", "warm up")  # free lists and caches as in a running server
+        await delivered(2)
+        gc.collect()
+        gc.disable()
+        gc.freeze()  # from here on, gc.get_objects() lists only what is made anew
+        try:
+            await hub.publish("t", "x")
+            await delivered(3)
+            made = Counter(type(thing).__name__ for thing in gc.get_objects())
+        finally:
+            gc.unfreeze()
+            gc.enable()
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    per_subscriber = {name for name, count in made.items() if count >= n // 2}
+    assert per_subscriber <= {"async_generator_asend", "builtin_function_or_method"}, made

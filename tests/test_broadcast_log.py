@@ -16,6 +16,7 @@ from streamfx.broadcast._positions import (
     join_positions,
     split_positions,
 )
+from streamfx.broadcast._waiter import Waiter
 from streamfx.broadcast.redis_streams import parse_id
 
 
@@ -58,7 +59,7 @@ def parse_key(text: str) -> tuple[int, int]:
 
 async def test_append_wakes_each_waiter_once() -> None:
     log = TopicLog("t", 4)
-    waiters = [asyncio.get_running_loop().create_future() for _ in range(3)]
+    waiters = [Waiter(asyncio.get_running_loop()).arm() for _ in range(3)]
     log.waiters.update(waiters)
     log.append(b"x")
     assert [w.result() for w in waiters] == [True, True, True]

@@ -52,6 +52,7 @@ from streamfx import SSEDecoder
 from streamfx.broadcast import Broadcast, RedisStreamsBackend
 from streamfx.broadcast._frames import encode_body
 from streamfx.broadcast._redis_store import FIELD
+from streamfx.broadcast._waiter import Waiter
 from streamfx.broadcast.redis_streams import parse_id
 from streamfx.metrics import InMemoryMetrics, set_metrics
 from tests._broadcast_reader import until_waiting
@@ -455,9 +456,13 @@ async def caught_up(hub: Broadcast, topic: str, event_id: str) -> None:
             head = parse_id(log.id_of(log.head))
             if head is not None and head >= wanted:
                 return
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = Waiter(asyncio.get_running_loop()).arm()
             log.waiters.add(waiter)
-            await waiter
+            try:
+                await waiter
+            finally:
+                waiter.disarm()
+                log.waiters.discard(waiter)
 
 
 def check_figures(metrics: InMemoryMetrics, model: Model) -> None:

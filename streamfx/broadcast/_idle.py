@@ -1,7 +1,9 @@
 """`Idle`: how one subscriber waits for news without a task or a timer of its own.
 
-A waiting subscriber puts one future in the waiter set of each of its topics' logs;
-a publish resolves the futures it finds there (True) and clears the set. The
+A waiting subscriber puts its `Waiter` (one per subscriber, re-armed for each wait:
+nothing is made per wait, see `streamfx.broadcast._waiter`) in the waiter set of each
+of its topics' logs; a publish resolves the waiters it finds there (True) and clears
+the set. The
 heartbeat is a lazy deadline in the loop's shared heap (`streamfx._core.deadlines`:
 one loop timer for every subscriber, not one `TimerHandle` each). It is *not* moved on
 every write: the subscriber only notes when its silence would become due (`wrote`),
@@ -20,6 +22,7 @@ import asyncio
 
 from streamfx._core.deadlines import Deadline, Deadlines, deadlines_for
 from streamfx.broadcast._log import TopicLog
+from streamfx.broadcast._waiter import Waiter
 
 __all__ = ["Idle"]
 
@@ -36,7 +39,7 @@ class Idle(Deadline):
         self.loop = loop = asyncio.get_running_loop()
         self.logs = logs
         self.interval = interval
-        self.waiter: asyncio.Future[bool] | None = None
+        self.waiter = Waiter(loop)
         self.due = 0.0
         self.deadlines: Deadlines | None = None
         if interval is not None:
@@ -49,24 +52,22 @@ class Idle(Deadline):
         if self.interval is not None:
             self.due = self.loop.time() + self.interval
 
-    def waiting(self) -> asyncio.Future[bool]:
-        """Start waiting: a future put in each topic's waiter set, resolved as `wait`
-        returns. The caller awaits it and then calls `waited` however the await ends
-        (in a ``finally``). `follow` does so inline: a coroutine per wait would hold a
-        frame per idle subscriber."""
-        waiter: asyncio.Future[bool] = self.loop.create_future()
-        self.waiter = waiter
+    def waiting(self) -> Waiter:
+        """Start waiting: the waiter, armed, is put in each topic's waiter set and
+        resolved as `wait` returns. The caller awaits it and then calls `waited`
+        however the await ends (in a ``finally``). `follow` does so inline: a coroutine
+        per wait would hold a frame per idle subscriber."""
+        waiter = self.waiter.arm()
         for log in self.logs:
             log.waiters.add(waiter)
         return waiter
 
     def waited(self) -> None:
-        """Stop waiting: the future leaves every waiter set."""
+        """Stop waiting: the waiter leaves every waiter set and is disarmed."""
         waiter = self.waiter
-        self.waiter = None
-        if waiter is not None:
-            for log in self.logs:
-                log.waiters.discard(waiter)
+        waiter.disarm()
+        for log in self.logs:
+            log.waiters.discard(waiter)
 
     async def wait(self) -> bool:
         """`waiting` and `waited` around one await."""
@@ -76,9 +77,7 @@ class Idle(Deadline):
             self.waited()
 
     def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
+        self.waiter.set(True)
 
     def close(self) -> None:
         if self.deadlines is not None:
@@ -89,8 +88,6 @@ class Idle(Deadline):
         assert self.interval is not None
         assert self.deadlines is not None
         if now >= self.due:
-            waiter = self.waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(False)
+            self.waiter.set(False)
             self.due = now + self.interval
         self.deadlines.schedule(self, self.due)

@@ -8,7 +8,7 @@ ring. A subscriber is nothing but the local number of the last frame it wrote (i
 Promises:
 
 - `append` is O(1): it stores the frame, forgets the oldest when full, and wakes the
-  subscribers that are waiting (each waiter future once). Subscribers that are busy
+  subscribers that are waiting (each waiter once). Subscribers that are busy
   writing are not touched; they find the new frames when they come back.
 - `join(after, upto)` returns the frames numbered ``after + 1 .. upto``, all of which
   must still be held (``after >= first - 1``), joined into one ``bytes``.
@@ -19,9 +19,10 @@ Promises:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Final
+
+from streamfx.broadcast._waiter import Waiter
 
 __all__ = ["TopicLog"]
 
@@ -61,7 +62,7 @@ class TopicLog:
         self.reset_at = 0
         """The local number of the last frame that records lost history (0: none)."""
         self.subscribers = 0
-        self.waiters: set[asyncio.Future[bool]] = set()
+        self.waiters: set[Waiter] = set()
 
     @property
     def head(self) -> int:
@@ -93,12 +94,12 @@ class TopicLog:
         return number
 
     def wake(self, value: bool) -> None:
-        """Resolve every waiting subscriber's future with `value`."""
+        """Resolve every waiting subscriber's waiter with `value` (their tasks are
+        woken together, in one loop callback: see `streamfx.broadcast._waiter`)."""
         waiters = self.waiters
         if waiters:
             for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(value)
+                waiter.set(value)
             waiters.clear()
 
     def join(self, after: int, upto: int) -> bytes:

@@ -1,0 +1,218 @@
+"""`Waiter`: one subscriber's reusable future; a publish wakes many in one loop callback.
+
+Why hand-written: an ``asyncio.Future`` resolves once, so a subscriber that waited on
+a fresh future for every event made, per delivery, the future, its ``await``
+iterator, the loop ``Handle`` that runs the task's wake-up and that handle's argument
+tuple. A thousand subscribers waiting means a thousand of each alive whenever the
+garbage collector runs (a publish's wake-up burst is what triggers it): they were
+promoted to the oldest generation by the thousand and made the interpreter run full
+collections, ~100 ms pauses with a thousand connections open, every few seconds. A
+`Waiter` is made once per subscriber and re-armed for each wait, and waking the
+waiters of one loop turn takes one loop callback, not one ``Handle`` each. asyncio has
+no such object; its `Task` accepts any future-like object (the ``_asyncio_future_blocking``
+protocol), which is what this is.
+
+Promises:
+
+- `arm` starts a wait; awaiting the waiter then returns the value given to `set`
+  (at once if it was set before the await). `set` resolves only an armed, pending
+  wait; later calls (and calls while disarmed) change nothing. `disarm` ends the wait
+  whatever happened (after the await, in a ``finally``).
+- A task waiting on it is woken by the loop, never inside `set`: every waiter set in
+  one loop turn is queued in the loop's `Wakeups` and their tasks' wake-ups run in one
+  loop callback, in the order they were set, each in its task's context. A wake-up
+  that raises is reported to the loop's exception handler; the others still run.
+- Cancelling the waiting task cancels the wait (the task gets ``CancelledError``, as
+  with a future); a wait already resolved is not cancelled (the task then gets the
+  cancellation at its next step, as asyncio does with a done future).
+- Awaiting it allocates nothing that lives through the wait: the waiter is its own
+  ``await`` iterator (it yields itself once). What a waiting subscriber still holds
+  per wait is asyncio's: the task's wake-up method and the ``anext`` awaitable of the
+  ``async for`` that drives the subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Generator
+from typing import Any, Final
+
+__all__ = ["Waiter", "Wakeups", "wakeups_for"]
+
+_PENDING: Final = 0
+_DONE: Final = 1
+_CANCELLED: Final = 2
+_DISARMED: Final = 3
+
+Callback = Callable[["Waiter"], object]
+
+
+class Waiter:
+    """One subscriber's reusable future; see the module docstring."""
+
+    __slots__ = (
+        "_asyncio_future_blocking",
+        "callback",
+        "context",
+        "loop",
+        "message",
+        "state",
+        "value",
+        "wakeups",
+        "yielded",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.wakeups = wakeups_for(loop)
+        self._asyncio_future_blocking = False
+        self.state = _DISARMED
+        self.value = False
+        self.yielded = False
+        self.message: Any = None
+        self.callback: Callback | None = None
+        self.context: contextvars.Context | None = None
+
+    def arm(self) -> Waiter:
+        """Start a wait: pending until `set` or a cancellation; returns the waiter."""
+        self.state = _PENDING
+        self.yielded = False
+        return self
+
+    def disarm(self) -> None:
+        """End the wait, however it ended (called by the waiting task itself)."""
+        self.state = _DISARMED
+        self.callback = self.context = None
+
+    @property
+    def armed(self) -> bool:
+        """Between `arm` and `disarm` (resolved or not)."""
+        return self.state != _DISARMED
+
+    def set(self, value: bool) -> None:
+        """Resolve a pending wait with `value` (its task is woken by the loop)."""
+        if self.state != _PENDING:
+            return
+        self.state = _DONE
+        self.value = value
+        if self.callback is not None:
+            self.wakeups.add(self)
+
+    # -- awaiting: the waiter is its own iterator --------------------------------
+
+    def __await__(self) -> Generator[Waiter, None, bool]:
+        # The waiter is its own iterator (see `__next__`): what `await` needs, though
+        # not the generator type the annotation names.
+        return self  # type: ignore[return-value]
+
+    def __iter__(self) -> Waiter:
+        return self
+
+    def __next__(self) -> Waiter:
+        if not self.yielded:
+            self.yielded = True
+            if self.state == _PENDING:
+                self._asyncio_future_blocking = True
+                return self  # to the task, which calls add_done_callback
+        raise StopIteration(self.result())
+
+    # -- what asyncio's Task asks of a future ------------------------------------
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop
+
+    def done(self) -> bool:
+        return self.state != _PENDING
+
+    def cancelled(self) -> bool:
+        return self.state == _CANCELLED
+
+    def result(self) -> bool:
+        if self.state == _CANCELLED:
+            raise asyncio.CancelledError(*(() if self.message is None else (self.message,)))
+        if self.state != _DONE:
+            raise asyncio.InvalidStateError("no wait is over")
+        return self.value
+
+    def add_done_callback(
+        self, callback: Callback, *, context: contextvars.Context | None = None
+    ) -> None:
+        """The waiting task's wake-up (one task waits on a waiter: a second callback
+        for the same wait is refused)."""
+        if self.callback is not None:
+            raise RuntimeError("a Waiter is awaited by one task at a time")
+        self.callback = callback
+        self.context = contextvars.copy_context() if context is None else context
+        if self.state != _PENDING:
+            self.wakeups.add(self)
+
+    def remove_done_callback(self, callback: Callback) -> int:
+        if self.callback is not None and self.callback == callback:
+            self.callback = self.context = None
+            return 1
+        return 0
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.state != _PENDING:
+            return False
+        self.state = _CANCELLED
+        self.message = msg
+        if self.callback is not None:
+            self.wakeups.add(self)
+        return True
+
+    def fire(self) -> None:
+        """Run the waiting task's wake-up (`Wakeups` calls it)."""
+        callback, context = self.callback, self.context
+        self.callback = self.context = None
+        if callback is not None and context is not None:
+            context.run(callback, self)
+
+
+class Wakeups:
+    """The waiters of one loop to wake: one loop callback for all set in a turn."""
+
+    __slots__ = ("context", "loop", "ready", "scheduled", "spare")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready: list[Waiter] = []
+        self.spare: list[Waiter] = []
+        self.scheduled = False
+        self.context = contextvars.Context()  # the callback's own: no copy per publish
+
+    def add(self, waiter: Waiter) -> None:
+        self.ready.append(waiter)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run, context=self.context)
+
+    def run(self) -> None:
+        ready = self.ready
+        self.ready = self.spare
+        self.scheduled = False
+        try:
+            for waiter in ready:
+                try:
+                    waiter.fire()
+                except Exception as exc:
+                    self.loop.call_exception_handler(
+                        {"message": "a broadcast wake-up failed", "exception": exc}
+                    )
+        finally:
+            ready.clear()
+            self.spare = ready
+
+
+_current: Wakeups | None = None
+
+
+def wakeups_for(loop: asyncio.AbstractEventLoop) -> Wakeups:
+    """The `Wakeups` of `loop` (made on first use; one is kept: that of the loop last
+    asked for, as `streamfx._core.deadlines.deadlines_for` does)."""
+    global _current
+    current = _current
+    if current is None or current.loop is not loop:
+        current = _current = Wakeups(loop)
+    return current
