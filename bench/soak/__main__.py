@@ -1,5 +1,5 @@
 """Run the soak: ``python -m bench.soak [--quick] [--only churn,idle,...] [--targets a,b]
-[--fuzz-seconds S] [--readers-suspend] [--references]``.
+[--fuzz-seconds S] [--readers-more] [--references]``.
 
 ``SOAK_QUICK=1`` (or ``--quick``) runs the short version. Each server is started once,
 for churn, idle, readers, faults and shutdown in that order (every scenario compares
@@ -109,9 +109,10 @@ def cli() -> None:
         help="also the reference rows (waitress under its defaults: readers only)",
     )
     parser.add_argument(
-        "--readers-suspend",
+        "--readers-more",
         action="store_true",
-        help="readers: a second run with suspend buffers on uvicorn and aiohttp",
+        help="readers: the comparison rows too, on uvicorn and aiohttp: suspend buffers, "
+        "and a Broadcast hub with overflow 'disconnect'",
     )
     parser.add_argument(
         "--fuzz-seconds",
@@ -134,8 +135,8 @@ def cli() -> None:
         # --references (waitress's defaults: a server start and 22 s of readers).
         targets = [t for t in targets if t.kind != "reference"]
     chosen = sizes()
-    if args.readers_suspend:
-        chosen = dataclasses.replace(chosen, readers_suspend_too=True)
+    if args.readers_more:
+        chosen = dataclasses.replace(chosen, readers_more=True)
     if args.fuzz_seconds is not None:
         if args.fuzz_seconds <= 0:
             parser.error("--fuzz-seconds must be positive")

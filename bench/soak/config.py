@@ -13,8 +13,8 @@ SIGTERM) and must stay under 10 minutes on 2 cores. What it trims to get there:
   500 in 0.5-0.7 s (see the fuzz table's "found at" column for a live run);
 - readers: run A (the healthy clients alone) is 3 s before run B and 3 s after it
   (12,000 samples per half for the p99), and the second run with ``suspend`` buffers
-  (the issue's comparison for item 10, about 20 s a server) is left to
-  ``--readers-suspend``;
+  (the issue's comparison for item 10, about 20 s a server) and the Broadcast hub's
+  ``disconnect`` row (the sliding one is always run) are left to ``--readers-more``;
 - the reference row (waitress under its defaults, counted for nothing: a server start
   and 22 s of readers) is left to ``--references``.
 """
@@ -36,7 +36,7 @@ class Sizes:
     stalled: int
     slow: int
     readers_seconds: float
-    readers_suspend_too: bool  # a second run with suspend for the issue's two servers
+    readers_more: bool  # --readers-more: the suspend and Broadcast-disconnect rows
     write_timeout: float
     heartbeat: float
     tick: float  # seconds between published events in the readers scenario
@@ -55,7 +55,7 @@ FULL = Sizes(
     stalled=200,
     slow=20,
     readers_seconds=6.0,  # run A: 3 s before run B and 3 s after it
-    readers_suspend_too=False,  # --readers-suspend: the issue's sliding/suspend comparison
+    readers_more=False,  # --readers-more: suspend rows, Broadcast disconnect
     write_timeout=4.0,
     heartbeat=1.0,
     tick=0.005,
@@ -74,7 +74,7 @@ QUICK = Sizes(
     stalled=30,
     slow=5,
     readers_seconds=4.0,  # run A: 2 s before run B and 2 s after it
-    readers_suspend_too=False,
+    readers_more=False,
     write_timeout=2.0,  # a window of stalled clients long enough for a p99 of ~2,000
     heartbeat=0.5,
     tick=0.01,
