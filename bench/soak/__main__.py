@@ -1,17 +1,20 @@
-"""Run the soak: ``python -m bench.soak [--quick] [--only churn,idle,...] [--targets a,b]``.
+"""Run the soak: ``python -m bench.soak [--quick] [--only churn,idle,...] [--targets a,b]
+[--fuzz-seconds S] [--readers-more] [--references]``.
 
 ``SOAK_QUICK=1`` (or ``--quick``) runs the short version. Each server is started once,
 for churn, idle, readers, faults and shutdown in that order (every scenario compares
 with its own baseline; shutdown, last, stops the server: a server that has served the
 other scenarios must still say every farewell). The tables go to stdout
 and, as JSON, to ``bench-results/soak/results.json``; the servers' logs to
-``bench-results/soak/*.log``. Exit status 1 when a check failed.
+``bench-results/soak/*.log``; the seconds each server spent in each scenario to stderr
+as it goes. Exit status 1 when a check failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import time
@@ -53,19 +56,29 @@ async def main(names: list[str], targets: list[Target], chosen: Sizes) -> int:
     for target in targets:
         taken = [name for name in names if target.only is None or name in target.only]
         shared = [name for name in taken if name in ON_ONE_SERVER]
+        here: dict[str, float] = {}
         if shared or "shutdown" in taken:
+            began = time.monotonic()
             async with Server(target, threads=threads, tag="soak") as server:
+                here["start"] = time.monotonic() - began
                 for name in shared:
                     began = time.monotonic()
                     measure: Measure = ON_ONE_SERVER[name].measure
                     await measure(target, server, chosen, tables[name])
-                    spent[name] += time.monotonic() - began
+                    here[name] = time.monotonic() - began
                     server.log_since()
                 if "shutdown" in taken:  # last: it stops the server
                     began = time.monotonic()
                     await shutdown.measure(target, server, chosen, tables["shutdown"])
-                    spent["shutdown"] += time.monotonic() - began
-        print(f"  {target.name}: done at {time.monotonic() - started:.0f} s", file=sys.stderr)
+                    here["shutdown"] = time.monotonic() - began
+        for name, seconds in here.items():
+            spent[name] = spent.get(name, 0.0) + seconds
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in here.items())
+        print(
+            f"  {target.name}: done at {time.monotonic() - started:.0f} s ({parts or 'skipped'})",
+            file=sys.stderr,
+            flush=True,
+        )
     if "fuzz" in names:
         began = time.monotonic()
         await fuzz.measure_all(chosen, tables["fuzz"])
@@ -90,6 +103,23 @@ def cli() -> None:
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     parser.add_argument("--targets", default="", help="servers whose name contains one of these")
     parser.add_argument("--quick", action="store_true", help="the short run (as SOAK_QUICK=1)")
+    parser.add_argument(
+        "--references",
+        action="store_true",
+        help="also the reference rows (waitress under its defaults: readers only)",
+    )
+    parser.add_argument(
+        "--readers-more",
+        action="store_true",
+        help="readers: the comparison rows too, on uvicorn and aiohttp: suspend buffers, "
+        "and a Broadcast hub with overflow 'disconnect'",
+    )
+    parser.add_argument(
+        "--fuzz-seconds",
+        type=float,
+        default=None,
+        help="seconds of fuzzing per parser (a long run: e.g. 60; default: the size's)",
+    )
     args = parser.parse_args()
     if args.quick:
         os.environ["SOAK_QUICK"] = "1"
@@ -99,7 +129,18 @@ def cli() -> None:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
     wanted = [part.strip() for part in args.targets.split(",") if part.strip()]
     targets = [t for t in TARGETS if not wanted or any(w in t.name for w in wanted)]
+    if not (wanted or args.references):
+        # A reference row (streamfx under settings the README advises against) is
+        # shown to say why, and counts for nothing: named with --targets or
+        # --references (waitress's defaults: a server start and 22 s of readers).
+        targets = [t for t in targets if t.kind != "reference"]
     chosen = sizes()
+    if args.readers_more:
+        chosen = dataclasses.replace(chosen, readers_more=True)
+    if args.fuzz_seconds is not None:
+        if args.fuzz_seconds <= 0:
+            parser.error("--fuzz-seconds must be positive")
+        chosen = dataclasses.replace(chosen, fuzz_seconds=args.fuzz_seconds)
     mode = "quick" if chosen.churn_cycles < 1000 else "full"
     if mode == "quick" and not wanted:
         # The short run checks streamfx's adapters only (it is CI's); the peers are

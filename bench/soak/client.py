@@ -203,9 +203,12 @@ def reset(sock: socket.socket) -> None:
 
 
 async def fetch(port: int, path: str, seconds: float = 10.0) -> tuple[int, bytes]:
-    """Status and whole body of ``GET path``."""
+    """Status and whole body of ``GET path``, on a connection of its own that the server
+    closes after the response (``Connection: close``): hypercorn keeps a kept-alive
+    connection whose client sent its FIN until its keep-alive timeout (5 s), and each
+    case that waits for the server's descriptors to come back waited that out."""
     async with asyncio.timeout(seconds):
-        client = await Client.get(port, path)
+        client = await Client.get(port, path, headers={"Connection": "close"})
         try:
             status = await client.head()
             return status, await client.body()

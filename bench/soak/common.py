@@ -56,18 +56,30 @@ def mb(kb: float) -> str:
     return f"{kb / 1024:.1f}"
 
 
+PEER_STILL = 10  # reads (0.1 s apart) a peer's figures stay the same: its baseline
+
+
 async def steady(server: Server, seconds: float = 5.0) -> dict[str, Any]:
     """The server's figures once its sources are all finalized and its tasks, threads
     and descriptors read the same three times in a row (0.1 s apart), or after
-    `seconds`: the baseline to compare with."""
+    `seconds`: the baseline to compare with.
+
+    A peer that never finalized some sources (aiohttp-sse after a reset) never gets
+    there: its baseline is taken once all its figures, the unfinalized sources
+    included, read the same `PEER_STILL` times in a row (about a second), instead of
+    waiting out `seconds` before each case."""
     keys = ("tasks", "threads", "fds", "started", "finalized")
     deadline = time.monotonic() + seconds
     previous: list[tuple[int, ...]] = []
+    peer = server.target.peer
     while True:
         figures = await server.stats()
-        previous = [*previous[-2:], tuple(figures[key] for key in keys)]
+        previous = [*previous[-(PEER_STILL - 1) :], tuple(figures[key] for key in keys)]
+        unchanged = len(previous) >= 3 and len(set(previous[-3:])) == 1
         done = figures["started"] == figures["finalized"]
-        if (done and len(previous) == 3 and len(set(previous)) == 1) or time.monotonic() > deadline:
+        if (done and unchanged) or time.monotonic() > deadline:
+            return figures
+        if peer and len(previous) == PEER_STILL and len(set(previous)) == 1:
             return figures
         await asyncio.sleep(0.1)
 
@@ -87,3 +99,18 @@ def back_to(
         )
 
     return back
+
+
+async def unchanging(server: Server, seconds: float = 5.0) -> dict[str, Any]:
+    """The server's figures once its tasks, threads, descriptors and started sources
+    read the same three times in a row (0.1 s apart), or after `seconds`: a server
+    done with what it was asked, its sources possibly still open."""
+    keys = ("tasks", "threads", "fds", "started")
+    deadline = time.monotonic() + seconds
+    previous: list[tuple[int, ...]] = []
+    while True:
+        figures = await server.stats()
+        previous = [*previous[-2:], tuple(figures[key] for key in keys)]
+        if (len(previous) == 3 and len(set(previous)) == 1) or time.monotonic() > deadline:
+            return figures
+        await asyncio.sleep(0.1)
