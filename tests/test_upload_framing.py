@@ -67,8 +67,10 @@ def python_multipart(data: bytes, sizes: list[int]) -> Parsed | None:
     def on_part_end() -> None:
         _, params = parse_options_header(headers.get(b"content-disposition", b""))
         content_type = headers.get(b"content-type")
-        if content_type is not None:  # RFC 9110 5.5: a value has no trailing whitespace
-            content_type = content_type.rstrip(b" \t")
+        # RFC 9110 5.5: a value has no leading or trailing whitespace (SP or HTAB);
+        # python-multipart skips only the spaces after the colon, and leaves a tab
+        if content_type is not None:
+            content_type = content_type.strip(b" \t")
         name, filename = params.get(b"name"), params.get(b"filename")
         parts.append((text(name), text(filename), text(content_type), bytes(content)))
         headers.clear()
