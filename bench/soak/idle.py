@@ -91,16 +91,23 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
     for _ in range(10):  # warm-up (WSGI: its loop starts), read to the end
         await fetch(server.port, WARM_PATH)
     base = await steady(server)
+    phases = {"warm": time.perf_counter()}  # when each phase ended (seconds spent: raw)
     jobs = [lambda: open_idle(server.port, path) for _ in range(count)]
     clients = await gather_limited(jobs, 100)
+    phases["open"] = time.perf_counter()
     await settle(server, started_at_least(base["started"] + count), 30)
     loaded = await unchanging(server)
+    phases["settle"] = time.perf_counter()
     pings = await ping_times(server.port)
     pinged = await server.stats()  # with the collections the pings met
+    phases["pings"] = time.perf_counter()
     for client in clients:
         client.abort()
 
     after, _ = await settle(server, back_to(base), 60)
+    phases["close"] = time.perf_counter()
+    ends = list(phases.values())
+    spent = {key: round(end - ends[i], 2) for i, (key, end) in enumerate(phases.items()) if i}
     name = target.name
     check = table.checker(name, peer=not target.counted)
     per_stream = (loaded["rss_kb"] - base["rss_kb"]) / count
@@ -133,5 +140,6 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
             "pings_ms": pings,
             "threads": loaded["threads"],
             "gc": pinged["gc"],
+            "phase_seconds": spent,
         },
     )
