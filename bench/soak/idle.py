@@ -107,7 +107,7 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
     after, _ = await settle(server, back_to(base), 60)
     phases["close"] = time.perf_counter()
     ends = list(phases.values())
-    spent = {key: round(end - ends[i], 2) for i, (key, end) in enumerate(phases.items()) if i}
+    spent = {key: round(ends[i] - ends[i - 1], 2) for i, key in enumerate(phases) if i}
     name = target.name
     check = table.checker(name, peer=not target.counted)
     per_stream = (loaded["rss_kb"] - base["rss_kb"]) / count
