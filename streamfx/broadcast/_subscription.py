@@ -284,27 +284,26 @@ class Subscription:
         cursors = self.cursors
         assert cursors is not None
         assert idle is not None
-        try:
+        try:  # the chunk is raised outside: no exception goes through here per write
             closing = self.hub._closing  # set by close() or, one turn later, a shutdown
             due = cursors.collect(self.away)
             if cursors.skipped:
                 self._skipped(cursors)
             if closing or due is None:
-                raise StopIteration(self._last(due, closing))
-            chunk, events = due
-            if chunk:
-                if self.reports_items:
+                chunk = self._last(due, closing)
+            else:
+                chunk, events = due
+                if chunk and self.reports_items:
                     self.hook.items_sent(KIND, self.label, events, len(chunk))
-                self.away = True
-                raise StopIteration(chunk)
-            waiter = idle.waiting()
-        except StopIteration:
-            raise
         except Exception:
             self._end("error")
             raise
+        if chunk:
+            self.away = True
+            raise StopIteration(chunk)
+        waiter = idle.waiting()
         self.waiting = True
-        return next(waiter)  # the armed waiter, handed to the task
+        return waiter.__next__()  # the armed waiter, for the task to wait on
 
     def _skipped(self, cursors: Cursors) -> None:
         self.hook.items_dropped(KIND, self.label, cursors.skipped)
