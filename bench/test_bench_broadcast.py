@@ -26,7 +26,13 @@ called as an ASGI server would call it, with a ``send`` that only counts the eve
 disconnect once the last event came. The time per delivery of this row is the
 per-delivery CPU cost of the hub, the subscription and the ASGI adapter together
 (wake-up, collect, metrics, write timeout, one ``send``), the part of the server's
-cost per delivery that streamfx controls.
+cost per delivery that streamfx controls. Beside it, ``raw ASGI app`` is the floor: a
+hand-written app (a shared list of frames, one ``asyncio.Event``, one ``send`` per
+wake-up) in the same harness. What this group leaves out of a real server's write:
+uvicorn's own ``send`` (Python) and the socket write (system time), and the metrics
+hook (the default no-op here); its ``receive`` is not uvicorn's, so the disconnect
+watch runs a task (once per stream, not per write). The server's whole CPU per write,
+streamfx beside the same raw app, is ``python -m bench.load_broadcast_cpu``.
 """
 
 from __future__ import annotations
