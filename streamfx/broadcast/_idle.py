@@ -55,8 +55,8 @@ class Idle(Deadline):
     def waiting(self) -> Waiter:
         """Start waiting: the waiter, armed, is put in each topic's waiter set and
         resolved as `wait` returns. The caller awaits it and then calls `waited`
-        however the await ends (in a ``finally``). `follow` does so inline: a coroutine
-        per wait would hold a frame per idle subscriber."""
+        however the await ends (in a ``finally``). A `Subscription` hands the waiter to
+        its task itself: a coroutine per wait would hold a frame per idle subscriber."""
         waiter = self.waiter.arm()
         for log in self.logs:
             log.waiters.add(waiter)

@@ -15,12 +15,13 @@ What it promises:
   follows in the next chunk, always ending with that id-only frame.
 - Then every write carries everything published since the last one (one chunk), in
   publish order per topic, nothing repeated, nothing skipped except as below.
-- Lag counts only while the subscriber is *away*: suspended at a ``yield`` while its
-  last chunk is being written (the rule of `Channel`). A subscriber that was waiting
-  for its next frame is never behind: however many frames arrived while it waited or
-  before it got to run (a burst published in one loop turn, one ``XREAD`` reply), it
-  takes them all in one write, bounded only by the history. The replay at the start
-  is not held to `buffer` either.
+- Lag counts only while the subscriber is *away*: between handing out a chunk and
+  being asked for the next, while that chunk is being written (the rule of
+  `Channel`). A subscriber that was waiting for its next frame is never behind:
+  however many frames arrived while it waited or before it got to run (a burst
+  published in one loop turn, one ``XREAD`` reply), it takes them all in one write,
+  bounded only by the history. The replay at the start is not held to `buffer`
+  either.
 - A subscriber more than `buffer` events behind in a topic when it comes back from a
   write: ``"disconnect"`` -> one ``overflow`` event (with a jittered ``retry:``) and the
   end; ``"sliding"`` -> the oldest are skipped, one ``reset`` event, then the newest
