@@ -354,13 +354,24 @@ class Subscription:
         opening, self.opening = self.opening, None
         if opening is not None:
             await opening.aclose()
-        self._stop_waiting()
-        self._end("closed" if self.state == _FOLLOWING else self.outcome)
+        self._let_go()
 
     def __del__(self) -> None:
-        if self.state == _FOLLOWING:  # dropped while following: let go of the logs
-            self._stop_waiting()
-            self._end("closed")
+        if self.state != _FOLLOWING or self.idle is None:
+            return
+        # Dropped while following: let go of the logs on the next loop turn, as the
+        # loop finalizes an async generator, not from inside whatever code the
+        # collector interrupted (it may be iterating the hub's topics); at once if
+        # the loop is gone.
+        try:
+            self.idle.loop.call_soon(self._let_go)
+        except RuntimeError:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """End it now (what `aclose` does once the start is closed)."""
+        self._stop_waiting()
+        self._end("closed" if self.state == _FOLLOWING else self.outcome)
 
     def _stop_waiting(self) -> None:
         if self.waiting:
