@@ -9,6 +9,7 @@ the promises: lag held to `buffer` only when the subscriber was away, ``"disconn
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from streamfx.broadcast._backend import Backend
@@ -43,7 +44,9 @@ class Cursors:
         "skipped",
     )
 
-    def __init__(self, backend: Backend, logs: list[TopicLog], cursors: list[int], hub: Broadcast):
+    def __init__(
+        self, backend: Backend, logs: Sequence[TopicLog], cursors: list[int], hub: Broadcast
+    ):
         self.backend = backend
         self.logs = logs
         self.cursor = cursors[0]
@@ -143,7 +146,7 @@ class ManyCursors(Cursors):
 
 
 def cursors_for(
-    backend: Backend, logs: list[TopicLog], cursors: list[int], hub: Broadcast
+    backend: Backend, logs: Sequence[TopicLog], cursors: list[int], hub: Broadcast
 ) -> Cursors:
     """The cursors of a subscriber to `logs`, starting at `cursors`."""
     return (Cursors if len(logs) == 1 else ManyCursors)(backend, logs, cursors, hub)

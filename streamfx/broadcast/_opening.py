@@ -9,6 +9,8 @@ honoured, the replay otherwise, never a partial replay).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from streamfx.broadcast._backend import FETCH, WAIT, Backend, Located
 from streamfx.broadcast._frames import reset_frame, retagged
 from streamfx.broadcast._log import TopicLog
@@ -29,11 +31,11 @@ class Start:
         self.reset = reset
 
 
-def _fresh(logs: list[TopicLog]) -> Start:
+def _fresh(logs: Sequence[TopicLog]) -> Start:
     return Start([log.head for log in logs], b"", 0, False)
 
 
-def _reset(backend: Backend, logs: list[TopicLog], reason: str) -> Start:
+def _reset(backend: Backend, logs: Sequence[TopicLog], reason: str) -> Start:
     cursors = [log.head for log in logs]
     positions = [backend.position(log, cursor) for log, cursor in zip(logs, cursors, strict=True)]
     return Start(cursors, reset_frame(join_positions(positions), reason), 0, True)
@@ -41,7 +43,7 @@ def _reset(backend: Backend, logs: list[TopicLog], reason: str) -> Start:
 
 def plan(
     backend: Backend,
-    logs: list[TopicLog],
+    logs: Sequence[TopicLog],
     wanted: list[str] | str | None,
     found: list[Located | None],
 ) -> Start | str:
@@ -81,7 +83,7 @@ def plan(
 
 
 def _tagged_replay(
-    backend: Backend, logs: list[TopicLog], wanted: list[str], located: list[Located]
+    backend: Backend, logs: Sequence[TopicLog], wanted: list[str], located: list[Located]
 ) -> bytes:
     """The replay of a multi-topic subscriber, each frame carrying its composite id."""
     positions = list(wanted)
@@ -94,7 +96,7 @@ def _tagged_replay(
 
 
 async def fetch(
-    backend: Backend, logs: list[TopicLog], wanted: list[str], found: list[Located | None]
+    backend: Backend, logs: Sequence[TopicLog], wanted: list[str], found: list[Located | None]
 ) -> bool:
     """Ask the store where each topic that needs it starts; False when one of them must
     wait for its log to catch up first."""

@@ -167,16 +167,18 @@ class Subscription:
         self.reports_items = _reports_items(hook)
         self.label = label = name or hub.name
         backend = hub._backend
-        logs: list[TopicLog] = []
-        self.idle = idle = Idle(logs, heartbeat)  # the same list, filled as topics attach
+        attached: list[TopicLog] = []
+        self.idle = idle = Idle(attached, heartbeat)  # filled as the topics attach
         hub._joined()
         hook.stream_opened(KIND, label)
         self.started = time.monotonic()
         self.state = _FOLLOWING
         for topic in topics:
-            logs.append(backend.attach(topic))
-            hub._attached(logs[-1])
+            attached.append(backend.attach(topic))
+            hub._attached(attached[-1])
         del topics  # attached: the names are not held for the stream's life
+        idle.logs = logs = tuple(attached)  # no spare room held for the stream's life
+        del attached
         wanted = split_positions(last_event_id, len(logs))
         found: list[Located | None] = [None] * len(logs)
         while True:
