@@ -65,6 +65,7 @@ def build_app() -> Any:
     hub = Broadcast(history=2000)
     frames: list[bytes] = []
     news = asyncio.Event()
+    stopping = False  # the run is over: the raw streams end
     tasks: set[asyncio.Task[None]] = set()
 
     async def publish(contender: str, count: int, rate: float, t0: float) -> None:
@@ -88,6 +89,9 @@ def build_app() -> Any:
         while True:
             if sent == len(frames):
                 await news.wait()
+            if stopping:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             chunk = b"".join(frames[sent:])
             sent = len(frames)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -98,6 +102,7 @@ def build_app() -> Any:
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal stopping
         if scope["type"] == "lifespan":
             await receive()
             await hub.start()
@@ -120,6 +125,10 @@ def build_app() -> Any:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             await answer(send, {"pid": os.getpid(), "streamfx": streamfx.__file__})
+        elif path == "/stop":  # the raw streams end (they watch no disconnect)
+            stopping = True
+            news.set()
+            await answer(send, {})
         else:
             await answer(send, {"error": path})
 
@@ -179,6 +188,8 @@ def one_run(contender: str, tree: Path, p: dict[str, Any]) -> dict[str, Any]:
             pool.run(count, t0 + p["seconds"] + 5.0)
             user1, system1 = cpu_times(server.pid)
             delivered = pool.delivered()
+            stop = urllib.request.Request(f"http://127.0.0.1:{port}/stop", method="POST")
+            urllib.request.urlopen(stop, timeout=30).close()
         finally:
             pool.close()
     finally:
