@@ -1,7 +1,7 @@
 """One subscriber: a cursor per topic into the shared logs, and the body that writes.
 
-`follow` makes the body of `Broadcast.sse` and `Broadcast.subscribe`, a `Subscription`
-(an async iterator of ``bytes``). It runs in the task that iterates it (the adapter's):
+A `Subscription` is the body of `Broadcast.sse` and `Broadcast.subscribe` (an async
+iterator of ``bytes``). It runs in the task that iterates it (the adapter's):
 no task, no queue, no copy of a frame per subscriber. How it starts is
 `streamfx.broadcast._opening`; what it collects per write, `streamfx.broadcast._cursors`.
 What it promises:
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from streamfx.broadcast._backend import Located
     from streamfx.broadcast.hub import Broadcast
 
-__all__ = ["KIND", "Subscription", "follow"]
+__all__ = ["KIND", "Subscription"]
 
 KIND: Final = "broadcast"
 
@@ -74,18 +74,6 @@ _NEW: Final = 0
 _FOLLOWING: Final = 1
 _LAST: Final = 2
 _ENDED: Final = 3
-
-
-def follow(
-    hub: Broadcast,
-    topics: list[str],
-    last_event_id: str | None,
-    heartbeat: float | None,
-    retry: int | None,
-    name: str,
-) -> Subscription:
-    """The body of one subscription; see the module docstring."""
-    return Subscription(hub, topics, last_event_id, heartbeat, retry, name)
 
 
 class Subscription:
