@@ -29,8 +29,9 @@ THREADED_PATH = "/sse?mode=idle&hello=0&hb=5"
 WARM_PATH = "/sse?n=1&gap=0.01&hb=15"  # a stream that ends by itself: nothing left open
 ANSWER_MS = 100.0
 PINGS = 200  # enough for a p99 that is not just the slowest one
-# Streams being opened at once: 400 was measured no faster (the open phases 0.9-2 s
-# slower on every server but Django's bare view, idle 183 s against 154 s).
+# Streams being opened at once: 400 was measured no faster (the open phase 1-4 s
+# slower on six of eight servers, Django's bare view 17 s faster; idle 183 s against
+# 154 s in all).
 OPENING = 100
 
 
