@@ -11,10 +11,14 @@ SIGTERM) and must stay under 10 minutes on 2 cores. What it trims to get there:
   in 0.2-0.8 s, ``filename*=undefined''`` in 0.9-8.7 s, a surrogate download name in
   0.04-3 s, an unbounded SSE decoder in 0.06 s and the example apps' ``Last-Event-ID``
   500 in 0.5-0.7 s (see the fuzz table's "found at" column for a live run);
-- readers: run A (the healthy clients alone) is 3 s before run B and 3 s after it
-  (12,000 samples per half for the p99), and the second run with ``suspend`` buffers
-  (the issue's comparison for item 10, about 20 s a server) and the Broadcast hub's
+- readers: run A (the healthy clients alone) is 2 s before run B and 2 s after it
+  (6,000-7,600 samples per half for the p99), a second run B only when the first
+  misses the bound, and the second run with ``suspend`` buffers (the issue's
+  comparison for item 10, about 20 s a server) and the Broadcast hub's
   ``disconnect`` row (the sliding one is always run) are left to ``--readers-more``;
+- idle: 1,000 streams, not 5,000, on the servers that hold a thread per open stream:
+  WSGI, and Django (its ASGI handler keeps each request's asgiref thread until the
+  response ends; opening 5,000 took Django 36-56 s of the run for 5,000 idle threads);
 - the reference row (waitress under its defaults, counted for nothing: a server start
   and 22 s of readers) is left to ``--references``.
 """

@@ -63,7 +63,8 @@ def table(sizes: Sizes) -> Table:
     return Table(
         "idle",
         f"idle scale: {sizes.idle_streams:,} idle SSE streams per server "
-        f"({sizes.idle_streams_threaded:,} on a thread-per-stream WSGI server)",
+        f"({sizes.idle_streams_threaded:,} where the server holds a thread per stream: "
+        "WSGI, Django)",
         [
             "server",
             "streams",
@@ -90,7 +91,7 @@ def table(sizes: Sizes) -> Table:
 
 
 async def measure(target: Target, server: Server, sizes: Sizes, table: Table) -> None:
-    count = sizes.idle_streams_threaded if target.threaded else sizes.idle_streams
+    count = sizes.idle_streams_threaded if target.holds_a_thread_per_stream else sizes.idle_streams
     path = THREADED_PATH if target.threaded else PATH
     for _ in range(10):  # warm-up (WSGI: its loop starts), read to the end
         await fetch(server.port, WARM_PATH)
