@@ -1,0 +1,305 @@
+"""A hub served by every adapter, under real servers, read by a real HTTP client.
+
+For each site (Starlette under uvicorn, Quart under hypercorn, Django under uvicorn,
+aiohttp under its runner, Flask under waitress): two subscribers get the same events
+in the same order; a client that leaves is unsubscribed (the hub's `subscribers` and
+the metrics hook's ``stream_closed`` say so); a reconnect with the last id misses
+nothing and repeats nothing.
+
+The ASGI and aiohttp sites run in the test's loop, so the test publishes with ``await
+hub.publish``. Under WSGI the bodies run on `background_loop()`, which is the loop
+the hub belongs to: the test publishes through a sync Flask view that hands the
+publish to that loop (``run_coroutine_threadsafe(...).result()``), the way README's
+Broadcast section says a WSGI app must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import django
+import httpx
+import pytest
+from aiohttp import web
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+from django.test.utils import override_settings
+from django.urls import URLPattern, path
+from flask import Flask
+from flask import request as flask_request
+from quart import Quart
+from quart import request as quart_request
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+from streamfx import ServerSentEvent, SSEDecoder
+from streamfx.adapters.aiohttp import to_aiohttp
+from streamfx.adapters.asgi import to_asgi
+from streamfx.adapters.django import to_django
+from streamfx.adapters.quart import to_quart
+from streamfx.adapters.wsgi import background_loop, to_wsgi
+from streamfx.broadcast import Broadcast
+from streamfx.metrics import NullMetrics, Outcome, set_metrics
+from tests._servers import Server, serve, serve_aiohttp, serve_waitress
+
+SITES = ("asgi-uvicorn", "quart-hypercorn", "django-uvicorn", "aiohttp", "flask-waitress")
+HEARTBEAT = 0.2  # a WSGI server learns that a client left only when a write fails
+
+
+class Subscriptions(NullMetrics):
+    """Counts the hub's open subscriptions (kind ``"broadcast"``) from whichever thread
+    runs them, and wakes the test's loop on each change."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.open = 0
+        self.closed = 0
+        self.changed = asyncio.Event()
+
+    def stream_opened(self, kind: str, name: str) -> None:
+        if kind == "broadcast":
+            self.open += 1
+            self.loop.call_soon_threadsafe(self.changed.set)
+
+    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
+        if kind == "broadcast":
+            self.open -= 1
+            self.closed += 1
+            self.loop.call_soon_threadsafe(self.changed.set)
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while self.open != count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def subscriptions() -> AsyncIterator[Subscriptions]:
+    watch = Subscriptions(asyncio.get_running_loop())
+    previous = set_metrics(watch)
+    yield watch
+    set_metrics(previous)
+
+
+@dataclass
+class Site:
+    """One running site: its base URL, its hub and how the test publishes to it."""
+
+    url: str
+    hub: Broadcast
+    publish: Callable[[str, str], Awaitable[str]]
+
+
+def sse_for(hub: Broadcast, topic: str, last_event_id: str | None) -> Any:
+    return hub.sse(topic, last_event_id=last_event_id, heartbeat=HEARTBEAT)
+
+
+@contextlib.asynccontextmanager
+async def running(name: str) -> AsyncIterator[Site]:
+    """Serve ``GET /events/<topic>`` with the adapter and server `name` (one of `SITES`)."""
+    hub = Broadcast()
+    if name == "flask-waitress":
+        async with serve_waitress(flask_app(hub)) as (host, port):
+            url = f"http://{host}:{port}"
+            async with httpx.AsyncClient(base_url=url, timeout=10) as publisher:
+
+                async def publish_over_http(topic: str, item: str) -> str:
+                    answer = await publisher.post(f"/publish/{topic}", content=item)
+                    answer.raise_for_status()
+                    return answer.text
+
+                yield Site(url, hub, publish_over_http)
+        return
+    if name == "aiohttp":
+        async with serve_aiohttp(aiohttp_app(hub)) as (host, port):
+            yield Site(f"http://{host}:{port}", hub, hub.publish)
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        if name == "asgi-uvicorn":
+            app: Any = starlette_app(hub)
+        elif name == "quart-hypercorn":
+            app = quart_app(hub)
+        else:
+            app = django_app()
+            stack.enter_context(override_settings(ROOT_URLCONF=__name__))
+            stack.enter_context(_django_hub(hub))
+        server: Server = "hypercorn" if name.endswith("hypercorn") else "uvicorn"
+        host, port = await stack.enter_async_context(serve(app, server))
+        yield Site(f"http://{host}:{port}", hub, hub.publish)
+
+
+def starlette_app(hub: Broadcast) -> Starlette:
+    async def events(request: Request) -> Any:
+        last_id = request.headers.get("last-event-id")
+        return to_asgi(sse_for(hub, request.path_params["topic"], last_id))
+
+    return Starlette(routes=[Route("/events/{topic}", events)])
+
+
+def quart_app(hub: Broadcast) -> Quart:
+    app = Quart(__name__)
+
+    @app.route("/events/<topic>")
+    async def events(topic: str) -> Any:
+        last_id = quart_request.headers.get("last-event-id")
+        return await to_quart(sse_for(hub, topic, last_id))
+
+    return app
+
+
+def aiohttp_app(hub: Broadcast) -> web.Application:
+    async def events(request: web.Request) -> web.StreamResponse:
+        last_id = request.headers.get("last-event-id")
+        return await to_aiohttp(request, sse_for(hub, request.match_info["topic"], last_id))
+
+    app = web.Application()
+    app.router.add_get("/events/{topic}", events)
+    return app
+
+
+def flask_app(hub: Broadcast) -> Flask:
+    """The hub belongs to `background_loop()`, where `to_wsgi` runs the bodies: a sync
+    view publishes by handing the coroutine to that loop and waiting for its id."""
+    app = Flask(__name__)
+
+    @app.get("/events/<topic>")
+    def events(topic: str) -> Any:
+        return to_wsgi(sse_for(hub, topic, flask_request.headers.get("last-event-id")))
+
+    @app.post("/publish/<topic>")
+    def publish(topic: str) -> str:
+        item = flask_request.get_data(as_text=True)
+        published = asyncio.run_coroutine_threadsafe(hub.publish(topic, item), background_loop())
+        return published.result(timeout=5)
+
+    return app
+
+
+class _DjangoHub:
+    """The hub the Django view serves (the URLconf is this module, built once)."""
+
+    hub: Broadcast | None = None
+
+
+@contextlib.contextmanager
+def _django_hub(hub: Broadcast) -> Iterator[None]:
+    _DjangoHub.hub = hub
+    try:
+        yield
+    finally:
+        _DjangoHub.hub = None
+
+
+async def _django_events(request: HttpRequest, topic: str) -> HttpResponseBase:
+    hub = _DjangoHub.hub
+    assert hub is not None
+    last_id = request.headers.get("last-event-id")
+    return await to_django(request, sse_for(hub, topic, last_id))
+
+
+urlpatterns: list[URLPattern] = [path("events/<str:topic>", _django_events)]
+
+
+def django_app() -> Any:
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="streamfx tests",
+            ALLOWED_HOSTS=["*"],
+            ROOT_URLCONF=__name__,
+            MIDDLEWARE=[],
+            INSTALLED_APPS=[],
+        )
+        django.setup()
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+# -- reading ----------------------------------------------------------------------
+
+
+class Reader:
+    """One client's stream: the events decoded so far."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self.chunks = chunks
+        self.decoder = SSEDecoder()
+        self.events: list[ServerSentEvent] = []
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(10):
+            while not done():
+                self.events.extend(self.decoder.feed(await anext(self.chunks)))
+
+    async def started(self) -> None:
+        """Until the start (which always names the position) has arrived."""
+        await self.until(lambda: bool(self.decoder.last_event_id))
+
+    async def until_count(self, count: int) -> None:
+        await self.until(lambda: len(self.events) >= count)
+
+    def data(self) -> list[str | None]:
+        return [e.data for e in self.events]
+
+
+@pytest.fixture(params=SITES)
+async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
+    async with running(request.param) as running_site:
+        yield running_site
+
+
+async def test_two_subscribers_get_the_same_events_in_order(
+    site: Site, subscriptions: Subscriptions
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=site.url, timeout=10) as client,
+        client.stream("GET", "/events/room") as first,
+        client.stream("GET", "/events/room") as second,
+    ):
+        assert first.headers["content-type"] == "text/event-stream; charset=utf-8"
+        readers = [Reader(first.aiter_raw()), Reader(second.aiter_raw())]
+        for reader in readers:
+            await reader.started()
+        assert site.hub.subscribers == 2
+        ids = [await site.publish("room", f"message {n}") for n in range(5)]
+        for reader in readers:
+            await reader.until_count(5)
+    expected = [f"message {n}" for n in range(5)]
+    assert [reader.data() for reader in readers] == [expected, expected]
+    assert [[e.id for e in reader.events] for reader in readers] == [ids, ids]
+    await subscriptions.until(0)
+    assert site.hub.subscribers == 0
+
+
+async def test_a_client_that_leaves_is_unsubscribed_and_resumes_without_gap(
+    site: Site, subscriptions: Subscriptions
+) -> None:
+    async with httpx.AsyncClient(base_url=site.url, timeout=10) as client:
+        async with client.stream("GET", "/events/job") as response:
+            reader = Reader(response.aiter_raw())
+            await reader.started()
+            await subscriptions.until(1)
+            for n in range(3):
+                await site.publish("job", str(n))
+            await reader.until_count(3)
+        await subscriptions.until(0)  # the server saw the client go
+        assert (site.hub.subscribers, subscriptions.closed) == (0, 1)
+        for n in range(3, 6):  # published while nobody listens
+            await site.publish("job", str(n))
+        headers = {"last-event-id": reader.decoder.last_event_id}
+        async with client.stream("GET", "/events/job", headers=headers) as response:
+            reader.chunks = response.aiter_raw()
+            await reader.until_count(6)
+            await site.publish("job", "6")
+            await reader.until_count(7)
+        await subscriptions.until(0)
+    assert reader.data() == [str(n) for n in range(7)], "no gap, no repeat"
+    assert [e.event for e in reader.events] == [None] * 7, "no reset"
+    assert site.hub.subscribers == 0
