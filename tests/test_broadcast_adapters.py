@@ -16,6 +16,7 @@ Broadcast section says a WSGI app must.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -303,3 +304,35 @@ async def test_a_client_that_leaves_is_unsubscribed_and_resumes_without_gap(
     assert reader.data() == [str(n) for n in range(7)], "no gap, no repeat"
     assert [e.event for e in reader.events] == [None] * 7, "no reset"
     assert site.hub.subscribers == 0
+
+
+def test_a_publish_from_another_loop_is_refused_while_subscribers_wait() -> None:
+    """The WSGI trap: a sync view that runs ``asyncio.run(hub.publish(...))`` publishes
+    from its own loop, which cannot wake subscribers waiting on `background_loop()`
+    (they got the event only when something else woke that loop). It is refused, and
+    nothing is published; the supported way (README) delivers at once."""
+    hub = Broadcast()
+    loop = background_loop()
+
+    def submit(step: Awaitable[Any]) -> concurrent.futures.Future[Any]:
+        async def run() -> Any:
+            return await step
+
+        return asyncio.run_coroutine_threadsafe(run(), loop)
+
+    def on_loop(step: Awaitable[Any]) -> Any:
+        return submit(step).result(timeout=5)
+
+    body = hub.subscribe("news", heartbeat=None)
+    on_loop(anext(body))  # the start: the subscriber now waits on the background loop
+    with pytest.raises(RuntimeError, match="another event loop"):
+        asyncio.run(hub.publish("news", "from the wrong loop"))
+    waiting = submit(anext(body))
+    event_id = on_loop(hub.publish("news", "handed to the loop"))
+    assert event_id.endswith("-1"), "the refused publish took no id"
+    assert waiting.result(timeout=5) == f"data: handed to the loop\nid: {event_id}\n\n".encode()
+    on_loop(body.aclose())  # type: ignore[attr-defined]
+    assert hub.subscribers == 0
+    assert asyncio.run(hub.publish("news", "nobody follows")).endswith("-2"), (
+        "a hub nobody follows belongs to no loop"
+    )
