@@ -1,16 +1,18 @@
 """A hub served by every adapter, under real servers, read by a real HTTP client.
 
 For each site (Starlette under uvicorn, Quart under hypercorn, Django under uvicorn,
-aiohttp under its runner, Flask under waitress): two subscribers get the same events
-in the same order; a client that leaves is unsubscribed (the hub's `subscribers` and
-the metrics hook's ``stream_closed`` say so); a reconnect with the last id misses
-nothing and repeats nothing.
+aiohttp under its runner, Flask under waitress and under gunicorn's gthread worker):
+two subscribers get the same events in the same order; a client that leaves is
+unsubscribed (the hub's `subscribers` and the metrics hook's ``stream_closed`` say
+so); a reconnect with the last id misses nothing and repeats nothing.
 
 The ASGI and aiohttp sites run in the test's loop, so the test publishes with ``await
 hub.publish``. Under WSGI the bodies run on `background_loop()`, which is the loop
 the hub belongs to: the test publishes through a sync Flask view that hands the
 publish to that loop (``run_coroutine_threadsafe(...).result()``), the way README's
-Broadcast section says a WSGI app must.
+Broadcast section says a WSGI app must (tests/apps/broadcast_wsgi_app.py). Under
+gunicorn the hub is in the server's process: the app's ``/subscribers`` route reports
+its counts.
 """
 
 from __future__ import annotations
@@ -22,16 +24,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import django
 import httpx
 import pytest
 from aiohttp import web
-from django.conf import settings
+from django.core.asgi import get_asgi_application
 from django.http import HttpRequest, HttpResponseBase
 from django.test.utils import override_settings
 from django.urls import URLPattern, path
-from flask import Flask
-from flask import request as flask_request
 from quart import Quart
 from quart import request as quart_request
 from starlette.applications import Starlette
@@ -43,13 +42,29 @@ from streamfx.adapters.aiohttp import to_aiohttp
 from streamfx.adapters.asgi import to_asgi
 from streamfx.adapters.django import to_django
 from streamfx.adapters.quart import to_quart
-from streamfx.adapters.wsgi import background_loop, to_wsgi
+from streamfx.adapters.wsgi import background_loop
 from streamfx.broadcast import Broadcast
 from streamfx.metrics import NullMetrics, Outcome, set_metrics
-from tests._servers import Server, serve, serve_aiohttp, serve_waitress
+from tests._servers import (
+    Server,
+    gunicorn_command,
+    launch,
+    listening_socket,
+    serve,
+    serve_aiohttp,
+    serve_waitress,
+)
+from tests.apps.broadcast_wsgi_app import HEARTBEAT, create_app
+from tests.apps.broadcast_wsgi_app import Subscriptions as WSGISubscriptions
 
-SITES = ("asgi-uvicorn", "quart-hypercorn", "django-uvicorn", "aiohttp", "flask-waitress")
-HEARTBEAT = 0.2  # a WSGI server learns that a client left only when a write fails
+SITES = (
+    "asgi-uvicorn",
+    "quart-hypercorn",
+    "django-uvicorn",
+    "aiohttp",
+    "flask-waitress",
+    "flask-gunicorn-gthread",
+)
 
 
 class Subscriptions(NullMetrics):
@@ -88,13 +103,25 @@ async def subscriptions() -> AsyncIterator[Subscriptions]:
     set_metrics(previous)
 
 
+Counts = tuple[int, int]  # the hub's subscribers, subscriptions closed so far
+
+
 @dataclass
 class Site:
-    """One running site: its base URL, its hub and how the test publishes to it."""
+    """One running site: its base URL, how the test publishes to it, and `until(n)`:
+    waits until `n` subscriptions are open, then gives the `Counts`."""
 
     url: str
-    hub: Broadcast
     publish: Callable[[str, str], Awaitable[str]]
+    until: Callable[[int], Awaitable[Counts]]
+
+
+def counted(hub: Broadcast, subscriptions: Subscriptions) -> Callable[[int], Awaitable[Counts]]:
+    async def until(count: int) -> Counts:
+        await subscriptions.until(count)
+        return hub.subscribers, subscriptions.closed
+
+    return until
 
 
 def sse_for(hub: Broadcast, topic: str, last_event_id: str | None) -> Any:
@@ -102,24 +129,27 @@ def sse_for(hub: Broadcast, topic: str, last_event_id: str | None) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def running(name: str) -> AsyncIterator[Site]:
+async def running(name: str, subscriptions: Subscriptions) -> AsyncIterator[Site]:
     """Serve ``GET /events/<topic>`` with the adapter and server `name` (one of `SITES`)."""
-    hub = Broadcast()
-    if name == "flask-waitress":
-        async with serve_waitress(flask_app(hub)) as (host, port):
-            url = f"http://{host}:{port}"
-            async with httpx.AsyncClient(base_url=url, timeout=10) as publisher:
+    if name.startswith("flask-"):
+        async with serve_flask(name) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
 
-                async def publish_over_http(topic: str, item: str) -> str:
-                    answer = await publisher.post(f"/publish/{topic}", content=item)
-                    answer.raise_for_status()
-                    return answer.text
+            async def publish_over_http(topic: str, item: str) -> str:
+                answer = await http.post(f"/publish/{topic}", content=item)
+                answer.raise_for_status()
+                return answer.text
 
-                yield Site(url, hub, publish_over_http)
+            async def until_over_http(count: int) -> Counts:
+                answer = await http.get("/subscribers", params={"until": count})
+                figures = answer.raise_for_status().json()
+                return figures["subscribers"], figures["closed"]
+
+            yield Site(url, publish_over_http, until_over_http)
         return
+    hub = Broadcast()
     if name == "aiohttp":
         async with serve_aiohttp(aiohttp_app(hub)) as (host, port):
-            yield Site(f"http://{host}:{port}", hub, hub.publish)
+            yield Site(f"http://{host}:{port}", hub.publish, counted(hub, subscriptions))
         return
     async with contextlib.AsyncExitStack() as stack:
         if name == "asgi-uvicorn":
@@ -132,7 +162,34 @@ async def running(name: str) -> AsyncIterator[Site]:
             stack.enter_context(_django_hub(hub))
         server: Server = "hypercorn" if name.endswith("hypercorn") else "uvicorn"
         host, port = await stack.enter_async_context(serve(app, server))
-        yield Site(f"http://{host}:{port}", hub, hub.publish)
+        yield Site(f"http://{host}:{port}", hub.publish, counted(hub, subscriptions))
+
+
+@contextlib.asynccontextmanager
+async def serve_flask(name: str) -> AsyncIterator[str]:
+    """tests/apps/broadcast_wsgi_app.py under waitress (in this process, counted by the
+    app's own watch, made the metrics hook meanwhile) or gunicorn's gthread worker."""
+    if name == "flask-waitress":
+        watch = WSGISubscriptions()
+        previous = set_metrics(watch)
+        try:
+            async with serve_waitress(create_app(Broadcast(), watch)) as (host, port):
+                yield f"http://{host}:{port}"
+        finally:
+            set_metrics(previous)
+        return
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    argv = gunicorn_command(
+        sock.fileno(), "gthread", "tests.apps.broadcast_wsgi_app:app_from_env()", preload=True
+    )
+    ready = f"http://127.0.0.1:{port}/subscribers?until=0"
+    try:
+        with launch(argv, ready, pass_fds=[sock.fileno()]):
+            sock.close()
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        sock.close()
 
 
 def starlette_app(hub: Broadcast) -> Starlette:
@@ -164,24 +221,6 @@ def aiohttp_app(hub: Broadcast) -> web.Application:
     return app
 
 
-def flask_app(hub: Broadcast) -> Flask:
-    """The hub belongs to `background_loop()`, where `to_wsgi` runs the bodies: a sync
-    view publishes by handing the coroutine to that loop and waiting for its id."""
-    app = Flask(__name__)
-
-    @app.get("/events/<topic>")
-    def events(topic: str) -> Any:
-        return to_wsgi(sse_for(hub, topic, flask_request.headers.get("last-event-id")))
-
-    @app.post("/publish/<topic>")
-    def publish(topic: str) -> str:
-        item = flask_request.get_data(as_text=True)
-        published = asyncio.run_coroutine_threadsafe(hub.publish(topic, item), background_loop())
-        return published.result(timeout=5)
-
-    return app
-
-
 class _DjangoHub:
     """The hub the Django view serves (the URLconf is this module, built once)."""
 
@@ -208,17 +247,7 @@ urlpatterns: list[URLPattern] = [path("events/<str:topic>", _django_events)]
 
 
 def django_app() -> Any:
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="streamfx tests",
-            ALLOWED_HOSTS=["*"],
-            ROOT_URLCONF=__name__,
-            MIDDLEWARE=[],
-            INSTALLED_APPS=[],
-        )
-        django.setup()
-    from django.core.asgi import get_asgi_application
+    import tests.apps.django_app  # noqa: F401 - configures Django (once per process)
 
     return get_asgi_application()
 
@@ -251,14 +280,12 @@ class Reader:
 
 
 @pytest.fixture(params=SITES)
-async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
-    async with running(request.param) as running_site:
+async def site(request: pytest.FixtureRequest, subscriptions: Subscriptions) -> AsyncIterator[Site]:
+    async with running(request.param, subscriptions) as running_site:
         yield running_site
 
 
-async def test_two_subscribers_get_the_same_events_in_order(
-    site: Site, subscriptions: Subscriptions
-) -> None:
+async def test_two_subscribers_get_the_same_events_in_order(site: Site) -> None:
     async with (
         httpx.AsyncClient(base_url=site.url, timeout=10) as client,
         client.stream("GET", "/events/room") as first,
@@ -268,30 +295,26 @@ async def test_two_subscribers_get_the_same_events_in_order(
         readers = [Reader(first.aiter_raw()), Reader(second.aiter_raw())]
         for reader in readers:
             await reader.started()
-        assert site.hub.subscribers == 2
+        assert await site.until(2) == (2, 0)
         ids = [await site.publish("room", f"message {n}") for n in range(5)]
         for reader in readers:
             await reader.until_count(5)
     expected = [f"message {n}" for n in range(5)]
     assert [reader.data() for reader in readers] == [expected, expected]
     assert [[e.id for e in reader.events] for reader in readers] == [ids, ids]
-    await subscriptions.until(0)
-    assert site.hub.subscribers == 0
+    assert await site.until(0) == (0, 2), "both clients left: both unsubscribed"
 
 
-async def test_a_client_that_leaves_is_unsubscribed_and_resumes_without_gap(
-    site: Site, subscriptions: Subscriptions
-) -> None:
+async def test_a_client_that_leaves_is_unsubscribed_and_resumes_without_gap(site: Site) -> None:
     async with httpx.AsyncClient(base_url=site.url, timeout=10) as client:
         async with client.stream("GET", "/events/job") as response:
             reader = Reader(response.aiter_raw())
             await reader.started()
-            await subscriptions.until(1)
+            assert await site.until(1) == (1, 0)
             for n in range(3):
                 await site.publish("job", str(n))
             await reader.until_count(3)
-        await subscriptions.until(0)  # the server saw the client go
-        assert (site.hub.subscribers, subscriptions.closed) == (0, 1)
+        assert await site.until(0) == (0, 1), "the server saw the client go"
         for n in range(3, 6):  # published while nobody listens
             await site.publish("job", str(n))
         headers = {"last-event-id": reader.decoder.last_event_id}
@@ -300,10 +323,9 @@ async def test_a_client_that_leaves_is_unsubscribed_and_resumes_without_gap(
             await reader.until_count(6)
             await site.publish("job", "6")
             await reader.until_count(7)
-        await subscriptions.until(0)
+        assert await site.until(0) == (0, 2)
     assert reader.data() == [str(n) for n in range(7)], "no gap, no repeat"
     assert [e.event for e in reader.events] == [None] * 7, "no reset"
-    assert site.hub.subscribers == 0
 
 
 def test_a_publish_from_another_loop_is_refused_while_subscribers_wait() -> None:
