@@ -36,6 +36,7 @@ class Sizes:
     stalled: int
     slow: int
     readers_seconds: float
+    readers_ratio: float  # the bound checked on the healthy p99's ratio (see `QUICK`)
     readers_more: bool  # --readers-more: the suspend and Broadcast-disconnect rows
     write_timeout: float
     heartbeat: float
@@ -54,7 +55,8 @@ FULL = Sizes(
     healthy=20,
     stalled=200,
     slow=20,
-    readers_seconds=6.0,  # run A: 3 s before run B and 3 s after it
+    readers_seconds=4.0,  # run A: 2 s before run B and 2 s after it (8,000 samples each)
+    readers_ratio=1.5,  # the issue's
     readers_more=False,  # --readers-more: suspend rows, Broadcast disconnect
     write_timeout=4.0,
     heartbeat=1.0,
@@ -74,6 +76,13 @@ QUICK = Sizes(
     stalled=30,
     slow=5,
     readers_seconds=4.0,  # run A: 2 s before run B and 2 s after it
+    # B's window holds about 200 publishes (write_timeout 2 s, a tick every 10 ms): its
+    # p99 is the worst two of them, and two such p99s on a quiet server differ by up to
+    # 1.7x (the A/A column in CI), so 1.5x cannot be decided at this size: the short
+    # run shows the ratio against 1.5 and checks 3x: a gross cost of the stalled
+    # clients (the issue's item 10 was 4x to 25x the suspend buffer's p99 at 200
+    # stalled). The 1.5x verdict is the full run's.
+    readers_ratio=3.0,
     readers_more=False,
     write_timeout=2.0,  # a window of stalled clients long enough for a p99 of ~2,000
     heartbeat=0.5,
