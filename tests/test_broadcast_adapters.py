@@ -43,8 +43,9 @@ from streamfx.adapters.asgi import to_asgi
 from streamfx.adapters.django import to_django
 from streamfx.adapters.quart import to_quart
 from streamfx.adapters.wsgi import background_loop
-from streamfx.broadcast import Broadcast
+from streamfx.broadcast import Broadcast, RedisStreamsBackend
 from streamfx.metrics import NullMetrics, Outcome, set_metrics
+from tests._redis import RedisServer, redis_prefix, redis_server
 from tests._servers import (
     Server,
     gunicorn_command,
@@ -56,6 +57,8 @@ from tests._servers import (
 )
 from tests.apps.broadcast_wsgi_app import HEARTBEAT, create_app
 from tests.apps.broadcast_wsgi_app import Subscriptions as WSGISubscriptions
+
+__all__ = ["redis_prefix", "redis_server"]  # fixtures
 
 SITES = (
     "asgi-uvicorn",
@@ -132,19 +135,8 @@ def sse_for(hub: Broadcast, topic: str, last_event_id: str | None) -> Any:
 async def running(name: str, subscriptions: Subscriptions) -> AsyncIterator[Site]:
     """Serve ``GET /events/<topic>`` with the adapter and server `name` (one of `SITES`)."""
     if name.startswith("flask-"):
-        async with serve_flask(name) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
-
-            async def publish_over_http(topic: str, item: str) -> str:
-                answer = await http.post(f"/publish/{topic}", content=item)
-                answer.raise_for_status()
-                return answer.text
-
-            async def until_over_http(count: int) -> Counts:
-                answer = await http.get("/subscribers", params={"until": count})
-                figures = answer.raise_for_status().json()
-                return figures["subscribers"], figures["closed"]
-
-            yield Site(url, publish_over_http, until_over_http)
+        async with serve_flask(name) as url, over_http(url) as flask_site:
+            yield flask_site
         return
     hub = Broadcast()
     if name == "aiohttp":
@@ -166,14 +158,35 @@ async def running(name: str, subscriptions: Subscriptions) -> AsyncIterator[Site
 
 
 @contextlib.asynccontextmanager
-async def serve_flask(name: str) -> AsyncIterator[str]:
-    """tests/apps/broadcast_wsgi_app.py under waitress (in this process, counted by the
-    app's own watch, made the metrics hook meanwhile) or gunicorn's gthread worker."""
+async def over_http(url: str) -> AsyncIterator[Site]:
+    """The site at `url` served by tests/apps/broadcast_wsgi_app.py: publishing and
+    counting through its routes."""
+    async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+
+        async def publish_over_http(topic: str, item: str) -> str:
+            answer = await http.post(f"/publish/{topic}", content=item)
+            answer.raise_for_status()
+            return answer.text
+
+        async def until_over_http(count: int) -> Counts:
+            answer = await http.get("/subscribers", params={"until": count})
+            figures = answer.raise_for_status().json()
+            return figures["subscribers"], figures["closed"]
+
+        yield Site(url, publish_over_http, until_over_http)
+
+
+@contextlib.asynccontextmanager
+async def serve_flask(name: str, hub: Broadcast | None = None) -> AsyncIterator[str]:
+    """tests/apps/broadcast_wsgi_app.py under waitress (in this process, serving `hub`,
+    counted by the app's own watch, made the metrics hook meanwhile) or gunicorn's
+    gthread worker (its own hub)."""
     if name == "flask-waitress":
         watch = WSGISubscriptions()
         previous = set_metrics(watch)
         try:
-            async with serve_waitress(create_app(Broadcast(), watch)) as (host, port):
+            app = create_app(Broadcast() if hub is None else hub, watch)
+            async with serve_waitress(app) as (host, port):
                 yield f"http://{host}:{port}"
         finally:
             set_metrics(previous)
@@ -306,6 +319,27 @@ async def test_two_subscribers_get_the_same_events_in_order(site: Site) -> None:
 
 
 async def test_a_client_that_leaves_is_unsubscribed_and_resumes_without_gap(site: Site) -> None:
+    await leave_and_resume(site)
+
+
+async def test_a_redis_hub_started_on_the_background_loop_serves_wsgi(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """README: under WSGI a hub on Redis is started (and closed) on `background_loop()`,
+    where its reader, its publishes and its subscribers then all run."""
+    hub = Broadcast(backend=RedisStreamsBackend(redis_server.url, prefix=redis_prefix))
+    loop = background_loop()
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(hub.start(), loop))
+    try:
+        async with serve_flask("flask-waitress", hub) as url, over_http(url) as site:
+            await leave_and_resume(site)
+    finally:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(hub.close(), loop))
+
+
+async def leave_and_resume(site: Site) -> None:
+    """A client reads three events and leaves (unsubscribed), three more are published,
+    it comes back with its last id: it gets those three and the live one, no reset."""
     async with httpx.AsyncClient(base_url=site.url, timeout=10) as client:
         async with client.stream("GET", "/events/job") as response:
             reader = Reader(response.aiter_raw())
