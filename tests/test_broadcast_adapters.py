@@ -383,6 +383,9 @@ def test_a_publish_from_another_loop_is_refused_while_subscribers_wait() -> None
     on_loop(anext(body))  # the start: the subscriber now waits on the background loop
     with pytest.raises(RuntimeError, match="another event loop"):
         asyncio.run(hub.publish("news", "from the wrong loop"))
+    with pytest.raises(RuntimeError, match="another event loop"):
+        asyncio.run(anext(hub.subscribe("news")))  # nor may a subscriber follow from there
+    assert hub.subscribers == 1
     waiting = submit(anext(body))
     event_id = on_loop(hub.publish("news", "handed to the loop"))
     assert event_id.endswith("-1"), "the refused publish took no id"
