@@ -156,8 +156,8 @@ class Subscription:
         self.label = label = name or hub.name
         backend = hub._backend
         attached: list[TopicLog] = []
+        hub._joined()  # first: it refuses a loop other than the hub's
         self.idle = idle = Idle(attached, heartbeat)  # filled as the topics attach
-        hub._joined()
         hook.stream_opened(KIND, label)
         self.started = time.monotonic()
         self.state = _FOLLOWING
