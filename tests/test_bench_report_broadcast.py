@@ -8,12 +8,17 @@ from typing import Any
 from bench.report_broadcast import _live_floor, _per_write
 
 
-def run(p50: float, p99: float, user: float, system: float) -> dict[str, Any]:
+def run(p50: float, p99: float, user: float, system: float, writes: int = 1000) -> dict[str, Any]:
     return {
         "p50": p50,
         "p99": p99,
         "server_user_us_per_write": user,
         "server_sys_us_per_write": system,
+        "server_writes": writes,
+        "subscribers": 1000,
+        "stalled": 0,
+        "events": 10,
+        "delivered_share": 1.0,
     }
 
 
@@ -25,19 +30,27 @@ def live(floor: dict[str, Any]) -> dict[str, Any]:
         "floor": floor,
         "low_rate": {
             "rate": 10,
-            "runs": {"raw": run(9.0, 19.0, 12.0, 14.0), "streamfx": run(11.0, 22.0, 16.0, 14.0)},
+            "runs": {
+                "raw": run(9.0, 19.0, 11.0, 14.0, writes=10_000),
+                "streamfx": run(11.0, 22.0, 16.0, 14.0),
+            },
         },
     }
 
 
 def test_the_floor_sentence_names_its_figures_and_the_cost_of_one_publish() -> None:
-    text = _live_floor(live(run(12.5, 27.0, 12.0, 14.0)))
-    assert "p50 12.5 / p99 27.0 ms" in text
-    assert "26.0 µs of server CPU per write (12.0 user + 14.0 sys)" in text
-    assert "1,000 writes, at least 26.0 ms of CPU" in text  # 1,000 x 26 µs
-    assert "is **not met**" in text
-    assert "streamfx in the same run: p50 20.0 / p99 40.0 ms, 35.0 µs" in text
-    assert "At 10 events/s the floor measured p50 9.0 / p99 19.0 ms" in text
+    text = _live_floor(live(run(12.5, 27.0, 12.0, 14.0, writes=4_000)))
+    # the cost of one publish comes from the low rate, where each write carries one event
+    assert "(10,000 writes for 10,000 deliveries)" in text
+    assert "25.0 µs of server CPU per write (11.0 user + 14.0 sys)" in text
+    assert "costs at least 25.0 ms of CPU" in text  # 1,000 subscribers x 25 µs
+    assert "more than the 10 ms between two publishes at 100 events/s" in text
+    assert "At 100 events/s it measured p50 12.5 / p99 27.0 ms, with 4,000 writes for" in text
+    assert "is **not met** on this machine" in text
+    assert (
+        "at 100 events/s p50 20.0 / p99 40.0 ms with 1,000 writes for 10,000 deliveries and 35.0"
+        in text
+    )
 
 
 def test_a_floor_within_the_live_floor_says_so() -> None:
