@@ -5,7 +5,7 @@ is a cursor into it. So a publish is encoded once per process however many follo
 the topic, costs O(1) when nobody does, and never waits for a subscriber; each
 subscriber writes everything it has not written yet in one chunk.
 
-Promises beyond those of `follow` (the subscriber's body):
+Promises beyond those of `Subscription` (the subscriber's body):
 
 - `publish` returns the event's id. Ids increase per topic; the client sends the last
   one back as ``Last-Event-ID`` and gets what followed it. In process, each topic keeps
@@ -45,7 +45,7 @@ from streamfx.broadcast._backend import Backend
 from streamfx.broadcast._frames import Serialize, encode_body
 from streamfx.broadcast._local import LocalBackend
 from streamfx.broadcast._log import TopicLog
-from streamfx.broadcast._subscription import follow
+from streamfx.broadcast._subscription import Subscription
 from streamfx.broadcast.errors import BroadcastError
 from streamfx.metrics import BroadcastFigure, get_metrics, guarded
 
@@ -262,7 +262,7 @@ class Broadcast:
             _check_retry(retry)
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
-        return follow(self, names, last_event_id, heartbeat, retry, name)
+        return Subscription(self, names, last_event_id, heartbeat, retry, name)
 
     # -- what subscribers and the backend use -------------------------------------
 
