@@ -76,8 +76,24 @@ def fetch_chunked(port: int, path: str) -> tuple[float, bytes]:
         return time.perf_counter() - started, bytes(received)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process `pid` has used (Linux)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds process `pid` has used (Linux, in clock ticks: 10 ms)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used (Linux)."""
+    return sum(cpu_times(pid))
+
+
+def write_calls(pid: int) -> int:
+    """How many write-like system calls process `pid` has made (Linux: ``syscw`` in
+    /proc/PID/io; ``write`` and ``writev`` on a socket count, ``sendmsg`` does not)."""
+    with open(f"/proc/{pid}/io") as io:
+        for line in io:
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no syscw for process {pid}")

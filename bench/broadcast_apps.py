@@ -15,7 +15,13 @@ scripts start a fresh server per contender and scenario:
   Redis pub/sub backend with ``BENCH_REDIS``), each client ``async with
   broadcast.subscribe(channel)`` inside ``EventSourceResponse``;
 - ``sse-starlette-gen``: no broadcast at all, one generator per client that sleeps
-  until each event's time and yields it (what an app without a hub does).
+  until each event's time and yields it (what an app without a hub does);
+- ``raw``: the floor, not a peer: `RawFanout`, the least a correct fan-out in plain
+  ASGI does (a shared list of encoded frames, one `asyncio.Event` replaced per publish;
+  each connection waits on it and sends everything new in one ``send``). It has no
+  heartbeat, no write timeout, no bound on a slow client and no history limit (the
+  list keeps every frame): what it costs is what uvicorn and the kernel's TCP path
+  cost per write, with no library in between.
 
 Every event is ``data: <k> <published> <padding>`` where ``k`` counts from 1 and
 ``published`` is ``time.perf_counter()`` when it was published; event ``k`` is due
@@ -33,15 +39,17 @@ run, against 3.5 ms one by one).
 Control: ``POST /start?contender=&count=&rate=&t0=&size=`` starts the publisher (all
 ``*-gen`` streams wait for it); ``POST /fill?n=`` publishes n events to topic
 ``replay`` at once and answers the id of event ``n - 1000``; ``GET /stats``: subscribers
-open per contender, the seconds at which each ``stalled`` stream ended, and every
-garbage collection since the last ``/start`` (`Collections`: when it started, its
-generation, how long it took), so the load scripts can tell which pauses fell in their
-measured window. The same hook is installed for every contender.
+open per contender (streamfx, sse-starlette, raw), the seconds at which each
+``stalled`` stream ended, and every garbage collection since the last ``/start``
+(`Collections`: when it started, its generation, how long it took), so the load
+scripts can tell which pauses fell in their measured window. The same hook is
+installed for every contender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -55,7 +63,7 @@ from starlette.requests import Request
 
 from streamfx.metrics import NullMetrics, Outcome
 
-CONTENDERS = ("streamfx", "sse-starlette", "broadcaster", "sse-starlette-gen")
+CONTENDERS = ("streamfx", "sse-starlette", "broadcaster", "sse-starlette-gen", "raw")
 TOPIC = "bench"
 MAX_BATCH = 64
 
@@ -101,6 +109,55 @@ class QueueBroadcaster:
         event = ServerSentEvent(data=message)
         for queue in self.clients:
             queue.put_nowait(event)
+
+
+class RawFanout:
+    """The floor of a fan-out in plain ASGI: `publish` encodes an event once into a
+    shared list and wakes every connection through one `asyncio.Event`, replaced per
+    publish; `serve` answers one subscriber: it waits for the event, then sends every
+    frame it has not sent yet in one ``http.response.body``. A connection ends when its
+    client leaves: a second task per connection awaits ``receive()`` until
+    ``http.disconnect`` (uvicorn's ``send`` returns silently once the client has gone,
+    so the writer alone would never learn it) and then cancels the writer.
+
+    Not a peer: no heartbeat, no write timeout, no overflow handling (a slow client's
+    frames wait in uvicorn's transport), no ids, no replay, and the list is never
+    trimmed. It is what the machine costs per write with no library in between."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.published = asyncio.Event()
+        self.subscribers = 0
+
+    def publish(self, data: str) -> None:
+        self.frames.append(f"data: {data}\n\n".encode())
+        published, self.published = self.published, asyncio.Event()
+        published.set()
+
+    async def serve(self, receive: Any, send: Any, headers: list[tuple[bytes, bytes]]) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": headers}
+        await send(start)
+        writer = asyncio.create_task(self.write(send, len(self.frames)))
+        self.subscribers += 1
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        finally:
+            self.subscribers -= 1
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def write(self, send: Any, cursor: int) -> None:
+        frames = self.frames
+        while True:
+            published = self.published  # taken before the check: no publish slips by
+            if cursor == len(frames):
+                await published.wait()
+            end = len(frames)
+            body = b"".join(frames[cursor:end])
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            cursor = end
 
 
 class Collections:
@@ -156,6 +213,7 @@ def build_app(redis_url: str | None = None, write_timeout: float = 60.0) -> Any:
         url=redis_url.replace("redis://", "redis-stream://", 1) if redis_url else "memory://"
     )
     recipe = QueueBroadcaster()
+    raw = RawFanout()
     schedule = Schedule()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -178,6 +236,8 @@ def build_app(redis_url: str | None = None, write_timeout: float = 60.0) -> Any:
                     recipe.broadcast(data)
                 elif contender == "broadcaster":
                     await broadcaster.publish(TOPIC, data)
+                elif contender == "raw":
+                    raw.publish(data)
                 k += 1
                 batch += 1
             if len(due) == 1:
@@ -251,6 +311,10 @@ def build_app(redis_url: str | None = None, write_timeout: float = 60.0) -> Any:
         elif path == "/sub/sse-starlette-gen":
             del query, worker
             await EventSourceResponse(generator_stream())(scope, receive, send)
+        elif path == "/sub/raw":
+            del query
+            sse_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+            await raw.serve(receive, send, sse_headers + worker)
         elif path == "/start":
             schedule.count = int(query["count"])
             schedule.rate = float(query["rate"])
@@ -278,6 +342,7 @@ def build_app(redis_url: str | None = None, write_timeout: float = 60.0) -> Any:
                     "worker": os.getpid(),
                     "streamfx": hub.subscribers,
                     "sse-starlette": len(recipe.clients),
+                    "raw": raw.subscribers,
                     "closed": closures.closed,
                     "gc": collections.log,
                 },

@@ -9,18 +9,28 @@ reading it: see `bench._subscribers`):
 
 - ``fanout``: SUBSCRIBERS subscribers; streamfx at increasing rates until a rate
   where it no longer keeps up (a subscriber ended, an event missing, or p99 above
-  50 ms); then the peers at streamfx's best rate. Deliveries/s = events delivered
-  / (last arrival - t0).
+  50 ms); then the peers and the floor at streamfx's best rate. Deliveries/s = events
+  delivered / (last arrival - t0).
 - ``idle``: IDLE subscribers that receive nothing: server RSS growth / IDLE (the hub
   included); then IDLE_RATE events/s to all of them, p50/p99.
 - ``live``: SUBSCRIBERS subscribers, LIVE_RATE events/s: p50/p99, with sse-starlette's
-  one-generator-per-client as the reference.
+  one-generator-per-client as the reference; then the floor at LIVE_RATE, and the
+  floor and streamfx at LOW_RATE events/s.
 - ``stalled``: SUBSCRIBERS subscribers of which STALLED never read (a 4 KB receive
   buffer), LIVE_RATE events/s of STALLED_SIZE bytes for STALLED_SECONDS: RSS growth,
   the healthy subscribers' p99 against the same run without stalled subscribers, and
   when the stalled ones were ended (streamfx's write timeout is WRITE_TIMEOUT here);
   a stalled connection is only seen as stalled once the kernel's buffers are full
   (``absorbed_bytes``), so the bound is that fill time + write timeout + heartbeat.
+
+The floor (``raw``, `bench.broadcast_apps.RawFanout`) is a hand-written fan-out in
+plain ASGI with nothing but the fan-out (no heartbeat, no write timeout, no overflow
+handling): not a peer, but what one uvicorn worker and the kernel's TCP path cost on
+this machine with no library at all. Every run records the server's user and system
+CPU time (/proc/PID/stat) and its write system calls (``syscw`` in /proc/PID/io, about
+one per subscriber woken), and so the CPU per write: with a thousand subscribers, one
+publish costs at least a thousand of those, which bounds how soon the last subscriber
+can have it.
 
 Every run also reports the server's garbage collections that started in its measured
 window (from ``t0`` to the last arrival), per generation: how many, their total and
@@ -52,7 +62,14 @@ from pathlib import Path
 from typing import Any
 
 from bench._subscribers import STALLED_RECEIVE_BUFFER, Subscribers, percentiles
-from bench._uvicorn import cpu_seconds, rss_bytes, run_uvicorn, start_server, wait_ready
+from bench._uvicorn import (
+    cpu_times,
+    rss_bytes,
+    run_uvicorn,
+    start_server,
+    wait_ready,
+    write_calls,
+)
 from bench.broadcast_apps import build_app, raise_open_files
 
 FULL = {
@@ -62,6 +79,7 @@ FULL = {
     "idle": 5000,
     "idle_rate": 20,
     "live_rate": 100,
+    "low_rate": 10,
     "stalled": 100,
     "stalled_seconds": 60.0,
     "stalled_size": 4096,
@@ -113,8 +131,13 @@ class Server:
     def rss(self) -> int:
         return rss_bytes(self.process.pid)
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.process.pid)
+    def cpu(self) -> tuple[float, float]:
+        """User and system CPU seconds the server has used."""
+        return cpu_times(self.process.pid)
+
+    def writes(self) -> int:
+        """Write system calls the server has made."""
+        return write_calls(self.process.pid)
 
     def close(self) -> None:
         """Stop the server: SIGTERM (2 s of graceful shutdown), then SIGKILL: the peers'
@@ -157,11 +180,13 @@ def broadcast_run(
             server.call("POST", f"/start?{query}&size={size or p['size']}")
             peak = [before]
             deadline = t0 + seconds + p["drain"]
-            started = (time.perf_counter(), time.process_time(), server.cpu())
+            started = (time.perf_counter(), time.process_time(), server.cpu(), server.writes())
             pool.run(count, deadline, on_tick=lambda: peak.append(server.rss()))
             wall = time.perf_counter() - started[0]
             client_cpu = (time.process_time() - started[1]) / wall
-            server_seconds = server.cpu() - started[2]
+            user, system = (now - then for now, then in zip(server.cpu(), started[2], strict=True))
+            writes = server.writes() - started[3]
+            server_seconds = user + system
             server_cpu = server_seconds / wall
             stats = server.call("GET", "/stats")
             collections = collections_in(stats["gc"], t0, pool.last_arrival() or deadline)
@@ -193,6 +218,10 @@ def broadcast_run(
         "server_cpu": server_cpu,
         # everything the server did meanwhile (publisher, kernel TCP, GC), per delivery
         "server_us_per_delivery": server_seconds / max(delivered, 1) * 1e6,
+        # and per write system call it made (about one per subscriber woken)
+        "server_writes": writes,
+        "server_user_us_per_write": user / max(writes, 1) * 1e6,
+        "server_sys_us_per_write": system / max(writes, 1) * 1e6,
         "gc": collections,
         "stalled_ended": len(closed),
         "stalled_ended_after_s": sorted(closed),
@@ -242,7 +271,9 @@ def fanout(p: dict[str, Any]) -> dict[str, Any]:
     for peer in p["peers"]:
         peers.append(broadcast_run(peer, p["subscribers"], best["rate"], p["seconds"], p))
         report(peers[-1])
-    return {"trials": trials, "best": best, "peers": peers}
+    floor = broadcast_run("raw", p["subscribers"], best["rate"], p["seconds"], p)
+    report(floor)
+    return {"trials": trials, "best": best, "peers": peers, "floor": floor}
 
 
 def idle(p: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +319,19 @@ def live(p: dict[str, Any]) -> dict[str, Any]:
             contender, p["subscribers"], p["live_rate"], p["seconds"], p
         )
         report(runs[contender])
-    return {"subscribers": p["subscribers"], "rate": p["live_rate"], "runs": runs}
+    floor = broadcast_run("raw", p["subscribers"], p["live_rate"], p["seconds"], p)
+    report(floor)
+    low = {}
+    for contender in ("raw", "streamfx"):
+        low[contender] = broadcast_run(contender, p["subscribers"], p["low_rate"], p["seconds"], p)
+        report(low[contender])
+    return {
+        "subscribers": p["subscribers"],
+        "rate": p["live_rate"],
+        "runs": runs,
+        "floor": floor,
+        "low_rate": {"rate": p["low_rate"], "runs": low},
+    }
 
 
 def stalled(p: dict[str, Any]) -> dict[str, Any]:
@@ -349,6 +392,8 @@ def report(run: dict[str, Any]) -> None:
         f"{run['delivered_share']:.1%}, ended {run['ended']}, RSS +{run['rss_growth_mb']:.1f} MB, "
         f"CPU (cores) server {run['server_cpu']:.2f} client {run['client_cpu']:.2f}, "
         f"server {run['server_us_per_delivery']:.1f} us per delivery, "
+        f"{run['server_writes']:,} writes, per write user "
+        f"{run['server_user_us_per_write']:.1f} + sys {run['server_sys_us_per_write']:.1f} us, "
         + describe_collections(run["gc"])
         + (f", stalled ended {run['stalled_ended']}" if run["stalled"] else ""),
         flush=True,

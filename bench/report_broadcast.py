@@ -32,6 +32,7 @@ LABELS = {
     "sse-starlette": "sse-starlette broadcast example (queue per client)",
     "broadcaster": "broadcaster (memory backend) + EventSourceResponse",
     "sse-starlette-gen": "sse-starlette, one generator per client (no hub)",
+    "raw": "the floor: hand-written raw ASGI fan-out, no library (not a peer)",
 }
 
 
@@ -57,8 +58,17 @@ def _run_row(run: dict[str, Any], label: str) -> list[str]:
         str(run["ended"]),
         f"{run['rss_growth_mb']:,.1f}",
         f"{run.get('server_cpu', float('nan')):.2f} / {run.get('client_cpu', float('nan')):.2f}",
+        _per_write(run),
         _collections(run.get("gc")),
     ]
+
+
+def _per_write(run: dict[str, Any]) -> str:
+    """The server's user + system CPU per write system call, in microseconds."""
+    if "server_user_us_per_write" not in run:
+        return "n/a"
+    user, system = run["server_user_us_per_write"], run["server_sys_us_per_write"]
+    return f"{user:,.1f} + {system:,.1f} = {user + system:,.1f}"
 
 
 def _collections(gc: dict[str, Any] | None) -> str:
@@ -83,6 +93,7 @@ RUN_HEADER = [
     "ended early",
     "RSS growth MB",
     "CPU cores used: server / client",
+    "server CPU µs per write: user + sys",
     "server GC, full / young: count (ms)",
 ]
 
@@ -99,6 +110,8 @@ def broadcast_fragments(results: Path) -> dict[str, str]:
     best = fanout["best"]
     rows = [_run_row(run, f"streamfx at {run['rate']:g}/s") for run in fanout["trials"]]
     rows += [_run_row(run, LABELS[run["contender"]]) for run in fanout["peers"]]
+    if "floor" in fanout:
+        rows.append(_run_row(fanout["floor"], LABELS["raw"]))
     out["bc_fanout_table"] = _table(RUN_HEADER, rows)
     ratios = {
         run["contender"]: best["deliveries_per_s"] / max(run["deliveries_per_s"], 1e-9)
@@ -124,9 +137,16 @@ def broadcast_fragments(results: Path) -> dict[str, str]:
             for name, result in idle["results"].items()
         ],
     )
-    out["bc_live_table"] = _table(
-        RUN_HEADER, [_run_row(run, LABELS[name]) for name, run in live["runs"].items()]
-    )
+    live_rows = [_run_row(run, LABELS[name]) for name, run in live["runs"].items()]
+    if "floor" in live:
+        live_rows.append(_run_row(live["floor"], LABELS["raw"]))
+        low = live["low_rate"]
+        live_rows += [
+            _run_row(run, f"{LABELS[name]}, at {low['rate']:g} events/s")
+            for name, run in low["runs"].items()
+        ]
+    out["bc_live_table"] = _table(RUN_HEADER, live_rows)
+    out["bc_live_floor"] = _live_floor(live)
     runs = stalled["runs"]
     stalled_rows = []
     for name, run in runs.items():
@@ -165,6 +185,60 @@ def broadcast_fragments(results: Path) -> dict[str, str]:
     out["bc_conditions"] = _conditions(data, redis)
     out["bc_closing"] = _closing(data, redis)
     return out
+
+
+def _write_cost(run: dict[str, Any]) -> str:
+    user, system = run["server_user_us_per_write"], run["server_sys_us_per_write"]
+    return f"{user + system:,.1f} µs of server CPU per write ({user:,.1f} user + {system:,.1f} sys)"
+
+
+def _writes(run: dict[str, Any]) -> str:
+    """How many writes the server made for how many deliveries."""
+    delivered = run["delivered_share"] * (run["subscribers"] - run["stalled"]) * run["events"]
+    return f"{run['server_writes']:,} writes for {delivered:,.0f} deliveries"
+
+
+def _live_floor(live: dict[str, Any]) -> str:
+    """What the machine allows the live floor: the hand-written raw ASGI fan-out's
+    latency and CPU per write, at the live rate and at the low rate (where every write
+    carries one event), with streamfx's in the same run."""
+    if "floor" not in live:
+        return "The floor (a hand-written raw ASGI fan-out) was not in this run."
+    floor, mine, subscribers = live["floor"], live["runs"]["streamfx"], live["subscribers"]
+    low = live["low_rate"]
+    low_floor, low_mine = low["runs"]["raw"], low["runs"]["streamfx"]
+    cost = low_floor["server_user_us_per_write"] + low_floor["server_sys_us_per_write"]
+    publish_ms = cost * subscribers / 1000
+    interval_ms = 1000 / live["rate"]
+    met = floor["p50"] <= 1 and floor["p99"] <= 10
+    return (
+        f"**The live floor against the machine.** The floor rows are a hand-written "
+        f"fan-out in plain ASGI on the same uvicorn worker (`RawFanout` in "
+        f"`bench/broadcast_apps.py`: a shared list of encoded frames, one `asyncio.Event` "
+        f"replaced per publish, each connection waits on it and sends everything new in "
+        f"one `send`; no heartbeat, no write timeout, no overflow handling, no replay: it "
+        f"is the floor, not a peer). CPU per write is the server's user and system time "
+        f"over the run (/proc/PID/stat) divided by the write system calls it made "
+        f"(/proc/PID/io). At {low['rate']:g} events/s, where each write carries one event "
+        f"({_writes(low_floor)}), the floor spent {_write_cost(low_floor)}, so one publish "
+        f"to {subscribers:,} subscribers costs at least {publish_ms:,.1f} ms of CPU before "
+        f"the last one has it ("
+        + ("more" if publish_ms > interval_ms else "less")
+        + f" than the {interval_ms:g} ms between two publishes at {live['rate']} events/s); "
+        f"it measured p50 {_ms(low_floor['p50'])} / p99 {_ms(low_floor['p99'])} ms. At "
+        f"{live['rate']} events/s it measured p50 {_ms(floor['p50'])} / p99 "
+        f"{_ms(floor['p99'])} ms, with {_writes(floor)} and {_write_cost(floor)}: "
+        + (
+            "within the live floor (p50 ≤ 1 ms, p99 ≤ 10 ms)."
+            if met
+            else "with no library at all, the live floor (p50 ≤ 1 ms, p99 ≤ 10 ms) is "
+            "**not met** on this machine."
+        )
+        + f" streamfx in the same run: at {low['rate']:g} events/s p50 "
+        f"{_ms(low_mine['p50'])} / p99 {_ms(low_mine['p99'])} ms, {_write_cost(low_mine)}; "
+        f"at {live['rate']} events/s p50 {_ms(mine['p50'])} / p99 {_ms(mine['p99'])} ms "
+        f"with {_writes(mine)} and {_write_cost(mine)}."
+    )
 
 
 def _conditions(data: dict[str, Any], redis: dict[str, Any]) -> str:
