@@ -1,15 +1,17 @@
-"""`Waiter` (a subscriber's reusable future) and `Wakeups` (one loop callback per turn)."""
+"""`Waiter` (a subscriber's reusable future) and `Wakeups` (in order, in slices)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import gc
+import itertools
 from typing import Any
 
 import pytest
 
-from streamfx.broadcast._waiter import Waiter, wakeups_for
+from streamfx.broadcast import _waiter
+from streamfx.broadcast._waiter import SLICE, Waiter, wakeups_for
 
 label: contextvars.ContextVar[str] = contextvars.ContextVar("label", default="none")
 
@@ -95,6 +97,39 @@ async def test_the_waiters_set_in_one_turn_wake_in_order_each_in_its_context() -
     assert len(loop._ready) == scheduled + 1, "one loop callback for all"  # type: ignore[attr-defined]
     await asyncio.gather(*tasks)
     assert woken == ["w4", "w3", "w2", "w1", "w0"]
+
+
+async def test_wake_ups_run_in_slices_and_the_loop_gets_its_turn_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A callback stops waking once `SLICE` has passed (the clock is read every 8
+    wake-ups; here each read is one slice later), so what the loop had queued meanwhile
+    runs before the rest; waiters set then wake behind the ones already queued."""
+    looks = itertools.count()
+    monkeypatch.setattr(_waiter, "_clock", lambda: next(looks) * SLICE)
+    loop = asyncio.get_running_loop()
+    woken: list[str] = []
+
+    async def wait_as(name: str, waiter: Waiter) -> None:
+        await wait_once(waiter)
+        woken.append(name)
+
+    waiters = [Waiter(loop) for _ in range(20)]
+    late = Waiter(loop)
+    tasks = [asyncio.create_task(wait_as(f"w{i}", w)) for i, w in enumerate(waiters)]
+    tasks.append(asyncio.create_task(wait_as("late", late)))
+    await asyncio.sleep(0)
+
+    def loop_turn() -> None:
+        woken.append("loop's turn")
+        late.set(True)
+
+    for waiter in waiters:
+        waiter.set(True)
+    loop.call_soon(loop_turn)
+    await asyncio.gather(*tasks)
+    first, rest = [f"w{i}" for i in range(8)], [f"w{i}" for i in range(8, 20)]
+    assert woken == [*first, "loop's turn", *rest, "late"]
 
 
 async def test_a_failing_wake_up_is_reported_and_the_others_still_run() -> None:
