@@ -26,7 +26,13 @@ called as an ASGI server would call it, with a ``send`` that only counts the eve
 disconnect once the last event came. The time per delivery of this row is the
 per-delivery CPU cost of the hub, the subscription and the ASGI adapter together
 (wake-up, collect, metrics, write timeout, one ``send``), the part of the server's
-cost per delivery that streamfx controls.
+cost per delivery that streamfx controls. Beside it, ``raw ASGI app`` is the floor: a
+hand-written app (a shared list of frames, one ``asyncio.Event``, one ``send`` per
+wake-up) in the same harness. What this group leaves out of a real server's write:
+uvicorn's own ``send`` (Python) and the socket write (system time), and the metrics
+hook (the default no-op here); its ``receive`` is not uvicorn's, so the disconnect
+watch runs a task (once per stream, not per write). The server's whole CPU per write,
+streamfx beside the same raw app, is ``python -m bench.load_broadcast_cpu``.
 """
 
 from __future__ import annotations
@@ -121,6 +127,63 @@ async def asgi_round(burst: int) -> int:
     return sum(await asyncio.gather(*tasks))
 
 
+async def raw_asgi_round(burst: int) -> int:
+    """The floor under `asgi_round`: a hand-written ASGI app, the same harness.
+
+    A shared list of encoded frames and one ``asyncio.Event`` that the publisher sets
+    and replaces per publish; each subscriber, on every wake, sends everything after its
+    index in one ``send`` (no watch for a disconnect, no write timeout, no metrics, no
+    heartbeat, no replay, no overflow rule)."""
+    frames: list[bytes] = []
+    news = [asyncio.Event()]
+    started = asyncio.Event()
+    ready = 0
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "headers": [], "path": "/"}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b": ok\n\n", "more_body": True})
+        sent = len(frames)
+        while True:
+            if sent == len(frames):
+                await news[0].wait()
+            chunk = b"".join(frames[sent:])
+            sent = len(frames)
+            if not await send({"type": "http.response.body", "body": chunk, "more_body": True}):
+                return
+
+    async def subscriber() -> int:
+        received = 0
+
+        async def receive() -> dict[str, Any]:
+            raise AssertionError("not called")
+
+        async def send(message: MutableMapping[str, Any]) -> bool:
+            nonlocal ready, received
+            if message["type"] != "http.response.body":
+                return True
+            body = message["body"]
+            if not received and body.startswith(b":"):
+                ready += 1
+                if ready == SUBSCRIBERS:
+                    started.set()
+            received += body.count(b"data: ")
+            return bool(received < EVENTS)  # the harness's stand-in for a disconnect
+
+        await app(scope, receive, send)
+        return received
+
+    tasks = [asyncio.create_task(subscriber()) for _ in range(SUBSCRIBERS)]
+    await started.wait()
+    for n in range(EVENTS):
+        frames.append(ServerSentEvent(json.dumps(item(n)), id=str(n)).encode())
+        event, news[0] = news[0], asyncio.Event()
+        event.set()
+        if (n + 1) % burst == 0:
+            await asyncio.sleep(0)
+    return sum(await asyncio.gather(*tasks))
+
+
 async def queue_round(burst: int, encode_once: bool) -> int:
     queues: list[asyncio.Queue[Any]] = []
     started = asyncio.Event()
@@ -179,12 +242,19 @@ def test_fan_out_bursts(benchmark: Any, run: Runner, name: str) -> None:
     measure(benchmark, run, name, 10)
 
 
+ASGI_APPS: dict[str, Callable[[int], Awaitable[int]]] = {
+    "streamfx to_asgi(hub.sse())": asgi_round,
+    "raw ASGI app (shared list, one Event)": raw_asgi_round,
+}
+
+
 @pytest.mark.benchmark(group="broadcast through to_asgi: 1,000 subscribers, per delivery")
 @pytest.mark.parametrize("burst", [1, 10])
-def test_fan_out_through_asgi(benchmark: Any, run: Runner, burst: int) -> None:
+@pytest.mark.parametrize("name", list(ASGI_APPS))
+def test_fan_out_through_asgi(benchmark: Any, run: Runner, name: str, burst: int) -> None:
     benchmark.extra_info["deliveries"] = SUBSCRIBERS * EVENTS
     delivered = benchmark.pedantic(
-        lambda: run(lambda: asgi_round(burst)), rounds=5, warmup_rounds=1
+        lambda: run(lambda: ASGI_APPS[name](burst)), rounds=5, warmup_rounds=1
     )
     assert delivered == SUBSCRIBERS * EVENTS
 

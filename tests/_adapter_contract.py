@@ -91,17 +91,6 @@ WHY_NOT: dict[tuple[str, Capability], str] = {
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
-# Django's ASGIHandler re-raises an error from a streaming body (which is what aborts the
-# connection) without closing the request's SpooledTemporaryFile; Python warns when that
-# file is collected, which may be during a later test. Django's leak, not streamfx's: the
-# streamfx body is closed (the tests count its closes). A module that runs Django
-# targets sets ``pytestmark = DJANGO_LEAK``; only that warning is ignored.
-DJANGO_LEAK = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <function SpooledTemporaryFile.__del__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
-
-
 @dataclass(frozen=True)
 class Target:
     adapter: Adapter

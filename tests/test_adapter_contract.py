@@ -15,7 +15,6 @@ import pytest
 
 from streamfx import SSEDecoder
 from tests._adapter_contract import (
-    DJANGO_LEAK,
     Deployment,
     requires,
 )
@@ -31,7 +30,6 @@ from tests._client import (
 from tests._stream_routes import lines
 
 pytest_plugins = ["tests._adapter_fixtures"]  # the `target` and `deployment` fixtures
-pytestmark = DJANGO_LEAK
 
 
 async def read_cut(sock: socket.socket) -> tuple[bytes, bool]:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from tests._adapter_contract import (
-    DJANGO_LEAK,
     Deployment,
     Target,
     requires,
@@ -37,7 +36,6 @@ from tests._stream_routes import lines
 from tests.apps.tally import Tally
 
 pytest_plugins = ["tests._adapter_fixtures"]  # the `target` and `deployment` fixtures
-pytestmark = DJANGO_LEAK
 
 
 # -- clients that stop reading ----------------------------------------------------------

@@ -16,7 +16,6 @@ import pytest
 
 from streamfx import SSEDecoder
 from tests._adapter_contract import (
-    DJANGO_LEAK,
     Deployment,
     requires,
     unique_name,
@@ -26,7 +25,6 @@ from tests._stream_routes import CIRCUIT_RESET, lines
 from tests.apps.uploads import refused_log
 
 pytest_plugins = ["tests._adapter_fixtures"]  # the `target` and `deployment` fixtures
-pytestmark = DJANGO_LEAK
 
 
 SIZE = 300_000

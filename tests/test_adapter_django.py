@@ -9,6 +9,7 @@ tests/test_adapter_contract*.py (the app is tests/apps/django_app.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,14 +17,16 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_finished
 from django.test import RequestFactory
 
 from streamfx.adapters.django import to_django
-from tests._client import wait_until
+from tests._client import open_raw, read_to_eof, wait_until
 from tests._servers import serve
 from tests._stream_routes import make_routes
 from tests._upload_client import Connection, Reply, request_head
-from tests.apps.django_app import beside_django
+from tests.apps.django_app import beside_django, django_app
 from tests.apps.tally import Tally
 from tests.apps.uploads import refused_log
 
@@ -53,6 +56,52 @@ async def test_write_timeout_must_be_positive() -> None:
             make_routes(Tally(), Path())["/lines"]({}, ""),
             write_timeout=0,
         )
+
+
+class BodyKeepingHandler(ASGIHandler):
+    """Django's ASGI handler, keeping the file each request's body was read into (a
+    ``SpooledTemporaryFile``, on disk past ``FILE_UPLOAD_MAX_MEMORY_SIZE``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body_files: list[Any] = []
+
+    async def read_body(self, receive: Any) -> Any:
+        body_file = await super().read_body(receive)
+        self.body_files.append(body_file)
+        return body_file
+
+
+@pytest.mark.parametrize("path", ["/fail-after", "/fail-after?length=1000", "/sized?n=100&short=1"])
+async def test_a_response_failing_after_the_start_closes_the_request_and_its_body_file(
+    tmp_path: Path, path: str
+) -> None:
+    """Issue 15: Django's handler re-raises an error from a streaming response (the
+    body's, or the server's: a body short of its ``Content-Length``) without calling
+    the response's ``close()``, so the request's body file stayed open until the
+    collector found it (a ``ResourceWarning``; an open descriptor for a body on disk)
+    and ``request_finished`` was never sent. The response `to_django` makes closes
+    itself before the error goes on."""
+    finished: list[object] = []
+
+    def on_finished(sender: object, **_: object) -> None:
+        finished.append(sender)
+
+    request_finished.connect(on_finished)
+    try:
+        django_app(Tally(), tmp_path)  # the views' tally and root
+        handler = BodyKeepingHandler()
+        async with serve(handler) as (_, port):
+            with await open_raw(port, path) as sock:
+                received = b""  # a reset, at most
+                with contextlib.suppress(ConnectionResetError):
+                    received = await read_to_eof(sock)
+    finally:
+        request_finished.disconnect(on_finished)
+    assert not received.endswith(b"0\r\n\r\n")  # cut, never complete
+    assert len(handler.body_files) == 1
+    assert handler.body_files[0].closed
+    assert finished == [BodyKeepingHandler]
 
 
 # -- uploads: Django's own handler, and the streaming way beside it -------------------------

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bench.soak import server_side
+from bench.soak import readers_runs, server_side
 from bench.soak.server_side import COUNTS, HANDOVERS, Params, hub_subscription, ticker
 from bench.soak.stamped import StampedReader
 from streamfx import SSEDecoder
@@ -136,3 +136,33 @@ async def test_hub_subscribers_get_each_tick_published_once_and_are_counted(
     assert "t" in HANDOVERS.finalized
     await second.aclose()  # type: ignore[attr-defined]
     assert COUNTS.finalized == finalized + 2
+
+
+def test_handed_lists_the_last_handover_of_each_stream_not_yet_finalized() -> None:
+    """What run B waits on: a stalled stream's last handover (the hook's, else its
+    source's resume), gone once the stream is finalized."""
+    handovers = server_side.Handovers()
+    handovers.resumed.update({"a": 1.0, "b": 2.0, "c": 3.0})
+    handovers.sent["b"] = 2.5  # the hook's time wins
+    handovers.finalized["c"] = 4.0
+    assert handovers.handed() == {"a": 1.0, "b": 2.5}
+    assert handovers.evictions() == {"c": (3.0, 4.0)}
+
+
+def test_run_b_waits_while_a_stalled_stream_still_fills_its_buffers() -> None:
+    """Run B used to stop 3 s (`FILL_S`) plus the bound after the connects, whether or not
+    the stalled streams had stalled: under waitress with the README's settings (256 KiB
+    held per connection) a busy server fed them slowly, they stalled ~24 s in and were
+    evicted in time, unseen ("0 evicted, after stall nan"). It waits while any stream
+    not evicted may still be in time: handed a chunk within the bound, or not begun."""
+    now = time.perf_counter()
+    tags = ["a", "b"]
+    evicted = {"a": (now - 6.0, now - 1.0)}
+    filling = {"evictions": evicted, "handed": {"b": now - 0.5}}
+    assert readers_runs.still_due(filling, tags, 6.0)
+    not_begun = {"evictions": evicted, "handed": {}}
+    assert readers_runs.still_due(not_begun, tags, 6.0)
+    overdue = {"evictions": evicted, "handed": {"b": now - 7.0}}  # a failed check already
+    assert not readers_runs.still_due(overdue, tags, 6.0)
+    done = {"evictions": {**evicted, "b": (now - 5.0, now - 0.5)}, "handed": {}}
+    assert not readers_runs.still_due(done, tags, 6.0)

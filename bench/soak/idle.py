@@ -29,6 +29,10 @@ THREADED_PATH = "/sse?mode=idle&hello=0&hb=5"
 WARM_PATH = "/sse?n=1&gap=0.01&hb=15"  # a stream that ends by itself: nothing left open
 ANSWER_MS = 100.0
 PINGS = 200  # enough for a p99 that is not just the slowest one
+# Streams being opened at once: 400 was measured no faster (the open phase 1-4 s
+# slower on six of eight servers, Django's bare view 17 s faster; idle 183 s against
+# 154 s in all).
+OPENING = 100
 
 
 async def open_idle(port: int, path: str = PATH) -> Client:
@@ -59,7 +63,8 @@ def table(sizes: Sizes) -> Table:
     return Table(
         "idle",
         f"idle scale: {sizes.idle_streams:,} idle SSE streams per server "
-        f"({sizes.idle_streams_threaded:,} on a thread-per-stream WSGI server)",
+        f"({sizes.idle_streams_threaded:,} where the server holds a thread per stream: "
+        "WSGI, Django)",
         [
             "server",
             "streams",
@@ -86,21 +91,28 @@ def table(sizes: Sizes) -> Table:
 
 
 async def measure(target: Target, server: Server, sizes: Sizes, table: Table) -> None:
-    count = sizes.idle_streams_threaded if target.threaded else sizes.idle_streams
+    count = sizes.idle_streams_threaded if target.holds_a_thread_per_stream else sizes.idle_streams
     path = THREADED_PATH if target.threaded else PATH
     for _ in range(10):  # warm-up (WSGI: its loop starts), read to the end
         await fetch(server.port, WARM_PATH)
     base = await steady(server)
+    phases = {"warm": time.perf_counter()}  # when each phase ended (seconds spent: raw)
     jobs = [lambda: open_idle(server.port, path) for _ in range(count)]
-    clients = await gather_limited(jobs, 100)
+    clients = await gather_limited(jobs, OPENING)
+    phases["open"] = time.perf_counter()
     await settle(server, started_at_least(base["started"] + count), 30)
     loaded = await unchanging(server)
+    phases["settle"] = time.perf_counter()
     pings = await ping_times(server.port)
     pinged = await server.stats()  # with the collections the pings met
+    phases["pings"] = time.perf_counter()
     for client in clients:
         client.abort()
 
     after, _ = await settle(server, back_to(base), 60)
+    phases["close"] = time.perf_counter()
+    ends = list(phases.values())
+    spent = {key: round(ends[i] - ends[i - 1], 2) for i, key in enumerate(phases) if i}
     name = target.name
     check = table.checker(name, peer=not target.counted)
     per_stream = (loaded["rss_kb"] - base["rss_kb"]) / count
@@ -133,5 +145,6 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
             "pings_ms": pings,
             "threads": loaded["threads"],
             "gc": pinged["gc"],
+            "phase_seconds": spent,
         },
     )

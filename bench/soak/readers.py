@@ -8,11 +8,15 @@ event carrying its publish time and `Sizes.event_size` bytes). Per server:
   halves' p99, so that a burst from another process on the machine during run A never
   loosens the check (A/A, one half's p99 over the other's, shows that noise);
 - B: the same healthy clients, plus stalled clients (a 4 KB receive buffer, never
-  read) and slow ones (4 KB every 0.1 s, slower than the stream); run `B_RUNS` times
-  (between A's halves), and the lower p99 of those runs is compared: the same
-  estimator as A's, since the lower of two p99s is expected to be lower than a single
-  one, so one run B against the lower of two A's was biased against B whatever the
-  stalled clients cost (B/B shows that noise). A real cost shows in every run B.
+  read) and slow ones (4 KB every 0.1 s, slower than the stream), between A's
+  halves; the lower p99 of up to `B_RUNS` runs is compared: the same estimator as
+  A's, since the lower of two p99s is expected to be lower than a single one, so one
+  run B against the lower of two A's was biased against B whatever the stalled
+  clients cost (B/B shows that noise). A real cost shows in every run B. The second
+  run (after A's second half) is made only when the first misses the bound: it can
+  only lower B's p99, so a first run within the bound already has the verdict of
+  two. Each run B lasts until every stalled client is evicted or none can be in time
+  (`readers_runs.still_due`), however long its buffers take to fill.
 
 Latency is taken from the publish to the kernel's receipt of the event on the client's
 socket (`bench.soak.stamped`), not to the moment this process got round to reading it:
@@ -38,9 +42,11 @@ Checks on B:
   eviction's;
 - the server's memory grows by at most (buffer capacity + 2) events per stalled or slow
   reader plus 16 MB;
-- the healthy clients' p99 latency is within `RATIO` x run A's, over the window from
-  when the last stalled client stalled until the last one is evicted: the stalled
-  clients waiting for eviction, then evicted. Before that window, while 200 clients
+- the healthy clients' p99 latency is within `RATIO` x run A's (`Sizes.readers_ratio`:
+  the short run's window is too small to decide 1.5x, it checks a gross bound), over
+  the window from when the last stalled client stalled until the last one is
+  evicted: the stalled clients waiting for eviction, then evicted. Before that
+  window, while 200 clients
   connect at once and their buffers fill (until then they are fast readers), the p99
   is shown per phase, not checked: a burst of arrivals is churn's subject.
 
@@ -97,7 +103,20 @@ def table(sizes: Sizes) -> Table:
             f"and {sizes.readers_seconds / 2:g} s after it; the lower p99 of the two) and "
             "beside the stalled and slow clients (run B: from when",
             "the last stalled client stalled, its buffers full, until the last one was",
-            f"evicted; the lower p99 of {B_RUNS} runs B, as for A); check: ratio <= {RATIO}.",
+            f"evicted); check: ratio <= {sizes.readers_ratio:g}. Run B is run once more (after A's",
+            "second half) only when the first misses the bound: then the lower p99 of the two,",
+            f"as for A (a second run can only lower it: the verdict of {B_RUNS} runs, B/B '-' when",
+            "one did). Run B waits until every stalled client is evicted or none can be in time.",
+            *(
+                []
+                if sizes.readers_ratio == RATIO
+                else [
+                    "Short run: B's window holds ~200 publishes (its p99: the worst two), too",
+                    f"few to decide {RATIO:g}x; the ratio is shown (marked >{RATIO:g} past it),",
+                    f"{sizes.readers_ratio:g}x is checked (a gross cost); {RATIO:g}x is the full "
+                    "run's.",
+                ]
+            ),
             "Latency: from the publish to the kernel's receipt on the client's socket.",
             "A/A: run A's second half's p99 / its first half's; B/B: run B's second p99 / its",
             "first (the noise: other processes on the machine). samples: A's halves/each B",
@@ -159,33 +178,47 @@ async def measure_policy(
     await warm.head()
     warm.abort()
     base = await steady(server)
-    # run A, first half: healthy alone
-    alone_before, cpu_before = await run_alone(server, path, sizes)
-    # run B, `B_RUNS` times: healthy beside stalled and slow ones
     runs: list[Beside] = []
     mids: list[dict[str, Any]] = []
-    for run in range(B_RUNS):
+
+    async def beside() -> dict[str, Any]:
+        """One run B: healthy beside stalled and slow ones; the figures after it."""
         mids.append(await steady(server))
-        tags = [f"{policy}-{run}-{index}" for index in range(sizes.stalled)]
+        tags = [f"{policy}-{len(runs)}-{index}" for index in range(sizes.stalled)]
         runs.append(await run_beside(server, path, sizes, tags, mids[-1]))
         after, _ = await settle(server, back_to(base), 20)
-    # run A, second half: healthy alone again (the baseline spans run B in time)
+        return after
+
+    # run A, first half: healthy alone; run B; run A, second half (the baseline spans
+    # run B in time)
+    alone_before, cpu_before = await run_alone(server, path, sizes)
+    after = await beside()
     alone_after, cpu_after = await run_alone(server, path, sizes)
+    p99_before = percentile(alone_before.values, 0.99)
+    p99_after = percentile(alone_after.values, 0.99)
+    # the quieter half: noise from other processes in run A never loosens the check
+    p99_alone = min(p99_before, p99_after)
+    bound = sizes.readers_ratio
+    # and the quieter run B, the same estimator: a min of two against one value would
+    # be biased against run B (its expected value is the higher), whatever B cost. A
+    # second run B can only lower B's p99, so it is run only when the first misses
+    # the bound: the verdict is the one of `B_RUNS` runs, at the cost of one.
+    while len(runs) < B_RUNS and percentile(runs[-1].latencies.values, 0.99) > bound * p99_alone:
+        after = await beside()
     await fetch(server.port, "/hook?mode=none")
     alone = [*alone_before.values, *alone_after.values]  # for the p50
     cpu_alone = (cpu_before + cpu_after) / 2
     name = row_name(target, policy)
     check = table.checker(name, peer=not target.counted)
-    p99_before = percentile(alone_before.values, 0.99)
-    p99_after = percentile(alone_after.values, 0.99)
-    # the quieter half: noise from other processes in run A never loosens the check
-    p99_alone = min(p99_before, p99_after)
-    # and the quieter run B, the same estimator: a min of two against one value would
-    # be biased against run B (its expected value is the higher), whatever B cost
     p99_runs = [percentile(run.latencies.values, 0.99) for run in runs]
     quieter = runs[p99_runs.index(min(p99_runs))]
     p99_beside = min(p99_runs)
     ratio = p99_beside / p99_alone if p99_alone else float("inf")
+    if bound == RATIO:
+        verdict = check(f"healthy p99 within {RATIO}x", ratio <= RATIO, f"{ratio:.2f}")
+    else:  # the short run: the full run's bound shown, a bound its size can decide checked
+        shown = f"{ratio:.2f}" + (f" >{RATIO:g}" if ratio > RATIO else "")
+        verdict = check(f"healthy p99 within {bound:g}x (short run)", ratio <= bound, shown)
     evictions = [seconds for run in runs for seconds in run.evictions]
     evicted = min(len(run.evictions) for run in runs)
     slowest = max(evictions, default=float("nan"))
@@ -200,9 +233,9 @@ async def measure_policy(
             name,
             f"{p99_alone:.1f}",
             f"{p99_beside:.1f}",
-            check(f"healthy p99 within {RATIO}x", ratio <= RATIO, f"{ratio:.2f}"),
+            verdict,
             f"{p99_after / p99_before:.2f}",
-            f"{p99_runs[-1] / p99_runs[0]:.2f}",
+            f"{p99_runs[-1] / p99_runs[0]:.2f}" if len(runs) > 1 else "-",
             f"{len(alone_before.values)}+{len(alone_after.values)}/"
             + "+".join(str(len(run.latencies.values)) for run in runs),
             "/".join(f"{percentile(values, 0.99):.0f}" for values in phases.values()),

@@ -20,11 +20,23 @@ from bench.soak.config import Sizes
 from bench.soak.stamped import StampedReader
 from bench.soak.targets import Server
 
-FILL_S = 3.0  # the most a stalled client's buffers (the server's, the kernel's) take to fill
+FILL_S = 3.0  # when not every stalled client was evicted: B's window starts this late
+# The most a stalled client's buffers (the server's, the kernel's) may take to fill
+# before run B stops waiting for its eviction. Run B waits on the server's figures,
+# not on a fixed allowance: until every stalled stream is evicted, or every one left
+# is overdue (no handover for write_timeout + heartbeat + `SLACK_S`: a failed check
+# already). A fixed 3 s was too short for waitress under the README's settings: it
+# holds 256 KiB per connection before a write blocks, and a server busy with 240
+# streams feeds each at a fraction of the stream's rate, so its stalled clients
+# stalled (and were evicted, in time) after run B had stopped looking.
+FILL_CAP_S = 30.0
 SLACK_S = 1.0
 POLL_S = 0.25  # the client's /stats polling, in both runs
 GC_SEEN: list[dict[str, float]] = []  # run A's garbage-collector figures, in order
 SETUP_S = 10.0  # the most the server may take to start the stalled and slow streams
+# After every healthy client read its first tick, before a run counts (a fixed second
+# before: 4 s a row spent waiting on what a condition tells).
+SETTLE_S = 0.2
 POLL_SPANS: list[tuple[float, float]] = []  # every /stats poll: (asked, answered)
 
 
@@ -59,10 +71,13 @@ class Latencies:
         return self.between(self.since, self.until)
 
 
-async def healthy(port: int, path: str, latencies: Latencies, stop: asyncio.Event) -> int:
+async def healthy(
+    port: int, path: str, latencies: Latencies, stop: asyncio.Event, reading: asyncio.Event
+) -> int:
     """Read every event until `stop`, recording each one's latency from its publish
     to the kernel's receipt of it (`StampedReader`: the server's latency, without this
-    process's queueing); the number of events read."""
+    process's queueing); `reading` is set at the first tick read. The number of
+    events read."""
     count = 0
 
     def arrived(arrival: float, data: str) -> None:
@@ -71,6 +86,7 @@ async def healthy(port: int, path: str, latencies: Latencies, stop: asyncio.Even
         if len(parts) == 3:
             count += 1
             latencies.add(arrival, (arrival - float(parts[1])) * 1000)
+            reading.set()
 
     reader = await StampedReader.get(port, path, arrived)
     stopped = asyncio.ensure_future(stop.wait())
@@ -156,11 +172,10 @@ class Monitor:
 
 
 async def run_alone(server: Server, path: str, sizes: Sizes) -> tuple[Latencies, float]:
-    """Healthy clients alone for half of `Sizes.readers_seconds` (after a second to
-    settle): their latencies and the server's CPU use."""
+    """Healthy clients alone for half of `Sizes.readers_seconds` (once each read a
+    tick: `run_healthy`): their latencies and the server's CPU use."""
     latencies = Latencies()
     stop, tasks = await run_healthy(server, path, sizes, latencies)
-    await asyncio.sleep(1.0)
     monitor = Monitor(server)
     latencies.since = time.perf_counter()
     await asyncio.sleep(sizes.readers_seconds / 2)
@@ -175,12 +190,29 @@ async def run_alone(server: Server, path: str, sizes: Sizes) -> tuple[Latencies,
 async def run_healthy(
     server: Server, path: str, sizes: Sizes, latencies: Latencies
 ) -> tuple[asyncio.Event, list[asyncio.Task[int]]]:
+    """Start the healthy clients; return once every one has read a tick (at most
+    `SETUP_S`), and `SETTLE_S` more: the connects are over, the stream is steady."""
     stop = asyncio.Event()
+    reading = [asyncio.Event() for _ in range(sizes.healthy)]
     tasks = [
-        asyncio.create_task(healthy(server.port, path, latencies, stop))
-        for _ in range(sizes.healthy)
+        asyncio.create_task(healthy(server.port, path, latencies, stop, first)) for first in reading
     ]
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SETUP_S):
+            await asyncio.gather(*(first.wait() for first in reading))
+    await asyncio.sleep(SETTLE_S)
     return stop, tasks
+
+
+def still_due(figures: dict[str, Any], tags: list[str], overdue_s: float) -> bool:
+    """Whether a stalled stream may still be evicted in time: one not evicted yet
+    that is still filling its buffers (handed a chunk within `overdue_s`) or has not
+    started."""
+    evicted, handed = figures["evictions"], figures["handed"]
+    now = time.perf_counter()
+    return any(
+        tag not in evicted and (tag not in handed or now - handed[tag] <= overdue_s) for tag in tags
+    )
 
 
 @dataclass
@@ -213,11 +245,11 @@ async def run_beside(
     server: Server, path: str, sizes: Sizes, tags: list[str], mid: dict[str, Any]
 ) -> Beside:
     """Run B: the healthy clients, then one stalled client per tag (``&tag=`` on its
-    path) and `Sizes.slow` slow ones, until every stalled one is evicted (or the bound
-    plus `FILL_S` and `SLACK_S` passed); `mid`: the server's figures before it."""
+    path) and `Sizes.slow` slow ones, until every stalled one is evicted or none can
+    be in time any more (`still_due`; at most `FILL_CAP_S` plus the bound and
+    `SLACK_S`); `mid`: the server's figures before it."""
     beside = Latencies()
     stop, tasks = await run_healthy(server, path, sizes, beside)
-    await asyncio.sleep(1.0)
     monitor = Monitor(server)
     connected = time.perf_counter()
     stuck = [await stalled(server.port, f"{path}&tag={tag}") for tag in tags]
@@ -230,10 +262,11 @@ async def run_beside(
     while figures["started"] < expected and time.perf_counter() < connected + SETUP_S:
         figures = await monitor.next()
     started_all = time.perf_counter()
-    deadline = started_all + FILL_S + sizes.write_timeout + sizes.heartbeat + SLACK_S
+    overdue_s = sizes.write_timeout + sizes.heartbeat + SLACK_S
+    deadline = started_all + FILL_CAP_S + overdue_s
     while time.perf_counter() < deadline:
         figures = await monitor.next()
-        if all(tag in figures["evictions"] for tag in tags):
+        if not still_due(figures, tags, overdue_s):
             break
     times = [figures["evictions"][tag] for tag in tags if tag in figures["evictions"]]
     if len(times) == len(tags):

@@ -135,6 +135,14 @@ class Handovers:
                 result[tag] = (handed, end)
         return result
 
+    def handed(self) -> dict[str, float]:
+        """Per tag not yet finalized: its last handover (perf_counter seconds), for
+        the readers scenario to tell a stream still filling its buffers from one
+        stalled (and how long ago)."""
+        finalized = dict(self.finalized)
+        handed = {**self.resumed, **self.sent}  # one C-level copy each
+        return {tag: at for tag, at in handed.items() if tag not in finalized}
+
 
 HANDOVERS = Handovers()
 LOOPS: set[asyncio.AbstractEventLoop] = set()  # every loop a source ran on
@@ -421,6 +429,7 @@ def stats(tasks: Callable[[], int]) -> dict[str, Any]:
         "finalized": COUNTS.finalized,
         "finalizers_run": COUNTS.finalizers_run,
         "evictions": HANDOVERS.evictions(),
+        "handed": HANDOVERS.handed(),
         "gc": GC_PAUSES.figures(),
     }
 

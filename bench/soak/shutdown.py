@@ -55,7 +55,9 @@ def table(sizes: Sizes) -> Table:
         ["server", "farewells", "clean ends", "ends", "exit s", "exit code"],
         notes=[
             "ends: how the other bodies ended (aborted: EOF before the last chunk; reset).",
-            f"exit: seconds from SIGTERM to the process's exit (check: <= {PROMPT_S:.0f} s).",
+            f"exit: seconds from SIGTERM to the process's exit (check: <= {PROMPT_S:.0f} s); a",
+            f"peer still running {PROMPT_S + 1:g} s after it is killed then (shown as "
+            f">{PROMPT_S + 1:g}).",
         ],
     )
 
@@ -68,8 +70,14 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
     followers = [asyncio.create_task(follow(client)) for client in clients]
     signalled = time.perf_counter()
     server.signal(signal.SIGTERM)
-    exited = await server.wait_exit(30)
+    # A streamfx server gets 30 s (a hang is shown as one). A peer's check is decided
+    # once `PROMPT_S` has passed: it is killed a second later, its exit shown as ">6"
+    # (aiohttp-sse waited out its 20 s of graceful shutdown: 17 s of the run).
+    patience = 30.0 if target.counted else PROMPT_S + 1.0
+    exited = await server.wait_exit(patience)
     exit_s = time.perf_counter() - signalled
+    if not exited and not target.counted:
+        server.kill()
     results = await asyncio.gather(*followers)
     farewells = sum(1 for farewell, _ in results if farewell)
     endings: dict[str, int] = {}
@@ -87,7 +95,7 @@ async def measure(target: Target, server: Server, sizes: Sizes, table: Table) ->
             check(
                 "prompt exit",
                 exited and exit_s <= PROMPT_S,
-                f"{exit_s:.1f}" if exited else "hung",
+                f"{exit_s:.1f}" if exited else ("hung" if target.counted else f">{patience:g}"),
             ),
             str(server.exit_code),
         ],

@@ -38,6 +38,16 @@ class Target:
     command: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     threaded: bool = False  # one server thread per open stream (WSGI)
+    # Not a WSGI server, but a thread held per open stream all the same: Django's ASGI
+    # handler runs each request in its own asgiref ThreadSensitiveContext, whose thread
+    # lives as long as the request (idle showed 2 -> 5,002 threads for 5,000 streams,
+    # the bare Django view as much as streamfx's).
+    thread_per_request: bool = False
+
+    @property
+    def holds_a_thread_per_stream(self) -> bool:
+        return self.threaded or self.thread_per_request
+
     only: frozenset[str] | None = None  # the scenarios it takes part in (None: all)
 
     @property
@@ -71,14 +81,21 @@ AIOHTTP = [PY, "-m", "bench.soak.app_aiohttp", "{port}"]
 WAITRESS = [PY, "-m", "waitress", "--listen=127.0.0.1:{port}", "--threads={threads}"]
 WAITRESS += ["--connection-limit=12000", "--backlog=4096"]
 # what the README advises for SSE: a stalled client blocks its thread (and so meets the
-# write timeout) after 256 KiB instead of 16 MiB of output held per connection
-WAITRESS_TUNED = [*WAITRESS, "--outbuf-high-watermark=262144"]
+# write timeout) after 64 KiB instead of 16 MiB of output held per connection (256 KiB
+# before: 200 stalled clients then held 51 MiB, past the readers' memory bound, and a
+# busy waitress took ~24 s to fill them instead of ~13 s)
+WAITRESS_TUNED = [*WAITRESS, "--outbuf-high-watermark=65536"]
 
 TARGETS: tuple[Target, ...] = (
     Target("asgi / uvicorn", "streamfx", (*UVICORN, "bench.soak.app_asgi:app")),
     Target("aiohttp", "streamfx", tuple(AIOHTTP)),
     Target("quart / hypercorn", "streamfx", (*HYPERCORN, "bench.soak.app_quart:app")),
-    Target("django / uvicorn", "streamfx", (*UVICORN, "bench.soak.app_django:app")),
+    Target(
+        "django / uvicorn",
+        "streamfx",
+        (*UVICORN, "bench.soak.app_django:app"),
+        thread_per_request=True,
+    ),
     Target("wsgi / gunicorn", "streamfx", (*GUNICORN, "bench.soak.app_wsgi:app"), threaded=True),
     Target(
         "wsgi / waitress (README settings)",
@@ -106,6 +123,7 @@ TARGETS: tuple[Target, ...] = (
         "peer",
         (*UVICORN, "bench.soak.app_django:app"),
         env={"SOAK_IMPL": "django-bare"},
+        thread_per_request=True,
         only=frozenset({"idle"}),
     ),
 )
@@ -193,13 +211,18 @@ class Server:
         self.exit_code = self.process.returncode
         return True
 
+    def kill(self) -> None:
+        """SIGKILL the server's process group; wait for it."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.exit_code = self.process.wait()
+
     async def stop(self) -> None:
         self._stats.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             if not await self.wait_exit(20):
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                self.kill()
         self._log.close()
 
 

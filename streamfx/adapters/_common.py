@@ -181,7 +181,6 @@ class WriteWatchdog(Deadline):
     """
 
     __slots__ = (
-        "_clock",
         "_deadlines",
         "_due",
         "_logger",
@@ -204,15 +203,15 @@ class WriteWatchdog(Deadline):
         self._stopped = write_timeout is None
         self._on_stall = on_stall
         self._logger = logger
-        self._loop = asyncio.get_running_loop()
-        self._clock = self._loop.time
+        self._loop = asyncio.get_running_loop()  # its clock is read per chunk (no bound
+        # method kept: one object less per open stream)
         self._since = 0.0  # loop time the waiting chunk was handed over; 0.0: none waits
         self._deadlines: Deadlines | None = None
         self._due = False  # the eviction waits its turn
 
     def writing(self) -> None:
         """A chunk was handed to the server: its time starts."""
-        self._since = now = self._clock()
+        self._since = now = self._loop.time()
         if not self.queued and not self._stopped:  # queued: it re-checks `_since` then
             deadlines = self._deadlines
             if deadlines is None:

@@ -200,17 +200,18 @@ class StreamingASGIResponse(_ResponseBase):
                 if not await _start(iterator, start, send, watchdog):
                     return
                 del start  # sent: not held for the life of a long stream
-                writing, written = watchdog.writing, watchdog.written
+                # The watchdog's methods are looked up per chunk, not bound once: two
+                # bound methods would be held for the stream's life (idle memory).
                 async for chunk in iterator:
                     if chunk:
-                        writing()
+                        watchdog.writing()
                         try:
                             await send(
                                 {"type": "http.response.body", "body": chunk, "more_body": True}
                             )
                         except OSError:
                             return
-                        written()
+                        watchdog.written()
                         del chunk  # sent: not held while the body waits for the next
                 watch.closing = True
                 try:

@@ -24,7 +24,12 @@ Django allows):
   (``download()`` refusing a path) the same way.
 - After the start, an error from the body propagates out of Django's ASGI handler
   (Django re-raises it), so the server aborts the connection without the final chunk
-  of a chunked body: a truncated body never looks complete.
+  of a chunked body: a truncated body never looks complete. A body that ends short
+  of its ``Content-Length`` is such an error (``RuntimeError``), raised before Django
+  sends the end of the body. Before an error goes on (the body's, or the server's
+  from a send), the response is closed as Django closes a response that ended
+  (``close()``: the request, with the file Django read its body into, and
+  ``request_finished``), which Django's handler skips for a response that failed.
 - A client that goes away: Django (5.0+) listens for ``http.disconnect`` and cancels
   the task sending the response; the body is closed (``aclose()``, once) as Django
   leaves it, so every finalizer has run.
@@ -68,10 +73,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Final, Unpack
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from streamfx._response.response import StreamResponse
@@ -88,6 +93,11 @@ READ_SIZE: Final = 1 << 20
 logger = logging.getLogger("streamfx.adapters.django")
 
 _closing: set[asyncio.Task[None]] = set()
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def to_django(
@@ -179,10 +189,31 @@ class StreamfxHttpResponse(StreamingHttpResponse):
         if not typed:
             del self.headers["Content-Type"]
 
-    def __aiter__(self) -> ResumedBody:
+    def __aiter__(self) -> AsyncGenerator[bytes]:
         # Django's own __aiter__ wraps the body in generators that never close it;
-        # handing it over directly lets Django's aclosing() close it.
-        return self.stream_body
+        # this one closes it, and Django's aclosing() closes this one.
+        return self._sent_body()
+
+    async def _sent_body(self) -> AsyncGenerator[bytes]:
+        body = self.stream_body
+        declared = None if body.closed else content_length(self.headers.get("Content-Length"))
+        sent = 0
+        complete = False
+        try:
+            async for chunk in body:
+                sent += len(chunk)
+                yield chunk
+            if declared is not None and sent < declared:
+                short = declared - sent
+                raise RuntimeError(f"body ended {short} bytes short of its Content-Length")
+            complete = True
+        finally:
+            await body.aclose()
+            if not complete and not _being_cancelled():
+                # Django's handler re-raises an error (the body's, or the server's from
+                # a send) without closing the response: closed here as Django closes
+                # one that ended. On cancellation Django finishes the request itself.
+                await sync_to_async(self.close)()
 
     def close(self) -> None:
         super().close()

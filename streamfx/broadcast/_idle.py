@@ -19,6 +19,7 @@ registered once `waited` ran; `close` takes its deadline out of the heap.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from streamfx._core.deadlines import Deadline, Deadlines, deadlines_for
 from streamfx.broadcast._log import TopicLog
@@ -32,9 +33,9 @@ class Idle(Deadline):
 
     __slots__ = ("deadlines", "due", "interval", "logs", "loop", "waiter")
 
-    def __init__(self, logs: list[TopicLog], interval: float | None) -> None:
-        """`logs`: the subscriber's topics (the very list it keeps: nothing copied per
-        subscriber), whose waiter sets a wait joins."""
+    def __init__(self, logs: Sequence[TopicLog], interval: float | None) -> None:
+        """`logs`: the subscriber's topics (the very sequence it keeps: nothing copied
+        per subscriber), whose waiter sets a wait joins."""
         super().__init__()
         self.loop = loop = asyncio.get_running_loop()
         self.logs = logs
@@ -55,8 +56,8 @@ class Idle(Deadline):
     def waiting(self) -> Waiter:
         """Start waiting: the waiter, armed, is put in each topic's waiter set and
         resolved as `wait` returns. The caller awaits it and then calls `waited`
-        however the await ends (in a ``finally``). `follow` does so inline: a coroutine
-        per wait would hold a frame per idle subscriber."""
+        however the await ends (in a ``finally``). A `Subscription` hands the waiter to
+        its task itself: a coroutine per wait would hold a frame per idle subscriber."""
         waiter = self.waiter.arm()
         for log in self.logs:
             log.waiters.add(waiter)

@@ -1,8 +1,10 @@
 """One subscriber: a cursor per topic into the shared logs, and the body that writes.
 
-`follow` is the body of `Broadcast.sse` and `Broadcast.subscribe`. It runs in the
-task that iterates it (the adapter's): no task, no queue, no copy of a frame per
-subscriber. What it promises:
+A `Subscription` is the body of `Broadcast.sse` and `Broadcast.subscribe` (an async
+iterator of ``bytes``). It runs in the task that iterates it (the adapter's):
+no task, no queue, no copy of a frame per subscriber. How it starts is
+`streamfx.broadcast._opening`; what it collects per write, `streamfx.broadcast._cursors`.
+What it promises:
 
 - First chunk, at once: ``retry: N`` (or an empty comment) and, when the start needs
   no waiting, how the subscriber starts: the replay of what followed its
@@ -13,12 +15,13 @@ subscriber. What it promises:
   follows in the next chunk, always ending with that id-only frame.
 - Then every write carries everything published since the last one (one chunk), in
   publish order per topic, nothing repeated, nothing skipped except as below.
-- Lag counts only while the subscriber is *away*: suspended at a ``yield`` while its
-  last chunk is being written (the rule of `Channel`). A subscriber that was waiting
-  for its next frame is never behind: however many frames arrived while it waited or
-  before it got to run (a burst published in one loop turn, one ``XREAD`` reply), it
-  takes them all in one write, bounded only by the history. The replay at the start
-  is not held to `buffer` either.
+- Lag counts only while the subscriber is *away*: between handing out a chunk and
+  being asked for the next, while that chunk is being written (the rule of
+  `Channel`). A subscriber that was waiting for its next frame is never behind:
+  however many frames arrived while it waited or before it got to run (a burst
+  published in one loop turn, one ``XREAD`` reply), it takes them all in one write,
+  bounded only by the history. The replay at the start is not held to `buffer`
+  either.
 - A subscriber more than `buffer` events behind in a topic when it comes back from a
   write: ``"disconnect"`` -> one ``overflow`` event (with a jittered ``retry:``) and the
   end; ``"sliding"`` -> the oldest are skipped, one ``reset`` event, then the newest
@@ -35,10 +38,12 @@ subscriber. What it promises:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Final
+from collections.abc import AsyncGenerator, Awaitable, Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, NoReturn
 
-from streamfx.broadcast._backend import FETCH, WAIT, Backend, Located
+from streamfx.broadcast._backend import FETCH
+from streamfx.broadcast._cursors import Cursors, cursors_for
 from streamfx.broadcast._frames import (
     DEFAULT_RECONNECT_MS,
     OPENING,
@@ -46,267 +51,132 @@ from streamfx.broadcast._frames import (
     farewell_frame,
     overflow_frame,
     position_frame,
-    reset_frame,
-    retagged,
 )
 from streamfx.broadcast._idle import Idle
 from streamfx.broadcast._log import TopicLog
-from streamfx.broadcast._positions import MALFORMED, join_positions, split_positions
+from streamfx.broadcast._opening import Start, fetch, plan
+from streamfx.broadcast._positions import split_positions
+from streamfx.broadcast._waiter import Waiter
 from streamfx.broadcast.errors import BroadcastError
-from streamfx.metrics import Outcome, get_metrics, guarded
+from streamfx.metrics import Guarded, NullMetrics, Outcome, get_metrics, guarded
 
 if TYPE_CHECKING:
+    from streamfx.broadcast._backend import Located
     from streamfx.broadcast.hub import Broadcast
 
-__all__ = ["KIND", "follow"]
+__all__ = ["KIND", "Subscription"]
 
 KIND: Final = "broadcast"
-_NOTHING: Final = (b"", 0)
+
+# The life of a `Subscription`: nothing held yet; following (to be closed); its last
+# chunk was handed out (the next step ends it); ended (closed, nothing held).
+_NEW: Final = 0
+_FOLLOWING: Final = 1
+_LAST: Final = 2
+_ENDED: Final = 3
 
 
-class _Cursors:
-    """Where one subscriber is in each of its topics, and how it catches up.
+class Subscription:
+    """The body of one subscription: an async iterator of chunks (``bytes``).
 
-    One topic (the usual case) keeps its cursor in `cursor`; several keep theirs in
-    the list `cursors` (`cursor` is then unused): no list held per subscriber of one
-    topic."""
+    Hand-written, not an async generator, for what every subscriber holds and does per
+    write. A generator's frame held every local of the start and of the live loop
+    (~0.6 KB per idle subscriber) and each ``anext`` made an awaitable that lived
+    through the wait. Here the live state is a few slots; the object is its own
+    ``anext`` awaitable and its own ``await`` iterator, so nothing is made per wait,
+    and a write is one step of `__next__`. The start, which may await the store, is
+    an async generator (`_open`) that is dropped once the subscriber is live.
+
+    Closing: `aclose` (what every adapter calls), a cancellation or an error in a step
+    (the subscription ends at once, as a generator would), or, for one dropped without
+    being closed, its finalizer; each ends it once (`_end`).
+    """
 
     __slots__ = (
-        "backend",
-        "buffer",
-        "cursor",
+        "away",
         "cursors",
-        "logs",
-        "overflow",
-        "positions",
-        "skipped",
+        "hook",
+        "hub",
+        "idle",
+        "label",
+        "opening",
+        "outcome",
+        "reconnect_ms",
+        "reports_items",
+        "started",
+        "state",
+        "waiting",
     )
 
-    def __init__(self, backend: Backend, logs: list[TopicLog], cursors: list[int], hub: Broadcast):
-        self.backend = backend
-        self.logs = logs
-        self.cursor = cursors[0]
-        self.cursors = cursors if len(logs) > 1 else None
-        self.buffer = hub.buffer
-        self.overflow = hub.overflow
-        self.skipped = 0
-        # Only a subscriber to several topics writes its own ids (see _positions).
-        self.positions = (
-            [backend.position(log, cursor) for log, cursor in zip(logs, cursors, strict=True)]
-            if len(logs) > 1
-            else None
+    def __init__(
+        self,
+        hub: Broadcast,
+        topics: list[str],
+        last_event_id: str | None,
+        heartbeat: float | None,
+        retry: int | None,
+        name: str,
+    ) -> None:
+        self.hub = hub
+        self.state = _NEW
+        self.outcome: Outcome = "closed"
+        self.cursors: Cursors | None = None
+        self.idle: Idle | None = None
+        self.away = True  # back from a write: what was published meanwhile is lag
+        self.waiting = False  # suspended in a wait (the task awaits the idle's waiter)
+        self.hook: Guarded | NullMetrics = NullMetrics()
+        self.reports_items = False
+        self.label = ""
+        self.started = 0.0
+        self.reconnect_ms = DEFAULT_RECONNECT_MS if retry is None else retry
+        self.opening: AsyncGenerator[bytes, None] | None = self._open(
+            topics, last_event_id, heartbeat, retry, name
         )
 
-    def position(self) -> str:
-        if self.positions is None:
-            return self.backend.position(self.logs[0], self.cursor)
-        return join_positions(self.positions)
+    # -- the start ---------------------------------------------------------------
 
-    def collect(self, away: bool) -> tuple[bytes, int] | None:
-        """Everything due, as ``(chunk, events)``; None when the subscriber overflowed
-        in ``"disconnect"`` mode (nothing is taken then). `away`: it comes back from a
-        write, so its lag is held to `buffer`; False (it was waiting, or starting):
-        only frames gone from the log are lost."""
-        if self.positions is None:
-            return self._collect_one(away)
-        return self._collect_many(away)
-
-    def _catch_up(self, log: TopicLog, cursor: int, away: bool) -> int | None:
-        """The cursor to write from after the overflow rule; None: disconnect.
-
-        A subscriber at most `buffer` (<= the log's capacity) behind still has all its
-        frames in the log; one further behind after being away, or one whose frames
-        are gone, overflows.
-        """
-        head = log.next - 1
-        behind = head - cursor
-        if (away and behind > self.buffer) or cursor < log.first - 1:
-            if self.overflow == "disconnect":
-                return None
-            keep = self.buffer if self.overflow == "sliding" else 1
-            self.skipped += behind - keep
-            return head - keep
-        return cursor
-
-    def _collect_one(self, away: bool) -> tuple[bytes, int] | None:
-        # The hot path of every delivery: kept to a few attribute reads. Within
-        # `buffer` (<= the log's capacity) every frame is still held.
-        log = self.logs[0]
-        cursor = self.cursor
-        head = log.next - 1
-        behind = head - cursor
-        if behind <= 0:
-            return _NOTHING
-        if behind <= self.buffer or (not away and cursor >= log.first - 1):
-            self.cursor = head
-            if behind == 1:
-                return log.frames[cursor % log.capacity], 1
-            return log.join(cursor, head), behind
-        start = self._catch_up(log, cursor, away)
-        if start is None:
-            return None
-        self.cursor = head
-        frames = log.join(start, head)
-        if start != cursor and self.overflow == "sliding":
-            return reset_frame(self.backend.position(log, start), "skipped") + frames, head - start
-        return frames, head - start
-
-    def _collect_many(self, away: bool) -> tuple[bytes, int] | None:
-        assert self.positions is not None
-        assert self.cursors is not None
-        cursors = self.cursors
-        starts: list[int] = []
-        for log, cursor in zip(self.logs, cursors, strict=True):
-            start = self._catch_up(log, cursor, away) if log.head > cursor else cursor
-            if start is None:
-                return None
-            starts.append(start)
-        positions = self.positions
-        backend = self.backend
-        pieces: list[bytes] = []
-        if self.overflow == "sliding" and starts != cursors:
-            for index, log in enumerate(self.logs):
-                positions[index] = backend.position(log, starts[index])
-            pieces.append(reset_frame(join_positions(positions), "skipped"))
-        events = 0
-        for index, log in enumerate(self.logs):
-            start, head = starts[index], log.head
-            for number, frame in enumerate(log.frame_list(start, head), start + 1):
-                positions[index] = backend.position(log, number)
-                pieces.append(retagged(frame, join_positions(positions)))
-            events += head - start
-            cursors[index] = max(head, start)
-        return b"".join(pieces), events
-
-
-class _Start:
-    """How a subscriber starts: its cursors and what it writes before the live frames."""
-
-    __slots__ = ("cursors", "lead", "replayed", "reset")
-
-    def __init__(self, cursors: list[int], lead: bytes, replayed: int, reset: bool) -> None:
-        self.cursors = cursors
-        self.lead = lead
-        self.replayed = replayed
-        self.reset = reset
-
-
-def _fresh(logs: list[TopicLog]) -> _Start:
-    return _Start([log.head for log in logs], b"", 0, False)
-
-
-def _reset(backend: Backend, logs: list[TopicLog], reason: str) -> _Start:
-    cursors = [log.head for log in logs]
-    positions = [backend.position(log, cursor) for log, cursor in zip(logs, cursors, strict=True)]
-    return _Start(cursors, reset_frame(join_positions(positions), reason), 0, True)
-
-
-def _plan(
-    backend: Backend,
-    logs: list[TopicLog],
-    wanted: list[str] | str | None,
-    found: list[Located | None],
-) -> _Start | str:
-    """The start if it can be decided now (`found` holds what `fetch` returned), else
-    `WAIT` or `FETCH`."""
-    if not all(log.ready for log in logs):
-        return WAIT
-    if wanted is None:
-        return _fresh(logs)
-    if wanted == MALFORMED:
-        return _reset(backend, logs, "malformed")
-    results: list[Located | str] = []
-    for index, (log, position) in enumerate(zip(logs, wanted, strict=True)):
-        known = found[index]
-        results.append(known if known is not None else backend.locate(log, position))
-    for result in results:
-        if isinstance(result, Located) and result.cursor is None:
-            return _reset(backend, logs, result.reason)
-    if WAIT in results:
-        return WAIT
-    if FETCH in results:
-        return FETCH
-    located = [result for result in results if isinstance(result, Located)]
-    if any(
-        result.cursor is not None and result.cursor < log.first - 1
-        for log, result in zip(logs, located, strict=True)
-    ):
-        found[:] = [None] * len(logs)  # the log moved on while the store was read: again
-        return FETCH
-    cursors = [result.cursor for result in located if result.cursor is not None]
-    assert isinstance(wanted, list)
-    if len(logs) == 1:
-        lead = b"".join(frame for _, frame in located[0].replay)
-    else:
-        lead = _tagged_replay(backend, logs, wanted, located)
-    return _Start(cursors, lead, sum(len(result.replay) for result in located), False)
-
-
-def _tagged_replay(
-    backend: Backend, logs: list[TopicLog], wanted: list[str], located: list[Located]
-) -> bytes:
-    """The replay of a multi-topic subscriber, each frame carrying its composite id."""
-    positions = list(wanted)
-    pieces: list[bytes] = []
-    for index, result in enumerate(located):
-        for event_id, frame in result.replay:
-            positions[index] = event_id
-            pieces.append(retagged(frame, join_positions(positions)))
-    return b"".join(pieces)
-
-
-async def _fetch(
-    backend: Backend, logs: list[TopicLog], wanted: list[str], found: list[Located | None]
-) -> bool:
-    """Ask the store where each topic that needs it starts; False when one of them must
-    wait for its log to catch up first."""
-    for index, (log, position) in enumerate(zip(logs, wanted, strict=True)):
-        if found[index] is None and backend.locate(log, position) == FETCH:
-            result = await backend.fetch(log, position)
-            if not isinstance(result, Located):
-                return False
-            found[index] = result
-    return True
-
-
-async def follow(
-    hub: Broadcast,
-    topics: list[str],
-    last_event_id: str | None,
-    heartbeat: float | None,
-    retry: int | None,
-    name: str,
-) -> AsyncGenerator[bytes, None]:
-    """The body of one subscription; see the module docstring."""
-    prefix = OPENING if retry is None else f"retry: {retry}\n\n".encode()
-    reconnect_ms = retry if retry is not None else DEFAULT_RECONNECT_MS
-    if hub.closing:
-        yield prefix + farewell_frame(hub._farewell, reconnect_ms)
-        return
-    hook = guarded(get_metrics())
-    label = name or hub.name
-    backend = hub._backend
-    logs: list[TopicLog] = []
-    idle = Idle(logs, heartbeat)  # the same list, filled as the topics are attached
-    hub._joined()
-    hook.stream_opened(KIND, label)
-    started = time.monotonic()
-    outcome: Outcome = "closed"
-    try:
+    async def _open(
+        self,
+        topics: list[str],
+        last_event_id: str | None,
+        heartbeat: float | None,
+        retry: int | None,
+        name: str,
+    ) -> AsyncGenerator[bytes, None]:
+        """The start's chunks (see the module docstring); sets `cursors` when the
+        subscriber goes live, else it ends after the last chunk (`outcome`)."""
+        hub = self.hub
+        prefix = OPENING if retry is None else f"retry: {retry}\n\n".encode()
+        if hub.closing:
+            self.state = _LAST
+            yield prefix + farewell_frame(hub._farewell, self.reconnect_ms)
+            return
+        self.hook = hook = guarded(get_metrics())
+        self.reports_items = _reports_items(hook)
+        self.label = label = name or hub.name
+        backend = hub._backend
+        attached: list[TopicLog] = []
+        hub._joined()  # first: it refuses a loop other than the hub's
+        self.idle = idle = Idle(attached, heartbeat)  # filled as the topics attach
+        hook.stream_opened(KIND, label)
+        self.started = time.monotonic()
+        self.state = _FOLLOWING
         for topic in topics:
-            logs.append(backend.attach(topic))
-            hub._attached(logs[-1])
+            attached.append(backend.attach(topic))
+            hub._attached(attached[-1])
         del topics  # attached: the names are not held for the stream's life
+        idle.logs = logs = tuple(attached)  # no spare room held for the stream's life
+        del attached
         wanted = split_positions(last_event_id, len(logs))
         found: list[Located | None] = [None] * len(logs)
         while True:
-            plan = _plan(backend, logs, wanted, found)
-            if isinstance(plan, _Start):
+            start = plan(backend, logs, wanted, found)
+            if isinstance(start, Start):
                 break
-            if plan == FETCH:
+            if start == FETCH:
                 assert isinstance(wanted, list)
                 try:
-                    if await _fetch(backend, logs, wanted, found):
+                    if await fetch(backend, logs, wanted, found):
                         continue
                 except BroadcastError:
                     pass  # the store is unreachable: wait for it (heartbeats go on)
@@ -314,8 +184,9 @@ async def follow(
                 yield prefix
                 prefix = b""
             if hub.closing:
-                yield farewell_frame(hub._farewell, reconnect_ms)
-                outcome = "completed"
+                self.outcome = "completed"
+                self.state = _LAST
+                yield farewell_frame(hub._farewell, self.reconnect_ms)
                 return
             try:
                 woken = await idle.waiting()
@@ -324,61 +195,199 @@ async def follow(
             if not woken:
                 yield PING
                 idle.wrote()
-        cursors = _Cursors(backend, logs, plan.cursors, hub)
+        cursors = cursors_for(backend, logs, start.cursors, hub)
         due = cursors.collect(away=False)
         assert due is not None, "the start is not held to the buffer"
-        hub._count("replayed", plan.replayed + due[1])
-        if plan.reset:
+        hub._count("replayed", start.replayed + due[1])
+        if start.reset:
             hub._count("resets", 1)
-        chunk = prefix + plan.lead + due[0] + position_frame(cursors.position())
-        hook.items_sent(KIND, label, plan.replayed + due[1], len(chunk))
-        del plan, wanted, found  # the start's state is not held for the stream's life
+        chunk = prefix + start.lead + due[0] + position_frame(cursors.position())
+        hook.items_sent(KIND, label, start.replayed + due[1], len(chunk))
+        self.cursors = cursors  # the live steps follow (`__next__`); `away` notes the write
         yield chunk
-        idle.wrote()
-        away = True  # back from a write: what was published meanwhile is lag
-        while True:
-            closing = hub._closing  # set by close() or, one loop turn later, a shutdown
-            due = cursors.collect(away)
-            if cursors.skipped:
-                hook.items_dropped(KIND, label, cursors.skipped)
-                if cursors.overflow == "sliding":
-                    hub._count("resets", 1)
-                cursors.skipped = 0
-            if closing or due is None:
-                if closing:
-                    chunk, events = due if due is not None else (b"", 0)
-                    chunk += farewell_frame(hub._farewell, reconnect_ms)
-                else:
-                    hub._count("overflows", 1)
-                    chunk, events = overflow_frame(reconnect_ms), 0
-                hook.items_sent(KIND, label, events, len(chunk))
-                yield chunk
-                outcome = "completed"
-                return
-            chunk, events = due
-            if chunk:
-                hook.items_sent(KIND, label, events, len(chunk))
-                yield chunk
-                idle.wrote()
-                away = True
-                continue
+
+    async def _opening_step(self, opening: AsyncGenerator[bytes, None]) -> bytes:
+        """One chunk of the start. After the last one (`cursors` set) the start's
+        generator is closed at once: nothing of the start is held while the subscriber
+        waits for its first event."""
+        try:
+            chunk = await anext(opening)
+        except StopAsyncIteration:  # it ended at the start (the hub is closing)
+            self.opening = None
+            self._end(self.outcome)
+            raise
+        except Exception:
+            self.opening = None
+            self._end("error")
+            raise
+        except BaseException:  # cancelled: ended, as a generator would be
+            self.opening = None
+            self._end("closed")
+            raise
+        if self.cursors is not None:  # the start's chunk: live from the next step
+            self.opening = None
+            await opening.aclose()  # suspended at its last yield: it ends there
+        return chunk
+
+    # -- the async iterator: each step is `__next__` -----------------------------
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        opening = self.opening
+        if opening is not None:
+            return self._opening_step(opening)
+        return self
+
+    def __await__(self) -> Generator[Waiter, None, bytes]:
+        # Its own iterator (`__next__`, `send`, `throw`, `close`): nothing per await.
+        return self
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def send(self, value: None) -> Waiter:
+        return self.__next__()
+
+    def __next__(self) -> Waiter:
+        """One live step: raises ``StopIteration(chunk)`` with the next chunk (the
+        await's result), returns the armed waiter for the task to wait on, or raises
+        ``StopAsyncIteration`` at the end."""
+        idle = self.idle
+        if self.waiting:  # the task is back from the wait
+            self.waiting = False
+            assert idle is not None
             try:
-                woken = await idle.waiting()  # inline: no coroutine frame held per wait
+                woken = idle.waiter.result()
             finally:
                 idle.waited()
-            if woken:
-                away = False  # it was ready: a backlog found now is not lag
+            if not woken:
+                self.away = True  # the ping is written: the next step notes it
+                raise StopIteration(PING)
+            self.away = False  # it was ready: a backlog found now is not lag
+        elif self.state != _FOLLOWING:
+            self._end(self.outcome)
+            raise StopAsyncIteration
+        elif self.away:
+            assert idle is not None
+            idle.wrote()  # back from the last write
+        cursors = self.cursors
+        assert cursors is not None
+        assert idle is not None
+        try:  # the chunk is raised outside: no exception goes through here per write
+            closing = self.hub._closing  # set by close() or, one turn later, a shutdown
+            due = cursors.collect(self.away)
+            if cursors.skipped:
+                self._skipped(cursors)
+            if closing or due is None:
+                chunk = self._last(due, closing)
             else:
-                yield PING
-                idle.wrote()
-                away = True
-    except Exception:
-        outcome = "error"
-        raise
-    finally:
+                chunk, events = due
+                if chunk and self.reports_items:
+                    self.hook.items_sent(KIND, self.label, events, len(chunk))
+        except Exception:
+            self._end("error")
+            raise
+        if chunk:
+            self.away = True
+            raise StopIteration(chunk)
+        waiter = idle.waiting()
+        self.waiting = True
+        return waiter.__next__()  # the armed waiter, for the task to wait on
+
+    def _skipped(self, cursors: Cursors) -> None:
+        self.hook.items_dropped(KIND, self.label, cursors.skipped)
+        if cursors.overflow == "sliding":
+            self.hub._count("resets", 1)
+        cursors.skipped = 0
+
+    def _last(self, due: tuple[bytes, int] | None, closing: bool) -> bytes:
+        """The last chunk: what is due and the farewell, or the overflow event."""
+        hub = self.hub
+        if closing:
+            chunk, events = due if due is not None else (b"", 0)
+            chunk += farewell_frame(hub._farewell, self.reconnect_ms)
+        else:
+            hub._count("overflows", 1)
+            chunk, events = overflow_frame(self.reconnect_ms), 0
+        self.hook.items_sent(KIND, self.label, events, len(chunk))
+        self.outcome = "completed"
+        self.state = _LAST
+        return chunk
+
+    def throw(
+        self,
+        kind: type[BaseException] | BaseException,
+        value: object = None,
+        traceback: TracebackType | None = None,
+    ) -> NoReturn:
+        """An exception thrown into the awaiting task (a cancellation): the wait ends
+        and so does the subscription."""
+        if isinstance(kind, BaseException):
+            error = kind
+        elif isinstance(value, BaseException):
+            error = value
+        else:
+            error = kind() if value is None else kind(value)
+        self._stop_waiting()
+        self._end("error" if isinstance(error, Exception) else "closed")
+        raise error.with_traceback(traceback) if traceback is not None else error
+
+    def close(self) -> None:
+        """The awaiting coroutine is closed: the subscription ends."""
+        self._stop_waiting()
+        self._end("closed")
+
+    async def aclose(self) -> None:
+        """End the subscription (safe to call again); what every adapter calls."""
+        opening, self.opening = self.opening, None
+        if opening is not None:
+            await opening.aclose()
+        self._let_go()
+
+    def __del__(self) -> None:
+        if self.state != _FOLLOWING or self.idle is None:
+            return
+        # Dropped while following: let go of the logs on the next loop turn, as the
+        # loop finalizes an async generator, not from inside whatever code the
+        # collector interrupted (it may be iterating the hub's topics); at once if
+        # the loop is gone.
+        try:
+            self.idle.loop.call_soon(self._let_go)
+        except RuntimeError:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """End it now (what `aclose` does once the start is closed)."""
+        self._stop_waiting()
+        self._end("closed" if self.state == _FOLLOWING else self.outcome)
+
+    def _stop_waiting(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            assert self.idle is not None
+            self.idle.waited()
+
+    def _end(self, outcome: Outcome) -> None:
+        """Let go of everything (once): the heartbeat, the logs, the metrics."""
+        if self.state in (_NEW, _ENDED) or self.idle is None:
+            self.state = _ENDED
+            return
+        self.state = _ENDED
+        hub = self.hub
+        idle = self.idle
         idle.close()
-        for log in logs:
-            backend.detach(log)
+        for log in idle.logs:
+            hub._backend.detach(log)
             hub._detached(log)
         hub._left()
-        hook.stream_closed(KIND, label, time.monotonic() - started, outcome)
+        self.hook.stream_closed(KIND, self.label, time.monotonic() - self.started, outcome)
+
+
+def _reports_items(hook: Guarded | NullMetrics) -> bool:
+    """False when `hook`'s ``items_sent`` is `NullMetrics`' no-op (itself or behind
+    `Guarded`): a live step then skips the call (one per write)."""
+    inner = hook.hook if isinstance(hook, Guarded) else hook
+    method = getattr(inner, "items_sent", None)
+    return getattr(method, "__func__", None) is not NullMetrics.items_sent

@@ -5,7 +5,7 @@ is a cursor into it. So a publish is encoded once per process however many follo
 the topic, costs O(1) when nobody does, and never waits for a subscriber; each
 subscriber writes everything it has not written yet in one chunk.
 
-Promises beyond those of `follow` (the subscriber's body):
+Promises beyond those of `Subscription` (the subscriber's body):
 
 - `publish` returns the event's id. Ids increase per topic; the client sends the last
   one back as ``Last-Event-ID`` and gets what followed it. In process, each topic keeps
@@ -22,8 +22,15 @@ Promises beyond those of `follow` (the subscriber's body):
   hub of the process refuse new subscriptions and end its subscribers the same way
   (a jittered ``retry:``, no farewell event); publishing goes on until the hub is
   closed (``async with`` exit), which stops the backend.
-- A hub belongs to the event loop it is used from (publish and subscribe from that
-  loop; `request_shutdown` is the thread-safe way in from elsewhere).
+- A hub belongs to the event loop it is used from: the loop it was started on, else
+  the loop its subscribers run on (a hub nobody follows belongs to none). A publish
+  or a subscriber from another loop is refused with `RuntimeError` (a publish from
+  another thread could not wake the subscribers; nothing is published). From another
+  thread, hand the coroutine to the hub's loop: under WSGI, where `to_wsgi` runs the
+  bodies on `streamfx.adapters.wsgi.background_loop()`, a sync view publishes with
+  ``asyncio.run_coroutine_threadsafe(hub.publish(topic, item),
+  background_loop()).result()`` (and starts a Redis hub the same way).
+  `request_shutdown` is the thread-safe way to end subscribers from elsewhere.
 - Metrics go to the process-wide hook, kind ``"broadcast"``: each subscriber is a
   stream (opened, closed, items and bytes written, items skipped); the hub's own
   figures (``published``, ``replayed``, ``resets``, ``overflows``) and its backend's
@@ -45,7 +52,7 @@ from streamfx.broadcast._backend import Backend
 from streamfx.broadcast._frames import Serialize, encode_body
 from streamfx.broadcast._local import LocalBackend
 from streamfx.broadcast._log import TopicLog
-from streamfx.broadcast._subscription import follow
+from streamfx.broadcast._subscription import Subscription
 from streamfx.broadcast.errors import BroadcastError
 from streamfx.metrics import BroadcastFigure, get_metrics, guarded
 
@@ -111,6 +118,7 @@ class Broadcast:
         self._drained: asyncio.Future[None] | None = None
         self._followed: dict[TopicLog, int] = {}  # each log followed here: by how many
         self._stop_listening: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # see `_check_loop`
 
     # -- state ---------------------------------------------------------------------
 
@@ -137,6 +145,7 @@ class Broadcast:
             raise BroadcastError("this hub is closed; make a new one")
         if self._started:
             return
+        self._loop = self._check_loop()
         await self._backend.start()
         self._started = True
         self._listen_for_shutdown()
@@ -190,12 +199,16 @@ class Broadcast:
     async def publish(self, topic: str, item: Any, *, event: str | None = None) -> str:
         """Publish `item` to `topic` (encoded once, as `sse()` would); return its id.
 
-        Raises `TypeError`/`ValueError` for bad input (nothing published) and
-        `BroadcastError` when the hub is closed or the backend cannot take it.
+        Raises `TypeError`/`ValueError` for bad input (nothing published),
+        `BroadcastError` when the hub is closed or the backend cannot take it, and
+        `RuntimeError` when called from another loop than the hub's (see the module
+        docstring).
         """
         _check_topic(topic)
         if self._closed:
             raise BroadcastError("this hub is closed")
+        if self._loop is not None:
+            self._check_loop()
         body = encode_body(item, event, self._serialize)
         event_id = await self._backend.publish(topic, body)
         self._count("published", 1)
@@ -262,16 +275,34 @@ class Broadcast:
             _check_retry(retry)
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
-        return follow(self, names, last_event_id, heartbeat, retry, name)
+        return Subscription(self, names, last_event_id, heartbeat, retry, name)
 
     # -- what subscribers and the backend use -------------------------------------
 
+    def _check_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, if the hub may be used from it: the hub's loop, or any
+        while it has none. A frame appended from another thread would wake the
+        subscribers' tasks with a callback their loop does not see until something
+        else wakes it (a heartbeat later, or never)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            raise RuntimeError(
+                "this Broadcast hub belongs to another event loop (the one it was started "
+                "on or its subscribers run on); from another thread, hand the call to that "
+                "loop: asyncio.run_coroutine_threadsafe(hub.publish(...), loop).result() "
+                "(under WSGI, loop = streamfx.adapters.wsgi.background_loop())"
+            )
+        return loop
+
     def _joined(self) -> None:
+        self._loop = self._check_loop()
         self._subscribers += 1
         self._listen_for_shutdown()
 
     def _left(self) -> None:
         self._subscribers -= 1
+        if not self._subscribers and not self._started:
+            self._loop = None  # followed by nobody: free to serve another loop
         if not self._subscribers and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
