@@ -135,22 +135,22 @@ async def to_aiohttp(
         first = await _start(request, response, out, iterator, watch)
         if not isinstance(first, bytes):
             return first
+        # The writer's and the watchdog's methods are looked up per chunk, not bound
+        # once: three bound methods would be held for the stream's life.
         writes = watch.writes
-        writing, written = writes.writing, writes.written
         try:
             writer = await out.prepare(request)
             assert writer is not None
-            write = writer.write
             if first:
-                writing()
-                await write(first)
-                written()
+                writes.writing()
+                await writer.write(first)
+                writes.written()
             del first
             async for chunk in iterator:
                 if chunk:
-                    writing()
-                    await write(chunk)
-                    written()
+                    writes.writing()
+                    await writer.write(chunk)
+                    writes.written()
             if writer.length:
                 raise RuntimeError(f"body ended {writer.length} bytes short of its Content-Length")
             watch.stop()
