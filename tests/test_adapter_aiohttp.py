@@ -463,3 +463,80 @@ def test_error_response_closes_the_connection_after_an_upload_error() -> None:
     assert (reply.status, reply.text) == (413, "the upload is larger than 10 bytes")
     assert reply.keep_alive is False
     assert error_response(RuntimeError("secret /srv/x")).text == "Internal Server Error"
+
+
+# -- what an idle stream holds (issue 15: idle cost per stream) -------------------------
+
+
+async def _idle_streams(
+    count: int, run: Callable[[list[asyncio.Task[Any]]], Awaitable[None]]
+) -> None:
+    """Serve `count` idle SSE streams (their headers received) and call `run` with the
+    handlers' tasks while they are idle; the clients leave afterwards."""
+    handlers: list[asyncio.Task[Any]] = []
+    finalized = 0
+
+    async def silent() -> AsyncIterator[str]:
+        nonlocal finalized
+        try:
+            await asyncio.get_running_loop().create_future()
+            yield "never"
+        finally:
+            finalized += 1
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        return await to_aiohttp(request, sse(silent()), disconnect_check=0.05)
+
+    async with serve(handler) as port:
+        socks = await asyncio.gather(*(open_raw(port, "/") for _ in range(count)))
+        try:
+            await asyncio.gather(*(recv_until(sock, b":\n\n") for sock in socks))
+            await run(handlers)
+        finally:
+            close_all(socks)
+        await wait_until(lambda: finalized == count, "every source finalized")
+
+
+async def test_idle_streams_hold_no_loop_timer_of_their_own() -> None:
+    """The disconnect check of an idle stream was a `TimerHandle` per stream, re-armed
+    every `disconnect_check` (a handle, a context and a bound method each: ~280 bytes
+    per idle connection); it is a lazy deadline behind the loop's one shared timer."""
+    loop = asyncio.get_running_loop()
+
+    def timers() -> int:
+        """Loop timers armed by streamfx (aiohttp keeps one per connection of its own)."""
+        scheduled = loop._scheduled  # type: ignore[attr-defined]
+        return len([t for t in scheduled if not t.cancelled() and _by_streamfx(t._callback)])
+
+    before = timers()
+
+    async def check(handlers: list[asyncio.Task[Any]]) -> None:
+        assert timers() - before <= 1  # the loop's shared `Deadlines` timer
+
+    await _idle_streams(50, check)
+
+
+def _by_streamfx(callback: Any) -> bool:
+    return str(getattr(callback, "__module__", "")).startswith("streamfx.")
+
+
+async def test_an_idle_stream_waits_in_one_frame_of_the_adapter() -> None:
+    """Each coroutine the handler's task waits in holds its frame for the life of the
+    stream (~280 bytes each): the adapter used to wait four deep (`to_aiohttp`,
+    `_send`, `_write_body`, `_pump`); it waits in `to_aiohttp` alone."""
+
+    async def check(handlers: list[asyncio.Task[Any]]) -> None:
+        for task in handlers:
+            names = []
+            awaited: Any = task.get_coro()
+            while awaited is not None:
+                code = getattr(awaited, "cr_code", None) or getattr(awaited, "ag_code", None)
+                if code is not None and code.co_filename.endswith("adapters/aiohttp.py"):
+                    names.append(code.co_name)
+                awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+            assert names == ["to_aiohttp"]
+
+    await _idle_streams(5, check)

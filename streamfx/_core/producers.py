@@ -136,7 +136,7 @@ class Producers(Generic[T]):
         self._producer_scheduled = False
         self._consumer_ready = False
         self._deadline: float | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: tuple[asyncio.Task[None], ...] = ()
         self._running = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -145,10 +145,10 @@ class Producers(Generic[T]):
     def start(self, sources: Iterable[AsyncIterable[T]], name: str = "streamfx") -> None:
         """Start one producer task per source, on the running loop."""
         loop = self._loop = asyncio.get_running_loop()
-        self._tasks = [
+        self._tasks = tuple(  # one allocation where a list takes two
             loop.create_task(self._produce(source), name=_producer_name(name, index))
             for index, source in enumerate(sources)
-        ]
+        )
         self._running = len(self._tasks)
 
     @property

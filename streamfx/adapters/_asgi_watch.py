@@ -94,7 +94,7 @@ class DisconnectWatch:
         self.stopped = True
         waiting_on, self.waiting_on = self.waiting_on, None
         if waiting_on is not None:
-            waiting_on.remove_done_callback(self._step)
+            waiting_on.remove_done_callback(self)
         receiving, self.receiving = self.receiving, None
         if receiving is not None:
             _cancel_receiving(receiving)
@@ -145,13 +145,15 @@ class DisconnectWatch:
                 asyncio.get_running_loop().call_soon(self._step)
             elif getattr(waited, "_asyncio_future_blocking", None):
                 waited._asyncio_future_blocking = False
-                waited.add_done_callback(self._step)
+                waited.add_done_callback(self)  # `__call__`: no bound method per wait
                 self.waiting_on = waited
             else:  # not something asyncio can wait on: a task would fail the same way
                 self.receiving = None
                 _cancel_receiving(receiving)
                 self._broken(f"ASGI receive yielded {waited!r}, which asyncio cannot wait on")
             return
+
+    __call__ = _step  # the watch is the callback of the future it waits on
 
     def _broken(self, what: str, exc_info: bool = False) -> None:
         """A receive that cannot tell more: stop listening (as the task would end)."""

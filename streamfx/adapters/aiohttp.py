@@ -66,7 +66,6 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import Handler
 
 from streamfx._core.shutdown import request_shutdown
@@ -75,7 +74,6 @@ from streamfx._upload.errors import UploadError
 from streamfx.adapters._aiohttp_upload import parts, upload_http_error
 from streamfx.adapters._aiohttp_watch import DisconnectWatch
 from streamfx.adapters._common import (
-    WriteWatchdog,
     answer_error,
     check_seconds,
     check_write_timeout,
@@ -131,7 +129,37 @@ async def to_aiohttp(
     out = web.StreamResponse(status=response.status, headers=response.headers)
     iterator = aiter(response.body)
     try:
-        return await _send(request, response, out, iterator, watch)
+        # A stream waits here, in this one frame: each coroutine it waits in below
+        # would hold its frame (~280 bytes) for as long as the stream is open. Only
+        # what runs once (`_start`) is in a helper, done before the body is written.
+        first = await _start(request, response, out, iterator, watch)
+        if not isinstance(first, bytes):
+            return first
+        # The writer's and the watchdog's methods are looked up per chunk, not bound
+        # once: three bound methods would be held for the stream's life.
+        writes = watch.writes
+        try:
+            writer = await out.prepare(request)
+            assert writer is not None
+            if first:
+                writes.writing()
+                await writer.write(first)
+                writes.written()
+            del first
+            async for chunk in iterator:
+                if chunk:
+                    writes.writing()
+                    await writer.write(chunk)
+                    writes.written()
+            if writer.length:
+                raise RuntimeError(f"body ended {writer.length} bytes short of its Content-Length")
+            watch.stop()
+            await out.write_eof()
+        except Exception as exc:
+            if _client_left(request, exc):
+                return out
+            raise
+        return out
     except asyncio.CancelledError:
         if watch.stop() and task.uncancel() == 0:
             # Our own cancellation: the client went away while the body was idle.
@@ -151,77 +179,33 @@ async def to_aiohttp(
                 await response.aclose()
 
 
-async def _send(
+async def _start(
     request: web.BaseRequest,
     response: StreamResponse,
     out: web.StreamResponse,
     iterator: AsyncIterator[bytes],
     watch: DisconnectWatch,
-) -> web.StreamResponse:
+) -> web.StreamResponse | bytes:
+    """What runs before the body is written: a response without a body, or a file sent
+    whole, is sent here and returned; otherwise the first chunk of the body (b"" for an
+    empty body) is pulled, with the watch started, and returned for `to_aiohttp` to
+    send after the status line. An error before the start is answered here."""
     if _has_no_body(request.method, response.status):
         return await _send_whole(request, out)
-    first = b""
     if response.file is not None and _can_sendfile(request):
         sent = await _send_file(request, response.file, out)
         if sent is not None:
             return sent
         # No sendfile on this loop or transport after all: the body's chunks instead.
-    else:
         watch.start()
-        try:
-            first = await anext(iterator)
-        except StopAsyncIteration:
-            pass
-        except Exception as exc:
-            return await _error_response(request, exc)
-    return await _write_body(request, out, first, iterator, watch)
-
-
-async def _write_body(
-    request: web.BaseRequest,
-    out: web.StreamResponse,
-    first: bytes,
-    iterator: AsyncIterator[bytes],
-    watch: DisconnectWatch,
-) -> web.StreamResponse:
-    """Send the status line (unless it went out already), `first`, the rest of
-    `iterator`, and the end of the body; an error after the start resets the connection
-    and is re-raised, unless it only says that the client left."""
+        return b""
     watch.start()
     try:
-        writer = await out.prepare(request)
-        assert writer is not None
-        await _pump(first, iterator, writer, watch.writes)
-        watch.stop()
-        await out.write_eof()
+        return await anext(iterator)
+    except StopAsyncIteration:
+        return b""
     except Exception as exc:
-        if _client_left(request, exc):
-            return out
-        raise
-    return out
-
-
-async def _pump(
-    first: bytes,
-    iterator: AsyncIterator[bytes],
-    writer: AbstractStreamWriter,
-    writes: WriteWatchdog,
-) -> None:
-    """The hot path: `first` and every chunk of the body to the writer (each write
-    watched by `writes`), then check the length."""
-    write = writer.write
-    writing, written = writes.writing, writes.written
-    if first:
-        writing()
-        await write(first)
-        written()
-    async for chunk in iterator:
-        if chunk:
-            writing()
-            await write(chunk)
-            written()
-    if writer.length:
-        raise RuntimeError(f"body ended {writer.length} bytes short of its Content-Length")
+        return await _error_response(request, exc)
 
 
 def _client_left(request: web.BaseRequest, exc: Exception) -> bool:
