@@ -15,6 +15,7 @@ from streamfx.metrics import (
     get_metrics,
     guarded,
     metered,
+    reports_items,
     set_metrics,
 )
 from tests._sources import Probe, counting, forever
@@ -239,3 +240,22 @@ def test_guarded_leaves_the_silent_default_as_it_is() -> None:
     assert guarded(hook) is hook
     wrapped = guarded(InMemoryMetrics())
     assert guarded(wrapped) is wrapped
+
+
+def test_reports_items_is_false_only_for_the_null_hooks_items_sent() -> None:
+    """Streams skip the per-chunk ``items_sent`` call exactly when it is the no-op."""
+
+    class CountsStreamsOnly(NullMetrics):
+        def stream_opened(self, kind: str, name: str) -> None:
+            pass
+
+    class CountsItems(NullMetrics):
+        def items_sent(self, kind: str, name: str, items: int, nbytes: int) -> None:
+            pass
+
+    assert not reports_items(NullMetrics())
+    assert not reports_items(CountsStreamsOnly())
+    assert not reports_items(guarded(CountsStreamsOnly()))
+    assert reports_items(CountsItems())
+    assert reports_items(guarded(CountsItems()))
+    assert reports_items(guarded(InMemoryMetrics()))

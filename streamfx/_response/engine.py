@@ -51,7 +51,7 @@ from streamfx._core.channel import Channel
 from streamfx._core.deadlines import Deadline, deadlines_for
 from streamfx._core.policy import BufferPolicy
 from streamfx._core.shutdown import off_shutdown, on_shutdown, shutdown_requested
-from streamfx.metrics import MetricsHook, NullMetrics, Outcome, get_metrics, guarded
+from streamfx.metrics import MetricsHook, Outcome, get_metrics, guarded, reports_items
 
 T = TypeVar("T")
 LastWord = Callable[[Exception, bool], bytes | None]
@@ -133,7 +133,7 @@ async def _run(
     items_sent = False
     silence = None if keepalive is None else _Silence(channel, keepalive)
     # Per chunk, the one metrics call; skipped when nobody listens (the null hook).
-    report_sent = None if type(hook) is NullMetrics else hook.items_sent
+    report_sent = hook.items_sent if reports_items(hook) else None
     try:
         if prefix:
             yield prefix

@@ -58,7 +58,7 @@ from streamfx.broadcast._opening import Start, fetch, plan
 from streamfx.broadcast._positions import split_positions
 from streamfx.broadcast._waiter import Waiter
 from streamfx.broadcast.errors import BroadcastError
-from streamfx.metrics import Guarded, NullMetrics, Outcome, get_metrics, guarded
+from streamfx.metrics import Guarded, NullMetrics, Outcome, get_metrics, guarded, reports_items
 
 if TYPE_CHECKING:
     from streamfx.broadcast._backend import Located
@@ -152,7 +152,7 @@ class Subscription:
             yield prefix + farewell_frame(hub._farewell, self.reconnect_ms)
             return
         self.hook = hook = guarded(get_metrics())
-        self.reports_items = _reports_items(hook)
+        self.reports_items = reports_items(hook)
         self.label = label = name or hub.name
         backend = hub._backend
         attached: list[TopicLog] = []
@@ -383,11 +383,3 @@ class Subscription:
             hub._detached(log)
         hub._left()
         self.hook.stream_closed(KIND, self.label, time.monotonic() - self.started, outcome)
-
-
-def _reports_items(hook: Guarded | NullMetrics) -> bool:
-    """False when `hook`'s ``items_sent`` is `NullMetrics`' no-op (itself or behind
-    `Guarded`): a live step then skips the call (one per write)."""
-    inner = hook.hook if isinstance(hook, Guarded) else hook
-    method = getattr(inner, "items_sent", None)
-    return getattr(method, "__func__", None) is not NullMetrics.items_sent

@@ -287,6 +287,15 @@ def guarded(hook: MetricsHook) -> Guarded | NullMetrics:
     return Guarded(hook)
 
 
+def reports_items(hook: MetricsHook | Guarded) -> bool:
+    """False when `hook`'s ``items_sent`` is `NullMetrics`' no-op (the hook itself, a
+    subclass that does not override it, or either behind `Guarded`): a stream then
+    skips the call, which it would otherwise make once per chunk written."""
+    inner = hook.hook if isinstance(hook, Guarded) else hook
+    method = getattr(inner, "items_sent", None)
+    return getattr(method, "__func__", None) is not NullMetrics.items_sent
+
+
 # (id of the hook, method) -> the hook, kept so that its id is not reused: what was
 # already logged. Only hooks that failed are kept.
 _reported: dict[tuple[int, str], object] = {}
