@@ -5,9 +5,9 @@ nothing is made per wait, see `streamfx.broadcast._waiter`) in the waiter set of
 of its topics' logs; a publish resolves the waiters it finds there (True) and clears
 the set. The heartbeat is a lazy deadline in the loop's shared heap
 (`streamfx._core.deadlines`: one loop timer for every subscriber, not one
-`TimerHandle` each). It is *not* moved on
-every write: the subscriber only notes when its silence would become due (`wrote`),
-and when the old deadline comes first it simply schedules itself for the new due time.
+`TimerHandle` each). It is *not* moved on every write: the subscriber only notes
+when its silence would become due (`wrote`), and when the old deadline comes first
+it simply schedules itself for the new due time.
 So a busy subscriber costs one heap push per heartbeat interval, not one per event.
 
 Promises: `wait` (or `waiting` ... `waited`) returns True when woken (news, or the
