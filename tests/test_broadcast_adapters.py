@@ -44,7 +44,8 @@ from streamfx.adapters.django import to_django
 from streamfx.adapters.quart import to_quart
 from streamfx.adapters.wsgi import background_loop
 from streamfx.broadcast import Broadcast, RedisStreamsBackend
-from streamfx.metrics import NullMetrics, Outcome, set_metrics
+from streamfx.metrics import set_metrics
+from tests._broadcast_metrics import Subscriptions
 from tests._redis import RedisServer, redis_prefix, redis_server
 from tests._servers import (
     Server,
@@ -68,34 +69,6 @@ SITES = (
     "flask-waitress",
     "flask-gunicorn-gthread",
 )
-
-
-class Subscriptions(NullMetrics):
-    """Counts the hub's open subscriptions (kind ``"broadcast"``) from whichever thread
-    runs them, and wakes the test's loop on each change."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.open = 0
-        self.closed = 0
-        self.changed = asyncio.Event()
-
-    def stream_opened(self, kind: str, name: str) -> None:
-        if kind == "broadcast":
-            self.open += 1
-            self.loop.call_soon_threadsafe(self.changed.set)
-
-    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
-        if kind == "broadcast":
-            self.open -= 1
-            self.closed += 1
-            self.loop.call_soon_threadsafe(self.changed.set)
-
-    async def until(self, count: int) -> None:
-        async with asyncio.timeout(10):
-            while self.open != count:
-                self.changed.clear()
-                await self.changed.wait()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ cleanly with the farewell."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -17,35 +17,14 @@ from starlette.routing import Route
 from streamfx import ServerSentEvent, SSEDecoder
 from streamfx.adapters.asgi import to_asgi
 from streamfx.broadcast import Broadcast
-from streamfx.metrics import NullMetrics, Outcome, set_metrics
+from streamfx.metrics import set_metrics
+from tests._broadcast_metrics import Subscriptions
 from tests._servers import serve
 
 
-class Subscriptions(NullMetrics):
-    """Counts the hub's subscriptions as they open and close, and wakes waiters."""
-
-    def __init__(self) -> None:
-        self.open = 0
-        self.changed = asyncio.Event()
-
-    def stream_opened(self, kind: str, name: str) -> None:
-        self.open += 1
-        self.changed.set()
-
-    def stream_closed(self, kind: str, name: str, duration: float, outcome: Outcome) -> None:
-        self.open -= 1
-        self.changed.set()
-
-    async def until(self, count: int) -> None:
-        async with asyncio.timeout(10):
-            while self.open != count:
-                self.changed.clear()
-                await self.changed.wait()
-
-
 @pytest.fixture
-def subscriptions() -> Iterator[Subscriptions]:
-    watch = Subscriptions()
+async def subscriptions() -> AsyncIterator[Subscriptions]:
+    watch = Subscriptions(asyncio.get_running_loop())
     previous = set_metrics(watch)
     yield watch
     set_metrics(previous)
