@@ -36,6 +36,7 @@ class Sizes:
     churn_seconds: float  # the time box per server (the cycles done are reported)
     idle_streams: int
     idle_streams_threaded: int  # WSGI holds one server thread per open stream
+    idle_heartbeat_threaded: float  # WSGI sees an idle client's reset only at a write
     healthy: int
     stalled: int
     slow: int
@@ -56,6 +57,7 @@ FULL = Sizes(
     churn_seconds=45.0,
     idle_streams=5_000,
     idle_streams_threaded=1_000,
+    idle_heartbeat_threaded=5.0,  # the streams are open ~4 s before the resets
     healthy=20,
     stalled=200,
     slow=20,
@@ -76,6 +78,7 @@ QUICK = Sizes(
     churn_seconds=15.0,
     idle_streams=200,
     idle_streams_threaded=100,
+    idle_heartbeat_threaded=1.5,  # open ~0.6 s before the resets (5 s: 4.6 s of waiting)
     healthy=20,  # samples enough for a p99 (as many as the full run's per second)
     stalled=30,
     slow=5,
