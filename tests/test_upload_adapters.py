@@ -37,6 +37,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -166,13 +167,41 @@ def checked(site: Site) -> Iterator[Site]:
     never held longer than `STALL`, nothing left."""
     before, _ = site.report()
     yield site
-    deadline = time.monotonic() + 10  # a refused request's cleanup may still be running
+    ended = time.monotonic()
+    deadline = ended + 10  # a refused request's cleanup may still be running
     while site.leftovers() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert site.leftovers() == []
+    assert not site.leftovers(), late_cleanup(site, ended)
     after, stall = site.report()
     assert after - before < MEMORY_GROWTH, f"peak RSS grew by {after - before} KiB"
     assert stall <= STALL, f"the event loop went {stall:.3f} CPU seconds without a turn"
+
+
+LATE_S = 50.0
+"""How long a failed leftovers check goes on watching, to say whether the cleanup came
+late or never (the check has failed already: this only makes the report say more)."""
+
+
+def late_cleanup(site: Site, ended: float) -> str:
+    """The report of a leftovers check that failed: what was left (every file, with its
+    size), whether and when it went (watched for `LATE_S` more seconds), and the end of
+    the server's log."""
+    left = []
+    for path in sorted([*site.store.rglob("*"), *site.tmp.rglob("*")]):
+        try:
+            size = "a directory" if path.is_dir() else f"{path.stat().st_size} B"
+        except FileNotFoundError:
+            size = "gone meanwhile"
+        left.append(f"{path.relative_to(site.store.parent)} ({size})")
+    deadline = time.monotonic() + LATE_S
+    while site.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    waited = time.monotonic() - ended
+    fate = f"still there {waited:.0f} s after" if site.leftovers() else f"gone {waited:.1f} s after"
+    log = site.log.read_text(errors="replace").splitlines()[-20:]
+    return "\n".join(
+        [f"left 10 s after the test: {left}; {fate} the test's end", "server log:", *log]
+    )
 
 
 # -- bodies ------------------------------------------------------------------------------
@@ -381,3 +410,36 @@ def test_a_broken_chunked_body_is_refused_and_leaves_nothing(checked: Site) -> N
             assert connection.closed_by_server(10), reply
         else:
             assert 400 <= reply.status < 500, reply
+
+
+# -- the leftovers check's report ------------------------------------------------------------
+
+
+def test_a_late_cleanup_is_reported_with_what_was_left_and_when_it_went(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for folder in ("store", "tmp"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "server.log").write_text("line 1\nthe last line\n")
+    site = Site("x", 0, tmp_path / "store", tmp_path / "tmp", tmp_path / "server.log")
+    request = site.store / "request"
+    request.mkdir()
+    (request / ".part.upload-part").write_bytes(b"x" * 5)
+    (site.tmp / "stray").write_bytes(b"")
+
+    def clean_up() -> None:
+        (request / ".part.upload-part").unlink()
+        request.rmdir()
+        (site.tmp / "stray").unlink()
+
+    timer = threading.Timer(0.3, clean_up)
+    timer.start()
+    report = late_cleanup(site, time.monotonic())
+    timer.join()
+    assert "store/request (a directory)" in report
+    assert "store/request/.part.upload-part (5 B)" in report
+    assert "tmp/stray (0 B)" in report
+    assert "gone 0." in report and report.endswith("the last line")
+    (site.tmp / "stray").write_bytes(b"")
+    monkeypatch.setattr(sys.modules[__name__], "LATE_S", 0.2)
+    assert "still there 0 s after" in late_cleanup(site, time.monotonic())
