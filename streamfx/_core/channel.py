@@ -26,7 +26,9 @@ Promises of the consumer side:
   last `hand_out` until they are taken from its iterator. With a lossy strategy taken
   items leave at once, so a drop never reaches a batch in flight.
 - The consumer is *ready* (a lossy producer waits for it instead of dropping) only
-  while it waits in `wait_ready`.
+  while it waits in `wait_ready`. A take (`take_all` with items, `take_one`) is the
+  consumer coming back: it wakes a lossy producer paused by `stall_after` and starts
+  its stall clock anew.
 - The consumer sees a source's error (`raise_if_failed`) after the items buffered
   before it; `done` is True once every producer has finished.
 """
@@ -59,8 +61,9 @@ class Channel(Producers[T]):
         on_drop: Callable[[T], object] | None = None,
         *,
         compact: bool = True,
+        stall_after: float | None = None,
     ) -> None:
-        super().__init__(capacity, strategy, on_drop, compact=compact)
+        super().__init__(capacity, strategy, on_drop, compact=compact, stall_after=stall_after)
         self._alarm: _SilenceAlarm | None = None
 
     @property
@@ -133,8 +136,9 @@ class Channel(Producers[T]):
 
     def take_one(self) -> T:
         """Remove and return the oldest waiting item (there must be one), and wake a
-        producer waiting for the room it leaves."""
+        producer waiting for the room it leaves (or paused: see `Producers`)."""
         self._consumer_ready = False
+        self._drops_in_a_row = 0  # the consumer is back: a stall clock starts anew
         items = self._items
         item = items[0]
         del items[0]  # a list of at most LIST_CAPACITY items, or a deque: either is cheap
