@@ -13,7 +13,7 @@ import pytest
 
 from streamfx._core.channel import Channel
 from tests._clock import FakeClock, fake_clock
-from tests._sources import Probe, burst, counting, forever, pulled_source, settle
+from tests._sources import Probe, Upstream, burst, counting, forever, pulled_source, settle
 
 
 @pytest.mark.parametrize("strategy", ["sliding", "dropping"])
@@ -82,29 +82,6 @@ async def test_aclose_returns_after_the_sources_cleanup() -> None:
 
 
 # -- stall_after: a consumer away that long stops the source being pulled ------------
-
-
-class Upstream:
-    """A source fed by the test (an upstream queue, as a publisher's subscriber has):
-    `pulled` lists what the producer took from it."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[int] = asyncio.Queue()
-        self.pulled: list[int] = []
-        self.published = 0
-
-    async def source(self) -> AsyncIterator[int]:
-        while True:
-            item = await self.queue.get()
-            self.pulled.append(item)
-            yield item
-
-    async def publish(self, count: int) -> None:
-        """`count` more items, the loop run after each (a ticking publisher)."""
-        for _ in range(count):
-            self.queue.put_nowait(self.published)
-            self.published += 1
-            await settle()
 
 
 async def stalled_channel(
