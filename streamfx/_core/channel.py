@@ -91,7 +91,7 @@ class Channel(Producers[T]):
         of what the channel holds, so a slow consumer slows the producers. With a lossy
         strategy the items leave at once, so a drop never reaches a batch in flight.
         """
-        self._consumer_ready = False
+        self._wait_for_room = False
         items = self._items
         if not items:
             return []
@@ -123,7 +123,7 @@ class Channel(Producers[T]):
         taken while `room_waiters` is not empty, so a producer waiting for room gets it
         as soon as an item leaves.
         """
-        self._consumer_ready = False
+        self._wait_for_room = False
         items = self._items
         batch = list(items)
         items.clear()
@@ -137,7 +137,7 @@ class Channel(Producers[T]):
     def take_one(self) -> T:
         """Remove and return the oldest waiting item (there must be one), and wake a
         producer waiting for the room it leaves (or paused: see `Producers`)."""
-        self._consumer_ready = False
+        self._wait_for_room = False
         self._drops_in_a_row = 0  # the consumer is back: a stall clock starts anew
         items = self._items
         item = items[0]
@@ -169,7 +169,7 @@ class Channel(Producers[T]):
             if not self._producer_scheduled:
                 # Ready until the consumer takes again (`take_all`, `hand_out`,
                 # `take_one`) or is woken empty-handed (`wake`): it is back then.
-                self._consumer_ready = True
+                self._wait_for_room = True
                 return self._getter_future()
         return self._wait_ready(interval)
 
@@ -183,7 +183,7 @@ class Channel(Producers[T]):
             return True
         loop = self._loop
         assert loop is not None, "Channel.start() must be called first"
-        self._consumer_ready = True
+        self._wait_for_room = True
         try:
             if self._producer_scheduled:
                 await yield_now()  # the woken producer refills in this loop iteration
@@ -201,7 +201,7 @@ class Channel(Producers[T]):
                     self._arm_silence_alarm(loop, self._deadline)
                     ready = await getter
         finally:
-            self._consumer_ready = False
+            self._wait_for_room = False
             if self._getter is not None:  # not woken by a producer: no longer waiting
                 self._getter = None
                 self._reset_limit()
@@ -242,7 +242,7 @@ class Channel(Producers[T]):
 
     def wake(self) -> None:
         """Wake a consumer blocked in `wait_ready` (it returns True and looks again)."""
-        self._consumer_ready = False  # it comes back with nothing to take: not ready
+        self._wait_for_room = False  # it comes back with nothing to take: not ready
         self._wake_getter()
 
     def _getter_future(self) -> asyncio.Future[bool]:

@@ -50,9 +50,10 @@ How the hot path stays cheap: a producer compares the queue's length with one nu
 The consumer sets ``_limit`` so that the next append takes that slow path whenever it
 needs the producer's attention: when it starts waiting for an item, and when it holds
 items that count against the capacity. Whether the consumer is ready is a flag set
-only while it waits in `Channel.wait_ready`. The stall clock adds nothing to an
-append; a drop tests one flag (``_stalled``, set by the deadline), and only the first
-drop since the consumer last took reads the clock.
+only while it waits in `Channel.wait_ready`; the same flag (``_wait_for_room``) pauses
+a stalled producer, set by its stall watch, so the stall clock adds nothing to an
+append or to a drop but the first since the consumer last took (the one that reads
+the clock and schedules the watch).
 """
 
 from __future__ import annotations
@@ -84,7 +85,6 @@ class Producers(Generic[T]):
 
     __slots__ = (
         "_capacity",
-        "_consumer_ready",
         "_deadline",
         "_drops_in_a_row",
         "_error",
@@ -102,8 +102,8 @@ class Producers(Generic[T]):
         "_sliding",
         "_stall_after",
         "_stall_watch",
-        "_stalled",
         "_tasks",
+        "_wait_for_room",
         "cleanup_error",
         "dropped",
     )
@@ -132,9 +132,6 @@ class Producers(Generic[T]):
         # Seconds away, the queue full, before a lossy producer pauses (None: never).
         self._stall_after = None if self._lossless else stall_after
         self._stall_watch: _StallWatch | None = None  # made at the first drop
-        # Set by the watch: the consumer stayed away `stall_after`; the next item the
-        # producer pulls finds the queue full and waits for room (`_offer`).
-        self._stalled = False
         self._error: BaseException | None = None
         self.cleanup_error: BaseException | None = None
         """The error a producer's cleanup raised when `aclose` cancelled it, if any."""
@@ -155,7 +152,11 @@ class Producers(Generic[T]):
         # consumer that finds the queue empty then only needs to yield once (the
         # producer runs in the same loop iteration) instead of waiting on a future.
         self._producer_scheduled = False
-        self._consumer_ready = False
+        # A lossy producer that finds the queue full waits for room instead of
+        # dropping while this is True: the consumer waits in `Channel.wait_ready`
+        # (ready), or the stall watch found it away `stall_after` (paused). Every take
+        # and `wake` clears it: the consumer is back.
+        self._wait_for_room = False
         self._deadline: float | None = None
         self._tasks: tuple[asyncio.Task[None], ...] = ()
         self._running = 0
@@ -245,18 +246,16 @@ class Producers(Generic[T]):
         return putter
 
     async def _offer(self, item: T) -> None:
-        """Lossy strategies, the queue full: wait for room while the consumer is ready,
-        or, paused, until it comes back (see `_pause_if_stalled`); otherwise drop
-        (`_drop`), and after each `capacity` drops in a row let the loop run once (a
-        source that never suspends must not starve the consumer)."""
+        """Lossy strategies, the queue full: wait for room while the consumer is ready
+        or the producer paused (``_wait_for_room``: paused, until the consumer takes
+        again); otherwise drop (`_drop`), and after each `capacity` drops in a row let
+        the loop run once (a source that never suspends must not starve the
+        consumer)."""
         items = self._items
         while len(items) >= self._capacity:
-            if self._consumer_ready:
+            if self._wait_for_room:
                 await self._room_signal()
                 self._producer_scheduled = False
-                continue
-            if self._stalled:
-                await self._pause_if_stalled()
                 continue
             self._drop(item)
             if not self._drops_in_a_row % self._capacity:
@@ -264,15 +263,6 @@ class Producers(Generic[T]):
             return
         items.append(item)
         self._wake_getter()
-
-    async def _pause_if_stalled(self) -> None:
-        """The stall watch fired: if the consumer has not taken since (the drops it
-        counted are still in a row), wait for room, that is, until the consumer takes
-        again. Either way the flag is spent: the next drop starts the clock anew."""
-        if self._drops_in_a_row:
-            await self._room_signal()
-            self._producer_scheduled = False
-        self._stalled = False
 
     def _drop(self, item: T) -> None:
         """The queue is full and the consumer away: drop the oldest ("sliding", `item`
@@ -297,7 +287,6 @@ class Producers(Generic[T]):
         loop, stall_after = self._loop, self._stall_after
         assert loop is not None
         assert stall_after is not None
-        self._stalled = False
         watch = self._stall_watch
         if watch is None:
             watch = self._stall_watch = _StallWatch(self, deadlines_for(loop))
@@ -339,11 +328,7 @@ class Producers(Generic[T]):
                     async for item in iterator:
                         if len(items) < self._limit:
                             append(item)
-                        elif (
-                            len(items) >= capacity
-                            and not self._consumer_ready
-                            and not self._stalled
-                        ):
+                        elif len(items) >= capacity and not self._wait_for_room:
                             # The consumer is away: `_drop`, inline (a stalled stream
                             # takes this path for every item its source yields until
                             # it pauses; a call, a coroutine or an allocation here is
@@ -363,7 +348,7 @@ class Producers(Generic[T]):
                             if not in_a_row % capacity:
                                 await yield_now()
                         else:
-                            await self._offer(item)  # ready, paused, or a stale pause
+                            await self._offer(item)  # ready or paused: wait for room
             finally:
                 await aclose_iterator(iterator)
         except asyncio.CancelledError:
@@ -420,7 +405,9 @@ class _StallWatch(Deadline):
             return
         producers = self.producers
         if producers.dropped - producers._drops_in_a_row == self.run_start:
-            producers._stalled = True  # the consumer is still away: pause at the next item
+            # The consumer is still away: the next item pulled into the full queue
+            # waits for room (the consumer's next take clears the flag).
+            producers._wait_for_room = True
 
 
 _NOTHING_HANDED_OUT: Final[Iterator[Any]] = iter(())
