@@ -165,6 +165,21 @@ async def test_a_consumer_back_within_stall_after_starts_the_clock_anew(
     await channel.aclose()
 
 
+async def test_a_long_run_of_drops_keeps_its_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The producer's turns through the loop (one per `capacity` drops) do not end the
+    run: the clock started at its first drop still counts."""
+    clock = fake_clock(monkeypatch)
+    channel, upstream, _ = await stalled_channel("sliding", stall_after=1.0)
+    clock.advance(0.5)
+    await upstream.publish(20)  # five turns through the loop for a capacity of 4
+    assert upstream.pulled == list(range(upstream.published))
+    clock.advance(0.5)
+    await settle()
+    await upstream.publish(5)
+    assert len(upstream.pulled) == upstream.published - 4, "paused 1 s after the first drop"
+    await channel.aclose()
+
+
 async def test_without_stall_after_a_stalled_consumer_is_drained_for_good(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -24,8 +24,8 @@ Promises:
   allocation and no trip through the event loop (the count reaches the metrics hook
   in one sum, when the consumer comes back: see the response engine): a producer
   whose consumer stays away (a stalled client) lets the loop run once per `capacity`
-  drops in a row, which is all a source that never suspends needs to leave the
-  consumer its turn.
+  drops in a row (the first time after `capacity` + 1), which is all a source that
+  never suspends needs to leave the consumer its turn.
 - With `stall_after` (seconds; None: never), a lossy producer *pauses* once its
   consumer has stayed away that long while the queue was full: counted from the first
   drop since the consumer last took (it was away at least that long then), measured
@@ -258,7 +258,8 @@ class Producers(Generic[T]):
                 self._producer_scheduled = False
                 continue
             self._drop(item)
-            if not self._drops_in_a_row % self._capacity:
+            if self._drops_in_a_row > self._capacity:
+                self._drops_in_a_row = 1  # as in `_produce`: the run goes on
                 await yield_now()
             return
         items.append(item)
@@ -276,10 +277,10 @@ class Producers(Generic[T]):
             dropped = item
         self.dropped += 1
         self._drops_in_a_row += 1
-        if self._drops_in_a_row == 1 and self._stall_after is not None:
-            self._start_stall_clock()
         if self._on_drop is not None:
             self._on_drop(dropped)
+        if self._drops_in_a_row == 1 and self._stall_after is not None:
+            self._start_stall_clock()
 
     def _start_stall_clock(self) -> None:
         """The first drop since the consumer last took: it has been away since then at
@@ -290,7 +291,6 @@ class Producers(Generic[T]):
         watch = self._stall_watch
         if watch is None:
             watch = self._stall_watch = _StallWatch(self, deadlines_for(loop))
-        watch.run_start = self.dropped - 1
         watch.due = due = loop.time() + stall_after
         watch.deadlines.schedule(watch, due)  # already waiting (earlier): re-checked there
 
@@ -341,11 +341,16 @@ class Producers(Generic[T]):
                                 lost = item
                             self.dropped += 1
                             in_a_row = self._drops_in_a_row = self._drops_in_a_row + 1
-                            if in_a_row == 1 and watched:
-                                self._start_stall_clock()
                             if on_drop is not None:
                                 on_drop(lost)
-                            if not in_a_row % capacity:
+                            if in_a_row == 1:
+                                if watched:
+                                    self._start_stall_clock()
+                            elif in_a_row > capacity:
+                                # `capacity` drops since the last turn: let the loop
+                                # run. The run goes on (1, not 0: only the consumer
+                                # ends it).
+                                self._drops_in_a_row = 1
                                 await yield_now()
                         else:
                             await self._offer(item)  # ready or paused: wait for room
@@ -384,27 +389,28 @@ class _StallWatch(Deadline):
     deadline in the loop's shared `Deadlines` (no timer per channel, no clock read per
     drop).
 
-    A *run* is the drops since the consumer last took (`take_all` and `take_one` reset
-    ``_drops_in_a_row``): the run that started the clock is still going when
-    ``dropped - _drops_in_a_row`` is still `run_start`. The watch is scheduled at the
-    first drop of each run; one still waiting for an earlier run's time re-checks
-    there and moves on to `due`."""
+    A *run* is the drops since the consumer last took: ``_drops_in_a_row`` is 0 only
+    until the run's first drop (`take_all` and `take_one` set it to 0; the producer's
+    turns through the loop set it back to 1, not 0), and that first drop moves `due`
+    to `stall_after` from then. So when the loop's time reaches `due` and a run is
+    going, that run started `stall_after` ago or more: the consumer has been away
+    since. A watch still waiting for an earlier run's time re-checks there and moves
+    on to `due`."""
 
-    __slots__ = ("deadlines", "due", "producers", "run_start")
+    __slots__ = ("deadlines", "due", "producers")
 
     def __init__(self, producers: Producers[Any], deadlines: Deadlines) -> None:
         super().__init__()
         self.producers = producers
         self.deadlines = deadlines
         self.due = 0.0
-        self.run_start = 0
 
     def expired(self, now: float) -> None:
         if now < self.due:
             self.deadlines.schedule(self, self.due)  # a later run started the clock since
             return
         producers = self.producers
-        if producers.dropped - producers._drops_in_a_row == self.run_start:
+        if producers._drops_in_a_row:
             # The consumer is still away: the next item pulled into the full queue
             # waits for room (the consumer's next take clears the flag).
             producers._wait_for_room = True
