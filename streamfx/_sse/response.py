@@ -18,12 +18,13 @@ Promises:
   *oldest* waiting events are dropped (a live feed wants the newest); the drops are
   reported to the metrics hook as ``items_dropped("sse", name, n)``, n being those
   since the last report, when the stream next takes its events. A client that stops
-  reading (its write blocked) for ``stall_after`` seconds (1 by default) while the
-  buffer is full pauses the stream: the source is not pulled any more, so a stalled
-  client costs nothing per event its source would produce, until it reads again (the
-  source resumes at once: the 64 held events are sent in order, then the one pulled
-  as it paused, then what the source yields next) or the adapter's write timeout ends
-  the stream and closes the source. The pause drops nothing.
+  reading (its write blocked) pauses the stream once its buffer has been full for
+  ``stall_after`` seconds (1 by default) without the client taking anything: the
+  source is not pulled any more, so a stalled client costs nothing per event its
+  source would produce, until it reads again (the source resumes at once: the 64
+  held events are sent in order, then the one pulled as it paused, then what the
+  source yields next) or the adapter's write timeout ends the stream and closes the
+  source. The pause drops nothing.
   ``BufferPolicy(64, "sliding", stall_after=None)`` keeps pulling and dropping instead;
   ``buffer=BufferPolicy(n, "suspend")`` slows the source down whenever the client is
   slower.
