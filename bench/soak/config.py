@@ -23,7 +23,7 @@ SIGTERM) and must stay under 10 minutes on 2 cores. What it trims to get there:
   and 22 s of readers) is left to ``--references``.
 
 Measured on 2 cores with other work beside it (load 1-2.7): the full run 408 s, the
-short one 104-108 s (readers 76 s of it: 8 rows of run A's 4 s, run B's ~3.3 s from
+short one 101-108 s (readers 72-76 s of it: 8 rows of run A's 4 s, run B's ~3.3 s from
 the first stalled connect to the last eviction, and ~1 s of connects and baselines
 each, ~4 s more when a run B is made twice; churn 7-9 s, idle 7-10 s, faults 6-7 s
 on every server at once, shutdown 1-2 s, fuzzing 5-6 s). The short run was 128-139 s
