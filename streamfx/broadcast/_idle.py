@@ -63,12 +63,22 @@ class Idle(Deadline):
             log.waiters.add(waiter)
         return waiter
 
-    def waited(self) -> None:
-        """Stop waiting: the waiter leaves every waiter set and is disarmed."""
+    def block(self) -> Waiter:
+        """`waiting` for a task that yields the waiter at once (`Waiter.block`): what a
+        `Subscription` hands its task, then `waited` when the task is back."""
+        waiter = self.waiter.block()
+        for log in self.logs:
+            log.waiters.add(waiter)
+        return waiter
+
+    def waited(self) -> bool:
+        """Stop waiting: the waiter leaves every waiter set and is disarmed. Returns
+        True if it was woken (`wake` or news), False otherwise (the heartbeat is due,
+        or the wait was cancelled)."""
         waiter = self.waiter
-        waiter.disarm()
         for log in self.logs:
             log.waiters.discard(waiter)
+        return waiter.disarm()
 
     async def wait(self) -> bool:
         """`waiting` and `waited` around one await."""
