@@ -132,7 +132,11 @@ class Waiter:
         self.state = _DONE
         self.value = value
         if self.callback is not None:
-            self.wakeups.add(self)
+            # `Wakeups.add`, written out: a publish does this once per waiting subscriber
+            wakeups = self.wakeups
+            wakeups.ready.append(self)
+            if not wakeups.scheduled:
+                wakeups.schedule()
 
     # -- awaiting: the waiter is its own iterator --------------------------------
 
@@ -213,8 +217,12 @@ class Wakeups:
     def add(self, waiter: Waiter) -> None:
         self.ready.append(waiter)
         if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.run, context=self.context)
+            self.schedule()
+
+    def schedule(self) -> None:
+        """Run the wake-ups in the next loop callback (called when none is scheduled)."""
+        self.scheduled = True
+        self.loop.call_soon(self.run, context=self.context)
 
     def run(self) -> None:
         """Wake waiters in order until none is left or the slice is spent; the rest
