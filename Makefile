@@ -7,8 +7,8 @@
 #                 rewrite docs/streaming-report.md and docs/img/*.png from what it measured
 #   make bench-quick (or BENCH_QUICK=1 make bench) - the same, short, into bench-results/quick/
 #   make soak   - the soak and fault-injection suite (bench/soak/): every adapter and the
-#                 peers on real servers, one table per scenario (about 8 minutes on 2 cores)
-#   make soak-quick (or SOAK_QUICK=1 make soak) - the short version (2-3 minutes), as CI
+#                 peers on real servers, one table per scenario (about 7 minutes on 2 cores)
+#   make soak-quick (or SOAK_QUICK=1 make soak) - the short version (under 2 minutes), as CI
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

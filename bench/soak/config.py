@@ -21,6 +21,14 @@ SIGTERM) and must stay under 10 minutes on 2 cores. What it trims to get there:
   response ends; opening 5,000 took Django 36-56 s of the run for 5,000 idle threads);
 - the reference row (waitress under its defaults, counted for nothing: a server start
   and 22 s of readers) is left to ``--references``.
+
+Measured on 2 cores with other work beside it (load 1-2.7): the full run 408 s, the
+short one 106-108 s (readers 76 s of it: 8 rows of run A's 4 s, run B's ~3.3 s from
+the first stalled connect to the last eviction, and ~1 s of connects and baselines
+each, ~4 s more when a run B is made twice; churn 7-9 s, idle 7-10 s, faults 6-7 s
+on every server at once, shutdown 1-2 s, fuzzing 5-6 s). The short run was 128-139 s
+with faults one server after another (28 s) and a 5 s heartbeat for WSGI's idle
+streams (4.6 s of waiting for the resets to be seen).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ class Sizes:
     churn_seconds: float  # the time box per server (the cycles done are reported)
     idle_streams: int
     idle_streams_threaded: int  # WSGI holds one server thread per open stream
+    idle_heartbeat_threaded: float  # WSGI sees an idle client's reset only at a write
     healthy: int
     stalled: int
     slow: int
@@ -56,6 +65,7 @@ FULL = Sizes(
     churn_seconds=45.0,
     idle_streams=5_000,
     idle_streams_threaded=1_000,
+    idle_heartbeat_threaded=5.0,  # the streams are open ~4 s before the resets
     healthy=20,
     stalled=200,
     slow=20,
@@ -76,6 +86,7 @@ QUICK = Sizes(
     churn_seconds=15.0,
     idle_streams=200,
     idle_streams_threaded=100,
+    idle_heartbeat_threaded=1.5,  # open ~0.6 s before the resets (5 s: 4.6 s of waiting)
     healthy=20,  # samples enough for a p99 (as many as the full run's per second)
     stalled=30,
     slow=5,

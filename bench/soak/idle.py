@@ -22,10 +22,11 @@ from bench.soak.targets import Server, Target
 
 PATH = "/sse?mode=idle&hello=0&hb=15"
 # A thread-per-stream (WSGI) server sees a client's reset only when it next writes:
-# a heartbeat every 5 s instead of 15 s ends its streams within 5 s of the clients'
-# resets instead of 15 (the streams are open about 4 s before the resets, so that on
-# an unloaded machine no heartbeat is due while they are measured).
-THREADED_PATH = "/sse?mode=idle&hello=0&hb=5"
+# a heartbeat every `Sizes.idle_heartbeat_threaded` seconds instead of 15 s ends its
+# streams that soon after the clients' resets instead of 15 s (it is longer than the
+# streams are open before the resets, so that on an unloaded machine no heartbeat is
+# due while they are measured: about 4 s in the full run, 0.6 s in the short one).
+THREADED_PATH = "/sse?mode=idle&hello=0&hb={heartbeat:g}"
 WARM_PATH = "/sse?n=1&gap=0.01&hb=15"  # a stream that ends by itself: nothing left open
 ANSWER_MS = 100.0
 PINGS = 200  # enough for a p99 that is not just the slowest one
@@ -80,7 +81,7 @@ def table(sizes: Sizes) -> Table:
         notes=[
             "KB/stream: server RSS growth / streams (headers received, sources started,",
             "the server's tasks, threads and fds no longer moving). Heartbeats every 15 s",
-            "(5 s on WSGI: it sees a reset only when it writes).",
+            f"({sizes.idle_heartbeat_threaded:g} s on WSGI: it sees a reset only when it writes).",
             f"ping: {PINGS} plain requests on fresh connections while the streams are open",
             f"(check: p99 <= {ANSWER_MS:.0f} ms). Then the clients reset: finalizers, and tasks",
             "and fds before the streams -> after they ended. threads: before -> while the",
@@ -92,7 +93,8 @@ def table(sizes: Sizes) -> Table:
 
 async def measure(target: Target, server: Server, sizes: Sizes, table: Table) -> None:
     count = sizes.idle_streams_threaded if target.holds_a_thread_per_stream else sizes.idle_streams
-    path = THREADED_PATH if target.threaded else PATH
+    path = THREADED_PATH.format(heartbeat=sizes.idle_heartbeat_threaded)
+    path = path if target.threaded else PATH
     for _ in range(10):  # warm-up (WSGI: its loop starts), read to the end
         await fetch(server.port, WARM_PATH)
     base = await steady(server)

@@ -32,6 +32,13 @@ class Table:
         if raw is not None:
             self.raw.append(raw)
 
+    def extend(self, other: Table) -> None:
+        """Append `other`'s rows, raw figures and failures (a scenario run on several
+        servers at once, each into a table of its own, gathered in the servers' order)."""
+        self.rows += other.rows
+        self.raw += other.raw
+        self.failures += other.failures
+
     def check(self, row: str, what: str, ok: bool, shown: str, *, peer: bool = False) -> str:
         """`shown`, marked ``ok`` or ``FAIL``; a failure is remembered (a peer's is shown
         as ``fail`` and does not count: it is the comparison, not the verdict)."""
