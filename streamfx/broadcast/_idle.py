@@ -10,10 +10,11 @@ when its silence would become due (`wrote`), and when the old deadline comes fir
 it simply schedules itself for the new due time.
 So a busy subscriber costs one heap push per heartbeat interval, not one per event.
 
-Promises: `wait` (or `waiting` ... `waited`) returns True when woken (news, or the
-hub closing or its backend's health changing: `wake`), False when `interval` seconds
-passed since the last `wrote` while it waited; a cancelled wait leaves nothing
-registered once `waited` ran; `close` takes its deadline out of the heap.
+Promises: `wait` (or `waiting` or `block` ... `waited`) returns True when woken
+(news, or the hub closing or its backend's health changing: `wake`), False when
+`interval` seconds passed since the last `wrote` while it waited; a cancelled wait
+leaves nothing registered once `waited` ran; `close` takes its deadline out of the
+heap.
 """
 
 from __future__ import annotations
