@@ -21,7 +21,7 @@ from streamfx._core.circuit import circuit as _circuit
 from streamfx._core.ensuring import ensuring as _ensuring
 from streamfx._core.heartbeat import heartbeat as _heartbeat
 from streamfx._core.merge import merge as _merge
-from streamfx._core.policy import Strategy, check_capacity, check_strategy
+from streamfx._core.policy import Strategy, check_capacity, check_stall_after, check_strategy
 from streamfx._core.progress import Reporter
 from streamfx._core.progress import progress as _progress
 from streamfx._core.tap import tap as _tap
@@ -52,8 +52,11 @@ def _buffer_op(
     capacity: int,
     strategy: Strategy = "suspend",
     on_drop: Callable[[T], object] | None = None,
+    stall_after: float | None = None,
 ) -> AsyncIterator[T]:
-    return _buffer(_in_context(source), capacity, strategy, on_drop=on_drop)
+    return _buffer(
+        _in_context(source), capacity, strategy, on_drop=on_drop, stall_after=stall_after
+    )
 
 
 @pipable_operator
@@ -97,12 +100,18 @@ class HeartbeatPipe(Protocol[B_co]):
 
 
 def buffer(
-    capacity: int, strategy: Strategy = "suspend", *, on_drop: Callable[[Any], object] | None = None
+    capacity: int,
+    strategy: Strategy = "suspend",
+    *,
+    on_drop: Callable[[Any], object] | None = None,
+    stall_after: float | None = None,
 ) -> PassThrough:
-    """`streamfx.buffer` as a pipe operator. Arguments are checked here, at the call."""
+    """`streamfx.buffer` as a pipe operator (`stall_after` too: None, never pause, by
+    default). Arguments are checked here, at the call."""
     check_capacity(capacity)
     check_strategy(strategy)
-    return cast(PassThrough, _buffer_op.pipe(capacity, strategy, on_drop))
+    check_stall_after(stall_after)
+    return cast(PassThrough, _buffer_op.pipe(capacity, strategy, on_drop, stall_after))
 
 
 def tap(fn: Callable[[Any], object] | Callable[[Any], Awaitable[object]]) -> PassThrough:

@@ -83,3 +83,26 @@ def pulled_source(pulled: list[int], gate: asyncio.Event | None = None) -> Async
             index += 1
 
     return source()
+
+
+class Upstream:
+    """A source fed by the test (an upstream queue, as a publisher's subscriber has):
+    `pulled` lists what the producer took from it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.pulled: list[int] = []
+        self.published = 0
+
+    async def source(self) -> AsyncIterator[int]:
+        while True:
+            item = await self.queue.get()
+            self.pulled.append(item)
+            yield item
+
+    async def publish(self, count: int) -> None:
+        """`count` more items, the loop run after each (a ticking publisher)."""
+        for _ in range(count):
+            self.queue.put_nowait(self.published)
+            self.published += 1
+            await settle()

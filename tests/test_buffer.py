@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 import streamfx
-from tests._sources import Probe, counting, forever
+from tests._clock import fake_clock
+from tests._sources import Probe, Upstream, counting, forever, settle
 
 
 @pytest.mark.parametrize(
@@ -213,3 +215,93 @@ async def test_plain_async_iterator_without_aclose_is_accepted() -> None:
             return self.n
 
     assert [x async for x in streamfx.buffer(Countdown(), 2)] == [2, 1, 0]
+
+
+# -- stall_after -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stall_after", "error"),
+    [
+        (0, ValueError),
+        (-1.0, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("1", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_a_bad_stall_after_is_refused_at_the_call(stall_after: Any, error: type[Exception]) -> None:
+    probe = Probe()
+    with pytest.raises(error, match="stall_after"):
+        streamfx.buffer(counting(3, probe), 4, "sliding", stall_after=stall_after)
+    assert not probe.started
+
+
+async def first_item(stream: AsyncIterator[int], upstream: Upstream) -> int:
+    """Start `stream` on `upstream`: publish item 0 and take it."""
+    taken = asyncio.ensure_future(anext(stream))
+    await upstream.publish(1)
+    return await taken
+
+
+@pytest.mark.parametrize("strategy", ["sliding", "dropping"])
+async def test_a_stalled_consumer_pauses_the_source_and_loses_nothing_held(
+    strategy: streamfx.Strategy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = fake_clock(monkeypatch)
+    upstream = Upstream()
+    dropped: list[int] = []
+    stream = streamfx.buffer(
+        upstream.source(), 2, strategy, on_drop=dropped.append, stall_after=1.0
+    )
+    assert await first_item(stream, upstream) == 0  # then the consumer is away
+    await upstream.publish(4)  # 1 and 2 fill the buffer; two drops
+    clock.advance(1.0)
+    await settle()
+    await upstream.publish(10)  # 5 is pulled and kept in hand; the rest stays upstream
+    assert upstream.pulled == list(range(6))
+    assert upstream.queue.qsize() == 9
+    held = [3, 4] if strategy == "sliding" else [1, 2]
+    assert dropped == ([1, 2] if strategy == "sliding" else [3, 4])
+    # Back: the held items in order, the one in hand, then the source again.
+    received = [await anext(stream) for _ in range(12)]
+    assert received == [*held, *range(5, 15)]
+    assert len(dropped) == 2
+    await stream.aclose()
+
+
+async def test_a_consumer_that_keeps_coming_back_is_never_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow consumer, not a stalled one: each item it takes starts the clock anew, so
+    the buffer keeps pulling and dropping (the newest kept) however long it lasts."""
+    clock = fake_clock(monkeypatch)
+    upstream = Upstream()
+    stream = streamfx.buffer(upstream.source(), 2, "sliding", stall_after=1.0)
+    await first_item(stream, upstream)
+    await upstream.publish(4)
+    for _ in range(5):
+        clock.advance(0.6)
+        await settle()
+        await anext(stream)  # back for one item, and away again
+        await upstream.publish(3)
+        assert upstream.pulled == list(range(upstream.published)), "never paused"
+    await stream.aclose()
+
+
+async def test_without_stall_after_the_buffer_drains_a_stalled_consumer_s_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default of `buffer`: the classic sliding buffer, always pulling."""
+    clock = fake_clock(monkeypatch)
+    upstream = Upstream()
+    stream = streamfx.buffer(upstream.source(), 2, "sliding")
+    await first_item(stream, upstream)
+    await upstream.publish(4)
+    clock.advance(3600.0)
+    await settle()
+    await upstream.publish(10)
+    assert upstream.pulled == list(range(15))
+    assert [await anext(stream) for _ in range(2)] == [13, 14]
+    await stream.aclose()

@@ -2,10 +2,18 @@
 producer/consumer schedule.
 
 A schedule is a list of steps. ``"p"`` lets the source produce one more item;
-``"c"`` makes the consumer take one item if the model says one is waiting. After each
-step the event loop runs until everything settles. The model is a plain deque with
-the strategy's rule; in ``"suspend"`` mode the source is not even asked for an item
-while the buffer is full, so permits to produce pile up instead.
+``"c"`` makes the consumer take one item if the model says one is waiting; ``"s"``
+moves the loop's (fake) clock on by `STALL_AFTER` seconds while the consumer stays
+away. After each step the event loop runs until everything settles. The model is a
+plain deque with the strategy's rule; in ``"suspend"`` mode the source is not even
+asked for an item while the buffer is full, so permits to produce pile up instead.
+
+With `stall_after` a lossy buffer *pauses* when an ``"s"`` step finds a run of drops
+(drops since the consumer last took) going on: the next item pulled into the full
+buffer is kept in hand instead of dropped, and the source is not asked for more (the
+permits pile up) until the consumer takes; then the item in hand goes in and the
+permits are spent by the strategy's rule (a new run of drops, its clock starting
+anew). Without it ``"s"`` changes nothing.
 """
 
 from __future__ import annotations
@@ -15,46 +23,78 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import streamfx
+from tests._clock import install_fake_clock
 from tests._sources import burst
+
+STALL_AFTER = 1.0
 
 
 @dataclass
 class Model:
     capacity: int
     strategy: str
+    stall_after: float | None = None
     buffered: deque[int] = field(default_factory=deque)
     permits: int = 0
     next_item: int = 1  # item 0 is taken by the consumer to start the stream
     consumed: list[int] = field(default_factory=lambda: [0])
     dropped: list[int] = field(default_factory=list)
+    dropping_since_taken: bool = False  # a run of drops: its stall clock runs
+    stalled: bool = False  # the clock ran out during the current run
+    in_hand: int | None = None  # paused: the item pulled into the full buffer
 
     def produce(self) -> None:
+        self.permits += 1
         if self.strategy == "suspend":
-            self.permits += 1
             self._fill()
-            return
+        elif self.in_hand is None:
+            self.permits -= 1
+            self._pull_lossy()
+
+    def _pull_lossy(self) -> None:
         item = self._take_next()
         if len(self.buffered) < self.capacity:
             self.buffered.append(item)
-        elif self.strategy == "sliding":
-            self.dropped.append(self.buffered.popleft())
-            self.buffered.append(item)
+        elif self.stalled and self.dropping_since_taken:
+            self.in_hand = item  # paused: no drop, and no pull until the consumer takes
         else:
-            self.dropped.append(item)
+            self.stalled = False
+            self.dropping_since_taken = True
+            if self.strategy == "sliding":
+                self.dropped.append(self.buffered.popleft())
+                self.buffered.append(item)
+            else:
+                self.dropped.append(item)
+
+    def stall(self) -> None:
+        """`STALL_AFTER` seconds pass with the consumer away."""
+        if self.stall_after is not None and self.dropping_since_taken:
+            self.stalled = True
 
     def consume(self) -> bool:
         if not self.buffered:
             return False
         self.consumed.append(self.buffered.popleft())
-        self._fill()
+        self.dropping_since_taken = False
+        if self.strategy == "suspend":
+            self._fill()
+        elif self.in_hand is not None:
+            self.buffered.append(self.in_hand)
+            self.in_hand = None
+            self.stalled = False
+            while self.permits:  # the source is pulled again, by the strategy's rule
+                self.permits -= 1
+                self._pull_lossy()
         return True
 
     def finish(self) -> list[int]:
         rest = list(self.buffered)
+        if self.in_hand is not None:
+            rest.append(self.in_hand)
         rest.extend(self._take_next() for _ in range(self.permits))
         return rest
 
@@ -74,9 +114,10 @@ async def settle() -> None:
 
 
 async def run_schedule(
-    capacity: int, strategy: str, steps: list[str]
+    capacity: int, strategy: str, steps: list[str], stall_after: float | None = None
 ) -> tuple[Model, list[int], list[int]]:
-    model = Model(capacity, strategy)
+    clock = install_fake_clock(asyncio.get_running_loop())
+    model = Model(capacity, strategy, stall_after)
     permits = asyncio.Semaphore(0)
     total = steps.count("p")
 
@@ -92,12 +133,21 @@ async def run_schedule(
             yield i
 
     dropped: list[int] = []
-    stream = streamfx.buffer(source(), capacity, strategy, on_drop=dropped.append)  # type: ignore[arg-type]
+    stream = streamfx.buffer(
+        source(),
+        capacity,
+        strategy,  # type: ignore[arg-type]
+        on_drop=dropped.append,
+        stall_after=stall_after,
+    )
     consumed = [await anext(stream)]
     for step in steps:
         if step == "p":
             permits.release()
             model.produce()
+        elif step == "s":
+            clock.advance(STALL_AFTER)
+            model.stall()
         elif model.consume():
             consumed.append(await asyncio.wait_for(anext(stream), 1))
         await settle()
@@ -108,6 +158,7 @@ async def run_schedule(
 
 
 schedules = st.lists(st.sampled_from(["p", "c"]), max_size=60)
+stalling_schedules = st.lists(st.sampled_from(["p", "p", "c", "s"]), max_size=60)
 capacities = st.integers(min_value=1, max_value=6)
 
 
@@ -132,6 +183,34 @@ def test_buffer_matches_the_model(capacity: int, strategy: str, steps: list[str]
         assert consumed[-1] == produced[-1], "sliding never drops the newest item"
     if strategy == "dropping":
         assert consumed[0] == 0, "dropping never drops the first item"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    capacity=capacities,
+    strategy=st.sampled_from(["suspend", "sliding", "dropping"]),
+    stall_after=st.sampled_from([None, STALL_AFTER]),
+    steps=stalling_schedules,
+)
+# A pause, then the consumer back: the item in hand, then the permits by the rule.
+@example(capacity=1, strategy="sliding", stall_after=STALL_AFTER, steps=list("ppspppcpp"))
+# The consumer back before the clock ran out, no drop since: a new run, not a pause.
+@example(capacity=1, strategy="sliding", stall_after=STALL_AFTER, steps=list("ppcpspp"))
+@example(capacity=2, strategy="dropping", stall_after=STALL_AFTER, steps=list("pppcsppsp"))
+def test_buffer_with_stall_after_matches_the_model(
+    capacity: int, strategy: str, stall_after: float | None, steps: list[str]
+) -> None:
+    model, consumed, dropped = asyncio.run(run_schedule(capacity, strategy, steps, stall_after))
+    produced = list(range(steps.count("p") + 1))
+
+    assert consumed == model.consumed + model.finish()
+    assert dropped == model.dropped
+    assert consumed == sorted(consumed), "order is kept"
+    assert sorted(consumed + dropped) == produced, "kept + dropped = produced"
+    if strategy == "suspend" or stall_after is None:
+        # "s" is only time passing: the schedule without it gives the same result.
+        plain = asyncio.run(run_schedule(capacity, strategy, [s for s in steps if s != "s"]))
+        assert (plain[1], plain[2]) == (consumed, dropped)
 
 
 # -- the drop rule: drop only when the consumer is not ready ---------------------------

@@ -26,7 +26,9 @@ Promises of the consumer side:
   last `hand_out` until they are taken from its iterator. With a lossy strategy taken
   items leave at once, so a drop never reaches a batch in flight.
 - The consumer is *ready* (a lossy producer waits for it instead of dropping) only
-  while it waits in `wait_ready`.
+  while it waits in `wait_ready`. A take (`take_all` with items, `take_one`) is the
+  consumer coming back: it wakes a lossy producer paused by `stall_after` and starts
+  its stall clock anew.
 - The consumer sees a source's error (`raise_if_failed`) after the items buffered
   before it; `done` is True once every producer has finished.
 """
@@ -59,8 +61,9 @@ class Channel(Producers[T]):
         on_drop: Callable[[T], object] | None = None,
         *,
         compact: bool = True,
+        stall_after: float | None = None,
     ) -> None:
-        super().__init__(capacity, strategy, on_drop, compact=compact)
+        super().__init__(capacity, strategy, on_drop, compact=compact, stall_after=stall_after)
         self._alarm: _SilenceAlarm | None = None
 
     @property
@@ -88,7 +91,7 @@ class Channel(Producers[T]):
         of what the channel holds, so a slow consumer slows the producers. With a lossy
         strategy the items leave at once, so a drop never reaches a batch in flight.
         """
-        self._consumer_ready = False
+        self._wait_for_room = False
         items = self._items
         if not items:
             return []
@@ -120,7 +123,7 @@ class Channel(Producers[T]):
         taken while `room_waiters` is not empty, so a producer waiting for room gets it
         as soon as an item leaves.
         """
-        self._consumer_ready = False
+        self._wait_for_room = False
         items = self._items
         batch = list(items)
         items.clear()
@@ -133,8 +136,9 @@ class Channel(Producers[T]):
 
     def take_one(self) -> T:
         """Remove and return the oldest waiting item (there must be one), and wake a
-        producer waiting for the room it leaves."""
-        self._consumer_ready = False
+        producer waiting for the room it leaves (or paused: see `Producers`)."""
+        self._wait_for_room = False
+        self._drops_in_a_row = 0  # the consumer is back: a stall clock starts anew
         items = self._items
         item = items[0]
         del items[0]  # a list of at most LIST_CAPACITY items, or a deque: either is cheap
@@ -165,7 +169,7 @@ class Channel(Producers[T]):
             if not self._producer_scheduled:
                 # Ready until the consumer takes again (`take_all`, `hand_out`,
                 # `take_one`) or is woken empty-handed (`wake`): it is back then.
-                self._consumer_ready = True
+                self._wait_for_room = True
                 return self._getter_future()
         return self._wait_ready(interval)
 
@@ -179,7 +183,7 @@ class Channel(Producers[T]):
             return True
         loop = self._loop
         assert loop is not None, "Channel.start() must be called first"
-        self._consumer_ready = True
+        self._wait_for_room = True
         try:
             if self._producer_scheduled:
                 await yield_now()  # the woken producer refills in this loop iteration
@@ -197,7 +201,7 @@ class Channel(Producers[T]):
                     self._arm_silence_alarm(loop, self._deadline)
                     ready = await getter
         finally:
-            self._consumer_ready = False
+            self._wait_for_room = False
             if self._getter is not None:  # not woken by a producer: no longer waiting
                 self._getter = None
                 self._reset_limit()
@@ -238,7 +242,7 @@ class Channel(Producers[T]):
 
     def wake(self) -> None:
         """Wake a consumer blocked in `wait_ready` (it returns True and looks again)."""
-        self._consumer_ready = False  # it comes back with nothing to take: not ready
+        self._wait_for_room = False  # it comes back with nothing to take: not ready
         self._wake_getter()
 
     def _getter_future(self) -> asyncio.Future[bool]:

@@ -8,6 +8,7 @@ at start-up instead of as a memory leak under load.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
@@ -21,6 +22,17 @@ Strategy = Literal["suspend", "sliding", "dropping"]
 The two lossy strategies drop only while the consumer is not ready (away from the
 buffer, blocked in a write, say): while it waits for the next item, a full buffer makes
 the producer wait, so a burst into a consumer that keeps up loses nothing.
+
+A lossy buffer given a `stall_after` (`BufferPolicy`: 1 s by default; `buffer`: None,
+never) stops dropping once its consumer has stayed away that long while the buffer
+was full (a stalled client): the producer *pauses*. It keeps the item it had just
+pulled in hand and pulls nothing more from its source, so a stalled stream costs
+nothing per item its source would have produced (that stays in the source: an
+upstream queue grows, a publisher's event is not waited on). What the buffer holds
+is kept, in order; the pause drops nothing. When the consumer comes back (takes
+again) the producer resumes at once: the item in hand goes in after the held ones,
+then the source is pulled again and the strategy applies as before. Before
+`stall_after` the strategy drops exactly as described above.
 """
 
 STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
@@ -46,6 +58,27 @@ def check_capacity(capacity: object) -> int:
     return capacity
 
 
+def check_stall_after(stall_after: object) -> float | None:
+    """Return `stall_after` if it is None or a positive, finite number of seconds.
+
+    Raises `TypeError` for anything that is not an ``int``, a ``float`` or None (a
+    ``bool``, a string) and `ValueError` for zero, a negative number, NaN or an
+    infinity (None, not ``inf``, is how to say "never pause").
+    """
+    if stall_after is None:
+        return None
+    if isinstance(stall_after, bool) or not isinstance(stall_after, int | float):
+        raise TypeError(
+            f"stall_after must be a number of seconds or None, not {type(stall_after).__name__}"
+        )
+    if not (stall_after > 0 and math.isfinite(stall_after)):
+        raise ValueError(
+            f"stall_after must be a positive, finite number of seconds or None (never "
+            f"pause), got {stall_after!r}"
+        )
+    return float(stall_after)
+
+
 def check_strategy(strategy: object) -> Strategy:
     """Return `strategy` if it is one of `STRATEGIES`; raise `ValueError` otherwise."""
     if strategy not in STRATEGIES:
@@ -55,15 +88,30 @@ def check_strategy(strategy: object) -> Strategy:
 
 @dataclass(frozen=True, slots=True)
 class BufferPolicy:
-    """A capacity and a strategy, validated when created.
+    """A capacity, a strategy and a stall time, validated when created.
 
     Response builders take one of these to override their per-kind default
     (SSE: sliding 64; download: suspend 256; export: suspend 128; upload: suspend 64).
+
+    `stall_after` (seconds, or None: never): a lossy buffer (``"sliding"``,
+    ``"dropping"``) whose consumer has stayed away that long while the buffer was full
+    stops pulling its source until the consumer comes back; what it holds is kept and
+    nothing more is dropped meanwhile (see `Strategy`). So the default SSE stream of a
+    client that stopped reading costs nothing per published event after 1 s, until
+    the adapter's write timeout ends it. It means nothing for ``"suspend"`` (whose
+    producer waits for room anyway) and is accepted there.
+
+    Raises, when created: `TypeError` for a capacity that is not an ``int`` or a
+    `stall_after` that is not a number or None; `ValueError` for a capacity below 1 (or
+    one asking for "unbounded"), an unknown strategy, or a `stall_after` that is not
+    positive and finite.
     """
 
     capacity: int
     strategy: Strategy = "suspend"
+    stall_after: float | None = 1.0
 
     def __post_init__(self) -> None:
         check_capacity(self.capacity)
         check_strategy(self.strategy)
+        check_stall_after(self.stall_after)

@@ -24,11 +24,19 @@ Promises:
   allocation and no trip through the event loop (the count reaches the metrics hook
   in one sum, when the consumer comes back: see the response engine): a producer
   whose consumer stays away (a stalled client) lets the loop run once per `capacity`
-  drops in a row, which is all a source that never suspends needs to leave the
-  consumer its turn. What a stalled lossy stream still costs per item is its
-  source's: pulling it (a wake-up of its task per published item, for a source that
-  waits on a publisher) is how the newest items are kept. One publisher followed by
-  many clients costs nothing per item for a stalled one with `streamfx.broadcast`.
+  drops in a row (the first time after `capacity` + 1), which is all a source that
+  never suspends needs to leave the consumer its turn.
+- With `stall_after` (seconds; None: never), a lossy producer *pauses* once its
+  consumer has stayed away that long while the queue was full: counted from the first
+  drop since the consumer last took (it was away at least that long then), measured
+  by a lazy deadline in the loop's shared `Deadlines` (`_StallWatch`: no clock read
+  per drop). Paused, the producer holds the item it had just pulled and waits for
+  room as ``"suspend"`` does: the source is not pulled again, so a stalled stream
+  costs nothing per item its source would produce (a wake-up of its task per
+  published item, for a source that waits on a publisher, before the pause). Nothing
+  is dropped by the pause: the queue keeps what it holds, in order. The consumer's
+  next take wakes the producer at once: the item in hand is appended after what the
+  queue holds, the source is pulled again, and the next drop starts the clock anew.
 - A source that raises stops that source; the other producers are cancelled (their
   cleanup runs); the consumer sees the error after the items buffered before it.
 - `aclose` cancels every producer and returns only after each has finished, with its
@@ -42,7 +50,10 @@ How the hot path stays cheap: a producer compares the queue's length with one nu
 The consumer sets ``_limit`` so that the next append takes that slow path whenever it
 needs the producer's attention: when it starts waiting for an item, and when it holds
 items that count against the capacity. Whether the consumer is ready is a flag set
-only while it waits in `Channel.wait_ready`.
+only while it waits in `Channel.wait_ready`; the same flag (``_wait_for_room``) pauses
+a stalled producer, set by its stall watch, so the stall clock adds nothing to an
+append or to a drop but the first since the consumer last took (the one that reads
+the clock and schedules the watch).
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from functools import lru_cache
 from operator import length_hint
 from typing import Any, Final, Generic, TypeVar
 
+from streamfx._core.deadlines import Deadline, Deadlines, deadlines_for
 from streamfx._core.policy import Strategy
 from streamfx._core.util import aclose_iterator, cancel_and_wait, resolve, yield_now
 
@@ -73,7 +85,6 @@ class Producers(Generic[T]):
 
     __slots__ = (
         "_capacity",
-        "_consumer_ready",
         "_deadline",
         "_drops_in_a_row",
         "_error",
@@ -89,7 +100,10 @@ class Producers(Generic[T]):
         "_putters",
         "_running",
         "_sliding",
+        "_stall_after",
+        "_stall_watch",
         "_tasks",
+        "_wait_for_room",
         "cleanup_error",
         "dropped",
     )
@@ -101,6 +115,7 @@ class Producers(Generic[T]):
         on_drop: Callable[[T], object] | None = None,
         *,
         compact: bool = True,
+        stall_after: float | None = None,
     ) -> None:
         # `compact`: the items wait in a list while the capacity is small: an empty list
         # costs 56 bytes where an empty deque holds a 64-slot block (760), on each of
@@ -114,6 +129,9 @@ class Producers(Generic[T]):
         self._lossless = strategy == "suspend"
         self._sliding = strategy == "sliding"
         self._on_drop = on_drop
+        # Seconds away, the queue full, before a lossy producer pauses (None: never).
+        self._stall_after = None if self._lossless else stall_after
+        self._stall_watch: _StallWatch | None = None  # made at the first drop
         self._error: BaseException | None = None
         self.cleanup_error: BaseException | None = None
         """The error a producer's cleanup raised when `aclose` cancelled it, if any."""
@@ -134,7 +152,11 @@ class Producers(Generic[T]):
         # consumer that finds the queue empty then only needs to yield once (the
         # producer runs in the same loop iteration) instead of waiting on a future.
         self._producer_scheduled = False
-        self._consumer_ready = False
+        # A lossy producer that finds the queue full waits for room instead of
+        # dropping while this is True: the consumer waits in `Channel.wait_ready`
+        # (ready), or the stall watch found it away `stall_after` (paused). Every take
+        # and `wake` clears it: the consumer is back.
+        self._wait_for_room = False
         self._deadline: float | None = None
         self._tasks: tuple[asyncio.Task[None], ...] = ()
         self._running = 0
@@ -166,6 +188,9 @@ class Producers(Generic[T]):
         waits, `CancelledError` is raised as always (a cancellation is never swallowed)
         and the cleanup's error is only in `cleanup_error`.
         """
+        watch = self._stall_watch
+        if watch is not None:
+            watch.deadlines.cancel(watch)  # a closed channel is held by no heap
         if self._running:
             failed_before = self._error
             try:
@@ -221,18 +246,20 @@ class Producers(Generic[T]):
         return putter
 
     async def _offer(self, item: T) -> None:
-        """Lossy strategies, the queue full: wait for room while the consumer is ready;
-        otherwise drop (`_drop`), and after `capacity` drops in a row let the loop run
-        once (a source that never suspends must not starve the consumer)."""
+        """Lossy strategies, the queue full: wait for room while the consumer is ready
+        or the producer paused (``_wait_for_room``: paused, until the consumer takes
+        again); otherwise drop (`_drop`), and after each `capacity` drops in a row let
+        the loop run once (a source that never suspends must not starve the
+        consumer)."""
         items = self._items
         while len(items) >= self._capacity:
-            if self._consumer_ready:
+            if self._wait_for_room:
                 await self._room_signal()
                 self._producer_scheduled = False
                 continue
             self._drop(item)
-            if self._drops_in_a_row >= self._capacity:
-                self._drops_in_a_row = 0
+            if self._drops_in_a_row > self._capacity:
+                self._drops_in_a_row = 1  # as in `_produce`: the run goes on
                 await yield_now()
             return
         items.append(item)
@@ -252,6 +279,20 @@ class Producers(Generic[T]):
         self._drops_in_a_row += 1
         if self._on_drop is not None:
             self._on_drop(dropped)
+        if self._drops_in_a_row == 1 and self._stall_after is not None:
+            self._start_stall_clock()
+
+    def _start_stall_clock(self) -> None:
+        """The first drop since the consumer last took: it has been away since then at
+        least; have the watch look again `stall_after` seconds from now."""
+        loop, stall_after = self._loop, self._stall_after
+        assert loop is not None
+        assert stall_after is not None
+        watch = self._stall_watch
+        if watch is None:
+            watch = self._stall_watch = _StallWatch(self, deadlines_for(loop))
+        watch.due = due = loop.time() + stall_after
+        watch.deadlines.schedule(watch, due)  # already waiting (earlier): re-checked there
 
     async def _produce(self, source: AsyncIterable[T]) -> None:
         items = self._items
@@ -283,13 +324,15 @@ class Producers(Generic[T]):
                     capacity = self._capacity
                     sliding = self._sliding
                     on_drop = self._on_drop
+                    watched = self._stall_after is not None
                     async for item in iterator:
                         if len(items) < self._limit:
                             append(item)
-                        elif len(items) >= capacity and not self._consumer_ready:
+                        elif len(items) >= capacity and not self._wait_for_room:
                             # The consumer is away: `_drop`, inline (a stalled stream
-                            # takes this path for every item its source yields; a
-                            # call, a coroutine or an allocation here is paid per item).
+                            # takes this path for every item its source yields until
+                            # it pauses; a call, a coroutine or an allocation here is
+                            # paid per item).
                             if sliding:
                                 lost = items[0]
                                 del items[0]
@@ -297,14 +340,20 @@ class Producers(Generic[T]):
                             else:
                                 lost = item
                             self.dropped += 1
-                            self._drops_in_a_row += 1
+                            in_a_row = self._drops_in_a_row = self._drops_in_a_row + 1
                             if on_drop is not None:
                                 on_drop(lost)
-                            if self._drops_in_a_row >= capacity:
-                                self._drops_in_a_row = 0
+                            if in_a_row == 1:
+                                if watched:
+                                    self._start_stall_clock()
+                            elif in_a_row > capacity:
+                                # `capacity` drops since the last turn: let the loop
+                                # run. The run goes on (1, not 0: only the consumer
+                                # ends it).
+                                self._drops_in_a_row = 1
                                 await yield_now()
                         else:
-                            await self._offer(item)
+                            await self._offer(item)  # ready or paused: wait for room
             finally:
                 await aclose_iterator(iterator)
         except asyncio.CancelledError:
@@ -333,6 +382,38 @@ class Producers(Generic[T]):
         for task in self._tasks:
             if task is not current:
                 task.cancel()
+
+
+class _StallWatch(Deadline):
+    """When a lossy producer's consumer has stayed away `stall_after` seconds, as a lazy
+    deadline in the loop's shared `Deadlines` (no timer per channel, no clock read per
+    drop).
+
+    A *run* is the drops since the consumer last took: ``_drops_in_a_row`` is 0 only
+    until the run's first drop (`take_all` and `take_one` set it to 0; the producer's
+    turns through the loop set it back to 1, not 0), and that first drop moves `due`
+    to `stall_after` from then. So when the loop's time reaches `due` and a run is
+    going, that run started `stall_after` ago or more: the consumer has been away
+    since. A watch still waiting for an earlier run's time re-checks there and moves
+    on to `due`."""
+
+    __slots__ = ("deadlines", "due", "producers")
+
+    def __init__(self, producers: Producers[Any], deadlines: Deadlines) -> None:
+        super().__init__()
+        self.producers = producers
+        self.deadlines = deadlines
+        self.due = 0.0
+
+    def expired(self, now: float) -> None:
+        if now < self.due:
+            self.deadlines.schedule(self, self.due)  # a later run started the clock since
+            return
+        producers = self.producers
+        if producers._drops_in_a_row:
+            # The consumer is still away: the next item pulled into the full queue
+            # waits for room (the consumer's next take clears the flag).
+            producers._wait_for_room = True
 
 
 _NOTHING_HANDED_OUT: Final[Iterator[Any]] = iter(())

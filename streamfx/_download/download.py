@@ -318,7 +318,7 @@ def _delivered(
     """Every download's body: `chunks` read ahead through a bounded buffer of `policy`
     (``"suspend"``: a slow client slows the reading), reported to the metrics hook as
     ``("download", name)``."""
-    body = buffered(chunks, policy.capacity, policy.strategy)
+    body = buffered(chunks, policy.capacity, policy.strategy, stall_after=policy.stall_after)
     return metered(body, "download", name)
 
 

@@ -18,7 +18,11 @@ Promises:
   keeps up loses nothing. Each dropped item is passed to ``on_drop(item)`` as it is
   dropped, and counted once in ``items_dropped(kind, name, n)``, reported for the
   drops since the last report when the body takes its next batch or ends (a stalled
-  client, whose body is away in a write, costs no report per item).
+  client, whose body is away in a write, costs no report per item). With the
+  policy's `stall_after` (1 s by default) a lossy buffer whose body has stayed away
+  that long, the buffer full, stops pulling the source until the body comes back (see
+  `BufferPolicy`): the items held are kept and sent in order, nothing more is dropped,
+  and the source is not woken per item meanwhile.
 - Keep-alive: with `keepalive` set, `beat` is yielded whenever that many seconds pass
   without a chunk, counted from when the body came back for more (the rule of
   `streamfx.heartbeat`). The silence is a lazy deadline in the loop's shared
@@ -90,7 +94,9 @@ def encode_batches(
     not drainable (a file: ending it early would truncate it) ignores the request.
     """
     hook = guarded(metrics if metrics is not None else get_metrics())
-    channel: Channel[T] = Channel(policy.capacity, policy.strategy, on_drop)
+    channel: Channel[T] = Channel(
+        policy.capacity, policy.strategy, on_drop, stall_after=policy.stall_after
+    )
     return _run(
         channel,
         source,

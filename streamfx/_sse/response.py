@@ -17,8 +17,17 @@ Promises:
 - Buffer: sliding, 64 by default. When the client is slower than the source, the
   *oldest* waiting events are dropped (a live feed wants the newest); the drops are
   reported to the metrics hook as ``items_dropped("sse", name, n)``, n being those
-  since the last report, when the stream next takes its events. Pass
-  ``buffer=BufferPolicy(n, "suspend")`` to slow the source down instead.
+  since the last report, when the stream next takes its events. A client that stops
+  reading (its write blocked) pauses the stream once its buffer has been full for
+  ``stall_after`` seconds (1 by default) without the client taking anything: the
+  source is not pulled any more, so a stalled client costs nothing per event its
+  source would produce, until it reads again (the source resumes at once: the 64
+  held events are sent in order, then the one pulled as it paused, then what the
+  source yields next) or the adapter's write timeout ends the stream and closes the
+  source. The pause drops nothing.
+  ``BufferPolicy(64, "sliding", stall_after=None)`` keeps pulling and dropping instead;
+  ``buffer=BufferPolicy(n, "suspend")`` slows the source down whenever the client is
+  slower.
 - Order is kept. An error from the source is raised from the body after the events
   before it, so the adapter aborts the connection. An item that cannot be encoded (not
   JSON-serializable, a bad `serialize` result, a lone surrogate) raises from the
@@ -106,7 +115,9 @@ def sse(
 
     `heartbeat` is the silence, in seconds, after which a ``: ping`` comment is sent
     (None: never). `retry` (milliseconds) is sent first so clients use it to reconnect.
-    `buffer` overrides the default sliding buffer of 64. `name` labels the stream in
+    `buffer` overrides the default ``BufferPolicy(64, "sliding")``, which pauses the
+    source after 1 s of a client that reads nothing (see the module docstring). `name`
+    labels the stream in
     metrics. When the server shuts down (`streamfx.request_shutdown`), the stream sends
     the events it holds, then `farewell` if given, and ends cleanly.
 
