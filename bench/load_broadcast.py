@@ -30,7 +30,12 @@ this machine with no library at all. Every run records the server's user and sys
 CPU time (/proc/PID/stat) and its write system calls (``syscw`` in /proc/PID/io, about
 one per subscriber woken), and so the CPU per write: with a thousand subscribers, one
 publish costs at least a thousand of those, which bounds how soon the last subscriber
-can have it.
+can have it. Beside them: the bytes per write (``wchar``) and how often the server was
+preempted (``nonvoluntary_ctxt_switches``), because the CPU per write is not a constant
+of the code on a shared two-core machine: the same streamfx code at the same rate
+measured 10 to 22 us of user CPU per write from one trial to the next as other
+processes came and went, while a write carrying more events costs little more (some
+950 instructions per extra event on top of ~32,000, counted with callgrind).
 
 Every run also reports the server's garbage collections that started in its measured
 window (from ``t0`` to the last arrival), per generation: how many, their total and
@@ -139,6 +144,15 @@ class Server:
         """Write system calls the server has made."""
         return write_calls(self.process.pid)
 
+    def written_bytes(self) -> int:
+        """Bytes the server has written (``wchar`` in /proc/PID/io)."""
+        return proc_field(f"/proc/{self.process.pid}/io", "wchar:")
+
+    def preemptions(self) -> int:
+        """Times the server was taken off the CPU while it could still run
+        (``nonvoluntary_ctxt_switches`` in /proc/PID/status): other processes' share."""
+        return proc_field(f"/proc/{self.process.pid}/status", "nonvoluntary_ctxt_switches:")
+
     def close(self) -> None:
         """Stop the server: SIGTERM (2 s of graceful shutdown), then SIGKILL: the peers'
         streams never end by themselves, so uvicorn would wait for them forever."""
@@ -181,11 +195,14 @@ def broadcast_run(
             peak = [before]
             deadline = t0 + seconds + p["drain"]
             started = (time.perf_counter(), time.process_time(), server.cpu(), server.writes())
+            bytes_before, preempted_before = server.written_bytes(), server.preemptions()
             pool.run(count, deadline, on_tick=lambda: peak.append(server.rss()))
             wall = time.perf_counter() - started[0]
             client_cpu = (time.process_time() - started[1]) / wall
             user, system = (now - then for now, then in zip(server.cpu(), started[2], strict=True))
             writes = server.writes() - started[3]
+            written = server.written_bytes() - bytes_before
+            preempted = server.preemptions() - preempted_before
             server_seconds = user + system
             server_cpu = server_seconds / wall
             stats = server.call("GET", "/stats")
@@ -222,11 +239,23 @@ def broadcast_run(
         "server_writes": writes,
         "server_user_us_per_write": user / max(writes, 1) * 1e6,
         "server_sys_us_per_write": system / max(writes, 1) * 1e6,
+        # how much each write carried, and how often other processes took the server's CPU
+        "server_bytes_per_write": written / max(writes, 1),
+        "server_preempted": preempted,
         "gc": collections,
         "stalled_ended": len(closed),
         "stalled_ended_after_s": sorted(closed),
         **percentiles(pool.latencies(t0, rate)),
     }
+
+
+def proc_field(path: str, name: str) -> int:
+    """The first number after `name` in the Linux /proc file `path`."""
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith(name):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {name} in {path}")
 
 
 def collections_in(log: list[list[float]], start: float, end: float) -> dict[str, Any]:
@@ -394,6 +423,7 @@ def report(run: dict[str, Any]) -> None:
         f"server {run['server_us_per_delivery']:.1f} us per delivery, "
         f"{run['server_writes']:,} writes, per write user "
         f"{run['server_user_us_per_write']:.1f} + sys {run['server_sys_us_per_write']:.1f} us, "
+        f"{run['server_bytes_per_write']:.0f} B, preempted {run['server_preempted']:,}, "
         + describe_collections(run["gc"])
         + (f", stalled ended {run['stalled_ended']}" if run["stalled"] else ""),
         flush=True,

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import gc
 import itertools
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -67,6 +68,59 @@ async def test_cancelling_the_waiting_task_cancels_the_wait() -> None:
     await asyncio.sleep(0)
     waiter.set(True)
     assert await again is True, "the waiter serves the next wait"
+
+
+async def test_disarm_tells_whether_the_wait_ended_with_set_true() -> None:
+    waiter = Waiter(asyncio.get_running_loop())
+    waiter.arm().set(True)
+    assert waiter.disarm() is True
+    waiter.arm().set(False)
+    assert waiter.disarm() is False
+    waiter.arm()
+    assert waiter.disarm() is False, "still pending"
+    waiter.arm().cancel()
+    assert waiter.disarm() is False, "cancelled"
+    waiter.set(True)  # disarmed: changes nothing
+    assert waiter.disarm() is False
+
+
+class Blocked:
+    """An awaitable that hands its task the waiter itself, as a `Subscription` does."""
+
+    def __init__(self, waiter: Waiter) -> None:
+        self.waiter = waiter
+
+    def __await__(self) -> Generator[Waiter, None, bool]:
+        try:
+            yield self.waiter.block()
+        finally:
+            woken = self.waiter.disarm()
+        return woken
+
+
+async def wait_blocked(waiter: Waiter) -> bool:
+    return await Blocked(waiter)
+
+
+async def test_a_blocked_waiter_is_waited_on_by_the_task_that_yields_it() -> None:
+    waiter = Waiter(asyncio.get_running_loop())
+    for value in (True, False):
+        task = asyncio.create_task(wait_blocked(waiter))
+        await asyncio.sleep(0)
+        assert waiter.armed and not waiter.done(), "the task waits on it"
+        waiter.set(value)
+        assert await task is value
+        assert not waiter.armed
+
+
+async def test_a_task_blocked_on_a_waiter_can_be_cancelled() -> None:
+    waiter = Waiter(asyncio.get_running_loop())
+    task = asyncio.create_task(wait_blocked(waiter))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not waiter.armed
 
 
 async def test_a_task_cancelled_after_its_wait_was_resolved_is_still_cancelled() -> None:

@@ -10,10 +10,11 @@ when its silence would become due (`wrote`), and when the old deadline comes fir
 it simply schedules itself for the new due time.
 So a busy subscriber costs one heap push per heartbeat interval, not one per event.
 
-Promises: `wait` (or `waiting` ... `waited`) returns True when woken (news, or the
-hub closing or its backend's health changing: `wake`), False when `interval` seconds
-passed since the last `wrote` while it waited; a cancelled wait leaves nothing
-registered once `waited` ran; `close` takes its deadline out of the heap.
+Promises: `wait` (or `waiting` or `block` ... `waited`) returns True when woken
+(news, or the hub closing or its backend's health changing: `wake`), False when
+`interval` seconds passed since the last `wrote` while it waited; a cancelled wait
+leaves nothing registered once `waited` ran; `close` takes its deadline out of the
+heap.
 """
 
 from __future__ import annotations
@@ -63,12 +64,22 @@ class Idle(Deadline):
             log.waiters.add(waiter)
         return waiter
 
-    def waited(self) -> None:
-        """Stop waiting: the waiter leaves every waiter set and is disarmed."""
+    def block(self) -> Waiter:
+        """`waiting` for a task that yields the waiter at once (`Waiter.block`): what a
+        `Subscription` hands its task, then `waited` when the task is back."""
+        waiter = self.waiter.block()
+        for log in self.logs:
+            log.waiters.add(waiter)
+        return waiter
+
+    def waited(self) -> bool:
+        """Stop waiting: the waiter leaves every waiter set and is disarmed. Returns
+        True if it was woken (`wake` or news), False otherwise (the heartbeat is due,
+        or the wait was cancelled)."""
         waiter = self.waiter
-        waiter.disarm()
         for log in self.logs:
             log.waiters.discard(waiter)
+        return waiter.disarm()
 
     async def wait(self) -> bool:
         """`waiting` and `waited` around one await."""

@@ -255,14 +255,11 @@ class Subscription:
         await's result), returns the armed waiter for the task to wait on, or raises
         ``StopAsyncIteration`` at the end."""
         idle = self.idle
-        if self.waiting:  # the task is back from the wait
+        if self.waiting:  # the task is back from the wait, which ended with `set`:
+            # a cancelled wait comes back through `throw`, never here
             self.waiting = False
             assert idle is not None
-            try:
-                woken = idle.waiter.result()
-            finally:
-                idle.waited()
-            if not woken:
+            if not idle.waited():
                 self.away = True  # the ping is written: the next step notes it
                 raise StopIteration(PING)
             self.away = False  # it was ready: a backlog found now is not lag
@@ -292,9 +289,8 @@ class Subscription:
         if chunk:
             self.away = True
             raise StopIteration(chunk)
-        waiter = idle.waiting()
         self.waiting = True
-        return waiter.__next__()  # the armed waiter, for the task to wait on
+        return idle.block()  # the armed waiter, for the task to wait on
 
     def _skipped(self, cursors: Cursors) -> None:
         self.hook.items_dropped(KIND, self.label, cursors.skipped)

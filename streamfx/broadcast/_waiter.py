@@ -17,7 +17,9 @@ Promises:
 - `arm` starts a wait; awaiting the waiter then returns the value given to `set`
   (at once if it was set before the await). `set` resolves only an armed, pending
   wait; later calls (and calls while disarmed) change nothing. `disarm` ends the wait
-  whatever happened (after the await, in a ``finally``).
+  whatever happened (after the await, in a ``finally``) and tells whether it ended
+  with ``set(True)``. `block` is `arm` for a task that yields the waiter at once
+  (a `Subscription`'s step hands it to its task itself).
 - A task waiting on it is woken by the loop, never inside `set`: the waiters set are
   queued in the loop's `Wakeups`, and their tasks' wake-ups run in loop callbacks, in
   the order they were set, each in its task's context. A wake-up that raises is
@@ -99,10 +101,24 @@ class Waiter:
         self.yielded = False
         return self
 
-    def disarm(self) -> None:
-        """End the wait, however it ended (called by the waiting task itself)."""
+    def block(self) -> Waiter:
+        """`arm`, for a task that yields the waiter at once (as an ``await`` of it would
+        on a pending wait): returns it ready to be handed to the task, which then waits
+        on it; the wait's value is what `disarm` returns. One call where ``arm()`` and
+        ``__next__()`` were two: a `Subscription` does this once per write."""
+        self.state = _PENDING
+        self.yielded = True
+        self._asyncio_future_blocking = True
+        return self
+
+    def disarm(self) -> bool:
+        """End the wait, however it ended (called by the waiting task itself); returns
+        True if it ended with ``set(True)``, else False (``set(False)``, cancelled or
+        still pending)."""
+        woken = self.state == _DONE and self.value
         self.state = _DISARMED
         self.callback = self.context = None
+        return woken
 
     @property
     def armed(self) -> bool:
@@ -116,7 +132,11 @@ class Waiter:
         self.state = _DONE
         self.value = value
         if self.callback is not None:
-            self.wakeups.add(self)
+            # `Wakeups.add`, written out: a publish does this once per waiting subscriber
+            wakeups = self.wakeups
+            wakeups.ready.append(self)
+            if not wakeups.scheduled:
+                wakeups.schedule()
 
     # -- awaiting: the waiter is its own iterator --------------------------------
 
@@ -181,13 +201,6 @@ class Waiter:
             self.wakeups.add(self)
         return True
 
-    def fire(self) -> None:
-        """Run the waiting task's wake-up (`Wakeups` calls it)."""
-        callback, context = self.callback, self.context
-        self.callback = self.context = None
-        if callback is not None and context is not None:
-            context.run(callback, self)
-
 
 class Wakeups:
     """The waiters of one loop to wake: in the order they were set, in loop callbacks
@@ -204,8 +217,12 @@ class Wakeups:
     def add(self, waiter: Waiter) -> None:
         self.ready.append(waiter)
         if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.run, context=self.context)
+            self.schedule()
+
+    def schedule(self) -> None:
+        """Run the wake-ups in the next loop callback (called when none is scheduled)."""
+        self.scheduled = True
+        self.loop.call_soon(self.run, context=self.context)
 
     def run(self) -> None:
         """Wake waiters in order until none is left or the slice is spent; the rest
@@ -216,8 +233,13 @@ class Wakeups:
         try:
             while ready:
                 waiter = ready.popleft()
+                # The waiting task's wake-up, run here rather than in a method of the
+                # waiter: one call less per delivery.
+                callback, context = waiter.callback, waiter.context
+                waiter.callback = waiter.context = None
                 try:
-                    waiter.fire()
+                    if callback is not None and context is not None:
+                        context.run(callback, waiter)
                 except Exception as exc:
                     self.loop.call_exception_handler(
                         {"message": "a broadcast wake-up failed", "exception": exc}
