@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from streamfx.metrics import InMemoryMetrics, set_metrics
+from tests._broadcast_metrics import Subscriptions
 
 
 @pytest.fixture(autouse=True)
@@ -130,5 +131,17 @@ def metrics() -> Iterator[InMemoryMetrics]:
     previous = set_metrics(hook)
     try:
         yield hook
+    finally:
+        set_metrics(previous)
+
+
+@pytest.fixture
+async def subscriptions() -> AsyncIterator[Subscriptions]:
+    """The process-wide hook, counting broadcast subscribers (thread-safe), for the
+    length of one test."""
+    watch = Subscriptions(asyncio.get_running_loop())
+    previous = set_metrics(watch)
+    try:
+        yield watch
     finally:
         set_metrics(previous)

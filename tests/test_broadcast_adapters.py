@@ -71,14 +71,6 @@ SITES = (
 )
 
 
-@pytest.fixture
-async def subscriptions() -> AsyncIterator[Subscriptions]:
-    watch = Subscriptions(asyncio.get_running_loop())
-    previous = set_metrics(watch)
-    yield watch
-    set_metrics(previous)
-
-
 Counts = tuple[int, int]  # the hub's subscribers, subscriptions closed so far
 
 

@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
@@ -17,17 +16,8 @@ from starlette.routing import Route
 from streamfx import ServerSentEvent, SSEDecoder
 from streamfx.adapters.asgi import to_asgi
 from streamfx.broadcast import Broadcast
-from streamfx.metrics import set_metrics
 from tests._broadcast_metrics import Subscriptions
 from tests._servers import serve
-
-
-@pytest.fixture
-async def subscriptions() -> AsyncIterator[Subscriptions]:
-    watch = Subscriptions(asyncio.get_running_loop())
-    previous = set_metrics(watch)
-    yield watch
-    set_metrics(previous)
 
 
 def app_for(hub: Broadcast) -> Starlette:

@@ -11,7 +11,7 @@ import pytest
 
 import streamfx
 from streamfx.broadcast import Broadcast
-from streamfx.metrics import InMemoryMetrics, set_metrics
+from streamfx.metrics import InMemoryMetrics
 from tests._broadcast_reader import until_waiting
 
 
@@ -20,14 +20,6 @@ def clean_shutdown_flag() -> Iterator[None]:
     streamfx.reset_shutdown()
     yield
     streamfx.reset_shutdown()
-
-
-@pytest.fixture
-def metrics() -> Iterator[InMemoryMetrics]:
-    hook = InMemoryMetrics()
-    previous = set_metrics(hook)
-    yield hook
-    set_metrics(previous)
 
 
 async def test_an_idle_subscriber_holds_no_frame_of_its_body() -> None:
