@@ -91,7 +91,7 @@ WAITRESS += ["--connection-limit=12000", "--backlog=4096"]
 # memory bound, and a busy waitress took ~24 s to fill them instead of ~13 s)
 WAITRESS_TUNED = [*WAITRESS, "--outbuf-high-watermark=65536"]
 # The README does not advise waitress for SSE beside many stalled clients: there the
-# healthy clients' p99 was 2.2-5.5x the run without them in every setting tried (see
+# healthy clients' p99 was 2.2-5.8x the run without them in every setting tried (see
 # the README's WSGI section), so that check is shown and not counted; its evictions,
 # memory, tasks and descriptors count.
 WAITRESS_NOT_FOR = ("healthy p99 within",)
