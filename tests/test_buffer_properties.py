@@ -8,12 +8,13 @@ away. After each step the event loop runs until everything settles. The model is
 plain deque with the strategy's rule; in ``"suspend"`` mode the source is not even
 asked for an item while the buffer is full, so permits to produce pile up instead.
 
-With `stall_after` a lossy buffer *pauses* when an ``"s"`` step finds a run of drops
-(drops since the consumer last took) going on: the next item pulled into the full
-buffer is kept in hand instead of dropped, and the source is not asked for more (the
-permits pile up) until the consumer takes; then the item in hand goes in and the
-permits are spent by the strategy's rule (a new run of drops, its clock starting
-anew). Without it ``"s"`` changes nothing.
+With `stall_after` a lossy buffer *pauses* once an ``"s"`` step has passed since the
+consumer last took (it has been away `stall_after`): the next item pulled into the
+full buffer, whether drops were going on or the buffer has only just filled, is kept
+in hand instead of dropped, and the source is not asked for more (the permits pile
+up) until the consumer takes; then the item in hand goes in and the permits are spent
+by the strategy's rule (the clock counts from that take). Without it ``"s"`` changes
+nothing.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ class Model:
     next_item: int = 1  # item 0 is taken by the consumer to start the stream
     consumed: list[int] = field(default_factory=lambda: [0])
     dropped: list[int] = field(default_factory=list)
-    dropping_since_taken: bool = False  # a run of drops: its stall clock runs
-    stalled: bool = False  # the clock ran out during the current run
+    away_long: bool = False  # `stall_after` has passed since the consumer last took
     in_hand: int | None = None  # paused: the item pulled into the full buffer
 
     def produce(self) -> None:
@@ -59,11 +59,9 @@ class Model:
         item = self._take_next()
         if len(self.buffered) < self.capacity:
             self.buffered.append(item)
-        elif self.stalled and self.dropping_since_taken:
+        elif self.away_long:
             self.in_hand = item  # paused: no drop, and no pull until the consumer takes
         else:
-            self.stalled = False
-            self.dropping_since_taken = True
             if self.strategy == "sliding":
                 self.dropped.append(self.buffered.popleft())
                 self.buffered.append(item)
@@ -72,20 +70,19 @@ class Model:
 
     def stall(self) -> None:
         """`STALL_AFTER` seconds pass with the consumer away."""
-        if self.stall_after is not None and self.dropping_since_taken:
-            self.stalled = True
+        if self.stall_after is not None:
+            self.away_long = True
 
     def consume(self) -> bool:
         if not self.buffered:
             return False
         self.consumed.append(self.buffered.popleft())
-        self.dropping_since_taken = False
+        self.away_long = False
         if self.strategy == "suspend":
             self._fill()
         elif self.in_hand is not None:
             self.buffered.append(self.in_hand)
             self.in_hand = None
-            self.stalled = False
             while self.permits:  # the source is pulled again, by the strategy's rule
                 self.permits -= 1
                 self._pull_lossy()
@@ -194,8 +191,11 @@ def test_buffer_matches_the_model(capacity: int, strategy: str, steps: list[str]
 )
 # A pause, then the consumer back: the item in hand, then the permits by the rule.
 @example(capacity=1, strategy="sliding", stall_after=STALL_AFTER, steps=list("ppspppcpp"))
-# The consumer back before the clock ran out, no drop since: a new run, not a pause.
+# The consumer away `stall_after` before the buffer filled: it pauses at the first
+# item that would be dropped, and drops nothing.
 @example(capacity=1, strategy="sliding", stall_after=STALL_AFTER, steps=list("ppcpspp"))
+# The consumer back before the clock ran out: drops again until it has been away long.
+@example(capacity=1, strategy="sliding", stall_after=STALL_AFTER, steps=list("ppspcppspp"))
 @example(capacity=2, strategy="dropping", stall_after=STALL_AFTER, steps=list("pppcsppsp"))
 def test_buffer_with_stall_after_matches_the_model(
     capacity: int, strategy: str, stall_after: float | None, steps: list[str]

@@ -145,6 +145,42 @@ async def test_a_stalled_consumer_stops_its_source_being_pulled(
     await channel.aclose()
 
 
+@pytest.mark.parametrize("strategy", ["sliding", "dropping"])
+async def test_a_consumer_away_stall_after_before_the_queue_fills_costs_no_drop(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stall clock counts from when the consumer left, not from the first drop: a
+    stalled client whose buffer took longer than `stall_after` to fill (a slow
+    publisher) has its producer paused at the first item that would be dropped."""
+    clock = fake_clock(monkeypatch)
+    upstream = Upstream()
+    dropped: list[int] = []
+    channel: Channel[int] = Channel(
+        4,
+        strategy,  # type: ignore[arg-type]
+        dropped.append,
+        stall_after=1.0,
+    )
+    channel.start([upstream.source()])
+    await upstream.publish(1)
+    assert await channel.wait_ready()
+    assert channel.take_all() == [0]  # and away, for good
+    clock.advance(0.6)
+    await upstream.publish(2)
+    clock.advance(0.4)  # away 1 s, the queue not full yet
+    await upstream.publish(2)  # fills the queue
+    await upstream.publish(1)  # would be dropped: held in hand, the producer paused
+    await upstream.publish(10)
+    assert upstream.pulled == list(range(6)), "nothing pulled past the item in hand"
+    assert dropped == [] and channel.dropped == 0, "the pause dropped nothing"
+    assert channel.take_all() == [1, 2, 3, 4]
+    assert await take_until(channel, upstream.published - 1) == list(
+        range(5, upstream.published)
+    ), "back: the item in hand, then the source again, in order"
+    assert dropped == []
+    await channel.aclose()
+
+
 async def test_a_consumer_back_within_stall_after_starts_the_clock_anew(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -155,7 +191,7 @@ async def test_a_consumer_back_within_stall_after_starts_the_clock_anew(
     clock.advance(0.6)
     assert channel.take_all() == [7, 8, 9, 10]  # back, and away again at once
     await upstream.publish(6)  # refills the queue, then drops: the clock starts again
-    clock.advance(0.6)  # 1.2 s since the first drop, 0.6 since the latest
+    clock.advance(0.6)  # 1.2 s since it first left, 0.6 since it last took
     await upstream.publish(3)
     assert upstream.pulled == list(range(upstream.published)), "still pulled"
     clock.advance(0.4)
@@ -167,7 +203,7 @@ async def test_a_consumer_back_within_stall_after_starts_the_clock_anew(
 
 async def test_a_long_run_of_drops_keeps_its_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """The producer's turns through the loop (one per `capacity` drops) do not end the
-    run: the clock started at its first drop still counts."""
+    run: the clock started when the consumer left still counts."""
     clock = fake_clock(monkeypatch)
     channel, upstream, _ = await stalled_channel("sliding", stall_after=1.0)
     clock.advance(0.5)
@@ -176,7 +212,7 @@ async def test_a_long_run_of_drops_keeps_its_clock(monkeypatch: pytest.MonkeyPat
     clock.advance(0.5)
     await settle()
     await upstream.publish(5)
-    assert len(upstream.pulled) == upstream.published - 4, "paused 1 s after the first drop"
+    assert len(upstream.pulled) == upstream.published - 4, "paused 1 s after it left"
     await channel.aclose()
 
 

@@ -32,7 +32,8 @@ def buffer(
     that keeps up loses nothing, however fast the source is.
 
     `stall_after` (seconds; None, the default: never) pauses a lossy buffer whose
-    consumer has stayed away that long while the buffer was full: the producer keeps
+    consumer has been away that long (counted from its last take) once the buffer is
+    full (at once if it was away that long when the buffer filled): the producer keeps
     the item it had just pulled and pulls nothing more from `source` (what `source`
     would have produced stays there) until the consumer takes again; then it resumes
     at once. The pause drops nothing: the held items come out in order, then the item

@@ -26,9 +26,9 @@ Promises of the consumer side:
   last `hand_out` until they are taken from its iterator. With a lossy strategy taken
   items leave at once, so a drop never reaches a batch in flight.
 - The consumer is *ready* (a lossy producer waits for it instead of dropping) only
-  while it waits in `wait_ready`. A take (`take_all` with items, `take_one`) is the
-  consumer coming back: it wakes a lossy producer paused by `stall_after` and starts
-  its stall clock anew.
+  while it waits in `wait_ready`. A take (`take_all` with items, `take_one`), or a
+  wake-up with nothing to take, is the consumer coming back and leaving again: it
+  wakes a lossy producer paused by `stall_after`, and the stall clock counts from it.
 - The consumer sees a source's error (`raise_if_failed`) after the items buffered
   before it; `done` is True once every producer has finished.
 """
@@ -99,6 +99,8 @@ class Channel(Producers[T]):
         items.clear()
         self._deadline = None
         self._drops_in_a_row = 0
+        if self._stall_after is not None and self._loop is not None:
+            self._left_at = self._loop.time()  # leaves with the batch: the stall clock
         if self._lossless:
             self._held += len(batch)
             self._limit = self._capacity - self._held  # the consumer is not waiting
@@ -139,6 +141,8 @@ class Channel(Producers[T]):
         producer waiting for the room it leaves (or paused: see `Producers`)."""
         self._wait_for_room = False
         self._drops_in_a_row = 0  # the consumer is back: a stall clock starts anew
+        if self._stall_after is not None and self._loop is not None:
+            self._left_at = self._loop.time()
         items = self._items
         item = items[0]
         del items[0]  # a list of at most LIST_CAPACITY items, or a deque: either is cheap
@@ -202,6 +206,8 @@ class Channel(Producers[T]):
                     ready = await getter
         finally:
             self._wait_for_room = False
+            if self._stall_after is not None:
+                self._left_at = loop.time()  # back from waiting: away from now on
             if self._getter is not None:  # not woken by a producer: no longer waiting
                 self._getter = None
                 self._reset_limit()
@@ -243,6 +249,8 @@ class Channel(Producers[T]):
     def wake(self) -> None:
         """Wake a consumer blocked in `wait_ready` (it returns True and looks again)."""
         self._wait_for_room = False  # it comes back with nothing to take: not ready
+        if self._stall_after is not None and self._loop is not None:
+            self._left_at = self._loop.time()  # and leaves again (a keep-alive, say)
         self._wake_getter()
 
     def _getter_future(self) -> asyncio.Future[bool]:

@@ -24,8 +24,9 @@ buffer, blocked in a write, say): while it waits for the next item, a full buffe
 the producer wait, so a burst into a consumer that keeps up loses nothing.
 
 A lossy buffer given a `stall_after` (`BufferPolicy`: `DEFAULT_STALL_AFTER`, 0.25 s,
-by default; `buffer`: None, never) stops dropping once its consumer has stayed away
-that long while the buffer was full (a stalled client): the producer *pauses*. It
+by default; `buffer`: None, never) stops dropping once its consumer has been away
+that long, counted from when it last took, and the buffer is full (a stalled client):
+the producer *pauses*; one away that long before the buffer filled drops nothing. It
 keeps the item it had just pulled in hand and pulls nothing more from its source, so
 a stalled stream costs nothing per item its source would have produced (that stays
 in the source: an upstream queue grows, a publisher's event is not waited on). What the buffer holds
@@ -41,18 +42,19 @@ items published while the producer is paused (a publisher's ticks) are never pul
 exactly as the ones it would have dropped are never sent; a source that waits (a
 queue, a generator) loses nothing, its items stay there. So a short `stall_after`
 costs a returning consumer only freshness, and bounds what one that is away costs:
-per absence, the pulls that fill the buffer (`capacity` items) and `stall_after`
-seconds of pulls that are dropped, however long the absence lasts.
+per absence, the pulls that fill the buffer (`capacity` items) and what is dropped
+until `stall_after` seconds after it left (nothing, when the buffer took that long to
+fill), however long the absence lasts.
 """
 
 DEFAULT_STALL_AFTER: Final = 0.25
-"""`BufferPolicy`'s `stall_after`: a quarter of a second of drops, the buffer full and
-its consumer away. Long beside a turn of a busy event loop or a write into a briefly
-full socket (a client that keeps up is not paused), short beside any write timeout
-(the adapters' 60 s). At 1 s, a slow client (40 KB/s against a 200 KB/s stream, one
-64 KB chunk written every 1.6 s) had its source pulled for 1.3 s of each 1.6 s, and
-200 clients that stalled together each pulled for 1.3 s after it: in the soak's
-readers scenario this doubled the healthy clients' p99 latency."""
+"""`BufferPolicy`'s `stall_after`: a quarter of a second away (from the consumer's
+last take) before a full buffer pauses its source. Long beside a turn of a busy event
+loop or a write into a briefly full socket (a client that keeps up is not paused),
+short beside any write timeout (the adapters' 60 s). At 1 s, a slow client (40 KB/s
+against a 200 KB/s stream, one 64 KB chunk written every 1.6 s) had its source pulled
+for 1.3 s of each 1.6 s, and 200 clients that stalled together each pulled for 1.3 s
+after it: in the soak's readers scenario this doubled the healthy clients' p99 latency."""
 
 STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
 
@@ -113,12 +115,12 @@ class BufferPolicy:
     (SSE: sliding 64; download: suspend 256; export: suspend 128; upload: suspend 64).
 
     `stall_after` (seconds, or None: never): a lossy buffer (``"sliding"``,
-    ``"dropping"``) whose consumer has stayed away that long while the buffer was full
-    stops pulling its source until the consumer comes back; what it holds is kept and
-    nothing more is dropped meanwhile (see `Strategy`, which says what a consumer gets
-    when it comes back). So the default SSE stream of a client that stopped reading
-    costs nothing per published event a quarter of a second after its buffer filled
-    (`DEFAULT_STALL_AFTER`), until the adapter's write timeout ends it. It means
+    ``"dropping"``) whose consumer has been away that long (since it last took) and
+    whose buffer is full stops pulling its source until the consumer comes back; what
+    it holds is kept and nothing more is dropped meanwhile (see `Strategy`, which says
+    what a consumer gets when it comes back). So the default SSE stream of a client that
+    stopped reading costs nothing per published event once its buffer is full and it has been away a
+    quarter of a second (`DEFAULT_STALL_AFTER`), until the adapter's write timeout ends it. It means
     nothing for ``"suspend"`` (whose producer waits for room anyway) and is accepted
     there.
 

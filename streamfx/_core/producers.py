@@ -27,16 +27,21 @@ Promises:
   drops in a row (the first time after `capacity` + 1), which is all a source that
   never suspends needs to leave the consumer its turn.
 - With `stall_after` (seconds; None: never), a lossy producer *pauses* once its
-  consumer has stayed away that long while the queue was full: counted from the first
-  drop since the consumer last took (it was away at least that long then), measured
-  by a lazy deadline in the loop's shared `Deadlines` (`_StallWatch`: no clock read
-  per drop). Paused, the producer holds the item it had just pulled and waits for
-  room as ``"suspend"`` does: the source is not pulled again, so a stalled stream
-  costs nothing per item its source would produce (a wake-up of its task per
-  published item, for a source that waits on a publisher, before the pause). Nothing
-  is dropped by the pause: the queue keeps what it holds, in order. The consumer's
-  next take wakes the producer at once: the item in hand is appended after what the
-  queue holds, the source is pulled again, and the next drop starts the clock anew.
+  consumer has been away that long, counted from when it last left the channel (its
+  last take, or its wake-up with nothing to take), and the queue is full. A consumer
+  already away that long when the queue fills loses nothing: the first item that
+  would be dropped is held instead (a stalled client whose buffer took longer than
+  `stall_after` to fill costs no drop at all). One that leaves a full queue sooner
+  loses items to the strategy until its `stall_after` is up, measured by a lazy
+  deadline in the loop's shared `Deadlines` (`_StallWatch`: no clock read per drop;
+  one per take, and one at the first drop since). Paused, the producer holds the
+  item it had just pulled and waits for room as ``"suspend"`` does: the source is not
+  pulled again, so a stalled stream costs nothing per item its source would produce
+  (a wake-up of its task per published item, for a source that waits on a publisher,
+  before the pause). Nothing is dropped by the pause: the queue keeps what it holds,
+  in order. The consumer's next take wakes the producer at once: the item in hand is
+  appended after what the queue holds, the source is pulled again, and the clock
+  counts from that take.
 - A source that raises stops that source; the other producers are cancelled (their
   cleanup runs); the consumer sees the error after the items buffered before it.
 - `aclose` cancels every producer and returns only after each has finished, with its
@@ -92,6 +97,7 @@ class Producers(Generic[T]):
         "_handing_out",
         "_held",
         "_items",
+        "_left_at",
         "_limit",
         "_loop",
         "_lossless",
@@ -132,6 +138,8 @@ class Producers(Generic[T]):
         # Seconds away, the queue full, before a lossy producer pauses (None: never).
         self._stall_after = None if self._lossless else stall_after
         self._stall_watch: _StallWatch | None = None  # made at the first drop
+        # When the consumer last left the channel (loop time; kept only when watched).
+        self._left_at = 0.0
         self._error: BaseException | None = None
         self.cleanup_error: BaseException | None = None
         """The error a producer's cleanup raised when `aclose` cancelled it, if any."""
@@ -167,6 +175,8 @@ class Producers(Generic[T]):
     def start(self, sources: Iterable[AsyncIterable[T]], name: str = "streamfx") -> None:
         """Start one producer task per source, on the running loop."""
         loop = self._loop = asyncio.get_running_loop()
+        if self._stall_after is not None:
+            self._left_at = loop.time()  # away from the start until its first take
         self._tasks = tuple(  # one allocation where a list takes two
             loop.create_task(self._produce(source), name=_producer_name(name, index))
             for index, source in enumerate(sources)
@@ -257,6 +267,12 @@ class Producers(Generic[T]):
                 await self._room_signal()
                 self._producer_scheduled = False
                 continue
+            if (
+                not self._drops_in_a_row
+                and self._stall_after is not None
+                and self._stall_clock_ran_out()
+            ):
+                continue  # paused: wait for room, the item in hand
             self._drop(item)
             if self._drops_in_a_row > self._capacity:
                 self._drops_in_a_row = 1  # as in `_produce`: the run goes on
@@ -279,20 +295,24 @@ class Producers(Generic[T]):
         self._drops_in_a_row += 1
         if self._on_drop is not None:
             self._on_drop(dropped)
-        if self._drops_in_a_row == 1 and self._stall_after is not None:
-            self._start_stall_clock()
 
-    def _start_stall_clock(self) -> None:
-        """The first drop since the consumer last took: it has been away since then at
-        least; have the watch look again `stall_after` seconds from now."""
+    def _stall_clock_ran_out(self) -> bool:
+        """About to drop for the first time since the consumer left (``_left_at``): if
+        it has been away `stall_after` already, pause now (True: wait for room, drop
+        nothing); otherwise have the watch look again when that time is up (False)."""
         loop, stall_after = self._loop, self._stall_after
         assert loop is not None
         assert stall_after is not None
+        due = self._left_at + stall_after
+        if loop.time() >= due:
+            self._wait_for_room = True
+            return True
         watch = self._stall_watch
         if watch is None:
             watch = self._stall_watch = _StallWatch(self, deadlines_for(loop))
-        watch.due = due = loop.time() + stall_after
+        watch.due = due
         watch.deadlines.schedule(watch, due)  # already waiting (earlier): re-checked there
+        return False
 
     async def _produce(self, source: AsyncIterable[T]) -> None:
         items = self._items
@@ -332,7 +352,11 @@ class Producers(Generic[T]):
                             # The consumer is away: `_drop`, inline (a stalled stream
                             # takes this path for every item its source yields until
                             # it pauses; a call, a coroutine or an allocation here is
-                            # paid per item).
+                            # paid per item). The first drop since it left looks at
+                            # the stall clock: away `stall_after` already, pause.
+                            if watched and not self._drops_in_a_row and self._stall_clock_ran_out():
+                                await self._offer(item)  # paused: waits for room
+                                continue
                             if sliding:
                                 lost = items[0]
                                 del items[0]
@@ -343,10 +367,7 @@ class Producers(Generic[T]):
                             in_a_row = self._drops_in_a_row = self._drops_in_a_row + 1
                             if on_drop is not None:
                                 on_drop(lost)
-                            if in_a_row == 1:
-                                if watched:
-                                    self._start_stall_clock()
-                            elif in_a_row > capacity:
+                            if in_a_row > capacity:
                                 # `capacity` drops since the last turn: let the loop
                                 # run. The run goes on (1, not 0: only the consumer
                                 # ends it).
@@ -392,9 +413,10 @@ class _StallWatch(Deadline):
     A *run* is the drops since the consumer last took: ``_drops_in_a_row`` is 0 only
     until the run's first drop (`take_all` and `take_one` set it to 0; the producer's
     turns through the loop set it back to 1, not 0), and that first drop moves `due`
-    to `stall_after` from then. So when the loop's time reaches `due` and a run is
-    going, that run started `stall_after` ago or more: the consumer has been away
-    since. A watch still waiting for an earlier run's time re-checks there and moves
+    to `stall_after` after the consumer left (``_left_at``; a consumer away that long
+    already pauses the producer there and then, with no watch). So when the loop's
+    time reaches `due` and a run is going, the consumer has been away `stall_after`
+    or more. A watch still waiting for an earlier run's time re-checks there and moves
     on to `due`."""
 
     __slots__ = ("deadlines", "due", "producers")

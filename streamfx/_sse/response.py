@@ -18,8 +18,8 @@ Promises:
   *oldest* waiting events are dropped (a live feed wants the newest); the drops are
   reported to the metrics hook as ``items_dropped("sse", name, n)``, n being those
   since the last report, when the stream next takes its events. A client that stops
-  reading (its write blocked) pauses the stream once its buffer has been full for
-  ``stall_after`` seconds (0.25 by default) without the client taking anything: the
+  reading (its write blocked) pauses the stream once it has taken nothing for
+  ``stall_after`` seconds (0.25 by default) and its buffer is full: the
   source is not pulled any more, so a stalled client costs nothing per event its
   source would produce, until it reads again (the source resumes at once: the 64
   held events are sent in order, then the one pulled as it paused, then what the
