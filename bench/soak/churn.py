@@ -104,11 +104,13 @@ async def warm_up(server: Server, rounds_of: int, concurrency: int) -> int:
     The allocators' and the garbage collector's high-water marks settle over the first
     thousands of cycles: aiohttp's RSS grew 11-13 MB over its first 2,000-4,000 and
     then stayed within 0.4 MB to 30,000 (three runs), while its traced Python memory
-    after a full collection did not grow over 20,000 (each cycle leaves some 40
-    objects in reference cycles, freed by a full collection about once per 1,000
-    cycles). A 200-cycle warm-up left that rise to the measured cycles, and a late
-    step of it to the second half (+2.7 MB once). A leak never levels off here, and
-    shows in the measured cycles all the same."""
+    after a full collection did not grow over 20,000. Most of that rise was garbage:
+    each aborted stream left ~46 objects in reference cycles (streamfx's channel and
+    write watchdog held the request; fixed since, 5 remain: asyncio's transport),
+    freed only by a full collection, about once per 1,000 cycles; it is 3-5 MB now.
+    A 200-cycle warm-up left that rise to the measured cycles, and a late step of it
+    to the second half (+2.7 MB once). A leak never levels off here, and shows in the
+    measured cycles all the same."""
     done = 0
     previous = (await server.stats())["rss_kb"]
     for _ in range(WARM_ROUNDS):
