@@ -5,9 +5,11 @@ by every adapter under real servers (tests/_every_adapter.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import socket
+import weakref
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -200,6 +202,31 @@ async def test_an_idle_stream_is_never_cut_and_the_clock_starts_with_a_chunk() -
     async with asyncio.timeout(5):
         await stalls.event.wait()
     assert stalls.times[0] - began >= 0.2
+
+
+async def test_a_stopped_watchdog_lets_go_of_its_on_stall() -> None:
+    """An adapter's watch holds its watchdog, whose `on_stall` is the watch's bound
+    method: once stopped, the watchdog drops it, and the watch (with the request it
+    holds) goes as soon as nothing else holds it, not at the next full collection."""
+
+    class Watch:
+        def __init__(self) -> None:
+            self.writes = WriteWatchdog(0.1, self.stalled, logger)
+
+        def stalled(self) -> None:
+            raise AssertionError("stopped: never called")
+
+    watch = Watch()
+    watch.writes.writing()
+    gc.collect()
+    gc.disable()
+    try:
+        watch.writes.stop()
+        gone = weakref.ref(watch)
+        del watch
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 async def test_a_stopped_or_unlimited_watchdog_never_calls() -> None:

@@ -7,6 +7,8 @@ through the channel's consumer API, on a fake clock (`tests._clock`)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -69,6 +71,30 @@ async def test_one_failing_source_cancels_the_others() -> None:
     with pytest.raises(RuntimeError):
         channel.raise_if_failed()
     assert healthy.cleanups == 1
+
+
+async def test_a_channel_closed_early_goes_without_the_cycle_collector() -> None:
+    """A cancelled producer task keeps its CancelledError, whose traceback holds the
+    producer's frame, which holds the channel: the channel must not hold the task
+    after `aclose`, or every stream closed early (its client gone) waits, with all it
+    holds, for a full collection (aiohttp churn: some 40 objects a cycle, 11-13 MB
+    more RSS before a collection came)."""
+    probe = Probe()
+    source = forever(probe)
+    gone = weakref.ref(source)  # held by the producer's frame, so by the cycle
+    channel: Channel[int] = Channel(4, "sliding")
+    channel.start([source])
+    del source
+    await channel.wait_ready()
+    gc.collect()
+    gc.disable()
+    try:
+        await channel.aclose()
+        assert probe.cleanups == 1
+        del channel
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 async def test_aclose_returns_after_the_sources_cleanup() -> None:

@@ -63,4 +63,33 @@ def test_the_generated_inputs_include_floods_past_the_bound() -> None:
 
     generated()
     # several in each run, in many chunks: the decoder would hold them across feeds
-    assert sum(1 for size, count in sizes if size > 2 * fuzz.DECODER_BOUND and count > 16) > 5
+    assert sum(1 for size, count in sizes if size > 2 * fuzz.DECODER_FEEDING and count > 16) > 5
+
+
+class Wasteful(SSEDecoder):
+    """A bounded decoder that makes (and drops) a 1 MiB copy of every chunk it parses."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        waste = bytes(bytearray(1 << 20))
+        del waste
+        return super().feed(chunk)
+
+
+def test_memory_used_while_parsing_is_caught_however_big_the_input(
+    traced: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The growth counts from before the first chunk: the input, traced before, is not
+    subtracted from it (a 2 MiB flood once hid a 1 MiB waste)."""
+    monkeypatch.setattr(fuzz, "SSEDecoder", lambda **limits: Wasteful(**limits))
+    chunks = [bytes(bytearray(FLOOD)) for _ in range(64)]
+    assert "memory past the bound" in check(chunks).failures
+
+
+def test_the_events_a_feed_returns_are_not_the_decoders_memory(traced: None) -> None:
+    """20,000 events from one chunk (some 5 MB of them) are the caller's: a bounded
+    decoder passes."""
+    findings = check([b"data: x\n\n" * 20_000])
+    assert findings.failures == {}
+    assert 0 < findings.peak_over <= fuzz.DECODER_FEEDING

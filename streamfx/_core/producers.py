@@ -208,6 +208,11 @@ class Producers(Generic[T]):
             finally:
                 if self._error is not failed_before:
                     self.cleanup_error = self._error
+                # A cancelled task keeps its CancelledError, whose traceback holds the
+                # producer's frame, which holds this channel: without this, every
+                # stream closed early (a client gone) would wait, with its request and
+                # its buffers, for a full collection of the cyclic garbage collector.
+                self._tasks = ()
             if self.cleanup_error is not None:
                 raise self.cleanup_error
 

@@ -223,10 +223,20 @@ class WriteWatchdog(Deadline):
         self._since = 0.0
 
     def stop(self) -> None:
-        """Never call `on_stall` from now on (safe to call again)."""
+        """Never call `on_stall` from now on (safe to call again); let go of it.
+
+        `on_stall` is often a bound method of the object that holds this watchdog: kept,
+        it would make a reference cycle, and the stream's objects (its request and
+        buffers with it) would wait for a full collection of the cyclic garbage
+        collector instead of going as the response ends."""
+        self._halt()
+        self._due = False
+        self._on_stall = _stalled_after_stop
+
+    def _halt(self) -> None:
+        """Stop watching, keeping `on_stall` for an eviction about to be due."""
         self._stopped = True
         self._since = 0.0
-        self._due = False
         if self._deadlines is not None:
             self._deadlines.cancel(self)
 
@@ -239,7 +249,7 @@ class WriteWatchdog(Deadline):
             assert self._deadlines is not None
             self._deadlines.schedule(self, deadline)
             return
-        self.stop()
+        self._halt()
         self._due = True
         _evictions(self._loop).add(self._loop, self._evict)
 
@@ -251,7 +261,13 @@ class WriteWatchdog(Deadline):
             "the client took nothing for %s s: treating it as gone (write_timeout)",
             self._timeout,
         )
-        self._on_stall()
+        on_stall, self._on_stall = self._on_stall, _stalled_after_stop  # once; let go
+        on_stall()
+
+
+def _stalled_after_stop() -> None:
+    """The `on_stall` of a watchdog stopped or done with its eviction: never called
+    (`stop` clears `_due` first, and an eviction is made once)."""
 
 
 class _Evictions:
