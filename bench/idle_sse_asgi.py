@@ -24,6 +24,13 @@ allocated it (or to the innermost line at all, marked ``(other)``, when no strea
 frame is on the stack). Bytes per stream: streamfx's share, then by file and by line,
 largest first (``(other)`` lines are the harness's and asyncio's: in a server, its own
 task per connection and the like).
+``--census N`` counts, side by side and on a fresh server each, what one idle
+connection holds (`bench._census`): RSS per connection (no tracing), then with
+tracemalloc on in the server: traced bytes, tasks, objects the garbage collector
+tracks by type, ``bytes`` objects, and the traced bytes by package and by allocating
+line (streamfx's, uvicorn's, Starlette's...), for the contenders above and the floor
+and streamfx behind Starlette's routing (``starlette-raw``, ``starlette-streamfx``:
+the soak's ASGI app is a Starlette app). ``--contenders a,b`` picks some.
 ``--where N --kind broadcast`` does the same for N subscribers of one topic of an
 in-process `Broadcast` (``hub.sse(topic)``), the hub included.
 """
@@ -35,6 +42,7 @@ import asyncio
 import json
 import socket
 import statistics
+import tempfile
 import time
 import tracemalloc
 from collections import Counter
@@ -42,19 +50,27 @@ from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from bench import _census
 from bench._uvicorn import rss_bytes, run_uvicorn, start_server
 
 CONNECTIONS = 3000
 EVENTS = 300
 GAP = 0.01
 CONTENDERS = ("streamfx", "sse-starlette", "raw")
+# --census also counts the floor and streamfx behind Starlette's routing.
+CENSUS_CONTENDERS = (*CONTENDERS, "starlette-raw", "starlette-streamfx")
+TRACED_FRAMES = 25  # enough to reach the allocating line of streamfx or uvicorn
+TOP_LINES = 20
 
 
 # -- the server ------------------------------------------------------------------------
 
 
-def build_app() -> Any:
+def build_app(census_dir: Path | None = None) -> Any:
     from sse_starlette import EventSourceResponse
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.routing import Route
 
     from streamfx import sse
     from streamfx.adapters.asgi import to_asgi
@@ -76,10 +92,39 @@ def build_app() -> Any:
         while (await receive())["type"] != "http.disconnect":
             pass
 
+    async def census(name: str, send: Any) -> None:
+        snapshot = None if census_dir is None else census_dir / f"{name}.snapshot"
+        body = json.dumps(_census.take(snapshot)).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    class RawIdle:
+        """The floor as an ASGI callable a Starlette endpoint can return."""
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await raw_idle(receive, send)
+
+    async def routed(request: Request) -> Any:
+        if request.path_params["name"] == "starlette-streamfx":
+            return to_asgi(sse(never()))
+        return RawIdle()
+
+    # The same two through Starlette's routing, as an application would serve them
+    # (the soak's ASGI app does): what the framework holds per stream, apart.
+    starlette = Starlette(routes=[Route("/idle/{name}", routed)])
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         _, kind, name = scope["path"].split("/")
+        if kind == "census":
+            await census(name, send)
+            return
+        if name.startswith("starlette-"):
+            await starlette(scope, receive, send)
+            return
         if kind == "idle":
             if name == "streamfx":
                 await to_asgi(sse(never()))(scope, receive, send)
@@ -98,18 +143,22 @@ def build_app() -> Any:
     return app
 
 
-def serve(fd: int) -> None:
-    run_uvicorn(build_app(), fd, backlog=8192)
+def serve(fd: int, census_dir: Path | None) -> None:
+    if census_dir is not None:
+        tracemalloc.start(TRACED_FRAMES)
+    run_uvicorn(build_app(census_dir), fd, backlog=8192)
 
 
 class Server:
-    """A uvicorn subprocess on a free port."""
+    """A uvicorn subprocess on a free port (`census_dir`: tracing memory, its
+    snapshots dumped there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, census_dir: Path | None = None) -> None:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
-        self.process = start_server("bench.idle_sse_asgi", self.listener)
+        traced = () if census_dir is None else ("--serve-census", str(census_dir))
+        self.process = start_server("bench.idle_sse_asgi", self.listener, *traced)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -123,6 +172,17 @@ class Server:
     def rss(self) -> int:
         """Resident memory of the server process, in bytes."""
         return rss_bytes(self.process.pid)
+
+    def census(self, name: str) -> dict[str, Any]:
+        """The server's `bench._census.take` (its snapshot named `name`)."""
+        with socket.create_connection(("127.0.0.1", self.port)) as sock:
+            sock.sendall(f"GET /census/{name} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            received = bytearray()
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+        _, _, body = bytes(received).partition(b"\r\n\r\n")
+        result: dict[str, Any] = json.loads(body)
+        return result
 
     def close(self) -> None:
         self.process.terminate()
@@ -163,6 +223,71 @@ def idle_cost(name: str, connections: int) -> float:
         return (after - before) / connections
     finally:
         server.close()
+
+
+def idle_census(name: str, connections: int, where: Path) -> tuple[dict[str, Any], Counter[str]]:
+    """What one idle SSE connection of `name` adds to a tracing server: `per_stream`'s
+    figures, and the traced bytes per stream by allocating line."""
+    server = Server(where)
+    try:
+        for _ in range(10):  # warm-up: caches, interned names, the first of each kind
+            open_stream(server.port, f"/idle/{name}").close()
+        time.sleep(0.5)
+        before = server.census(f"{name}-before")
+        socks = [open_stream(server.port, f"/idle/{name}") for _ in range(connections)]
+        time.sleep(1.0)
+        after = server.census(f"{name}-after")
+        for sock in socks:
+            sock.close()
+    finally:
+        server.close()
+    figures = _census.per_stream(before, after, connections)
+    lines = _census.traced_by_owner(
+        where / f"{name}-before.snapshot", where / f"{name}-after.snapshot"
+    )
+    return figures, Counter({line: size / connections for line, size in lines.items()})
+
+
+def census_report(connections: int, names: tuple[str, ...]) -> dict[str, Any]:
+    """Side by side, each contender on a fresh server: RSS per idle connection (no
+    tracing), then a tracing server's census of the same connections."""
+    rss = {name: idle_cost(name, connections) for name in names}
+    figures: dict[str, dict[str, Any]] = {}
+    lines: dict[str, Counter[str]] = {}
+    with tempfile.TemporaryDirectory() as where:
+        for name in names:
+            figures[name], lines[name] = idle_census(name, connections, Path(where))
+    print(f"\nwhat one idle SSE connection holds, {connections} connections, uvicorn")
+    print(f"{'per connection':<40}" + "".join(f"{name[-18:]:>19}" for name in names))
+    rows = [
+        ("RSS KB (no tracing)", [rss[name] / 1024 for name in names], ".1f"),
+        ("traced KB (tracemalloc)", [figures[name]["traced"] / 1024 for name in names], ".2f"),
+        ("tasks", [figures[name]["tasks"] for name in names], ".2f"),
+        ("gc-tracked objects", [figures[name]["objects"] for name in names], ".1f"),
+        ("bytes/bytearray objects", [figures[name]["bytes_objects"] for name in names], ".2f"),
+        ("bytes/bytearray B", [figures[name]["bytes_size"] for name in names], ".0f"),
+    ]
+    for label, values, spec in rows:
+        print(f"{label:<40}" + "".join(f"{value:>19{spec}}" for value in values))
+    print("objects by type (at least 0.5 per connection in one of them):")
+    every_type = sorted(
+        {kind for name in names for kind in figures[name]["types"]},
+        key=lambda kind: -max(figures[name]["types"].get(kind, 0) for name in names),
+    )
+    for kind in every_type:
+        values = [figures[name]["types"].get(kind, 0.0) for name in names]
+        print(f"  {kind[-38:]:<38}" + "".join(f"{value:>19.2f}" for value in values))
+    print("traced B by package:")
+    packages = {name: _census.by_package(lines[name]) for name in names}
+    every_package = sorted({p for name in names for p in packages[name]})
+    for package in every_package:
+        values = [packages[name].get(package, 0.0) for name in names]
+        print(f"  {package:<38}" + "".join(f"{value:>19.0f}" for value in values))
+    for name in names:
+        print(f"traced B by line, {name}, largest first:")
+        for where_, size in lines[name].most_common(TOP_LINES):
+            print(f"  {size:8.0f}  {where_}")
+    return {"rss": rss, "census": figures, "lines": {n: dict(lines[n]) for n in names}}
 
 
 def latencies(server: Server, name: str, events: int, gap: float) -> list[float]:
@@ -293,13 +418,27 @@ def main() -> None:
         default="sse",
         help="with --where: sse() streams or subscribers of one Broadcast topic",
     )
+    parser.add_argument(
+        "--census", type=int, metavar="N", help="count what N idle connections hold, per contender"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CENSUS_CONTENDERS),
+        help="with --census: which, comma-separated (default: all)",
+    )
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-census", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fd is not None:
-        serve(args.serve_fd)
+        serve(args.serve_fd, args.serve_census)
         return
     if args.where is not None:
         where_memory_goes(args.where, args.kind)
+        return
+    if args.census is not None:
+        found = census_report(args.census, tuple(args.contenders.split(",")))
+        if args.json:
+            args.json.write_text(json.dumps(found))
         return
 
     print(f"\nidle SSE connections ({args.connections}), uvicorn (uvloop, httptools)")
