@@ -24,6 +24,9 @@ allocated it (or to the innermost line at all, marked ``(other)``, when no strea
 frame is on the stack). Bytes per stream: streamfx's share, then by file and by line,
 largest first (``(other)`` lines are the harness's and asyncio's: in a server, its own
 task per connection and the like).
+``--where N --kind broadcast`` does the same for N subscribers of one topic of an
+in-process `Broadcast` (``hub.sse(topic)``), the hub included.
+
 ``--census N`` counts, side by side and on a fresh server each, what one idle
 connection holds (`bench._census`): RSS per connection (no tracing), then with
 tracemalloc on in the server: traced bytes, tasks, objects the garbage collector
@@ -31,8 +34,6 @@ tracks by type, ``bytes`` objects, and the traced bytes by package and by alloca
 line (streamfx's, uvicorn's, Starlette's...), for the contenders above and the floor
 and streamfx behind Starlette's routing (``starlette-raw``, ``starlette-streamfx``:
 the soak's ASGI app is a Starlette app). ``--contenders a,b`` picks some.
-``--where N --kind broadcast`` does the same for N subscribers of one topic of an
-in-process `Broadcast` (``hub.sse(topic)``), the hub included.
 """
 
 from __future__ import annotations
