@@ -26,7 +26,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-OWNERS = ("streamfx", "uvicorn", "sse_starlette", "starlette", "httptools", "uvloop", "bench")
+OWNERS = (
+    "streamfx",
+    "uvicorn",
+    "sse_starlette",
+    "starlette",
+    "aiohttp_sse",
+    "aiohttp",
+    "httptools",
+    "uvloop",
+    "bench",
+)
 
 
 def _type_name(thing: object) -> str:
@@ -41,6 +51,7 @@ def take(snapshot_path: Path | None) -> dict[str, Any]:
     gc.collect()
     objects = gc.get_objects()
     by_type = Counter(_type_name(thing) for thing in objects)
+    timers = Counter(_timer_name(thing) for thing in objects if _is_timer(thing))
     seen: set[int] = set()
     byte_count = byte_size = 0
     for thing in objects:
@@ -58,10 +69,26 @@ def take(snapshot_path: Path | None) -> dict[str, Any]:
     return {
         "tasks": len(asyncio.all_tasks()),
         "types": dict(by_type),
+        "timers": dict(timers),
         "bytes_objects": byte_count,
         "bytes_size": byte_size,
         "traced": traced,
     }
+
+
+def _is_timer(thing: object) -> bool:
+    return type(thing).__name__ == "TimerHandle"
+
+
+def _timer_name(handle: Any) -> str:
+    """What a loop timer (asyncio's or uvloop's `TimerHandle`) will call, and whether
+    it was cancelled (a cancelled timer stays in the loop's heap until its time)."""
+    callback = getattr(handle, "_callback", None) or getattr(handle, "callback", None)
+    name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+    owner = getattr(callback, "__self__", None)
+    if owner is not None:
+        name = f"{type(owner).__qualname__}.{getattr(callback, '__name__', name)}"
+    return f"{name}{' (cancelled)' if handle.cancelled() else ''}"
 
 
 def owner(frames: list[tracemalloc.Frame]) -> str:
@@ -93,10 +120,13 @@ def per_stream(before: dict[str, Any], after: dict[str, Any], count: int) -> dic
     """What `count` streams added between two censuses, per stream."""
     types = Counter(after["types"])
     types.subtract(before["types"])
+    timers = Counter(after["timers"])
+    timers.subtract(before["timers"])
     return {
         "tasks": (after["tasks"] - before["tasks"]) / count,
         "objects": sum(types.values()) / count,
         "types": {name: n / count for name, n in types.most_common() if n / count >= 0.5},
+        "timers": {name: n / count for name, n in timers.most_common() if n},
         "bytes_objects": (after["bytes_objects"] - before["bytes_objects"]) / count,
         "bytes_size": (after["bytes_size"] - before["bytes_size"]) / count,
         "traced": (after["traced"] - before["traced"]) / count,
@@ -109,3 +139,51 @@ def by_package(lines: Counter[str]) -> Counter[str]:
     for where, size in lines.items():
         found[where.split("/", 1)[0] if not where.startswith("(") else "(other)"] += size
     return found
+
+
+TOP_LINES = 20
+
+
+def print_report(
+    what: str,
+    rss: dict[str, float],
+    figures: dict[str, dict[str, Any]],
+    lines: dict[str, Counter[str]],
+) -> None:
+    """The contenders side by side: RSS (bytes per connection, measured without
+    tracing), `per_stream`'s `figures`, objects by type, traced bytes by package, and
+    each one's `TOP_LINES` largest allocating lines (`lines`: bytes per connection)."""
+    names = list(figures)
+    print(f"\nwhat one idle SSE connection holds, {what}")
+    print(f"{'per connection':<40}" + "".join(f"{name[-18:]:>19}" for name in names))
+    rows = [
+        ("RSS KB (no tracing)", [rss[name] / 1024 for name in names], ".1f"),
+        ("traced KB (tracemalloc)", [figures[name]["traced"] / 1024 for name in names], ".2f"),
+        ("tasks", [figures[name]["tasks"] for name in names], ".2f"),
+        ("gc-tracked objects", [figures[name]["objects"] for name in names], ".1f"),
+        ("bytes/bytearray objects", [figures[name]["bytes_objects"] for name in names], ".2f"),
+        ("bytes/bytearray B", [figures[name]["bytes_size"] for name in names], ".0f"),
+    ]
+    for label, values, spec in rows:
+        print(f"{label:<40}" + "".join(f"{value:>19{spec}}" for value in values))
+    print("objects by type (at least 0.5 per connection in one of them):")
+    every_type = sorted(
+        {kind for name in names for kind in figures[name]["types"]},
+        key=lambda kind: -max(figures[name]["types"].get(kind, 0) for name in names),
+    )
+    for kind in every_type:
+        values = [figures[name]["types"].get(kind, 0.0) for name in names]
+        print(f"  {kind[-38:]:<38}" + "".join(f"{value:>19.2f}" for value in values))
+    print("loop timers by what they call:")
+    for kind in sorted({kind for name in names for kind in figures[name]["timers"]}):
+        values = [figures[name]["timers"].get(kind, 0.0) for name in names]
+        print(f"  {kind[-38:]:<38}" + "".join(f"{value:>19.2f}" for value in values))
+    print("traced B by package:")
+    packages = {name: by_package(lines[name]) for name in names}
+    for package in sorted({p for name in names for p in packages[name]}):
+        values = [packages[name].get(package, 0.0) for name in names]
+        print(f"  {package:<38}" + "".join(f"{value:>19.0f}" for value in values))
+    for name in names:
+        print(f"traced B by line, {name}, largest first:")
+        for where, size in lines[name].most_common(TOP_LINES):
+            print(f"  {size:8.0f}  {where}")

@@ -61,7 +61,6 @@ CONTENDERS = ("streamfx", "sse-starlette", "raw")
 # --census also counts the floor and streamfx behind Starlette's routing.
 CENSUS_CONTENDERS = (*CONTENDERS, "starlette-raw", "starlette-streamfx")
 TRACED_FRAMES = 25  # enough to reach the allocating line of streamfx or uvicorn
-TOP_LINES = 20
 
 
 # -- the server ------------------------------------------------------------------------
@@ -151,15 +150,16 @@ def serve(fd: int, census_dir: Path | None) -> None:
 
 
 class Server:
-    """A uvicorn subprocess on a free port (`census_dir`: tracing memory, its
-    snapshots dumped there)."""
+    """A server subprocess on a free port: ``python -m module --serve-fd FD`` (uvicorn
+    here; `bench.idle_sse_aiohttp`'s aiohttp); `census_dir`: tracing memory, its
+    snapshots dumped there."""
 
-    def __init__(self, census_dir: Path | None = None) -> None:
+    def __init__(self, census_dir: Path | None = None, module: str = "bench.idle_sse_asgi") -> None:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         traced = () if census_dir is None else ("--serve-census", str(census_dir))
-        self.process = start_server("bench.idle_sse_asgi", self.listener, *traced)
+        self.process = start_server(module, self.listener, *traced)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -209,9 +209,9 @@ def open_stream(port: int, path: str) -> socket.socket:
     return sock
 
 
-def idle_cost(name: str, connections: int) -> float:
+def idle_cost(name: str, connections: int, module: str = "bench.idle_sse_asgi") -> float:
     """Bytes of server memory per idle SSE connection."""
-    server = Server()
+    server = Server(module=module)
     try:
         open_stream(server.port, f"/idle/{name}").close()  # warm-up
         time.sleep(0.5)
@@ -226,10 +226,12 @@ def idle_cost(name: str, connections: int) -> float:
         server.close()
 
 
-def idle_census(name: str, connections: int, where: Path) -> tuple[dict[str, Any], Counter[str]]:
+def idle_census(
+    name: str, connections: int, where: Path, module: str = "bench.idle_sse_asgi"
+) -> tuple[dict[str, Any], Counter[str]]:
     """What one idle SSE connection of `name` adds to a tracing server: `per_stream`'s
     figures, and the traced bytes per stream by allocating line."""
-    server = Server(where)
+    server = Server(where, module)
     try:
         for _ in range(10):  # warm-up: caches, interned names, the first of each kind
             open_stream(server.port, f"/idle/{name}").close()
@@ -249,45 +251,20 @@ def idle_census(name: str, connections: int, where: Path) -> tuple[dict[str, Any
     return figures, Counter({line: size / connections for line, size in lines.items()})
 
 
-def census_report(connections: int, names: tuple[str, ...]) -> dict[str, Any]:
-    """Side by side, each contender on a fresh server: RSS per idle connection (no
-    tracing), then a tracing server's census of the same connections."""
-    rss = {name: idle_cost(name, connections) for name in names}
+def census_report(
+    connections: int, names: tuple[str, ...], module: str = "bench.idle_sse_asgi"
+) -> dict[str, Any]:
+    """Side by side, each contender on a fresh server (`module`'s): RSS per idle
+    connection (no tracing), then a tracing server's census of the same connections;
+    printed, and returned."""
+    rss = {name: idle_cost(name, connections, module) for name in names}
     figures: dict[str, dict[str, Any]] = {}
     lines: dict[str, Counter[str]] = {}
     with tempfile.TemporaryDirectory() as where:
         for name in names:
-            figures[name], lines[name] = idle_census(name, connections, Path(where))
-    print(f"\nwhat one idle SSE connection holds, {connections} connections, uvicorn")
-    print(f"{'per connection':<40}" + "".join(f"{name[-18:]:>19}" for name in names))
-    rows = [
-        ("RSS KB (no tracing)", [rss[name] / 1024 for name in names], ".1f"),
-        ("traced KB (tracemalloc)", [figures[name]["traced"] / 1024 for name in names], ".2f"),
-        ("tasks", [figures[name]["tasks"] for name in names], ".2f"),
-        ("gc-tracked objects", [figures[name]["objects"] for name in names], ".1f"),
-        ("bytes/bytearray objects", [figures[name]["bytes_objects"] for name in names], ".2f"),
-        ("bytes/bytearray B", [figures[name]["bytes_size"] for name in names], ".0f"),
-    ]
-    for label, values, spec in rows:
-        print(f"{label:<40}" + "".join(f"{value:>19{spec}}" for value in values))
-    print("objects by type (at least 0.5 per connection in one of them):")
-    every_type = sorted(
-        {kind for name in names for kind in figures[name]["types"]},
-        key=lambda kind: -max(figures[name]["types"].get(kind, 0) for name in names),
-    )
-    for kind in every_type:
-        values = [figures[name]["types"].get(kind, 0.0) for name in names]
-        print(f"  {kind[-38:]:<38}" + "".join(f"{value:>19.2f}" for value in values))
-    print("traced B by package:")
-    packages = {name: _census.by_package(lines[name]) for name in names}
-    every_package = sorted({p for name in names for p in packages[name]})
-    for package in every_package:
-        values = [packages[name].get(package, 0.0) for name in names]
-        print(f"  {package:<38}" + "".join(f"{value:>19.0f}" for value in values))
-    for name in names:
-        print(f"traced B by line, {name}, largest first:")
-        for where_, size in lines[name].most_common(TOP_LINES):
-            print(f"  {size:8.0f}  {where_}")
+            figures[name], lines[name] = idle_census(name, connections, Path(where), module)
+    server = "uvicorn" if module == "bench.idle_sse_asgi" else module.rsplit(".", 1)[-1]
+    _census.print_report(f"{connections} connections, {server}", rss, figures, lines)
     return {"rss": rss, "census": figures, "lines": {n: dict(lines[n]) for n in names}}
 
 
