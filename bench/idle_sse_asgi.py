@@ -43,6 +43,7 @@ import asyncio
 import json
 import socket
 import statistics
+import subprocess
 import tempfile
 import time
 import tracemalloc
@@ -187,7 +188,11 @@ class Server:
 
     def close(self) -> None:
         self.process.terminate()
-        self.process.wait(10)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:  # a tracing server closing thousands of streams
+            self.process.kill()
+            self.process.wait()
         self.listener.close()
 
 
