@@ -93,7 +93,8 @@ def main() -> None:
     if args.serve_fd is not None:
         serve(args.serve_fd, args.serve_census)
         return
-    found = census_report(args.census, tuple(args.contenders.split(",")), __spec__.name)
+    names = tuple(args.contenders.split(","))
+    found = census_report(args.census, names, __spec__.name, "aiohttp (asyncio's loop)")
     if args.json:
         args.json.write_text(json.dumps(found))
 

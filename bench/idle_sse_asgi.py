@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 import tracemalloc
@@ -53,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _census
-from bench._uvicorn import rss_bytes, run_uvicorn, start_server
+from bench._uvicorn import Server, open_stream, run_uvicorn
 
 CONNECTIONS = 3000
 EVENTS = 300
@@ -150,68 +148,7 @@ def serve(fd: int, census_dir: Path | None) -> None:
     run_uvicorn(build_app(census_dir), fd, backlog=8192)
 
 
-class Server:
-    """A server subprocess on a free port: ``python -m module --serve-fd FD`` (uvicorn
-    here; `bench.idle_sse_aiohttp`'s aiohttp); `census_dir`: tracing memory, its
-    snapshots dumped there."""
-
-    def __init__(self, census_dir: Path | None = None, module: str = "bench.idle_sse_asgi") -> None:
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        traced = () if census_dir is None else ("--serve-census", str(census_dir))
-        self.process = start_server(module, self.listener, *traced)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port)).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def rss(self) -> int:
-        """Resident memory of the server process, in bytes."""
-        return rss_bytes(self.process.pid)
-
-    def census(self, name: str) -> dict[str, Any]:
-        """The server's `bench._census.take` (its snapshot named `name`)."""
-        with socket.create_connection(("127.0.0.1", self.port)) as sock:
-            sock.sendall(f"GET /census/{name} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-            received = bytearray()
-            while chunk := sock.recv(1 << 20):
-                received += chunk
-        _, _, body = bytes(received).partition(b"\r\n\r\n")
-        result: dict[str, Any] = json.loads(body)
-        return result
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:  # a tracing server closing thousands of streams
-            self.process.kill()
-            self.process.wait()
-        self.listener.close()
-
-
 # -- the clients -----------------------------------------------------------------------
-
-
-def open_stream(port: int, path: str) -> socket.socket:
-    """A connection that sent ``GET path`` and received the response headers."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise RuntimeError(f"{path}: closed before the headers")
-        received += chunk
-    if not received.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"{path}: {received[:100]!r}")
-    return sock
 
 
 def idle_cost(name: str, connections: int, module: str = "bench.idle_sse_asgi") -> float:
@@ -257,7 +194,10 @@ def idle_census(
 
 
 def census_report(
-    connections: int, names: tuple[str, ...], module: str = "bench.idle_sse_asgi"
+    connections: int,
+    names: tuple[str, ...],
+    module: str = "bench.idle_sse_asgi",
+    server: str = "uvicorn",
 ) -> dict[str, Any]:
     """Side by side, each contender on a fresh server (`module`'s): RSS per idle
     connection (no tracing), then a tracing server's census of the same connections;
@@ -268,7 +208,6 @@ def census_report(
     with tempfile.TemporaryDirectory() as where:
         for name in names:
             figures[name], lines[name] = idle_census(name, connections, Path(where), module)
-    server = "uvicorn" if module == "bench.idle_sse_asgi" else module.rsplit(".", 1)[-1]
     _census.print_report(f"{connections} connections, {server}", rss, figures, lines)
     return {"rss": rss, "census": figures, "lines": {n: dict(lines[n]) for n in names}}
 
