@@ -267,6 +267,16 @@ async def test_a_sent_chunk_is_not_held_while_the_body_waits() -> None:
         await task
 
 
+async def first_then_park(
+    waiting: asyncio.Event, parked: asyncio.Future[None]
+) -> AsyncIterator[bytes]:
+    """One chunk, then an idle stream: `waiting` is set and `parked` awaited."""
+    yield b"first\n"
+    waiting.set()
+    await parked
+    yield b"never"  # pragma: no cover - never reached
+
+
 async def test_the_app_awaits_the_body_from_its_own_frame() -> None:
     """Per chunk, nothing stands between the application's coroutine and the body: a
     waiting body (an idle stream, between events) is suspended and resumed through the
@@ -274,16 +284,10 @@ async def test_the_app_awaits_the_body_from_its_own_frame() -> None:
     waiting = asyncio.Event()
     parked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def body() -> AsyncIterator[bytes]:
-        yield b"first\n"
-        waiting.set()
-        await parked
-        yield b"never"  # pragma: no cover - never reached
-
     async def send(message: Any) -> None:
         pass
 
-    app = to_asgi(StreamResponse(200, [], body()))
+    app = to_asgi(StreamResponse(200, [], first_then_park(waiting, parked)))
     call = app(http_scope(), never_disconnects, send)
     task = asyncio.ensure_future(call)
     try:
@@ -307,18 +311,15 @@ async def test_an_idle_response_holds_no_headers_list_and_no_cell() -> None:
     waiting = asyncio.Event()
     parked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def body() -> AsyncIterator[bytes]:
-        yield b"first\n"
-        waiting.set()
-        await parked
-        yield b"never"  # pragma: no cover - never reached
-
     async def send(message: Any) -> None:
         if message["type"] == "http.response.start":
             started.append(message["headers"])
 
     headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
-    apps = [to_asgi(StreamResponse(200, list(headers), body())) for _ in range(2)]
+    apps = [
+        to_asgi(StreamResponse(200, list(headers), first_then_park(waiting, parked)))
+        for _ in range(2)
+    ]
     tasks = [asyncio.create_task(app(http_scope(), never_disconnects, send)) for app in apps]
     try:
         async with asyncio.timeout(5):
