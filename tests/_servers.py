@@ -176,18 +176,17 @@ async def serve_aiohttp(
 WAITRESS_OUTBUF = 256 * 1024  # what waitress may hold for a client that does not read
 
 
-def start_waitress(app: WSGIApplication) -> tuple[TcpWSGIServer, threading.Thread]:
-    """Waitress serving `app` on 127.0.0.1 (a free port) from a thread of this process."""
-    server = create_server(
-        app,
-        host="127.0.0.1",
-        port=0,
-        threads=220,
-        connection_limit=400,
-        outbuf_high_watermark=WAITRESS_OUTBUF,
-        expose_tracebacks=False,
-        asyncore_loop_timeout=0.1,  # how soon close() is noticed
-    )
+def start_waitress(app: WSGIApplication, **options: Any) -> tuple[TcpWSGIServer, threading.Thread]:
+    """Waitress serving `app` on 127.0.0.1 (a free port) from a thread of this process;
+    `options` override its settings."""
+    settings: dict[str, Any] = {
+        "threads": 220,
+        "connection_limit": 400,
+        "outbuf_high_watermark": WAITRESS_OUTBUF,
+        "expose_tracebacks": False,
+        "asyncore_loop_timeout": 0.1,  # how soon close() is noticed
+    }
+    server = create_server(app, host="127.0.0.1", port=0, **{**settings, **options})
     assert isinstance(server, TcpWSGIServer)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -216,9 +215,10 @@ def run_waitress(app: WSGIApplication) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.asynccontextmanager
-async def serve_waitress(app: WSGIApplication) -> AsyncIterator[tuple[str, int]]:
-    """`run_waitress` for an async test (stopping blocks, so it runs in a thread)."""
-    server, thread = start_waitress(app)
+async def serve_waitress(app: WSGIApplication, **options: Any) -> AsyncIterator[tuple[str, int]]:
+    """`run_waitress` for an async test (stopping blocks, so it runs in a thread);
+    `options` override waitress's settings."""
+    server, thread = start_waitress(app, **options)
     try:
         yield "127.0.0.1", int(server.getsockname()[1])
     finally:

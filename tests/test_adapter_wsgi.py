@@ -8,6 +8,7 @@ gunicorn: tests/test_adapter_contract*.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import socket
@@ -16,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from tests._adapter_contract import (
     targets,
     unique_name,
 )
-from tests._client import wait_until_sync
+from tests._client import open_raw, read_to_eof, wait_until_sync
+from tests._servers import serve_waitress
 from tests.apps.wsgi_app import loop_tasks
 
 pytest_plugins = ["tests._adapter_fixtures"]  # the `deployment` fixture
@@ -298,7 +299,7 @@ def test_run_here_refuses_a_step_that_needs_a_loop() -> None:
     assert finalized == [True]
 
 
-@contextmanager
+@contextlib.contextmanager
 def socket_request(
     body_start: bytes, length: int
 ) -> Iterator[tuple[socket.socket, socket.socket, dict[str, Any]]]:
@@ -421,3 +422,46 @@ def test_a_refused_wsgi_save_leaves_nothing(tmp_path: Path) -> None:
     ):
         next(stream).save(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- a client that stops reading, under waitress ---------------------------------------
+
+
+def stalling_app(finalized: threading.Event) -> WSGIApplication:
+    """``/endless``: 64 KiB chunks for ever (write timeout 0.3 s), `finalized` set when
+    its body is closed; anything else: ``pong``."""
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"x" * 65536
+                await asyncio.sleep(0)
+        finally:
+            finalized.set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/endless":
+            response = StreamResponse(200, [], endless())
+            return to_wsgi(response, write_timeout=0.3)(environ, start_response)
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"pong"]
+
+    return app
+
+
+async def test_under_waitress_the_write_timeout_frees_the_thread_and_closes_the_connection() -> (
+    None
+):
+    """With one request thread: a client that stops reading holds it until the write
+    timeout; then the thread is free at once (the next request is answered) and the
+    stalled connection is closed, while that client is still there, not reading."""
+    finalized = threading.Event()
+    async with serve_waitress(stalling_app(finalized), threads=1) as (_, port):
+        with await open_raw(port, "/endless", rcvbuf=4096) as stalled:  # never reads
+            assert await asyncio.to_thread(finalized.wait, 10), "the body was never closed"
+            with await open_raw(port, "/ping", http10=True) as pinging:
+                # before: the one thread stayed in its write, and this waited for it
+                answer = await read_to_eof(pinging, seconds=5)
+            assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(b"pong")
+            with contextlib.suppress(ConnectionResetError):  # closed: reset, or EOF after
+                await read_to_eof(stalled, seconds=5)  # what was held for it (a timeout fails)

@@ -11,8 +11,8 @@ from streamfx import BufferPolicy
 from streamfx._core.policy import check_stall_after
 
 
-def test_stall_after_defaults_to_one_second() -> None:
-    assert BufferPolicy(64, "sliding").stall_after == 1.0
+def test_stall_after_defaults_to_a_quarter_second() -> None:
+    assert BufferPolicy(64, "sliding").stall_after == 0.25
     assert BufferPolicy(64, "sliding", stall_after=None).stall_after is None
     assert BufferPolicy(8, "dropping", 0.25).stall_after == 0.25
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -166,3 +167,37 @@ def test_run_b_waits_while_a_stalled_stream_still_fills_its_buffers() -> None:
     assert not readers_runs.still_due(overdue, tags, 6.0)
     done = {"evictions": {**evicted, "b": (now - 5.0, now - 0.5)}, "handed": {}}
     assert not readers_runs.still_due(done, tags, 6.0)
+
+
+async def test_runs_a_and_b_run_with_the_client_s_garbage_collector_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full collection in the client (50 ms in run B) made its healthy readers read
+    late, and a late read is stamped with its newest packet: the client's pause showed
+    as the server's latency. Both runs keep the collector off; it is back after."""
+    seen: list[bool] = []
+
+    async def record(*args: object) -> object:
+        seen.append(gc.isenabled())
+        return None
+
+    monkeypatch.setattr(readers_runs, "_run_alone", record)
+    monkeypatch.setattr(readers_runs, "_run_beside", record)
+    assert gc.isenabled()
+    await readers_runs.run_alone(None, "", None)  # type: ignore[arg-type]
+    await readers_runs.run_beside(None, "", None, [], {})  # type: ignore[arg-type]
+    assert seen == [False, False]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with readers_runs.client_gc_paused():
+            pass
+        assert not gc.isenabled(), "left off when it was off before"
+    finally:
+        gc.enable()
+
+
+def test_params_take_the_stall_after_asked_for() -> None:
+    assert Params.parse({}).stall_after == "default"
+    assert Params.parse({"sa": "0.1"}).stall_after == 0.1
+    assert Params.parse({"sa": "none"}).stall_after is None

@@ -35,8 +35,10 @@ from streamfx import (
 )
 from streamfx.adapters.asgi import to_asgi
 from streamfx.metrics import InMemoryMetrics
+from tests._clock import fake_clock
 from tests._json_backends import BACKENDS, json_backend
 from tests._servers import serve
+from tests._sources import Upstream, settle
 
 
 async def items(*values: Any) -> AsyncIterator[Any]:
@@ -678,3 +680,26 @@ async def test_the_body_is_the_engines_own_generator_with_no_wrapper() -> None:
         assert body.ag_code.co_name == "_run"  # type: ignore[attr-defined]
         assert body.ag_code.co_filename.endswith("_response/engine.py")  # type: ignore[attr-defined]
         await body.aclose()  # type: ignore[attr-defined]
+
+
+async def test_the_default_buffer_pauses_a_stalled_client_s_source_after_a_quarter_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default `stall_after` (issue 15, readers): a body away in a write that never
+    returns has its source pulled to fill the 64 events it holds, then for a quarter
+    of a second of drops, and no more (at 1 s a slow or stalled client was pulled for
+    each published event four times as long)."""
+    clock = fake_clock(monkeypatch)
+    upstream = Upstream()
+    body = sse(upstream.source(), heartbeat=None).body.__aiter__()
+    await anext(body)  # the opening comment
+    await upstream.publish(1)
+    await anext(body)  # event 0; the body is now away (this test never resumes it)
+    await upstream.publish(64 + 10)  # fills the buffer, then ten drops start the clock
+    assert len(upstream.pulled) == upstream.published, "pulled and dropped while full"
+    clock.advance(0.25)
+    await settle()  # the stall watch looks: still away
+    await upstream.publish(1)  # pulled and held in hand; the producer pauses
+    await upstream.publish(20)
+    assert len(upstream.pulled) == upstream.published - 20, "not pulled while paused"
+    await body.aclose()  # type: ignore[attr-defined]

@@ -76,7 +76,7 @@ async def stalled_stream_is_paused_then_evicted(
 
 
 async def test_uvicorn_the_default_buffer_stops_pulling_a_stalled_client_s_source() -> None:
-    """`sse()`'s default buffer (sliding 64, stall_after 1 s) under uvicorn."""
+    """`sse()`'s default buffer (sliding 64, stall_after 0.25 s) under uvicorn."""
     feed = Feed()
 
     def response() -> Callable[..., Awaitable[None]]:

@@ -162,6 +162,25 @@ def cli() -> None:
         "and a Broadcast hub with overflow 'disconnect'",
     )
     parser.add_argument(
+        "--readers-mix",
+        choices=("both", "stalled", "slow"),
+        default="both",
+        help="readers, to attribute a cost: run B with only the stalled or only the slow "
+        "clients beside the healthy ones (default both)",
+    )
+    parser.add_argument(
+        "--stall-after",
+        default="",
+        help="readers: the sources' BufferPolicy stall_after in seconds, or 'none' "
+        "(default: the policy's)",
+    )
+    parser.add_argument(
+        "--readers-policies",
+        default="",
+        help="readers: only these rows' policies, comma-separated (sliding, suspend, "
+        "hub-sliding, hub-disconnect; default: the usual rows)",
+    )
+    parser.add_argument(
         "--fuzz-seconds",
         type=float,
         default=None,
@@ -184,6 +203,16 @@ def cli() -> None:
     chosen = sizes()
     if args.readers_more:
         chosen = dataclasses.replace(chosen, readers_more=True)
+    chosen = dataclasses.replace(
+        chosen,
+        readers_mix=args.readers_mix,
+        readers_stall_after=args.stall_after,
+        readers_policies=args.readers_policies,
+    )
+    if args.readers_mix == "stalled":
+        chosen = dataclasses.replace(chosen, slow=0)
+    elif args.readers_mix == "slow":
+        chosen = dataclasses.replace(chosen, stalled=0)
     if args.fuzz_seconds is not None:
         if args.fuzz_seconds <= 0:
             parser.error("--fuzz-seconds must be positive")

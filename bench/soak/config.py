@@ -57,6 +57,13 @@ class Sizes:
     event_size: int  # bytes of padding per event there
     shutdown_streams: int
     fuzz_seconds: float  # per fuzz target
+    # Attribution (`python -m bench.soak --readers-mix ... --stall-after ...`): run B's
+    # company ("both", or only the "stalled" or only the "slow" clients), the sources'
+    # `BufferPolicy.stall_after` ("" keeps the policy's default; "none": never), and the
+    # readers rows to run ("" the usual ones; else buffer policies, comma-separated).
+    readers_mix: str = "both"
+    readers_stall_after: str = ""
+    readers_policies: str = ""
 
 
 FULL = Sizes(

@@ -60,7 +60,16 @@ from typing import Any
 from bench.soak.client import Client, fetch
 from bench.soak.common import back_to, settle, steady
 from bench.soak.config import Sizes
-from bench.soak.readers_runs import GC_SEEN, POLL_S, Beside, near_polls, run_alone, run_beside
+from bench.soak.readers_runs import (
+    CLIENT_PAUSES,
+    GC_SEEN,
+    POLL_S,
+    Beside,
+    Latencies,
+    near_polls,
+    run_alone,
+    run_beside,
+)
 from bench.soak.report import Table, percentile
 from bench.soak.targets import Server, Target
 
@@ -158,6 +167,11 @@ def row_name(target: Target, policy: str) -> str:
 
 
 async def measure(target: Target, server: Server, sizes: Sizes, table: Table) -> None:
+    if sizes.readers_policies:  # attribution: the rows asked for, on any server
+        for policy in sizes.readers_policies.split(","):
+            if target.counted or not policy.startswith("hub-"):
+                await measure_policy(target, server, sizes, table, policy.strip())
+        return
     await measure_policy(target, server, sizes, table, "sliding")
     if sizes.readers_more and target.name in SUSPEND_TOO:
         await measure_policy(target, server, sizes, table, "suspend")
@@ -173,6 +187,8 @@ async def measure_policy(
     wt, hb = sizes.write_timeout, sizes.heartbeat
     capacity = 64  # the default SSE buffer
     path = f"/sse?gap={sizes.tick}&size={sizes.event_size}&hb={hb}&wt={wt}&policy={policy}"
+    if sizes.readers_stall_after:
+        path += f"&sa={sizes.readers_stall_after}"
     await fetch(server.port, "/hook?mode=record")  # a peer answers 404: its sources time
     warm = await Client.get(server.port, path)  # warm-up (WSGI: its loop starts)
     await warm.head()
@@ -270,6 +286,11 @@ async def measure_policy(
                 "beside": [near_polls(run.latencies) for run in runs],
             },
             "p99_by_phase_ms": {key: percentile(values, 0.99) for key, values in phases.items()},
+            "p99_by_half_second_ms": [by_half_second(run.latencies) for run in runs],
+            "client_gc_pauses_b": [
+                CLIENT_PAUSES.between(run.connected, run.latencies.until) for run in runs
+            ],
+            "worst_publishes_s": [worst_times(run) for run in runs],
             "samples_by_phase": {key: len(values) for key, values in phases.items()},
             "cpu_alone": cpu_alone,
             "cpu_stalled": [run.cpu_stalled for run in runs],
@@ -298,3 +319,24 @@ def ticks(samples: list[float], sizes: Sizes) -> int:
     with nearly the same latency, so a p99 is decided by the worst 1% of these, not
     of the samples."""
     return len(samples) // max(1, sizes.healthy)
+
+
+def by_half_second(latencies: Latencies) -> list[float]:
+    """Run B's p99 over each half second of its window, in order (a diagnostic: where
+    in the window the worst publishes fall)."""
+    result = []
+    start = latencies.since
+    while start < latencies.until:
+        values = latencies.between(start, min(start + 0.5, latencies.until))
+        result.append(round(percentile(values, 0.99), 2) if values else float("nan"))
+        start += 0.5
+    return result
+
+
+def worst_times(run: Beside, share: float = 0.01) -> list[float]:
+    """When (seconds after the first stalled connect) the worst `share` of run B's
+    counted samples arrived (a diagnostic: what they line up with)."""
+    latencies = run.latencies
+    window = [(ms, at) for at, ms in latencies.samples if latencies.since <= at < latencies.until]
+    worst = sorted(window, reverse=True)[: max(1, int(len(window) * share))]
+    return sorted({round(at - run.connected, 2) for _, at in worst})

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,56 @@ SETUP_S = 10.0  # the most the server may take to start the stalled and slow str
 # before: 4 s a row spent waiting on what a condition tells).
 SETTLE_S = 0.2
 POLL_SPANS: list[tuple[float, float]] = []  # every /stats poll: (asked, answered)
+
+
+class ClientPauses:
+    """This (the client's) process's garbage-collector pauses: (start, generation, ms),
+    perf_counter. A pause of the client delays its reads, and an event read late is
+    stamped with the newest packet of its read (`bench.soak.stamped`): a diagnostic of
+    how much of a p99 is the client's."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, int, float]] = []
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            ms = (time.perf_counter() - self._started) * 1000
+            self.pauses.append((self._started, info["generation"], ms))
+
+    def between(
+        self, since: float, until: float, min_ms: float = 1.0
+    ) -> list[tuple[float, int, float]]:
+        """The pauses of at least `min_ms` in the window, their start relative to `since`."""
+        return [
+            (round(at - since, 3), gen, round(ms, 1))
+            for at, gen, ms in self.pauses
+            if since <= at < until and ms >= min_ms
+        ]
+
+
+CLIENT_PAUSES = ClientPauses()
+
+
+@contextlib.contextmanager
+def client_gc_paused() -> Iterator[None]:
+    """This (the client's) process's cyclic garbage collector off for a run, collected
+    before it. A full collection of the client's objects (the samples, 240 sockets and
+    their coroutines) paused it for 50 ms in run B, and every event its healthy readers
+    then read late was stamped with the newest packet of the read, which showed as the
+    server's latency: the worst publishes of a run B lined up with that pause. Runs A
+    and B alike: the client's garbage is not the server's cost in either."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def near_polls(latencies: Latencies, share: float = 0.01, after_s: float = 0.005) -> float:
@@ -173,7 +225,13 @@ class Monitor:
 
 async def run_alone(server: Server, path: str, sizes: Sizes) -> tuple[Latencies, float]:
     """Healthy clients alone for half of `Sizes.readers_seconds` (once each read a
-    tick: `run_healthy`): their latencies and the server's CPU use."""
+    tick: `run_healthy`): their latencies and the server's CPU use. The client's
+    garbage collector is off meanwhile (`client_gc_paused`)."""
+    with client_gc_paused():
+        return await _run_alone(server, path, sizes)
+
+
+async def _run_alone(server: Server, path: str, sizes: Sizes) -> tuple[Latencies, float]:
     latencies = Latencies()
     stop, tasks = await run_healthy(server, path, sizes, latencies)
     monitor = Monitor(server)
@@ -247,7 +305,15 @@ async def run_beside(
     """Run B: the healthy clients, then one stalled client per tag (``&tag=`` on its
     path) and `Sizes.slow` slow ones, until every stalled one is evicted or none can
     be in time any more (`still_due`; at most `FILL_CAP_S` plus the bound and
-    `SLACK_S`); `mid`: the server's figures before it."""
+    `SLACK_S`); `mid`: the server's figures before it. The client's garbage collector
+    is off meanwhile (`client_gc_paused`)."""
+    with client_gc_paused():
+        return await _run_beside(server, path, sizes, tags, mid)
+
+
+async def _run_beside(
+    server: Server, path: str, sizes: Sizes, tags: list[str], mid: dict[str, Any]
+) -> Beside:
     beside = Latencies()
     stop, tasks = await run_healthy(server, path, sizes, beside)
     monitor = Monitor(server)
@@ -264,12 +330,20 @@ async def run_beside(
     started_all = time.perf_counter()
     overdue_s = sizes.write_timeout + sizes.heartbeat + SLACK_S
     deadline = started_all + FILL_CAP_S + overdue_s
+    if not tags:
+        # The slow clients only (``--readers-mix slow``): a window as long as the
+        # stalled clients' (write timeout and heartbeat), once the slow ones' first
+        # writes have blocked (`FILL_S`).
+        deadline = started_all + FILL_S + sizes.write_timeout + sizes.heartbeat
     while time.perf_counter() < deadline:
         figures = await monitor.next()
-        if not still_due(figures, tags, overdue_s):
+        if tags and not still_due(figures, tags, overdue_s):
             break
     times = [figures["evictions"][tag] for tag in tags if tag in figures["evictions"]]
-    if len(times) == len(tags):
+    if not tags:
+        beside.since, first_eviction = started_all + FILL_S, float("inf")
+        beside.until = deadline
+    elif len(times) == len(tags):
         # every stalled client has stalled (its last chunk was handed over) until the
         # last one is evicted: what the stalled clients cost the healthy ones
         beside.since = max(handed for handed, _ in times)

@@ -3,8 +3,9 @@
 A check is a named condition on a row ("finalizers == cycles"); a failed check is
 printed as ``FAIL`` in its cell and listed at the end, and makes the run exit 1. A
 peer's failed check, or a reference row's (see `Target.counted`), is printed as
-``fail`` and does not count. A figure without a
-check is just printed.
+``fail`` and does not count; so is a check a server's target names as not counted
+(`Target.uncounted`: a case the README advises against there), which the table says
+under its notes. A figure without a check is just printed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.soak.targets import uncounted
+
 
 @dataclass
 class Table:
@@ -26,6 +29,7 @@ class Table:
     rows: list[list[str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     raw: list[dict[str, Any]] = field(default_factory=list)
+    remarks: list[str] = field(default_factory=list)  # the checks shown, not counted
 
     def add(self, cells: list[str], raw: dict[str, Any] | None = None) -> None:
         self.rows.append(cells)
@@ -38,10 +42,18 @@ class Table:
         self.rows += other.rows
         self.raw += other.raw
         self.failures += other.failures
+        self.remarks += [remark for remark in other.remarks if remark not in self.remarks]
 
     def check(self, row: str, what: str, ok: bool, shown: str, *, peer: bool = False) -> str:
         """`shown`, marked ``ok`` or ``FAIL``; a failure is remembered (a peer's is shown
-        as ``fail`` and does not count: it is the comparison, not the verdict)."""
+        as ``fail`` and does not count: it is the comparison, not the verdict; so is a
+        check the row's server does not count, `uncounted`, which `remarks` says)."""
+        why = None if peer else uncounted(row, what)
+        if why is not None:
+            remark = f"{row}: '{what}' is shown, not counted ({why})"
+            if remark not in self.remarks:
+                self.remarks.append(remark)
+            peer = True
         if ok:
             return f"{shown} ok"
         if peer:
@@ -61,8 +73,8 @@ class Table:
         for row in self.rows:
             widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=False)]
         lines = [f"\n## {self.title}", ""]
-        lines += [f"  {note}" for note in self.notes]
-        if self.notes:
+        lines += [f"  {note}" for note in [*self.notes, *self.remarks]]
+        if self.notes or self.remarks:
             lines.append("")
         lines.append(
             "  " + "  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))
@@ -79,7 +91,10 @@ def print_table(table: Table) -> None:
 
 def save(tables: list[Table], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = [{"title": t.title, "columns": t.columns, "rows": t.rows, "raw": t.raw} for t in tables]
+    data = [
+        {"title": t.title, "columns": t.columns, "rows": t.rows, "raw": t.raw, "remarks": t.remarks}
+        for t in tables
+    ]
     path.write_text(json.dumps(data, indent=1))
 
 

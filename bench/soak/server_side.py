@@ -69,6 +69,9 @@ class Params:
     fault: str = ""  # raise | unserializable | finalizer-raise | finalizer-slow
     farewell: bool = False
     tag: str = ""  # timed by `HANDOVERS` (the readers scenario's stalled clients)
+    # ``sa=``: `BufferPolicy.stall_after` in seconds, ``none`` for never; absent: the
+    # policy's default (the readers scenario's attribution: ``--stall-after``)
+    stall_after: float | str | None = "default"
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> Params:
@@ -85,7 +88,14 @@ class Params:
             fault=query.get("fault", ""),
             farewell=query.get("farewell", "0") == "1",
             tag=query.get("tag", ""),
+            stall_after=_stall_after(query.get("sa", "")),
         )
+
+
+def _stall_after(text: str) -> float | str | None:
+    if text == "":
+        return "default"
+    return None if text == "none" else float(text)
 
 
 class Counts:
@@ -299,10 +309,15 @@ def streamfx_sse(params: Params) -> streamfx.StreamResponse:
     if params.policy.startswith("hub-"):
         return streamfx_hub(params)
     farewell = streamfx.ServerSentEvent("bye", event="farewell") if params.farewell else None
+    strategy: Any = params.policy
+    if params.stall_after == "default":
+        policy = streamfx.BufferPolicy(params.capacity, strategy)
+    else:
+        policy = streamfx.BufferPolicy(params.capacity, strategy, params.stall_after)  # type: ignore[arg-type]
     return streamfx.sse(
         with_fault_finalizer(source(params), params),
         heartbeat=params.heartbeat,
-        buffer=streamfx.BufferPolicy(params.capacity, params.policy),  # type: ignore[arg-type]
+        buffer=policy,
         name=f"soak {params.tag}" if params.tag else "soak",
         farewell=farewell,
     )

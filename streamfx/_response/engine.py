@@ -19,7 +19,7 @@ Promises:
   dropped, and counted once in ``items_dropped(kind, name, n)``, reported for the
   drops since the last report when the body takes its next batch or ends (a stalled
   client, whose body is away in a write, costs no report per item). With the
-  policy's `stall_after` (1 s by default) a lossy buffer whose body has stayed away
+  policy's `stall_after` (0.25 s by default) a lossy buffer whose body has stayed away
   that long, the buffer full, stops pulling the source until the body comes back (see
   `BufferPolicy`): the items held are kept and sent in order, nothing more is dropped,
   and the source is not woken per item meanwhile.

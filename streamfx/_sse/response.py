@@ -19,7 +19,7 @@ Promises:
   reported to the metrics hook as ``items_dropped("sse", name, n)``, n being those
   since the last report, when the stream next takes its events. A client that stops
   reading (its write blocked) pauses the stream once its buffer has been full for
-  ``stall_after`` seconds (1 by default) without the client taking anything: the
+  ``stall_after`` seconds (0.25 by default) without the client taking anything: the
   source is not pulled any more, so a stalled client costs nothing per event its
   source would produce, until it reads again (the source resumes at once: the 64
   held events are sent in order, then the one pulled as it paused, then what the
@@ -116,7 +116,7 @@ def sse(
     `heartbeat` is the silence, in seconds, after which a ``: ping`` comment is sent
     (None: never). `retry` (milliseconds) is sent first so clients use it to reconnect.
     `buffer` overrides the default ``BufferPolicy(64, "sliding")``, which pauses the
-    source after 1 s of a client that reads nothing (see the module docstring). `name`
+    source after 0.25 s of a client that reads nothing (see the module docstring). `name`
     labels the stream in
     metrics. When the server shuts down (`streamfx.request_shutdown`), the stream sends
     the events it holds, then `farewell` if given, and ends cleanly.

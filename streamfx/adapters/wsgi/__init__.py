@@ -40,12 +40,14 @@ What the application does, in order (the adapter promises of `StreamResponse`):
   write of that chunk is stuck), the body is cancelled and closed at once (its
   finalizers run), and the server's next ``next()`` raises `TimeoutError`, so it drops
   the connection without ending the body (the rule every adapter shares: see
-  `streamfx.adapters._common.WriteWatchdog`). Under gunicorn, which hands the
-  application the client's socket (``environ["gunicorn.socket"]``), that socket is shut
-  down at the same moment, so the server's thread leaves its stuck write and is free
-  again. Elsewhere (waitress) the server's thread stays in its write until the client
-  reads or the connection closes: WSGI gives the application no way to abort it (the
-  producer and its resources are released all the same).
+  `streamfx.adapters._common.WriteWatchdog`). Where the client's socket is within
+  reach, it is shut down at the same moment, so the server's thread leaves its stuck
+  write and is free again, and the server closes the connection and drops what it
+  buffered for it: under gunicorn (``environ["gunicorn.socket"]``) and waitress (the
+  channel behind ``environ["waitress.client_disconnected"]``, a bound method of it).
+  Elsewhere the server's thread stays in its write until the client reads or the
+  connection closes: WSGI gives the application no way to abort it (the producer and
+  its resources are released all the same).
 
 A WSGI server learns that a client left only when a write fails, so a stream that
 writes nothing never notices: keep a heartbeat on long-lived streams. gunicorn's sync
@@ -210,8 +212,14 @@ def error_response(exc: BaseException) -> WSGIApplication:
 
 
 def _client_socket(environ: WSGIEnvironment) -> socket.socket | None:
-    """The client's socket, where the server hands it to the application (gunicorn)."""
+    """The client's socket, where the server lets the application reach it: gunicorn's
+    ``environ["gunicorn.socket"]``; waitress's channel, whose method
+    ``environ["waitress.client_disconnected"]`` is (the channel keeps the socket as
+    ``socket``, as every asyncore dispatcher does). None elsewhere."""
     connection = environ.get("gunicorn.socket")
+    if connection is None:
+        channel = getattr(environ.get("waitress.client_disconnected"), "__self__", None)
+        connection = getattr(channel, "socket", None)
     return connection if isinstance(connection, socket.socket) else None
 
 

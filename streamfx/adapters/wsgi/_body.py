@@ -18,11 +18,12 @@ Promises:
   `write_timeout` seconds after it was given one (its write is stuck: the client takes
   nothing), the driver is cancelled and the body closed on the loop at once, and the
   next ``next()`` raises `TimeoutError`. The body is closed once, whichever of this and
-  ``close()`` comes first. When the server gave the application the client's socket
-  (gunicorn's ``environ["gunicorn.socket"]``), it is shut down too, which wakes the
-  server's thread from its stuck write (the write fails with ``EPIPE``, which gunicorn
-  ignores quietly) so the thread is free again; no other server offers a way to abort a
-  write from the application.
+  ``close()`` comes first. When the application can reach the client's socket
+  (gunicorn's ``environ["gunicorn.socket"]``, waitress's channel), it is shut down too,
+  which wakes the server's thread from its stuck write (gunicorn's write fails with
+  ``EPIPE``, which it ignores quietly; waitress's I/O thread sees the socket shut,
+  closes the channel, drops its output buffers and wakes the thread waiting for room
+  in them, which ends the request) so the thread is free again.
 """
 
 from __future__ import annotations
