@@ -1,5 +1,7 @@
 """What the uvicorn load scripts share: start a server process on an inherited socket,
-wait until it accepts, serve an app, and read one whole chunked response.
+wait until it accepts, serve an app, and read one whole chunked response; `Server`
+(a server subprocess on a free port, its RSS and census) and `open_stream` for the idle
+scripts (`bench.idle_sse_asgi`, `bench.idle_sse_aiohttp`).
 
 The scripts run as modules (``python -m bench.load_sse_asgi``) so that this module is
 importable both in the script and in the server process it starts.
@@ -7,6 +9,7 @@ importable both in the script and in the server process it starts.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -97,3 +100,64 @@ def write_calls(pid: int) -> int:
             if line.startswith("syscw:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no syscw for process {pid}")
+
+
+class Server:
+    """A server subprocess on a free port: ``python -m module --serve-fd FD`` (uvicorn
+    here; `bench.idle_sse_aiohttp`'s aiohttp); `census_dir`: tracing memory, its
+    snapshots dumped there."""
+
+    def __init__(self, census_dir: Path | None = None, module: str = "bench.idle_sse_asgi") -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        traced = () if census_dir is None else ("--serve-census", str(census_dir))
+        self.process = start_server(module, self.listener, *traced)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port)).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def rss(self) -> int:
+        """Resident memory of the server process, in bytes."""
+        return rss_bytes(self.process.pid)
+
+    def census(self, name: str) -> dict[str, Any]:
+        """The server's `bench._census.take` (its snapshot named `name`)."""
+        with socket.create_connection(("127.0.0.1", self.port)) as sock:
+            sock.sendall(f"GET /census/{name} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            received = bytearray()
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+        _, _, body = bytes(received).partition(b"\r\n\r\n")
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:  # a tracing server closing thousands of streams
+            self.process.kill()
+            self.process.wait()
+        self.listener.close()
+
+
+def open_stream(port: int, path: str) -> socket.socket:
+    """A connection that sent ``GET path`` and received the response headers."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError(f"{path}: closed before the headers")
+        received += chunk
+    if not received.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"{path}: {received[:100]!r}")
+    return sock

@@ -26,6 +26,14 @@ largest first (``(other)`` lines are the harness's and asyncio's: in a server, i
 task per connection and the like).
 ``--where N --kind broadcast`` does the same for N subscribers of one topic of an
 in-process `Broadcast` (``hub.sse(topic)``), the hub included.
+
+``--census N`` counts, side by side and on a fresh server each, what one idle
+connection holds (`bench._census`): RSS per connection (no tracing), then with
+tracemalloc on in the server: traced bytes, tasks, objects the garbage collector
+tracks by type, ``bytes`` objects, and the traced bytes by package and by allocating
+line (streamfx's, uvicorn's, Starlette's...), for the contenders above and the floor
+and streamfx behind Starlette's routing (``starlette-raw``, ``starlette-streamfx``:
+the soak's ASGI app is a Starlette app). ``--contenders a,b`` picks some.
 """
 
 from __future__ import annotations
@@ -33,8 +41,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
+import tempfile
 import time
 import tracemalloc
 from collections import Counter
@@ -42,19 +50,26 @@ from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from bench._uvicorn import rss_bytes, run_uvicorn, start_server
+from bench import _census
+from bench._uvicorn import Server, open_stream, run_uvicorn
 
 CONNECTIONS = 3000
 EVENTS = 300
 GAP = 0.01
 CONTENDERS = ("streamfx", "sse-starlette", "raw")
+# --census also counts the floor and streamfx behind Starlette's routing.
+CENSUS_CONTENDERS = (*CONTENDERS, "starlette-raw", "starlette-streamfx")
+TRACED_FRAMES = 25  # enough to reach the allocating line of streamfx or uvicorn
 
 
 # -- the server ------------------------------------------------------------------------
 
 
-def build_app() -> Any:
+def build_app(census_dir: Path | None = None) -> Any:
     from sse_starlette import EventSourceResponse
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.routing import Route
 
     from streamfx import sse
     from streamfx.adapters.asgi import to_asgi
@@ -76,10 +91,39 @@ def build_app() -> Any:
         while (await receive())["type"] != "http.disconnect":
             pass
 
+    async def census(name: str, send: Any) -> None:
+        snapshot = None if census_dir is None else census_dir / f"{name}.snapshot"
+        body = json.dumps(_census.take(snapshot)).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    class RawIdle:
+        """The floor as an ASGI callable a Starlette endpoint can return."""
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await raw_idle(receive, send)
+
+    async def routed(request: Request) -> Any:
+        if request.path_params["name"] == "starlette-streamfx":
+            return to_asgi(sse(never()))
+        return RawIdle()
+
+    # The same two through Starlette's routing, as an application would serve them
+    # (the soak's ASGI app does): what the framework holds per stream, apart.
+    starlette = Starlette(routes=[Route("/idle/{name}", routed)])
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         _, kind, name = scope["path"].split("/")
+        if kind == "census":
+            await census(name, send)
+            return
+        if name.startswith("starlette-"):
+            await starlette(scope, receive, send)
+            return
         if kind == "idle":
             if name == "streamfx":
                 await to_asgi(sse(never()))(scope, receive, send)
@@ -98,59 +142,18 @@ def build_app() -> Any:
     return app
 
 
-def serve(fd: int) -> None:
-    run_uvicorn(build_app(), fd, backlog=8192)
-
-
-class Server:
-    """A uvicorn subprocess on a free port."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.process = start_server("bench.idle_sse_asgi", self.listener)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port)).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def rss(self) -> int:
-        """Resident memory of the server process, in bytes."""
-        return rss_bytes(self.process.pid)
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        self.listener.close()
+def serve(fd: int, census_dir: Path | None) -> None:
+    if census_dir is not None:
+        tracemalloc.start(TRACED_FRAMES)
+    run_uvicorn(build_app(census_dir), fd, backlog=8192)
 
 
 # -- the clients -----------------------------------------------------------------------
 
 
-def open_stream(port: int, path: str) -> socket.socket:
-    """A connection that sent ``GET path`` and received the response headers."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise RuntimeError(f"{path}: closed before the headers")
-        received += chunk
-    if not received.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"{path}: {received[:100]!r}")
-    return sock
-
-
-def idle_cost(name: str, connections: int) -> float:
+def idle_cost(name: str, connections: int, module: str = "bench.idle_sse_asgi") -> float:
     """Bytes of server memory per idle SSE connection."""
-    server = Server()
+    server = Server(module=module)
     try:
         open_stream(server.port, f"/idle/{name}").close()  # warm-up
         time.sleep(0.5)
@@ -163,6 +166,50 @@ def idle_cost(name: str, connections: int) -> float:
         return (after - before) / connections
     finally:
         server.close()
+
+
+def idle_census(
+    name: str, connections: int, where: Path, module: str = "bench.idle_sse_asgi"
+) -> tuple[dict[str, Any], Counter[str]]:
+    """What one idle SSE connection of `name` adds to a tracing server: `per_stream`'s
+    figures, and the traced bytes per stream by allocating line."""
+    server = Server(where, module)
+    try:
+        for _ in range(10):  # warm-up: caches, interned names, the first of each kind
+            open_stream(server.port, f"/idle/{name}").close()
+        time.sleep(0.5)
+        before = server.census(f"{name}-before")
+        socks = [open_stream(server.port, f"/idle/{name}") for _ in range(connections)]
+        time.sleep(1.0)
+        after = server.census(f"{name}-after")
+        for sock in socks:
+            sock.close()
+    finally:
+        server.close()
+    figures = _census.per_stream(before, after, connections)
+    lines = _census.traced_by_owner(
+        where / f"{name}-before.snapshot", where / f"{name}-after.snapshot"
+    )
+    return figures, Counter({line: size / connections for line, size in lines.items()})
+
+
+def census_report(
+    connections: int,
+    names: tuple[str, ...],
+    module: str = "bench.idle_sse_asgi",
+    server: str = "uvicorn",
+) -> dict[str, Any]:
+    """Side by side, each contender on a fresh server (`module`'s): RSS per idle
+    connection (no tracing), then a tracing server's census of the same connections;
+    printed, and returned."""
+    rss = {name: idle_cost(name, connections, module) for name in names}
+    figures: dict[str, dict[str, Any]] = {}
+    lines: dict[str, Counter[str]] = {}
+    with tempfile.TemporaryDirectory() as where:
+        for name in names:
+            figures[name], lines[name] = idle_census(name, connections, Path(where), module)
+    _census.print_report(f"{connections} connections, {server}", rss, figures, lines)
+    return {"rss": rss, "census": figures, "lines": {n: dict(lines[n]) for n in names}}
 
 
 def latencies(server: Server, name: str, events: int, gap: float) -> list[float]:
@@ -293,13 +340,27 @@ def main() -> None:
         default="sse",
         help="with --where: sse() streams or subscribers of one Broadcast topic",
     )
+    parser.add_argument(
+        "--census", type=int, metavar="N", help="count what N idle connections hold, per contender"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CENSUS_CONTENDERS),
+        help="with --census: which, comma-separated (default: all)",
+    )
     parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-census", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fd is not None:
-        serve(args.serve_fd)
+        serve(args.serve_fd, args.serve_census)
         return
     if args.where is not None:
         where_memory_goes(args.where, args.kind)
+        return
+    if args.census is not None:
+        found = census_report(args.census, tuple(args.contenders.split(",")))
+        if args.json:
+            args.json.write_text(json.dumps(found))
         return
 
     print(f"\nidle SSE connections ({args.connections}), uvicorn (uvloop, httptools)")

@@ -7,9 +7,11 @@ adapter does, aiohttp's included: tests/test_adapter_contract*.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,6 +34,7 @@ from streamfx import (
     reset_shutdown,
     sse,
 )
+from streamfx.adapters import _aiohttp_watch
 from streamfx.adapters.aiohttp import (
     drain_on_shutdown,
     error_response,
@@ -517,6 +520,22 @@ async def test_idle_streams_hold_no_loop_timer_of_their_own() -> None:
         assert timers() - before <= 1  # the loop's shared `Deadlines` timer
 
     await _idle_streams(50, check)
+
+
+async def test_an_idle_stream_holds_no_bound_method_of_its_watch() -> None:
+    """Issue 15, idle memory: the write timeout's callback was a bound method of the
+    stream's watch, one more object per open stream; the watch is the callback."""
+
+    async def check(handlers: list[asyncio.Task[Any]]) -> None:
+        bound = [
+            thing
+            for thing in gc.get_objects()
+            if isinstance(thing, types.MethodType)
+            and isinstance(thing.__self__, _aiohttp_watch.DisconnectWatch)
+        ]
+        assert bound == []
+
+    await _idle_streams(5, check)
 
 
 def _by_streamfx(callback: Any) -> bool:

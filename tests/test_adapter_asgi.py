@@ -30,7 +30,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from streamfx import DownloadError, StreamfxError, StreamResponse, download
-from streamfx.adapters.asgi import error_response, send_response, to_asgi
+from streamfx.adapters.asgi import (
+    StreamingASGIResponse,
+    error_response,
+    send_response,
+    to_asgi,
+)
 from tests._client import close_all, open_raw, recv_until, wait_until
 from tests._servers import SERVERS, Server, serve
 from tests._stream_routes import CountedBody, lines, make_routes, numbered, once
@@ -262,6 +267,16 @@ async def test_a_sent_chunk_is_not_held_while_the_body_waits() -> None:
         await task
 
 
+async def first_then_park(
+    waiting: asyncio.Event, parked: asyncio.Future[None]
+) -> AsyncIterator[bytes]:
+    """One chunk, then an idle stream: `waiting` is set and `parked` awaited."""
+    yield b"first\n"
+    waiting.set()
+    await parked
+    yield b"never"  # pragma: no cover - never reached
+
+
 async def test_the_app_awaits_the_body_from_its_own_frame() -> None:
     """Per chunk, nothing stands between the application's coroutine and the body: a
     waiting body (an idle stream, between events) is suspended and resumed through the
@@ -269,16 +284,10 @@ async def test_the_app_awaits_the_body_from_its_own_frame() -> None:
     waiting = asyncio.Event()
     parked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def body() -> AsyncIterator[bytes]:
-        yield b"first\n"
-        waiting.set()
-        await parked
-        yield b"never"  # pragma: no cover - never reached
-
     async def send(message: Any) -> None:
         pass
 
-    app = to_asgi(StreamResponse(200, [], body()))
+    app = to_asgi(StreamResponse(200, [], first_then_park(waiting, parked)))
     call = app(http_scope(), never_disconnects, send)
     task = asyncio.ensure_future(call)
     try:
@@ -290,6 +299,69 @@ async def test_the_app_awaits_the_body_from_its_own_frame() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_an_idle_response_holds_no_headers_list_and_no_cell() -> None:
+    """Issue 15, idle memory: each response held a list of its encoded headers for the
+    whole stream (sent in the start message, then kept as ``raw_headers``), and each
+    call a cell (a comprehension in the sending frame captured a local). The headers
+    are now one tuple shared by every response with the same ones, a list made only
+    for the start message (or when ``raw_headers`` is asked for)."""
+    started: list[Any] = []
+    waiting = asyncio.Event()
+    parked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message["headers"])
+
+    headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+    apps = [
+        to_asgi(StreamResponse(200, list(headers), first_then_park(waiting, parked)))
+        for _ in range(2)
+    ]
+    tasks = [asyncio.create_task(app(http_scope(), never_disconnects, send)) for app in apps]
+    try:
+        async with asyncio.timeout(5):
+            await waiting.wait()
+            await wait_until(lambda: len(started) == 2, "both starts")
+        expected = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        assert started == [expected, expected]
+        assert started[0] is not started[1], "a list of its own for each start message"
+        for app in apps:
+            assert not [value for value in vars(app).values() if isinstance(value, list)]
+        assert StreamingASGIResponse.__call__.__code__.co_cellvars == ()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+async def test_headers_added_before_the_start_are_sent_once(tmp_path: Path) -> None:
+    """Headers added through ``raw_headers`` (Starlette's ``headers``, ``set_cookie``)
+    are sent after the response's own, also when ``for_request`` gave another response
+    (a Range request), and a header the response already has is not sent twice."""
+    path = tmp_path / "data.txt"
+    path.write_bytes(b"0123456789")
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    app = to_asgi(download(path))
+    own = list(app.raw_headers)
+    app.raw_headers.append((b"x-added", b"yes"))
+    app.raw_headers.append(own[0])  # already there: not sent twice
+    scope = {**http_scope(), "headers": [(b"range", b"bytes=2-4")]}
+    await app(scope, never_disconnects, send)
+    start = sent[0]
+    assert start["status"] == 206
+    names = [name for name, _ in start["headers"]]
+    assert names.count(own[0][0]) == 1
+    assert start["headers"][-1] == (b"x-added", b"yes")
+    assert b"".join(message.get("body", b"") for message in sent[1:]) == b"234"
 
 
 def test_works_without_starlette() -> None:

@@ -228,3 +228,50 @@ async def test_a_broken_receive_ends_the_watch_not_the_response(
     assert not watch.disconnected
     assert any("ASGI receive" in record.getMessage() for record in caplog.records)
     await watch.stop()
+
+
+def _waiting_context(queue: asyncio.Queue[dict[str, Any]]) -> object:
+    """The context the watch's callback on `queue`'s pending ``get`` will run in."""
+    (getter,) = queue._getters  # type: ignore[attr-defined]
+    callbacks = getter._callbacks
+    assert callbacks is not None and len(callbacks) == 1
+    callback, context = callbacks[0]
+    assert isinstance(callback, DisconnectWatch)
+    return context
+
+
+async def test_a_watch_stepped_by_hand_copies_no_context_per_wait() -> None:
+    """Issue 15, idle memory: each wait of a watch stepped by hand registered its
+    callback with a copy of the current context (one object per idle stream). The
+    watches of one thread now share one context, another thread's loop has its own,
+    and a disconnect is still seen at once."""
+    queues: list[asyncio.Queue[dict[str, Any]]] = [asyncio.Queue() for _ in range(2)]
+    sending = [asyncio.create_task(asyncio.sleep(30)) for _ in queues]
+    watches = [
+        DisconnectWatch(task, {}, queue.get, nothing_sent)
+        for task, queue in zip(sending, queues, strict=True)
+    ]
+    for watch in watches:
+        watch.start()
+    first, second = (_waiting_context(queue) for queue in queues)
+    assert first is second
+
+    async def in_another_thread() -> object:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        task = asyncio.create_task(asyncio.sleep(30))
+        watch = DisconnectWatch(task, {}, queue.get, nothing_sent)
+        watch.start()
+        context = _waiting_context(queue)
+        await watch.stop()
+        task.cancel()
+        return context
+
+    other = await asyncio.to_thread(asyncio.run, in_another_thread())
+    assert other is not first
+    queues[0].put_nowait({"type": "http.disconnect"})
+    with pytest.raises(asyncio.CancelledError):
+        await sending[0]
+    assert watches[0].disconnected and not watches[1].disconnected
+    for watch in watches:
+        await watch.stop()
+    sending[1].cancel()

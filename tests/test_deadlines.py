@@ -132,6 +132,31 @@ def test_rescheduling_from_expired_and_an_earlier_deadline_rearms() -> None:
     assert [(name, at) for name, at, _ in calls] == [(2, 1.0), (2, 6.0), (2, 11.0), (1, 100.0)]
 
 
+def test_deadlines_rescheduled_from_expired_arm_one_timer_per_run() -> None:
+    """Issue 15, idle memory: an `expired` that scheduled its owner again (a watch
+    checking every interval) armed the loop timer for that time, which the end of the
+    run then cancelled and armed again for the earliest: two `call_at` per run, and
+    on asyncio's loop every cancelled handle (and its copy of the context) stays in
+    the loop's heap until its time: about half a handle per idle aiohttp stream."""
+    loop = ManualLoop()
+    deadlines = make(loop)
+    calls: list[tuple[int, float, float]] = []
+
+    class Every(Noted):
+        __slots__ = ()
+
+        def expired(self, now: float) -> None:
+            super().expired(now)
+            deadlines.schedule(self, now + 1000)
+
+    for n in range(100):
+        deadlines.schedule(Every(n, calls), 1.0 + n)
+    loop.advance(150)
+    assert len(calls) == 100
+    assert len(loop.timers) == 1 + 100, "the first, then one loop timer armed per run"
+    assert len(loop.live_timers()) == 1
+
+
 def test_a_cancelled_deadline_scheduled_again_is_revived() -> None:
     loop = ManualLoop()
     deadlines = make(loop)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+import types
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 import streamfx
 from streamfx import BufferPolicy, Strategy
+from streamfx._core import shutdown
 from streamfx._core.channel import LIST_CAPACITY
 from streamfx._response.engine import encode_batches
 from streamfx.metrics import InMemoryMetrics
@@ -383,3 +385,69 @@ async def test_a_written_chunk_is_not_held_while_the_stream_waits() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     await body.aclose()
+
+
+async def _idle(body: AsyncIterator[bytes]) -> asyncio.Future[bytes]:
+    """The body's next chunk, awaited in a task until the body waits for items."""
+    waiting = asyncio.ensure_future(anext(body))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    return waiting
+
+
+async def _closed(body: AsyncGenerator[bytes, None], waiting: asyncio.Future[bytes]) -> None:
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await body.aclose()
+
+
+async def test_an_idle_body_holds_no_empty_batch() -> None:
+    """Issue 15, idle memory: a body waiting for items held the empty list its last
+    look at the buffer returned (a list per idle stream)."""
+
+    async def silence() -> AsyncIterator[int]:
+        await asyncio.get_running_loop().create_future()
+        yield 0  # pragma: no cover - never reached
+
+    body = encode_batches(silence(), BufferPolicy(4), lines, kind="t", prefix=b":\n")
+    assert await anext(body) == b":\n"
+    waiting = await _idle(body)
+    assert isinstance(body, types.AsyncGeneratorType)
+    assert body.ag_frame is not None
+    assert "batch" not in body.ag_frame.f_locals
+    await _closed(body, waiting)
+
+
+@pytest.mark.usefixtures("clean_shutdown_flag")
+async def test_an_idle_drainable_body_with_a_heartbeat_listens_without_a_bound_method() -> None:
+    """Issue 15, idle memory: a drainable body listened for a shutdown with a bound
+    method of its channel (one object per idle stream, held by the listeners); with a
+    keep-alive its silence, which it holds anyway, is the listener. A shutdown still
+    ends it at once, with its farewell."""
+
+    async def silence() -> AsyncIterator[int]:
+        await asyncio.get_running_loop().create_future()
+        yield 0  # pragma: no cover - never reached
+
+    before = set(shutdown._listeners)
+    body = encode_batches(
+        silence(),
+        BufferPolicy(4),
+        lines,
+        kind="t",
+        prefix=b":\n",
+        keepalive=60,
+        drainable=True,
+        farewell=b"bye\n",
+    )
+    assert await anext(body) == b":\n"
+    waiting = await _idle(body)
+    added = [listener for listener in shutdown._listeners if listener not in before]
+    assert len(added) == 1
+    assert not isinstance(added[0], types.MethodType)
+    streamfx.request_shutdown()
+    assert await waiting == b"bye\n"
+    assert [chunk async for chunk in body] == []
+    assert not [listener for listener in shutdown._listeners if listener not in before]

@@ -133,11 +133,14 @@ async def _run(
     started = time.monotonic()
     outcome: Outcome = "closed"
     channel.start((source,), _task_name(kind))
-    if drainable:
-        on_shutdown(channel.wake)
+    silence = None if keepalive is None else _Silence(channel, keepalive)
+    # The shutdown listener: the silence itself when there is one (calling it wakes the
+    # body), not a bound method of the channel held per stream in the listeners.
+    waker = None if not drainable else channel.wake if silence is None else silence
+    if waker is not None:
+        on_shutdown(waker)
     reported_drops = 0
     items_sent = False
-    silence = None if keepalive is None else _Silence(channel, keepalive)
     # Per chunk, the one metrics call; skipped when nobody listens (the null hook).
     report_sent = hook.items_sent if reports_items(hook) else None
     try:
@@ -164,6 +167,7 @@ async def _run(
                 break
             if drainable and shutdown_requested():
                 break  # drained: what was held has been sent
+            del batch  # an empty list: not held while the stream waits (idle memory)
             if silence is None:
                 await channel.wait_ready()
             else:
@@ -202,8 +206,8 @@ async def _run(
     finally:
         if silence is not None:
             silence.stop()
-        if drainable:
-            off_shutdown(channel.wake)
+        if waker is not None:
+            off_shutdown(waker)
         try:
             await channel.aclose()
         except Exception as exc:
@@ -227,7 +231,9 @@ class _Silence(Deadline):
 
     The silence starts when the body comes back for more after its last chunk
     (`start`; ``counting = False`` when a chunk leaves); once `interval` seconds have
-    passed since, `elapsed` is set and the body's wait is woken (`Channel.wake`)."""
+    passed since, `elapsed` is set and the body's wait is woken (`Channel.wake`).
+    Calling it wakes the body too, without a keep-alive: it is a drainable body's
+    listener for a shutdown request (`on_shutdown`)."""
 
     __slots__ = ("channel", "counting", "deadlines", "due", "elapsed", "interval", "loop")
 
@@ -253,6 +259,9 @@ class _Silence(Deadline):
     def stop(self) -> None:
         self.counting = False
         self.deadlines.cancel(self)
+
+    def __call__(self) -> None:
+        self.channel.wake()
 
     def expired(self, now: float) -> None:
         if not self.counting:

@@ -52,7 +52,9 @@ class DisconnectWatch(Deadline):
         self._deadlines: Deadlines = deadlines_for(asyncio.get_running_loop())
         self.watching = False
         self.fired = False
-        self.writes = WriteWatchdog(write_timeout, self._stalled, logger)
+        # The watch itself is the watchdog's `on_stall` (`__call__`): a bound method
+        # would be one more object held per open stream.
+        self.writes = WriteWatchdog(write_timeout, self, logger)
 
     def start(self) -> None:
         if not self.watching and not self.fired:
@@ -79,11 +81,14 @@ class DisconnectWatch(Deadline):
         else:
             self._deadlines.schedule(self, now + self._interval)
 
-    def _stalled(self) -> None:
+    def stalled(self) -> None:
+        """The write timeout: abort the connection and cancel the handler."""
         transport = self._request.transport
         if transport is not None:
             transport.abort()
         self._fire("client stalled")
+
+    __call__ = stalled  # the watchdog's `on_stall`
 
     def _fire(self, reason: str) -> None:
         if self.watching:  # fired once: not checked again

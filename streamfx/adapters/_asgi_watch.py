@@ -18,7 +18,9 @@ someone else must wait on ``receive`` for the whole response. Promises:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import threading
 import types
 from collections.abc import Coroutine, Generator, Mapping
 from typing import Any, Final
@@ -42,10 +44,12 @@ class DisconnectWatch:
     ``receive()`` is driven by hand, from the done-callback of the future it waits on, as
     a task would drive it: no task of its own, no coroutine of its own, no entry in the
     loop's set of tasks (some 0.6 KB per idle connection; ``python -m
-    bench.idle_sse_asgi --where``). A disconnect is seen as soon as the future resolves,
-    as it was by a task. Any other ``receive`` (wrapped by a middleware, another server)
-    may need to run inside a task (``asyncio.current_task()``, ``asyncio.timeout``,
-    anyio's cancel scopes), so it gets one. Why by hand and not a library: this is a
+    bench.idle_sse_asgi --where``), and no copy of the context per wait: the steps run
+    in one empty `contextvars.Context` per thread (those receives read none). A
+    disconnect is seen as soon as the future resolves, as it was by a task. Any other
+    ``receive`` (wrapped by a middleware, another server) may need to run inside a task
+    (``asyncio.current_task()``, ``asyncio.timeout``, anyio's cancel scopes, context
+    variables), so it gets one. Why by hand and not a library: this is a
     task's own stepping rule (send, then wait on the yielded future or go again on the
     next turn), which no library offers without a task.
     """
@@ -145,7 +149,10 @@ class DisconnectWatch:
                 asyncio.get_running_loop().call_soon(self._step)
             elif getattr(waited, "_asyncio_future_blocking", None):
                 waited._asyncio_future_blocking = False
-                waited.add_done_callback(self)  # `__call__`: no bound method per wait
+                # `__call__`: no bound method per wait; and the thread's one shared
+                # context, not a copy of the current one per wait (as without
+                # `context`): the receives stepped by hand read no context variable.
+                waited.add_done_callback(self, context=_callback_context())
                 self.waiting_on = waited
             else:  # not something asyncio can wait on: a task would fail the same way
                 self.receiving = None
@@ -183,6 +190,22 @@ _UVICORN_CYCLES: Final = frozenset(
 
 
 _STEPPED: Final = (types.CoroutineType, types.GeneratorType)
+
+
+class _CallbackContext(threading.local):
+    """One empty `contextvars.Context` per thread, in which every watch's steps run
+    (per thread: a context cannot be entered twice at once, and each thread runs its
+    own loop)."""
+
+    def __init__(self) -> None:
+        self.context = contextvars.Context()
+
+
+_callback_contexts = _CallbackContext()
+
+
+def _callback_context() -> contextvars.Context:
+    return _callback_contexts.context
 
 
 def _steps_by_hand(receive: Receive) -> bool:

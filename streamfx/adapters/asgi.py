@@ -159,28 +159,51 @@ class StreamingASGIResponse(_ResponseBase):
         self.status_code = response.status
         self.background: BackgroundTask | None = None
         self.body = b""
-        self.raw_headers = _encode_headers(response.headers)
+        # The headers as sent, shared by every response with the same ones (an SSE
+        # stream's: one tuple for thousands of idle streams); a list of this response's
+        # own is made only when someone asks for `raw_headers` (to add to it).
+        self._encoded = _encode_headers(response.headers)
+        self._raw_headers: RawHeaders | None = None
         self.completed = False  # set once the whole response was sent
+
+    @property
+    def raw_headers(self) -> RawHeaders:
+        """The headers to send, as ``(name, value)`` bytes pairs: a list of this
+        response's own, which may be changed until the response starts (Starlette's
+        ``headers`` and ``set_cookie`` change it)."""
+        if self._raw_headers is None:
+            self._raw_headers = list(self._encoded)
+        return self._raw_headers
+
+    @raw_headers.setter
+    def raw_headers(self, value: RawHeaders) -> None:
+        self._raw_headers = value
+
+    def _headers_for(self, response: StreamResponse) -> RawHeaders:
+        """The start message's headers for `response` (this one's, or the one
+        ``for_request`` gave), with those added to `raw_headers`: a fresh list, held
+        only by the message (a middleware may change it)."""
+        raw = self._raw_headers
+        if response is self.stream_response:
+            return list(self._encoded if raw is None else raw)
+        headers = _encode_headers(response.headers)
+        if raw is None:
+            return list(headers)
+        initial = _encode_headers(self.stream_response.headers)
+        return [*headers, *(header for header in raw if header not in initial)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The whole send runs in this one frame: every wait of the body (each event of
         # a live stream) suspends and resumes the chain of frames above it, so a frame
         # less here is less work per chunk. Only what runs once is in helpers.
-        original = self.stream_response
-        response = await _resolve(original, scope, send)
+        response = await _resolve(self.stream_response, scope, send)
         if response is None:
             return
-        if response is original:
-            headers = self.raw_headers  # with whatever was added to `headers`
-        else:
-            initial = _encode_headers(original.headers)
-            added = [header for header in self.raw_headers if header not in initial]
-            headers = _encode_headers(response.headers) + added
         body = response.body
         start: Message = {
             "type": "http.response.start",
             "status": response.status,
-            "headers": headers,
+            "headers": self._headers_for(response),
         }
         task = asyncio.current_task()
         assert task is not None, "an ASGI response must be sent from a task"
@@ -199,7 +222,7 @@ class StreamingASGIResponse(_ResponseBase):
                 iterator = aiter(body)
                 if not await _start(iterator, start, send, watchdog):
                     return
-                del start  # sent: not held for the life of a long stream
+                del start, response  # sent, and `body` is all of it needed from here on
                 # The watchdog's methods are looked up per chunk, not bound once: two
                 # bound methods would be held for the stream's life (idle memory).
                 async for chunk in iterator:
@@ -270,8 +293,18 @@ async def _resolve(response: StreamResponse, scope: Scope, send: Send) -> Stream
         return None
 
 
-def _encode_headers(headers: Sequence[tuple[str, str]]) -> RawHeaders:
-    return [_encode_header(name, value) for name, value in headers]
+def _encode_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[bytes, bytes], ...]:
+    """`headers` as bytes pairs, in a tuple shared by every response with the same
+    headers (cached; headers that cannot be hashed are encoded afresh)."""
+    try:
+        return _encode_shared(tuple(headers))
+    except TypeError:  # a pair given as a list
+        return tuple(_encode_header(name, value) for name, value in headers)
+
+
+@lru_cache(maxsize=256)
+def _encode_shared(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple(_encode_header(name, value) for name, value in headers)
 
 
 @lru_cache(maxsize=512)
@@ -347,7 +380,7 @@ async def _once(chunk: bytes) -> AsyncIterator[bytes]:
 async def _send_error(send: Send, exc: Exception) -> None:
     """Answer `exc` (raised before the start); a client already gone is not an error."""
     answer = answer_error(exc, logger)
-    headers = _encode_headers(refusal_headers(answer))
+    headers = list(_encode_headers(refusal_headers(answer)))
     start: Message = {"type": "http.response.start", "status": answer.status, "headers": headers}
     try:
         await send(start)
