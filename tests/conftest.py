@@ -28,6 +28,7 @@ import asyncio
 import gc
 import sys
 import traceback
+import tracemalloc
 import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
@@ -145,3 +146,13 @@ async def subscriptions() -> AsyncIterator[Subscriptions]:
         yield watch
     finally:
         set_metrics(previous)
+
+
+@pytest.fixture
+def traced() -> Iterator[None]:
+    """tracemalloc on for the test (memory bounds measured with it), off after."""
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        tracemalloc.stop()

@@ -4,8 +4,6 @@ decoder) while a bounded one passes."""
 
 from __future__ import annotations
 
-import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,15 +13,6 @@ from bench.soak import fuzz
 from streamfx import SSEDecoder
 
 FLOOD = fuzz.FLOOD_PIECES[0]
-
-
-@pytest.fixture
-def traced() -> Iterator[None]:
-    tracemalloc.start()
-    try:
-        yield
-    finally:
-        tracemalloc.stop()
 
 
 def check(chunks: list[bytes]) -> fuzz.Findings:

@@ -10,26 +10,17 @@ which for short lines is 20-40 times the characters that its limits count."""
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.soak.fuzz import decoder_memory
 from streamfx import ServerSentEvent, SSEDecodeError, SSEDecoder
 
 BYTES_PER_CHARACTER = 4  # the most a str takes per character (UCS-4)
 HELD_SLACK = 16 << 10  # the decoder's objects, a block of recent pieces (the docstring's)
 FEED_SLACK = 128 << 10  # what `feed` adds while it parses (the docstring's)
-
-
-@pytest.fixture
-def traced() -> Iterator[None]:
-    tracemalloc.start()
-    try:
-        yield
-    finally:
-        tracemalloc.stop()
 
 
 def fed(decoder: SSEDecoder, stream: bytes, chunk: int) -> tuple[int, int]:
@@ -39,19 +30,7 @@ def fed(decoder: SSEDecoder, stream: bytes, chunk: int) -> tuple[int, int]:
     caller's: their size (what is traced when `feed` returns, less what is left once
     they are dropped) is not counted in the growth."""
     chunks = [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
-    start = tracemalloc.get_traced_memory()[0]
-    growth = 0
-    for piece in chunks:
-        tracemalloc.reset_peak()
-        try:
-            events = decoder.feed(piece)
-        except SSEDecodeError:
-            growth = max(growth, tracemalloc.get_traced_memory()[1] - start)
-            break
-        returned, peak = tracemalloc.get_traced_memory()
-        del events
-        growth = max(growth, peak - start - (returned - tracemalloc.get_traced_memory()[0]))
-    return tracemalloc.get_traced_memory()[0] - start, growth
+    return decoder_memory(decoder, chunks)
 
 
 @pytest.mark.parametrize(
