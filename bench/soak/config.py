@@ -22,13 +22,15 @@ SIGTERM) and must stay under 10 minutes on 2 cores. What it trims to get there:
 - the reference row (waitress under its defaults, counted for nothing: a server start
   and 22 s of readers) is left to ``--references``.
 
-Measured on 2 cores with other work beside it (load 1-2.7): the full run 408 s, the
-short one 101-108 s (readers 72-76 s of it: 8 rows of run A's 4 s, run B's ~3.3 s from
-the first stalled connect to the last eviction, and ~1 s of connects and baselines
-each, ~4 s more when a run B is made twice; churn 7-9 s, idle 7-10 s, faults 6-7 s
-on every server at once, shutdown 1-2 s, fuzzing 5-6 s). The short run was 128-139 s
-with faults one server after another (28 s) and a 5 s heartbeat for WSGI's idle
-streams (4.6 s of waiting for the resets to be seen).
+Measured on 2 cores (load about 2): the full run 556 s with churn's warm-up (each
+server's RSS levelled off, WSGI's thread pool filled, before the counted cycles;
+371-408 s without it), the short one 124-128 s (101-108 s without it). Of the short
+run, readers is about 70 s: 8 rows of run A's 4 s, run B's ~3.3 s from the first
+stalled connect to the last eviction, and ~1 s of connects and baselines each, ~4 s
+more when a run B is made twice; then faults 6-7 s on every server at once, shutdown
+1-2 s, fuzzing 5-6 s. The short run was 128-139 s with faults one server after
+another (28 s) and a 5 s heartbeat for WSGI's idle streams (4.6 s of waiting for the
+resets to be seen).
 """
 
 from __future__ import annotations
