@@ -26,7 +26,7 @@ from bench.soak.targets import Server, Target
 PATH = "/sse?gap=0.25&hb=15"  # a WSGI server sees a reset only when it writes
 SAMPLES = 10
 WARM_UP = 200  # the fewest cycles in a warm-up round
-WARM_ROUNDS = 8  # the most warm-up rounds
+WARM_ROUNDS = 5  # the most warm-up rounds (the full run saw 2-4; bounds the soak's time)
 WARM_FLAT_KB = 256  # a warm-up round that grew RSS by no more ends the warm-up
 FLAT_KB = 2048  # the most the second half may grow, in KB
 FILL_SECONDS = 60.0  # for every stream of `fill_the_pool` to read its first event
