@@ -206,8 +206,6 @@ class Channel(Producers[T]):
                     ready = await getter
         finally:
             self._wait_for_room = False
-            if self._stall_after is not None:
-                self._left_at = loop.time()  # back from waiting: away from now on
             if self._getter is not None:  # not woken by a producer: no longer waiting
                 self._getter = None
                 self._reset_limit()
@@ -216,6 +214,8 @@ class Channel(Producers[T]):
             return True
         if not ready:
             self._deadline = None
+            if self._stall_after is not None:
+                self._left_at = loop.time()  # leaves with nothing (a keep-alive): away now
         return ready
 
     def _arm_silence_alarm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
